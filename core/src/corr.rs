@@ -1,0 +1,393 @@
+//! Correlation sources: who holds which seed, and how ops draw from it.
+//!
+//! * The **device** and the dealer share a provisioned key `K_d`; the host and
+//!   the dealer share `K_h`. Each derives a per-session seed from its key and
+//!   the session id ([`Seed::derive`] with [`Domain::Session`]). The host relays
+//!   all device traffic but never learns `K_d`.
+//! * Op number `k` of a session reads the keystream `(session seed, nonce =
+//!   (k, lane))`. [`Correlations::next_op`] hands out `k` and advances the
+//!   counter, so one correlation cannot be drawn twice: reuse would need a
+//!   second `OpCorr` for the same `k`, and no API makes one.
+//! * A correlated value `v = v0 + v1` is either **random** (`v0` from the host
+//!   seed, `v1` from the device seed, the dealer knows both), or **derived**
+//!   (`v1` from the device seed; `v0 = g(randoms) - v1` is computed by the
+//!   dealer and sent to the host as a *correction word*). The device therefore
+//!   receives nothing from the dealer at all.
+//!
+//! Dealer messages carry a 16-byte header `(session id, op id)`, both
+//! little-endian `u64`, followed by the correction words; the host checks both
+//! before using a word, so a replayed, reordered or foreign message is refused.
+
+use crate::error::ProtocolError;
+use crate::prg::{Domain, Prg, Seed};
+use crate::wire;
+
+/// Which party a share or stream belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Role {
+    /// P0: holds the model weights.
+    Host,
+    /// P1: holds the image and receives the prediction.
+    Device,
+}
+
+impl Role {
+    /// Party index: host 0, device 1.
+    pub fn index(self) -> usize {
+        match self {
+            Role::Host => 0,
+            Role::Device => 1,
+        }
+    }
+}
+
+/// A session identifier, bound into every seed and dealer message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct SessionId(pub u64);
+
+/// Length of a dealer message header.
+pub const DEALER_HEADER_LEN: usize = 16;
+
+/// One party's correlation source for one session.
+pub struct Correlations {
+    seed: Seed,
+    role: Role,
+    session: SessionId,
+    next_op: u64,
+    poisoned: bool,
+}
+
+impl core::fmt::Debug for Correlations {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Correlations")
+            .field("role", &self.role)
+            .field("session", &self.session)
+            .field("next_op", &self.next_op)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Correlations {
+    /// The source of `role` for `session`, from the party's provisioned key.
+    pub fn new(role: Role, key: &Seed, session: SessionId) -> Self {
+        Self {
+            seed: key.derive(Domain::Session, session.0),
+            role,
+            session,
+            next_op: 0,
+            poisoned: false,
+        }
+    }
+
+    /// The party this source belongs to.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The session id.
+    pub fn session(&self) -> SessionId {
+        self.session
+    }
+
+    /// Number of ops drawn so far (the id of the next op).
+    pub fn ops_used(&self) -> u64 {
+        self.next_op
+    }
+
+    /// Device (or dealer mirror): the next op's correlations, all seeded.
+    pub fn next_op(&mut self) -> Result<OpCorr<'static>, ProtocolError> {
+        if self.poisoned {
+            return Err(ProtocolError::Poisoned);
+        }
+        let op = self.next_op;
+        self.next_op = self.next_op.wrapping_add(1);
+        Ok(OpCorr {
+            seed: self.seed.clone(),
+            op,
+            role: self.role,
+            corrections: &[],
+            taken: 0,
+        })
+    }
+
+    /// Host: the next op's correlations, with the dealer's message for it.
+    /// A message for another session or op poisons this source.
+    pub fn next_op_with<'d>(&mut self, dealer_msg: &'d [u8]) -> Result<OpCorr<'d>, ProtocolError> {
+        if self.poisoned {
+            return Err(ProtocolError::Poisoned);
+        }
+        let parsed = parse_dealer_header(dealer_msg);
+        match parsed {
+            Ok((s, op, body)) if s == self.session.0 && op == self.next_op => {
+                let mut c = self.next_op()?;
+                c.corrections = body;
+                Ok(c)
+            }
+            Ok(_) => {
+                self.poisoned = true;
+                Err(ProtocolError::WrongOp)
+            }
+            Err(e) => {
+                self.poisoned = true;
+                Err(e)
+            }
+        }
+    }
+
+    /// Marks the session as failed: every later draw errs.
+    pub fn poison(&mut self) {
+        self.poisoned = true;
+    }
+}
+
+fn parse_dealer_header(msg: &[u8]) -> Result<(u64, u64, &[u8]), ProtocolError> {
+    let (head, body) = msg
+        .split_at_checked(DEALER_HEADER_LEN)
+        .ok_or(ProtocolError::BadLength {
+            expected: DEALER_HEADER_LEN,
+            got: msg.len(),
+        })?;
+    let s = wire::read_u64(head, 0)?;
+    let op = wire::read_u64(head, 1)?;
+    if !body.len().is_multiple_of(8) {
+        return Err(ProtocolError::BadLength {
+            expected: body.len() - body.len() % 8,
+            got: body.len(),
+        });
+    }
+    Ok((s, op, body))
+}
+
+/// The correlations of one op for one party.
+pub struct OpCorr<'d> {
+    seed: Seed,
+    op: u64,
+    role: Role,
+    corrections: &'d [u8],
+    taken: usize,
+}
+
+impl core::fmt::Debug for OpCorr<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("OpCorr")
+            .field("op", &self.op)
+            .field("role", &self.role)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'d> OpCorr<'d> {
+    /// The party.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The op id.
+    pub fn op(&self) -> u64 {
+        self.op
+    }
+
+    /// This party's share of a random lane, from word 0.
+    pub fn random(&self, lane: u32) -> Prg {
+        Prg::new(&self.seed, self.op, lane)
+    }
+
+    /// This party's share of a random lane, from word `word`.
+    pub fn random_at(&self, lane: u32, word: u64) -> Prg {
+        Prg::at(&self.seed, self.op, lane, word)
+    }
+
+    /// Checks that the host has exactly `words` correction words for this op
+    /// (the device has none and always passes).
+    pub fn expect_corrections(&self, words: usize) -> Result<(), ProtocolError> {
+        if self.role == Role::Device {
+            return Ok(());
+        }
+        let expected = words.checked_mul(8).ok_or(ProtocolError::BadShape)?;
+        if self.corrections.len() == expected {
+            Ok(())
+        } else {
+            Err(ProtocolError::BadLength {
+                expected,
+                got: self.corrections.len(),
+            })
+        }
+    }
+
+    /// This party's share of a derived lane of `n` words: the device expands
+    /// it from its seed, the host takes the next `n` correction words.
+    pub fn derived(&mut self, lane: u32, n: usize) -> Result<Derived<'d>, ProtocolError> {
+        match self.role {
+            Role::Device => Ok(Derived::Seeded(self.random(lane))),
+            Role::Host => {
+                let start = self.taken;
+                let end = n
+                    .checked_mul(8)
+                    .and_then(|b| b.checked_add(start))
+                    .ok_or(ProtocolError::BadShape)?;
+                let words = self
+                    .corrections
+                    .get(start..end)
+                    .ok_or(ProtocolError::BadLength {
+                        expected: end,
+                        got: self.corrections.len(),
+                    })?;
+                self.taken = end;
+                Ok(Derived::Given(words))
+            }
+        }
+    }
+}
+
+/// A party's share of a derived lane, read sequentially.
+// The seeded variant carries its keystream buffer inline on purpose: no heap
+// in core, and a reader lives on the stack for one op only.
+#[allow(clippy::large_enum_variant)]
+pub enum Derived<'d> {
+    /// The device's share, expanded from its seed.
+    Seeded(Prg),
+    /// The host's share: correction words from the dealer (LE `u64`).
+    Given(&'d [u8]),
+}
+
+impl Derived<'_> {
+    /// The next word (0 past the end of a checked slice, which callers
+    /// prevent by checking lengths first).
+    #[inline]
+    pub fn next_u64(&mut self) -> u64 {
+        match self {
+            Derived::Seeded(p) => p.next_u64(),
+            Derived::Given(s) => {
+                let (w, rest) = s.split_at_checked(8).unwrap_or((&[], &[]));
+                *s = rest;
+                wire::word(w)
+            }
+        }
+    }
+}
+
+/// The dealer's view of a session: both parties' seeds, in lock-step.
+#[derive(Debug)]
+pub struct DealerSession {
+    host: Correlations,
+    device: Correlations,
+}
+
+/// The dealer's view of one op.
+#[derive(Debug)]
+pub struct DealerOp {
+    /// The host's streams for this op.
+    pub host: OpCorr<'static>,
+    /// The device's streams for this op.
+    pub device: OpCorr<'static>,
+    session: SessionId,
+}
+
+impl DealerSession {
+    /// The dealer side of `session`, from both provisioned keys.
+    pub fn new(host_key: &Seed, device_key: &Seed, session: SessionId) -> Self {
+        Self {
+            host: Correlations::new(Role::Host, host_key, session),
+            device: Correlations::new(Role::Device, device_key, session),
+        }
+    }
+
+    /// The next op (advances both mirrors).
+    pub fn next_op(&mut self) -> Result<DealerOp, ProtocolError> {
+        Ok(DealerOp {
+            host: self.host.next_op()?,
+            device: self.device.next_op()?,
+            session: self.host.session(),
+        })
+    }
+
+    /// Ops dealt so far.
+    pub fn ops_used(&self) -> u64 {
+        self.host.ops_used()
+    }
+}
+
+impl DealerOp {
+    /// The joint value of random lane `lane` at the current position of the
+    /// two readers.
+    pub fn random(&self, lane: u32) -> JointPrg {
+        JointPrg {
+            h: self.host.random(lane),
+            d: self.device.random(lane),
+        }
+    }
+
+    /// Writes the message header and returns a writer for correction words
+    /// into `out` (which must hold `DEALER_HEADER_LEN + 8 * words` bytes).
+    pub fn writer<'o>(
+        &self,
+        out: &'o mut [u8],
+        words: usize,
+    ) -> Result<CorrectionWriter<'o>, ProtocolError> {
+        let len = words
+            .checked_mul(8)
+            .and_then(|b| b.checked_add(DEALER_HEADER_LEN))
+            .ok_or(ProtocolError::BadShape)?;
+        let out = out.get_mut(..len).ok_or(ProtocolError::BadBuffer)?;
+        wire::write_u64(out, 0, self.session.0)?;
+        wire::write_u64(out, 1, self.host.op())?;
+        Ok(CorrectionWriter {
+            out,
+            pos: DEALER_HEADER_LEN,
+        })
+    }
+
+    /// The device's share stream of derived lane `lane`.
+    pub fn device_derived(&self, lane: u32) -> Prg {
+        self.device.random(lane)
+    }
+}
+
+/// The sum of the host's and the device's share streams of a random lane.
+pub struct JointPrg {
+    h: Prg,
+    d: Prg,
+}
+
+impl JointPrg {
+    /// The next joint value `v0 + v1`.
+    #[inline]
+    pub fn next_u64(&mut self) -> u64 {
+        self.h.next_u64().wrapping_add(self.d.next_u64())
+    }
+}
+
+/// Writes the host's correction words of a dealer message.
+pub struct CorrectionWriter<'o> {
+    out: &'o mut [u8],
+    pos: usize,
+}
+
+impl CorrectionWriter<'_> {
+    /// Writes the host's share `value - device_share` of one derived word.
+    #[inline]
+    pub fn put(&mut self, value: u64, device_share: u64) {
+        let w = value.wrapping_sub(device_share).to_le_bytes();
+        if let Some(dst) = self.out.get_mut(self.pos..self.pos + 8) {
+            dst.copy_from_slice(&w);
+        }
+        self.pos += 8;
+    }
+
+    /// Total message length; errs if fewer or more words than announced were
+    /// written.
+    pub fn finish(self) -> Result<usize, ProtocolError> {
+        if self.pos == self.out.len() {
+            Ok(self.pos)
+        } else {
+            Err(ProtocolError::BadBuffer)
+        }
+    }
+}
+
+/// The length of a dealer message with `words` correction words.
+pub fn dealer_message_len(words: usize) -> usize {
+    DEALER_HEADER_LEN + 8 * words
+}

@@ -1,0 +1,48 @@
+//! Errors of the protocol layer.
+
+use core::fmt;
+
+/// What went wrong in a protocol step. Every error is final for the op that
+/// raised it: the op's state machine was consumed by the call.
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum ProtocolError {
+    /// A message from the peer (or the dealer) has the wrong length.
+    BadLength {
+        /// Bytes the protocol step expects.
+        expected: usize,
+        /// Bytes that arrived.
+        got: usize,
+    },
+    /// A caller-provided buffer does not match the op's shape.
+    BadBuffer,
+    /// The op's shape is empty or too large for this build.
+    BadShape,
+    /// A parameter is out of its documented range (e.g. fractional bits).
+    BadParameter,
+    /// A dealer message belongs to another session or op.
+    WrongOp,
+    /// The value does not fit the range the protocol is stated for.
+    OutOfRange,
+    /// An earlier error poisoned the session: nothing more can be done on it.
+    Poisoned,
+}
+
+impl fmt::Display for ProtocolError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::BadLength { expected, got } => {
+                write!(f, "message has {got} bytes, expected {expected}")
+            }
+            Self::BadBuffer => f.write_str("caller buffer does not match the op shape"),
+            Self::BadShape => f.write_str("op shape is empty or too large"),
+            Self::BadParameter => f.write_str("parameter out of range"),
+            Self::WrongOp => f.write_str("dealer message is for another session or op"),
+            Self::OutOfRange => f.write_str("value outside the protocol's stated range"),
+            Self::Poisoned => f.write_str("session poisoned by an earlier error"),
+        }
+    }
+}
+
+impl core::error::Error for ProtocolError {}

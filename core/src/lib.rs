@@ -1,0 +1,20 @@
+#![doc = include_str!("../README.md")]
+#![cfg_attr(not(any(test, feature = "std")), no_std)]
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+#[cfg(all(feature = "defmt", feature = "log"))]
+compile_error!("features `defmt` and `log` are mutually exclusive");
+
+pub mod corr;
+pub mod error;
+pub mod prg;
+pub mod protocol;
+pub mod reference;
+pub mod ring;
+pub mod wire;
+
+pub use corr::{Correlations, DealerSession, OpCorr, Role, SessionId};
+pub use error::ProtocolError;
+pub use prg::Seed;
+pub use ring::FixedPoint;

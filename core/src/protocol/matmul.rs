@@ -1,0 +1,195 @@
+//! Product of two shared matrices `X (n x k)` and `Y (k x m)` with a matrix
+//! Beaver triple (for `Q K^T` and `attention x V`).
+//!
+//! Correlation: random `A (n x k)`, `B (k x m)`, derived `C = A B`.
+//! Online, both parties send at once `(X - A, Y - B)` (their shares); both
+//! learn `E = X - A`, `F = Y - B` and output
+//! `Z_b = C_b + E B_b + A_b F (+ E F for the host)`, `Z = X Y` in the ring.
+//!
+//! Cost: one flight, `8 (nk + km)` bytes each way, `8 nm` dealer -> host.
+
+use crate::corr::{DealerOp, OpCorr, Role};
+use crate::error::ProtocolError;
+use crate::ring::check_len;
+use crate::wire;
+
+/// Random lane `A`.
+pub const LANE_A: u32 = 0;
+/// Random lane `B`.
+pub const LANE_B: u32 = 1;
+/// Derived lane `C = A B`.
+pub const LANE_C: u32 = 2;
+
+/// Shape `(n, k, m)` of `X (n x k) * Y (k x m)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MatmulShape {
+    /// Rows of `X`.
+    pub n: usize,
+    /// Inner dimension.
+    pub k: usize,
+    /// Columns of `Y`.
+    pub m: usize,
+}
+
+impl MatmulShape {
+    /// Bytes each party sends.
+    pub fn msg_len(self) -> usize {
+        wire::words_len(self.n * self.k + self.k * self.m)
+    }
+    /// Scratch words a party needs to finish (`E` and `F`).
+    pub fn scratch_len(self) -> usize {
+        self.n * self.k + self.k * self.m
+    }
+    /// Scratch words the dealer needs.
+    pub fn dealer_scratch_len(self) -> usize {
+        self.k * self.m + self.m
+    }
+    fn check(self) -> Result<(), ProtocolError> {
+        if self.n == 0 || self.k == 0 || self.m == 0 {
+            return Err(ProtocolError::BadShape);
+        }
+        let nk = self.n.checked_mul(self.k);
+        let km = self.k.checked_mul(self.m);
+        let nm = self.n.checked_mul(self.m);
+        match (nk, km, nm) {
+            (Some(a), Some(b), Some(_))
+                if a.checked_add(b).and_then(|s| s.checked_mul(8)).is_some() =>
+            {
+                Ok(())
+            }
+            _ => Err(ProtocolError::BadShape),
+        }
+    }
+}
+
+/// Dealer: the host's message. `scratch` holds `dealer_scratch_len` words.
+pub fn deal(
+    op: &DealerOp,
+    s: MatmulShape,
+    scratch: &mut [u64],
+    out: &mut [u8],
+) -> Result<usize, ProtocolError> {
+    s.check()?;
+    let scratch = scratch
+        .get_mut(..s.dealer_scratch_len())
+        .ok_or(ProtocolError::BadBuffer)?;
+    let (b, acc) = scratch.split_at_mut(s.k * s.m);
+    let mut bp = op.random(LANE_B);
+    for v in b.iter_mut() {
+        *v = bp.next_u64();
+    }
+    let mut a = op.random(LANE_A);
+    let mut c1 = op.device_derived(LANE_C);
+    let mut w = op.writer(out, s.n * s.m)?;
+    for _ in 0..s.n {
+        acc.fill(0);
+        for b_row in b.chunks_exact(s.m) {
+            let av = a.next_u64();
+            for (o, &y) in acc.iter_mut().zip(b_row) {
+                *o = o.wrapping_add(av.wrapping_mul(y));
+            }
+        }
+        for &c in acc.iter() {
+            w.put(c, c1.next_u64());
+        }
+    }
+    w.finish()
+}
+
+/// One party's matrix product, before opening.
+#[derive(Debug)]
+pub struct Matmul<'d> {
+    corr: OpCorr<'d>,
+    s: MatmulShape,
+}
+
+/// One party's matrix product, after opening.
+#[derive(Debug)]
+pub struct MatmulOpened<'d> {
+    corr: OpCorr<'d>,
+    s: MatmulShape,
+}
+
+impl<'d> Matmul<'d> {
+    /// A product of this shape.
+    pub fn new(corr: OpCorr<'d>, s: MatmulShape) -> Result<Self, ProtocolError> {
+        s.check()?;
+        corr.expect_corrections(s.n * s.m)?;
+        Ok(Self { corr, s })
+    }
+
+    /// Writes `(X - A, Y - B)` (this party's shares) into `out`.
+    pub fn open(
+        self,
+        x: &[u64],
+        y: &[u64],
+        out: &mut [u8],
+    ) -> Result<(MatmulOpened<'d>, usize), ProtocolError> {
+        let s = self.s;
+        check_len(x, s.n, s.k)?;
+        check_len(y, s.k, s.m)?;
+        let len = s.msg_len();
+        let (oe, of) = wire::out_prefix(out, len)?.split_at_mut(8 * s.n * s.k);
+        let mut a = self.corr.random(LANE_A);
+        wire::put_words(oe, x.iter().map(|&v| v.wrapping_sub(a.next_u64())));
+        let mut b = self.corr.random(LANE_B);
+        wire::put_words(of, y.iter().map(|&v| v.wrapping_sub(b.next_u64())));
+        Ok((MatmulOpened { corr: self.corr, s }, len))
+    }
+}
+
+impl MatmulOpened<'_> {
+    /// Takes the peer's opening and writes this party's share of `X Y`.
+    /// `scratch` holds `scratch_len()` words.
+    pub fn finish(
+        mut self,
+        x: &[u64],
+        y: &[u64],
+        peer: &[u8],
+        scratch: &mut [u64],
+        z: &mut [u64],
+    ) -> Result<(), ProtocolError> {
+        let s = self.s;
+        check_len(x, s.n, s.k)?;
+        check_len(y, s.k, s.m)?;
+        check_len(z, s.n, s.m)?;
+        wire::expect_len(peer, s.msg_len())?;
+        let scratch = scratch
+            .get_mut(..s.scratch_len())
+            .ok_or(ProtocolError::BadBuffer)?;
+        let (e, f) = scratch.split_at_mut(s.n * s.k);
+        let (pe, pf) = peer.split_at(8 * s.n * s.k);
+        // E = X - A (own) + peer's, F likewise.
+        let mut a = self.corr.random(LANE_A);
+        for ((ev, &xv), p) in e.iter_mut().zip(x).zip(wire::words(pe)) {
+            *ev = xv.wrapping_sub(a.next_u64()).wrapping_add(p);
+        }
+        let mut b = self.corr.random(LANE_B);
+        for ((fv, &yv), p) in f.iter_mut().zip(y).zip(wire::words(pf)) {
+            *fv = yv.wrapping_sub(b.next_u64()).wrapping_add(p);
+        }
+        // Z = C_b (+ E F for the host)
+        let mut c = self.corr.derived(LANE_C, s.n * s.m)?;
+        for zv in z.iter_mut() {
+            *zv = c.next_u64();
+        }
+        if self.corr.role() == Role::Host {
+            crate::ring::matmul_acc(z, e, f, (s.n, s.k, s.m))?;
+        }
+        // Z += A_b F, A_b regenerated row by row.
+        let mut a = self.corr.random(LANE_A);
+        for z_row in z.chunks_exact_mut(s.m) {
+            for f_row in f.chunks_exact(s.m) {
+                let av = a.next_u64();
+                for (zv, &fv) in z_row.iter_mut().zip(f_row) {
+                    *zv = zv.wrapping_add(av.wrapping_mul(fv));
+                }
+            }
+        }
+        // F is no longer needed: reuse its space for B_b, then Z += E B_b.
+        let mut b = self.corr.random(LANE_B);
+        b.fill(f);
+        crate::ring::matmul_acc(z, e, f, (s.n, s.k, s.m))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,17 @@
+//! Secure protocols, one file each. All are two-party (host P0, device P1)
+//! with an offline dealer; see `spec/protocols.md` for the costs table.
+//!
+//! | op | flights | device -> host | host -> device | dealer -> host |
+//! |---|---|---|---|---|
+//! | [`linear`] (host W, shared X) | 1 (D->H) | 8 per input elem | 0 | 8 per output elem |
+//! | [`mul`] (elementwise Beaver) | 1 (both ways at once) | 16 per elem | 16 per elem | 8 per elem |
+//! | [`matmul`] (shared x shared) | 1 (both ways at once) | 8 (nk + km) | 8 (nk + km) | 8 nm |
+//! | [`trunc`] exact | 2 (D->H, H->D) | 8 per elem | 1 bit per elem | 16 per elem |
+//! | [`trunc`] local | 0 | 0 | 0 | 0 |
+//! | [`affine`] | 0 | 0 | 0 | 0 |
+
+pub mod affine;
+pub mod linear;
+pub mod matmul;
+pub mod mul;
+pub mod trunc;

@@ -1,0 +1,222 @@
+//! Truncation of a shared value by `f` bits (after a fixed-point product).
+//!
+//! # Exact truncation (one round trip, no failure)
+//! For `z` in `[-2^62, 2^62)`. Correlation: random `r` (both shares seeded),
+//! derived `lo = (r mod 2^63) >> f` and `hi = msb(r)` (as ring elements).
+//! 1. The device sends `z1 + r1`. The host adds `z0 + 2^62 + r0`: it now
+//!    knows `c = z' + r` with `z' = z + 2^62` in `[0, 2^63)`; `c` is uniform.
+//! 2. The host replies with the bit `m = msb(c)` (uniform: `r` is).
+//! 3. With `c' = c mod 2^63` and the carry `b = [z' + (r mod 2^63) >= 2^63]
+//!    = m xor hi = m + hi - 2 m hi` (linear in the shares of `hi`, since
+//!    both know `m`): `z' = c' - (r mod 2^63) + 2^63 b`, hence
+//!    `z >> f = (c' >> f) - lo + 2^(63-f) b - 2^(62-f) - borrow`,
+//!    `borrow` in `{0, 1}` (the low bits of `c'` and `r`). Dropping the borrow
+//!    gives a result in `{floor(z/2^f), floor(z/2^f) + 1}`.
+//!
+//! Cost per element: 8 bytes device -> host, 1 bit host -> device (2 flights:
+//! one round trip), 16 bytes dealer -> host. The device's message is
+//! `z1 + r1`: when `z1` is input-independent (after [`super::linear`]) it can
+//! be sent together with that op's message.
+//!
+//! # Local truncation (SecureML; no communication)
+//! Each party shifts its share arithmetically. For `|z| < 2^l` the result is
+//! in `{floor(z/2^f) - 1, floor(z/2^f)}` except with probability `< 2^(l-64)`
+//! per element (when the uniform share wraps), where it is wrong by about
+//! `2^(64-f)`.
+
+use crate::corr::{DealerOp, OpCorr, Role};
+use crate::error::ProtocolError;
+use crate::ring::{FixedPoint, msb};
+use crate::wire;
+
+/// Random lane `r`.
+pub const LANE_R: u32 = 0;
+/// Derived lane `(r mod 2^63) >> f`.
+pub const LANE_LO: u32 = 1;
+/// Derived lane `msb(r)`.
+pub const LANE_HI: u32 = 2;
+
+const LOW63: u64 = (1 << 63) - 1;
+/// Offset that makes a value in `[-2^62, 2^62)` non-negative.
+const OFFSET: u64 = 1 << 62;
+
+/// Bytes the device sends for `n` elements.
+pub fn device_msg_len(n: usize) -> usize {
+    wire::words_len(n)
+}
+
+/// Bytes the host sends back for `n` elements.
+pub fn host_msg_len(n: usize) -> usize {
+    wire::bits_len(n)
+}
+
+/// Local (SecureML) truncation of one share: no communication.
+#[inline]
+pub fn local(share: u64, fp: FixedPoint) -> u64 {
+    ((share as i64) >> fp.frac_bits()) as u64
+}
+
+/// Dealer: the host's message for an exact truncation of `n` elements.
+pub fn deal(
+    op: &DealerOp,
+    n: usize,
+    fp: FixedPoint,
+    out: &mut [u8],
+) -> Result<usize, ProtocolError> {
+    if n == 0 {
+        return Err(ProtocolError::BadShape);
+    }
+    let f = fp.frac_bits();
+    let mut r = op.random(LANE_R);
+    let mut lo1 = op.device_derived(LANE_LO);
+    let mut hi1 = op.device_derived(LANE_HI);
+    let mut w = op.writer(out, 2 * n)?;
+    // Layout: all `lo` words, then all `hi` words (r's lane is read twice
+    // rather than buffering n words).
+    for _ in 0..n {
+        w.put((r.next_u64() & LOW63) >> f, lo1.next_u64());
+    }
+    let mut r = op.random(LANE_R);
+    for _ in 0..n {
+        w.put(msb(r.next_u64()), hi1.next_u64());
+    }
+    w.finish()
+}
+
+/// Host side of an exact truncation.
+#[derive(Debug)]
+pub struct TruncHost<'d> {
+    corr: OpCorr<'d>,
+    n: usize,
+    fp: FixedPoint,
+}
+
+impl<'d> TruncHost<'d> {
+    /// Truncation of `n` elements.
+    pub fn new(corr: OpCorr<'d>, n: usize, fp: FixedPoint) -> Result<Self, ProtocolError> {
+        if n == 0 || n > usize::MAX / 16 || corr.role() != Role::Host {
+            return Err(ProtocolError::BadShape);
+        }
+        corr.expect_corrections(2 * n)?;
+        Ok(Self { corr, n, fp })
+    }
+
+    /// Takes the device's message, writes the reply bits into `reply` and
+    /// this party's output share into `t0`. Returns the reply length.
+    pub fn respond(
+        mut self,
+        z0: &[u64],
+        device_msg: &[u8],
+        reply: &mut [u8],
+        t0: &mut [u64],
+    ) -> Result<usize, ProtocolError> {
+        let n = self.n;
+        if z0.len() != n || t0.len() != n {
+            return Err(ProtocolError::BadBuffer);
+        }
+        wire::expect_len(device_msg, device_msg_len(n))?;
+        let reply = wire::out_prefix(reply, host_msg_len(n))?;
+        let f = self.fp.frac_bits();
+        let mut r0 = self.corr.random(LANE_R);
+        let mut lo = self.corr.derived(LANE_LO, n)?;
+        let mut hi = self.corr.derived(LANE_HI, n)?;
+        reply.fill(0);
+        for (i, ((&z, d), t)) in z0
+            .iter()
+            .zip(wire::words(device_msg))
+            .zip(t0.iter_mut())
+            .enumerate()
+        {
+            let c = z
+                .wrapping_add(OFFSET)
+                .wrapping_add(r0.next_u64())
+                .wrapping_add(d);
+            let m = msb(c);
+            if let Some(byte) = reply.get_mut(i / 8) {
+                *byte |= (m as u8) << (i % 8);
+            }
+            // b0 = m + (1 - 2m) hi0
+            let h = hi.next_u64();
+            let b0 = m.wrapping_add(if m == 1 { h.wrapping_neg() } else { h });
+            *t = ((c & LOW63) >> f)
+                .wrapping_sub(lo.next_u64())
+                .wrapping_add(b0 << (63 - f))
+                .wrapping_sub(OFFSET >> f);
+        }
+        Ok(host_msg_len(n))
+    }
+}
+
+/// Device side of an exact truncation, before sending.
+#[derive(Debug)]
+pub struct TruncDevice {
+    corr: OpCorr<'static>,
+    n: usize,
+    fp: FixedPoint,
+}
+
+/// Device side after sending.
+#[derive(Debug)]
+pub struct TruncDeviceSent {
+    corr: OpCorr<'static>,
+    n: usize,
+    fp: FixedPoint,
+}
+
+impl TruncDevice {
+    /// Truncation of `n` elements.
+    pub fn new(corr: OpCorr<'static>, n: usize, fp: FixedPoint) -> Result<Self, ProtocolError> {
+        if n == 0 || n > usize::MAX / 16 || corr.role() != Role::Device {
+            return Err(ProtocolError::BadShape);
+        }
+        Ok(Self { corr, n, fp })
+    }
+
+    /// Writes `z1 + r1` into `out`.
+    pub fn send(
+        self,
+        z1: &[u64],
+        out: &mut [u8],
+    ) -> Result<(TruncDeviceSent, usize), ProtocolError> {
+        if z1.len() != self.n {
+            return Err(ProtocolError::BadBuffer);
+        }
+        let len = device_msg_len(self.n);
+        let out = wire::out_prefix(out, len)?;
+        let mut r1 = self.corr.random(LANE_R);
+        wire::put_words(out, z1.iter().map(|&z| z.wrapping_add(r1.next_u64())));
+        Ok((
+            TruncDeviceSent {
+                corr: self.corr,
+                n: self.n,
+                fp: self.fp,
+            },
+            len,
+        ))
+    }
+}
+
+impl TruncDeviceSent {
+    /// Takes the host's reply bits and writes the device's output share.
+    pub fn finish(mut self, reply: &[u8], t1: &mut [u64]) -> Result<(), ProtocolError> {
+        let n = self.n;
+        if t1.len() != n {
+            return Err(ProtocolError::BadBuffer);
+        }
+        wire::expect_len(reply, host_msg_len(n))?;
+        // Unused high bits of the last byte must be zero (canonical encoding).
+        if !n.is_multiple_of(8) && reply.last().is_some_and(|b| b >> (n % 8) != 0) {
+            return Err(ProtocolError::OutOfRange);
+        }
+        let f = self.fp.frac_bits();
+        let mut lo = self.corr.derived(LANE_LO, n)?;
+        let mut hi = self.corr.derived(LANE_HI, n)?;
+        for (i, t) in t1.iter_mut().enumerate() {
+            let m = wire::get_bit(reply, i);
+            let h = hi.next_u64();
+            let b1 = if m == 1 { h.wrapping_neg() } else { h };
+            *t = lo.next_u64().wrapping_neg().wrapping_add(b1 << (63 - f));
+        }
+        Ok(())
+    }
+}

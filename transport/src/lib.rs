@@ -1,0 +1,14 @@
+#![doc = include_str!("../README.md")]
+#![cfg_attr(not(any(test, feature = "std")), no_std)]
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod frame;
+pub mod link;
+#[cfg(feature = "std")]
+pub mod mem;
+#[cfg(feature = "std")]
+pub mod tcp;
+
+pub use frame::{FrameDecoder, FrameError, FrameKind, Header};
+pub use link::{Error, Link, Meter};
