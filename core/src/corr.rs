@@ -227,13 +227,10 @@ impl<'d> OpCorr<'d> {
                     .checked_mul(8)
                     .and_then(|b| b.checked_add(start))
                     .ok_or(ProtocolError::BadShape)?;
-                let words = self
-                    .corrections
-                    .get(start..end)
-                    .ok_or(ProtocolError::BadLength {
-                        expected: end,
-                        got: self.corrections.len(),
-                    })?;
+                let words = self.corrections.get(start..end).ok_or(ProtocolError::BadLength {
+                    expected: end,
+                    got: self.corrections.len(),
+                })?;
                 self.taken = end;
                 Ok(Derived::Given(words))
             }
@@ -321,11 +318,7 @@ impl DealerOp {
 
     /// Writes the message header and returns a writer for correction words
     /// into `out` (which must hold `DEALER_HEADER_LEN + 8 * words` bytes).
-    pub fn writer<'o>(
-        &self,
-        out: &'o mut [u8],
-        words: usize,
-    ) -> Result<CorrectionWriter<'o>, ProtocolError> {
+    pub fn writer<'o>(&self, out: &'o mut [u8], words: usize) -> Result<CorrectionWriter<'o>, ProtocolError> {
         let len = words
             .checked_mul(8)
             .and_then(|b| b.checked_add(DEALER_HEADER_LEN))

@@ -21,12 +21,7 @@ pub fn mul(x: u64, y: u64, f: u32) -> u64 {
 }
 
 /// Ring matrix product without truncation: `x (n x k) * y (k x m)`.
-pub fn matmul(
-    x: &[u64],
-    y: &[u64],
-    shape: (usize, usize, usize),
-    out: &mut [u64],
-) -> Result<(), ProtocolError> {
+pub fn matmul(x: &[u64], y: &[u64], shape: (usize, usize, usize), out: &mut [u64]) -> Result<(), ProtocolError> {
     out.fill(0);
     ring::matmul_acc(out, x, y, shape)
 }

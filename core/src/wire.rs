@@ -37,9 +37,7 @@ pub fn read_u64(buf: &[u8], i: usize) -> Result<u64, ProtocolError> {
 
 /// Writes word `i` of `buf`.
 pub fn write_u64(buf: &mut [u8], i: usize, v: u64) -> Result<(), ProtocolError> {
-    let b = buf
-        .get_mut(i * 8..i * 8 + 8)
-        .ok_or(ProtocolError::BadBuffer)?;
+    let b = buf.get_mut(i * 8..i * 8 + 8).ok_or(ProtocolError::BadBuffer)?;
     b.copy_from_slice(&v.to_le_bytes());
     Ok(())
 }

@@ -116,10 +116,7 @@ impl<T: Read + Write> HostSide<T> {
 
     /// Receives the dealer's message for the next op.
     pub fn recv_dealer(&mut self) -> Res<Vec<u8>> {
-        Ok(self
-            .dealer
-            .recv_kind(FrameKind::Dealer, &mut self.buf)?
-            .to_vec())
+        Ok(self.dealer.recv_kind(FrameKind::Dealer, &mut self.buf)?.to_vec())
     }
 
     fn recv_peer(&mut self) -> Res<&[u8]> {
@@ -131,8 +128,7 @@ impl<T: Read + Write> HostSide<T> {
         let op = Mul::new(self.corr.next_op_with(msg)?, x.len())?;
         self.out.resize(mul::msg_len(x.len()), 0);
         let (st, n) = op.open(x, y, &mut self.out)?;
-        self.dev
-            .send(FrameKind::Data, self.out.get(..n).unwrap_or(&[]))?;
+        self.dev.send(FrameKind::Data, self.out.get(..n).unwrap_or(&[]))?;
         Ok(st)
     }
 
@@ -145,29 +141,16 @@ impl<T: Read + Write> HostSide<T> {
     }
 
     /// Matrix product, step 1.
-    pub fn matmul_open<'m>(
-        &mut self,
-        msg: &'m [u8],
-        s: MatmulShape,
-        x: &[u64],
-        y: &[u64],
-    ) -> Res<MatmulOpened<'m>> {
+    pub fn matmul_open<'m>(&mut self, msg: &'m [u8], s: MatmulShape, x: &[u64], y: &[u64]) -> Res<MatmulOpened<'m>> {
         let op = Matmul::new(self.corr.next_op_with(msg)?, s)?;
         self.out.resize(s.msg_len(), 0);
         let (st, n) = op.open(x, y, &mut self.out)?;
-        self.dev
-            .send(FrameKind::Data, self.out.get(..n).unwrap_or(&[]))?;
+        self.dev.send(FrameKind::Data, self.out.get(..n).unwrap_or(&[]))?;
         Ok(st)
     }
 
     /// Matrix product, step 2.
-    pub fn matmul_finish(
-        &mut self,
-        st: MatmulOpened<'_>,
-        s: MatmulShape,
-        x: &[u64],
-        y: &[u64],
-    ) -> Res<Vec<u64>> {
+    pub fn matmul_finish(&mut self, st: MatmulOpened<'_>, s: MatmulShape, x: &[u64], y: &[u64]) -> Res<Vec<u64>> {
         let mut z = vec![0; s.n * s.m];
         let mut scratch = vec![0; s.scratch_len()];
         let peer = self.recv_peer()?;
@@ -191,8 +174,7 @@ impl<T: Read + Write> HostSide<T> {
         let mut reply = vec![0; trunc::host_msg_len(z0.len())];
         let peer = self.dev.recv_kind(FrameKind::Data, &mut self.buf)?;
         let n = op.respond(z0, peer, &mut reply, &mut t)?;
-        self.dev
-            .send(FrameKind::Data, reply.get(..n).unwrap_or(&[]))?;
+        self.dev.send(FrameKind::Data, reply.get(..n).unwrap_or(&[]))?;
         Ok(t)
     }
 }
@@ -213,8 +195,7 @@ impl<T: Read + Write> DeviceSide<T> {
         let op = Mul::new(self.corr.next_op()?, x.len())?;
         self.out.resize(mul::msg_len(x.len()), 0);
         let (st, n) = op.open(x, y, &mut self.out)?;
-        self.host
-            .send(FrameKind::Data, self.out.get(..n).unwrap_or(&[]))?;
+        self.host.send(FrameKind::Data, self.out.get(..n).unwrap_or(&[]))?;
         Ok(st)
     }
 
@@ -227,28 +208,16 @@ impl<T: Read + Write> DeviceSide<T> {
     }
 
     /// Matrix product, step 1.
-    pub fn matmul_open(
-        &mut self,
-        s: MatmulShape,
-        x: &[u64],
-        y: &[u64],
-    ) -> Res<MatmulOpened<'static>> {
+    pub fn matmul_open(&mut self, s: MatmulShape, x: &[u64], y: &[u64]) -> Res<MatmulOpened<'static>> {
         let op = Matmul::new(self.corr.next_op()?, s)?;
         self.out.resize(s.msg_len(), 0);
         let (st, n) = op.open(x, y, &mut self.out)?;
-        self.host
-            .send(FrameKind::Data, self.out.get(..n).unwrap_or(&[]))?;
+        self.host.send(FrameKind::Data, self.out.get(..n).unwrap_or(&[]))?;
         Ok(st)
     }
 
     /// Matrix product, step 2.
-    pub fn matmul_finish(
-        &mut self,
-        st: MatmulOpened<'static>,
-        s: MatmulShape,
-        x: &[u64],
-        y: &[u64],
-    ) -> Res<Vec<u64>> {
+    pub fn matmul_finish(&mut self, st: MatmulOpened<'static>, s: MatmulShape, x: &[u64], y: &[u64]) -> Res<Vec<u64>> {
         let mut z = vec![0; s.n * s.m];
         let mut scratch = vec![0; s.scratch_len()];
         let peer = self.host.recv_kind(FrameKind::Data, &mut self.buf)?;
@@ -261,8 +230,7 @@ impl<T: Read + Write> DeviceSide<T> {
         let op = LinearDevice::new(self.corr.next_op()?, s)?;
         self.out.resize(s.msg_len(), 0);
         let (sent, n) = op.send(x1, &mut self.out)?;
-        self.host
-            .send(FrameKind::Data, self.out.get(..n).unwrap_or(&[]))?;
+        self.host.send(FrameKind::Data, self.out.get(..n).unwrap_or(&[]))?;
         let mut z = vec![0; s.n * s.dout];
         sent.output(f, &mut z)?;
         Ok(z)
@@ -273,8 +241,7 @@ impl<T: Read + Write> DeviceSide<T> {
         let op = TruncDevice::new(self.corr.next_op()?, z1.len(), fp)?;
         self.out.resize(trunc::device_msg_len(z1.len()), 0);
         let (st, n) = op.send(z1, &mut self.out)?;
-        self.host
-            .send(FrameKind::Data, self.out.get(..n).unwrap_or(&[]))?;
+        self.host.send(FrameKind::Data, self.out.get(..n).unwrap_or(&[]))?;
         Ok(st)
     }
 
@@ -300,8 +267,7 @@ impl<T: Read + Write> DealerSide<T> {
     }
 
     fn send(&mut self, n: usize) -> Res<()> {
-        self.host
-            .send(FrameKind::Dealer, self.out.get(..n).unwrap_or(&[]))?;
+        self.host.send(FrameKind::Dealer, self.out.get(..n).unwrap_or(&[]))?;
         Ok(())
     }
 
@@ -353,6 +319,8 @@ pub struct World {
     /// Keys in use.
     pub keys: Keys,
     rng: Prg,
+    /// Wall time of the last op: (dealer, online) in nanoseconds.
+    pub last_ns: (u64, u64),
 }
 
 impl World {
@@ -368,6 +336,7 @@ impl World {
             dealer: DealerSide::new(Link::new(dlh, session), &keys, sid),
             rng: Prg::new(&Seed::from_bytes([test; 32]), session, 0xface),
             keys,
+            last_ns: (0, 0),
         }
     }
 
@@ -382,24 +351,30 @@ impl World {
     /// the reconstructed ring result (product scale).
     pub fn mul(&mut self, x: &[u64], y: &[u64]) -> Res<Vec<u64>> {
         let ((x0, x1), (y0, y1)) = (self.share(x), self.share(y));
+        let clock = std::time::Instant::now();
         self.dealer.mul(x.len())?;
         let msg = self.host.recv_dealer()?;
+        let online = std::time::Instant::now();
         let h = self.host.mul_open(&msg, &x0, &y0)?;
         let d = self.device.mul_open(&x1, &y1)?;
         let z0 = self.host.mul_finish(h, &x0, &y0)?;
         let z1 = self.device.mul_finish(d, &x1, &y1)?;
+        self.last_ns = (ns(online - clock), ns(online.elapsed()));
         Ok(reconstruct(&z0, &z1))
     }
 
     /// Shared x shared matrix product.
     pub fn matmul(&mut self, s: MatmulShape, x: &[u64], y: &[u64]) -> Res<Vec<u64>> {
         let ((x0, x1), (y0, y1)) = (self.share(x), self.share(y));
+        let clock = std::time::Instant::now();
         self.dealer.matmul(s)?;
         let msg = self.host.recv_dealer()?;
+        let online = std::time::Instant::now();
         let h = self.host.matmul_open(&msg, s, &x0, &y0)?;
         let d = self.device.matmul_open(s, &x1, &y1)?;
         let z0 = self.host.matmul_finish(h, s, &x0, &y0)?;
         let z1 = self.device.matmul_finish(d, s, &x1, &y1)?;
+        self.last_ns = (ns(online - clock), ns(online.elapsed()));
         Ok(reconstruct(&z0, &z1))
     }
 
@@ -408,35 +383,84 @@ impl World {
         let (x0, x1) = self.share(x);
         let mut f = vec![0; w.len()];
         linear::masked_weights(&self.keys.model, layer, w, &mut f)?;
+        let clock = std::time::Instant::now();
         self.dealer.linear(s, layer)?;
         let msg = self.host.recv_dealer()?;
+        let online = std::time::Instant::now();
         let z1 = self.device.linear(s, &x1, &f)?;
         let z0 = self.host.linear(&msg, s, &x0, w)?;
+        self.last_ns = (ns(online - clock), ns(online.elapsed()));
         Ok(reconstruct(&z0, &z1))
     }
 
     /// Exact truncation of a plaintext vector (shared at random first).
     pub fn trunc(&mut self, fp: FixedPoint, z: &[u64]) -> Res<Vec<u64>> {
         let (z0, z1) = self.share(z);
+        let clock = std::time::Instant::now();
         self.dealer.trunc(z.len(), fp)?;
         let msg = self.host.recv_dealer()?;
+        let online = std::time::Instant::now();
         let d = self.device.trunc_open(fp, &z1)?;
         let t0 = self.host.trunc(&msg, fp, &z0)?;
         let t1 = self.device.trunc_finish(d, z.len())?;
+        self.last_ns = (ns(online - clock), ns(online.elapsed()));
         Ok(reconstruct(&t0, &t1))
     }
 
     /// Local truncation of a plaintext vector (shared at random first).
     pub fn trunc_local(&mut self, fp: FixedPoint, z: &[u64]) -> Vec<u64> {
         let (z0, z1) = self.share(z);
-        z0.iter()
+        let online = std::time::Instant::now();
+        let out = z0
+            .iter()
             .zip(&z1)
             .map(|(&a, &b)| trunc::local(a, fp).wrapping_add(trunc::local(b, fp)))
-            .collect()
+            .collect();
+        self.last_ns = (0, ns(online.elapsed()));
+        out
     }
+}
+
+fn ns(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// Elementwise sum of two share vectors.
 pub fn reconstruct(a: &[u64], b: &[u64]) -> Vec<u64> {
     a.iter().zip(b).map(|(x, y)| x.wrapping_add(*y)).collect()
+}
+
+/// Host, device and dealer connected over TCP on 127.0.0.1 (to be moved
+/// into one thread each).
+pub fn tcp_parties(
+    test: u8,
+    session: u64,
+) -> std::io::Result<(
+    HostSide<mpcvit_transport::tcp::Tcp>,
+    DeviceSide<mpcvit_transport::tcp::Tcp>,
+    DealerSide<mpcvit_transport::tcp::Tcp>,
+)> {
+    use mpcvit_transport::tcp::Tcp;
+    use std::net::{TcpListener, TcpStream};
+    let timeout = Some(std::time::Duration::from_secs(30));
+    let keys = Keys::test(test);
+    let sid = SessionId(session);
+    let connect = |l: &TcpListener| -> std::io::Result<(Tcp, Tcp)> {
+        let a = TcpStream::connect(l.local_addr()?)?;
+        let (b, _) = l.accept()?;
+        Ok((Tcp::new(a, timeout)?, Tcp::new(b, timeout)?))
+    };
+    let l = TcpListener::bind("127.0.0.1:0")?;
+    let (dev_end, host_dev_end) = connect(&l)?;
+    let (dealer_end, host_dealer_end) = connect(&l)?;
+    Ok((
+        HostSide::new(
+            Link::new(host_dev_end, session),
+            Link::new(host_dealer_end, session),
+            &keys,
+            sid,
+        ),
+        DeviceSide::new(Link::new(dev_end, session), &keys, sid),
+        DealerSide::new(Link::new(dealer_end, session), &keys, sid),
+    ))
 }

@@ -39,18 +39,18 @@ macro_rules! conformance_law {
 }
 
 /// Fixed-point values with |v| < 2^bits (real), as ring elements at f = 16.
-fn fx(
-    bits: u32,
-    len: impl Into<proptest::collection::SizeRange>,
-) -> impl Strategy<Value = Vec<u64>> {
+fn fx(bits: u32, len: impl Into<proptest::collection::SizeRange>) -> impl Strategy<Value = Vec<u64>> {
     let lim = 1i64 << (bits + 16);
     proptest::collection::vec((-lim..lim).prop_map(|v| v as u64), len)
 }
 
+/// A shape `(n, k, m)` with an `n x k` and a `k x m` matrix.
+type Shaped<V> = ((usize, usize, usize), Vec<V>, Vec<V>);
+
 fn shape_and<T: Strategy + Clone>(
     dims: impl Strategy<Value = (usize, usize, usize)>,
     elem: T,
-) -> impl Strategy<Value = ((usize, usize, usize), Vec<T::Value>, Vec<T::Value>)>
+) -> impl Strategy<Value = Shaped<T::Value>>
 where
     T::Value: Clone + std::fmt::Debug,
 {
@@ -87,11 +87,7 @@ conformance_law!(
         let z = w.mul(&x, &y).expect("secure mul");
         w.trunc(fp, &z).expect("secure trunc")
     },
-    reference = |(x, y)| x
-        .iter()
-        .zip(&y)
-        .map(|(a, b)| reference::mul(*a, *b, 16))
-        .collect(),
+    reference = |(x, y)| x.iter().zip(&y).map(|(a, b)| reference::mul(*a, *b, 16)).collect(),
     bound = 0..=1
 );
 
@@ -100,9 +96,7 @@ conformance_law!(
     matmul_is_exact_ring_product,
     cases = 64,
     shape_and((1usize..9, 1usize..17, 1usize..9), any::<u64>()),
-    secure = |w, ((n, k, m), x, y)| w
-        .matmul(MatmulShape { n, k, m }, &x, &y)
-        .expect("secure matmul"),
+    secure = |w, ((n, k, m), x, y)| w.matmul(MatmulShape { n, k, m }, &x, &y).expect("secure matmul"),
     reference = |((n, k, m), x, y)| {
         let mut z = vec![0; n * m];
         reference::matmul(&x, &y, (n, k, m), &mut z).expect("shape");
@@ -115,10 +109,7 @@ conformance_law!(
 conformance_law!(
     linear_is_exact_ring_product,
     cases = 64,
-    (
-        shape_and((1usize..9, 1usize..33, 1usize..17), any::<u64>()),
-        0u64..1000
-    ),
+    (shape_and((1usize..9, 1usize..33, 1usize..17), any::<u64>()), 0u64..1000),
     secure = |w, (((n, din, dout), x, wt), layer)| w
         .linear(LinearShape { n, din, dout }, layer, &x, &wt)
         .expect("secure linear"),
@@ -170,8 +161,7 @@ conformance_law!(
     ),
     secure = |w, (f, z)| {
         let z: Vec<u64> = z.iter().map(|v| *v as u64).collect();
-        w.trunc(FixedPoint::new(f).expect("f"), &z)
-            .expect("secure trunc")
+        w.trunc(FixedPoint::new(f).expect("f"), &z).expect("secure trunc")
     },
     reference = |(f, z)| z.iter().map(|v| reference::trunc(*v as u64, f)).collect(),
     bound = 0..=1
@@ -208,10 +198,7 @@ conformance_law!(
         affine::mul_public(&mut x1, k);
         mpcvit_conformance::reconstruct(&x0, &x1)
     },
-    reference = |(x, c, k)| x
-        .iter()
-        .map(|v| v.wrapping_add(c).wrapping_mul(k))
-        .collect(),
+    reference = |(x, c, k)| x.iter().map(|v| v.wrapping_add(c).wrapping_mul(k)).collect(),
     bound = 0..=0
 );
 
@@ -233,8 +220,5 @@ fn local_trunc_failure_rate_matches_bound() {
     assert!((600..=960).contains(&failures), "{failures} failures");
     // and the exact protocol never fails on the same input
     let t = w.trunc(fp, &z[..20_000]).expect("exact trunc");
-    assert!(
-        t.iter()
-            .all(|&v| (0..=1).contains(&(v.wrapping_sub(want) as i64)))
-    );
+    assert!(t.iter().all(|&v| (0..=1).contains(&(v.wrapping_sub(want) as i64))));
 }

@@ -108,10 +108,7 @@ impl fmt::Display for FrameError {
             }
             Self::BadCrc => f.write_str("frame CRC mismatch (corrupted in transit)"),
             Self::WrongSession { expected, got } => {
-                write!(
-                    f,
-                    "frame for session {got:#x}, this link is session {expected:#x}"
-                )
+                write!(f, "frame for session {got:#x}, this link is session {expected:#x}")
             }
             Self::WrongSequence { expected, got } => {
                 write!(
@@ -172,24 +169,7 @@ impl Header {
             return Err(FrameError::BadVersion(version));
         }
         let kind = FrameKind::from_u8(kind).ok_or(FrameError::BadKind(kind))?;
-        let [
-            s0,
-            s1,
-            s2,
-            s3,
-            s4,
-            s5,
-            s6,
-            s7,
-            q0,
-            q1,
-            q2,
-            q3,
-            l0,
-            l1,
-            l2,
-            l3,
-        ] = rest;
+        let [s0, s1, s2, s3, s4, s5, s6, s7, q0, q1, q2, q3, l0, l1, l2, l3] = rest;
         let len = u32::from_le_bytes([l0, l1, l2, l3]);
         let max = u32::try_from(max_len).unwrap_or(u32::MAX);
         if len > max {
@@ -310,10 +290,7 @@ impl<const N: usize> FrameDecoder<N> {
                     Ok(h) => self.need = HEADER_LEN + h.len as usize + TRAILER_LEN,
                     Err(error) => {
                         self.reset();
-                        return Feed::Error {
-                            error,
-                            consumed: used,
-                        };
+                        return Feed::Error { error, consumed: used };
                     }
                 }
                 if self.fill < self.need {
@@ -323,9 +300,7 @@ impl<const N: usize> FrameDecoder<N> {
             // Whole frame: check the CRC.
             let body_end = self.need - TRAILER_LEN;
             let ok = match (self.buf.get(..body_end), self.buf.get(body_end..self.need)) {
-                (Some(body), Some(&[c0, c1, c2, c3])) => {
-                    CRC.checksum(body) == u32::from_le_bytes([c0, c1, c2, c3])
-                }
+                (Some(body), Some(&[c0, c1, c2, c3])) => CRC.checksum(body) == u32::from_le_bytes([c0, c1, c2, c3]),
                 _ => false,
             };
             if ok {

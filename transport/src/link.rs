@@ -195,10 +195,7 @@ impl<T: Read + Write> Link<T> {
 
     /// Receives one frame into `buf` (which bounds the payload length) and
     /// returns its kind and payload. Any bad frame poisons the link.
-    pub fn recv<'b>(
-        &mut self,
-        buf: &'b mut [u8],
-    ) -> Result<(FrameKind, &'b [u8]), Error<T::Error>> {
+    pub fn recv<'b>(&mut self, buf: &'b mut [u8]) -> Result<(FrameKind, &'b [u8]), Error<T::Error>> {
         if self.poisoned {
             return Err(Error::Poisoned);
         }
@@ -247,11 +244,7 @@ impl<T: Read + Write> Link<T> {
     }
 
     /// Receives a frame that must be of `kind`.
-    pub fn recv_kind<'b>(
-        &mut self,
-        kind: FrameKind,
-        buf: &'b mut [u8],
-    ) -> Result<&'b [u8], Error<T::Error>> {
+    pub fn recv_kind<'b>(&mut self, kind: FrameKind, buf: &'b mut [u8]) -> Result<&'b [u8], Error<T::Error>> {
         let (k, p) = self.recv(buf)?;
         if k == kind {
             Ok(p)

@@ -98,10 +98,7 @@ impl embedded_io::Read for MemEnd {
                 return Ok(0);
             }
             debug_assert!(res.timed_out());
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "read timed out",
-            ));
+            return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "read timed out"));
         }
         let n = buf.len().min(p.data.len());
         for (dst, src) in buf.iter_mut().zip(p.data.drain(..n)) {
@@ -116,10 +113,7 @@ impl embedded_io::Write for MemEnd {
         let (lock, cv) = &*self.tx;
         let mut p = lock.lock().map_err(|_| poisoned())?;
         if p.closed {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::BrokenPipe,
-                "peer closed",
-            ));
+            return Err(std::io::Error::new(std::io::ErrorKind::BrokenPipe, "peer closed"));
         }
         p.data.extend(buf);
         cv.notify_all();

@@ -70,12 +70,7 @@ pub fn model_mask(model_seed: &Seed, layer: u64) -> Prg {
 }
 
 /// The device's public masked weights `F = W - B` of one layer.
-pub fn masked_weights(
-    model_seed: &Seed,
-    layer: u64,
-    w: &[u64],
-    f_out: &mut [u64],
-) -> Result<(), ProtocolError> {
+pub fn masked_weights(model_seed: &Seed, layer: u64, w: &[u64], f_out: &mut [u64]) -> Result<(), ProtocolError> {
     if w.len() != f_out.len() {
         return Err(ProtocolError::BadBuffer);
     }
@@ -135,13 +130,7 @@ impl<'d> LinearHost<'d> {
     }
 
     /// Consumes the device's message: `z0 = (x0 + msg) W + C0`.
-    pub fn finish(
-        mut self,
-        x0: &[u64],
-        w: &[u64],
-        device_msg: &[u8],
-        z0: &mut [u64],
-    ) -> Result<(), ProtocolError> {
+    pub fn finish(mut self, x0: &[u64], w: &[u64], device_msg: &[u8], z0: &mut [u64]) -> Result<(), ProtocolError> {
         let s = self.shape;
         check_len(x0, s.n, s.din)?;
         check_len(w, s.din, s.dout)?;
@@ -156,11 +145,7 @@ impl<'d> LinearHost<'d> {
             for z in z_row.iter_mut() {
                 *z = c0.next_u64();
             }
-            for ((&x, m), w_row) in x_row
-                .iter()
-                .zip(wire::words(m_row))
-                .zip(w.chunks_exact(s.dout))
-            {
+            for ((&x, m), w_row) in x_row.iter().zip(wire::words(m_row)).zip(w.chunks_exact(s.dout)) {
                 let e = x.wrapping_add(m);
                 for (z, &wv) in z_row.iter_mut().zip(w_row) {
                     *z = z.wrapping_add(e.wrapping_mul(wv));
@@ -196,11 +181,7 @@ impl LinearDevice {
     }
 
     /// Writes `x1 - A1` into `out`; returns the next state and the length.
-    pub fn send(
-        self,
-        x1: &[u64],
-        out: &mut [u8],
-    ) -> Result<(LinearDeviceSent, usize), ProtocolError> {
+    pub fn send(self, x1: &[u64], out: &mut [u8]) -> Result<(LinearDeviceSent, usize), ProtocolError> {
         let s = self.shape;
         check_len(x1, s.n, s.din)?;
         let out = wire::out_prefix(out, s.msg_len())?;

@@ -52,23 +52,14 @@ impl MatmulShape {
         let km = self.k.checked_mul(self.m);
         let nm = self.n.checked_mul(self.m);
         match (nk, km, nm) {
-            (Some(a), Some(b), Some(_))
-                if a.checked_add(b).and_then(|s| s.checked_mul(8)).is_some() =>
-            {
-                Ok(())
-            }
+            (Some(a), Some(b), Some(_)) if a.checked_add(b).and_then(|s| s.checked_mul(8)).is_some() => Ok(()),
             _ => Err(ProtocolError::BadShape),
         }
     }
 }
 
 /// Dealer: the host's message. `scratch` holds `dealer_scratch_len` words.
-pub fn deal(
-    op: &DealerOp,
-    s: MatmulShape,
-    scratch: &mut [u64],
-    out: &mut [u8],
-) -> Result<usize, ProtocolError> {
+pub fn deal(op: &DealerOp, s: MatmulShape, scratch: &mut [u64], out: &mut [u8]) -> Result<usize, ProtocolError> {
     s.check()?;
     let scratch = scratch
         .get_mut(..s.dealer_scratch_len())
@@ -119,12 +110,7 @@ impl<'d> Matmul<'d> {
     }
 
     /// Writes `(X - A, Y - B)` (this party's shares) into `out`.
-    pub fn open(
-        self,
-        x: &[u64],
-        y: &[u64],
-        out: &mut [u8],
-    ) -> Result<(MatmulOpened<'d>, usize), ProtocolError> {
+    pub fn open(self, x: &[u64], y: &[u64], out: &mut [u8]) -> Result<(MatmulOpened<'d>, usize), ProtocolError> {
         let s = self.s;
         check_len(x, s.n, s.k)?;
         check_len(y, s.k, s.m)?;
@@ -154,9 +140,7 @@ impl MatmulOpened<'_> {
         check_len(y, s.k, s.m)?;
         check_len(z, s.n, s.m)?;
         wire::expect_len(peer, s.msg_len())?;
-        let scratch = scratch
-            .get_mut(..s.scratch_len())
-            .ok_or(ProtocolError::BadBuffer)?;
+        let scratch = scratch.get_mut(..s.scratch_len()).ok_or(ProtocolError::BadBuffer)?;
         let (e, f) = scratch.split_at_mut(s.n * s.k);
         let (pe, pf) = peer.split_at(8 * s.n * s.k);
         // E = X - A (own) + peer's, F likewise.

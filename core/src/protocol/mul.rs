@@ -64,12 +64,7 @@ impl<'d> Mul<'d> {
     }
 
     /// Writes `(x - a, y - b)` (this party's shares) into `out`.
-    pub fn open(
-        self,
-        x: &[u64],
-        y: &[u64],
-        out: &mut [u8],
-    ) -> Result<(MulOpened<'d>, usize), ProtocolError> {
+    pub fn open(self, x: &[u64], y: &[u64], out: &mut [u8]) -> Result<(MulOpened<'d>, usize), ProtocolError> {
         if x.len() != self.n || y.len() != self.n {
             return Err(ProtocolError::BadBuffer);
         }
@@ -91,13 +86,7 @@ impl<'d> Mul<'d> {
 
 impl MulOpened<'_> {
     /// Takes the peer's opening and writes this party's share of `x y`.
-    pub fn finish(
-        mut self,
-        x: &[u64],
-        y: &[u64],
-        peer: &[u8],
-        z: &mut [u64],
-    ) -> Result<(), ProtocolError> {
+    pub fn finish(mut self, x: &[u64], y: &[u64], peer: &[u8], z: &mut [u64]) -> Result<(), ProtocolError> {
         let n = self.n;
         if x.len() != n || y.len() != n || z.len() != n {
             return Err(ProtocolError::BadBuffer);

@@ -57,12 +57,7 @@ pub fn local(share: u64, fp: FixedPoint) -> u64 {
 }
 
 /// Dealer: the host's message for an exact truncation of `n` elements.
-pub fn deal(
-    op: &DealerOp,
-    n: usize,
-    fp: FixedPoint,
-    out: &mut [u8],
-) -> Result<usize, ProtocolError> {
+pub fn deal(op: &DealerOp, n: usize, fp: FixedPoint, out: &mut [u8]) -> Result<usize, ProtocolError> {
     if n == 0 {
         return Err(ProtocolError::BadShape);
     }
@@ -121,16 +116,8 @@ impl<'d> TruncHost<'d> {
         let mut lo = self.corr.derived(LANE_LO, n)?;
         let mut hi = self.corr.derived(LANE_HI, n)?;
         reply.fill(0);
-        for (i, ((&z, d), t)) in z0
-            .iter()
-            .zip(wire::words(device_msg))
-            .zip(t0.iter_mut())
-            .enumerate()
-        {
-            let c = z
-                .wrapping_add(OFFSET)
-                .wrapping_add(r0.next_u64())
-                .wrapping_add(d);
+        for (i, ((&z, d), t)) in z0.iter().zip(wire::words(device_msg)).zip(t0.iter_mut()).enumerate() {
+            let c = z.wrapping_add(OFFSET).wrapping_add(r0.next_u64()).wrapping_add(d);
             let m = msb(c);
             if let Some(byte) = reply.get_mut(i / 8) {
                 *byte |= (m as u8) << (i % 8);
@@ -173,11 +160,7 @@ impl TruncDevice {
     }
 
     /// Writes `z1 + r1` into `out`.
-    pub fn send(
-        self,
-        z1: &[u64],
-        out: &mut [u8],
-    ) -> Result<(TruncDeviceSent, usize), ProtocolError> {
+    pub fn send(self, z1: &[u64], out: &mut [u8]) -> Result<(TruncDeviceSent, usize), ProtocolError> {
         if z1.len() != self.n {
             return Err(ProtocolError::BadBuffer);
         }
