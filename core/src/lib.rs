@@ -6,8 +6,10 @@
 #[cfg(all(feature = "defmt", feature = "log"))]
 compile_error!("features `defmt` and `log` are mutually exclusive");
 
+pub mod checksum;
 pub mod corr;
 pub mod error;
+pub mod model;
 pub mod prg;
 pub mod protocol;
 pub mod reference;

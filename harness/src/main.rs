@@ -1,6 +1,10 @@
 //! The `mpcvit` command-line program.
 
 mod bench_ops;
+mod data;
+mod float;
+#[cfg(feature = "train")]
+mod train;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -21,12 +25,17 @@ enum Cmd {
     /// Benchmark every secure op: rounds, bytes each way, ns per element,
     /// and the ratio to plaintext int64.
     BenchOps(bench_ops::Args),
+    /// Train an MPCViT (teacher, search, binarize, retrain with KD, export).
+    #[cfg(feature = "train")]
+    Train(train::Args),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let res = match cli.cmd {
         Cmd::BenchOps(a) => bench_ops::run(&a),
+        #[cfg(feature = "train")]
+        Cmd::Train(a) => train::run(&a),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,
