@@ -189,7 +189,13 @@ impl Arch {
 
     /// Checks ranges and consistency.
     pub fn check(&self) -> Result<(), ModelError> {
-        let nz = |v: usize, max: usize, what| if v == 0 || v > max { Err(ModelError::BadArch(what)) } else { Ok(()) };
+        let nz = |v: usize, max: usize, what| {
+            if v == 0 || v > max {
+                Err(ModelError::BadArch(what))
+            } else {
+                Ok(())
+            }
+        };
         nz(self.image, 1024, "image size")?;
         nz(self.channels, 4, "channels")?;
         nz(self.patch, 64, "patch")?;
@@ -271,7 +277,10 @@ impl Arch {
 
     /// Total number of weights.
     pub fn weights(&self) -> usize {
-        (0..self.tensor_count()).filter_map(|i| self.tensor_at(i)).map(|t| self.len(t)).sum()
+        (0..self.tensor_count())
+            .filter_map(|i| self.tensor_at(i))
+            .map(|t| self.len(t))
+            .sum()
     }
 
     /// Offset (in `f32` elements) of a tensor in the weight area.
@@ -329,7 +338,10 @@ pub struct ModelView<'a> {
 
 impl fmt::Debug for ModelView<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ModelView").field("arch", &self.arch).field("frac_bits", &self.frac_bits).finish()
+        f.debug_struct("ModelView")
+            .field("arch", &self.arch)
+            .field("frac_bits", &self.frac_bits)
+            .finish()
     }
 }
 
@@ -337,7 +349,10 @@ impl<'a> ModelView<'a> {
     /// Checks a whole model file.
     pub fn parse(bytes: &'a [u8]) -> Result<Self, ModelError> {
         if bytes.len() < FIXED_HEADER {
-            return Err(ModelError::Truncated { need: FIXED_HEADER, got: bytes.len() });
+            return Err(ModelError::Truncated {
+                need: FIXED_HEADER,
+                got: bytes.len(),
+            });
         }
         if bytes.get(..8) != Some(&MAGIC[..]) {
             return Err(ModelError::BadMagic);
@@ -414,7 +429,10 @@ impl<'a> ModelView<'a> {
     /// Attention kind of `(layer, head)`.
     pub fn attn(&self, layer: usize, head: usize) -> AttnKind {
         let i = FIXED_HEADER + layer * self.arch.heads + head;
-        self.bytes.get(i).and_then(|&b| AttnKind::from_u8(b)).unwrap_or(AttnKind::Softmax)
+        self.bytes
+            .get(i)
+            .and_then(|&b| AttnKind::from_u8(b))
+            .unwrap_or(AttnKind::Softmax)
     }
 
     /// MPCViT+ flag of `(layer, token)`: `true` = GeLU (beta = 1), `false`
@@ -476,7 +494,10 @@ pub fn encode(
             put(FIXED_HEADER + l * arch.heads + h, &[kind(l, h) as u8]);
         }
         for t in 0..arch.tokens() {
-            put(FIXED_HEADER + arch.layers * arch.heads + l * arch.tokens() + t, &[gelu(l, t) as u8]);
+            put(
+                FIXED_HEADER + arch.layers * arch.heads + l * arch.tokens() + t,
+                &[gelu(l, t) as u8],
+            );
         }
     }
     let mut n = 0;
@@ -488,7 +509,10 @@ pub fn encode(
         n += 1;
     }
     if n != arch.weights() {
-        return Err(ModelError::Truncated { need: arch.weights(), got: n });
+        return Err(ModelError::Truncated {
+            need: arch.weights(),
+            got: n,
+        });
     }
     let (body, tail) = out.split_at_mut(len - 4);
     tail.copy_from_slice(&crate::checksum::crc32(body).to_le_bytes());

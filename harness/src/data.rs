@@ -98,7 +98,8 @@ fn read_file(path: &Path) -> Result<Vec<u8>, String> {
 }
 
 fn be32(b: &[u8], at: usize) -> u32 {
-    b.get(at..at + 4).map_or(0, |s| u32::from_be_bytes([s[0], s[1], s[2], s[3]]))
+    b.get(at..at + 4)
+        .map_or(0, |s| u32::from_be_bytes([s[0], s[1], s[2], s[3]]))
 }
 
 /// Parses an IDX image file (magic 2051) and label file (magic 2049).
@@ -109,7 +110,11 @@ pub fn parse_idx(images: &[u8], labels: &[u8], what: &str) -> Result<(usize, usi
     if labels.len() < 8 || be32(labels, 0) != 2049 {
         return Err(format!("{what}: not an IDX label file (magic 2049)"));
     }
-    let (n, rows, cols) = (be32(images, 4) as usize, be32(images, 8) as usize, be32(images, 12) as usize);
+    let (n, rows, cols) = (
+        be32(images, 4) as usize,
+        be32(images, 8) as usize,
+        be32(images, 12) as usize,
+    );
     if rows == 0 || rows != cols || rows > 1024 {
         return Err(format!("{what}: unsupported image size {rows}x{cols}"));
     }
@@ -119,10 +124,16 @@ pub fn parse_idx(images: &[u8], labels: &[u8], what: &str) -> Result<(usize, usi
     }
     let want = n.checked_mul(rows * cols).and_then(|v| v.checked_add(16));
     if want != Some(images.len()) {
-        return Err(format!("{what}: image file has {} bytes, header says {n} images of {rows}x{cols}", images.len()));
+        return Err(format!(
+            "{what}: image file has {} bytes, header says {n} images of {rows}x{cols}",
+            images.len()
+        ));
     }
     if labels.len() != 8 + n {
-        return Err(format!("{what}: label file has {} bytes, header says {n} labels", labels.len()));
+        return Err(format!(
+            "{what}: label file has {} bytes, header says {n} labels",
+            labels.len()
+        ));
     }
     Ok((n, rows, images[16..].to_vec(), labels[8..].to_vec()))
 }
@@ -165,7 +176,11 @@ pub fn cifar10(files: &[PathBuf]) -> Result<Dataset, String> {
     for f in files {
         let b = read_file(f)?;
         if b.is_empty() || b.len() % REC != 0 {
-            return Err(format!("{}: {} bytes is not a whole number of CIFAR-10 records of {REC}", f.display(), b.len()));
+            return Err(format!(
+                "{}: {} bytes is not a whole number of CIFAR-10 records of {REC}",
+                f.display(),
+                b.len()
+            ));
         }
         for rec in b.chunks_exact(REC) {
             if rec[0] >= 10 {
@@ -231,7 +246,11 @@ mod tests {
         }
         let d = fashion_mnist(&dir, "t10k").unwrap();
         assert_eq!((d.len(), d.side, d.image(1).len()), (5, 28, 784));
-        assert!(fashion_mnist(&dir, "train").unwrap_err().contains("dataset-fashion-mnist"));
+        assert!(
+            fashion_mnist(&dir, "train")
+                .unwrap_err()
+                .contains("dataset-fashion-mnist")
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -39,8 +39,14 @@ impl FloatModel {
         Self {
             arch: a,
             frac_bits: v.frac_bits(),
-            kinds: (0..a.layers).flat_map(|l| (0..a.heads).map(move |h| (l, h))).map(|(l, h)| v.attn(l, h)).collect(),
-            gelu: (0..a.layers).flat_map(|l| (0..a.tokens()).map(move |t| (l, t))).map(|(l, t)| v.gelu(l, t)).collect(),
+            kinds: (0..a.layers)
+                .flat_map(|l| (0..a.heads).map(move |h| (l, h)))
+                .map(|(l, h)| v.attn(l, h))
+                .collect(),
+            gelu: (0..a.layers)
+                .flat_map(|l| (0..a.tokens()).map(move |t| (l, t)))
+                .map(|(l, t)| v.gelu(l, t))
+                .collect(),
             weights,
         }
     }
@@ -95,7 +101,14 @@ impl FloatModel {
         let a = &self.arch;
         let d = a.dim;
         let x = layer_norm(&x[..d], self.tensor(Tensor::NormG), self.tensor(Tensor::NormB), d);
-        let logits = linear(&x, self.tensor(Tensor::HeadW), Some(self.tensor(Tensor::HeadB)), 1, d, a.classes);
+        let logits = linear(
+            &x,
+            self.tensor(Tensor::HeadW),
+            Some(self.tensor(Tensor::HeadB)),
+            1,
+            d,
+            a.classes,
+        );
         logits.into_iter().map(|v| v as f32).collect()
     }
 
@@ -119,7 +132,14 @@ impl FloatModel {
                 }
             }
         }
-        let emb = linear(&patches, self.tensor(Tensor::PatchW), Some(self.tensor(Tensor::PatchB)), n - 1, a.patch_len(), d);
+        let emb = linear(
+            &patches,
+            self.tensor(Tensor::PatchW),
+            Some(self.tensor(Tensor::PatchB)),
+            n - 1,
+            a.patch_len(),
+            d,
+        );
         let pos = self.tensor(Tensor::Pos);
         let cls = self.tensor(Tensor::Cls);
         let mut x = vec![0f64; n * d];
@@ -157,16 +177,37 @@ impl FloatModel {
                 }
             }
         }
-        let proj = linear(&att, self.tensor(Tensor::ProjW(l)), Some(self.tensor(Tensor::ProjB(l))), n, d, d);
+        let proj = linear(
+            &att,
+            self.tensor(Tensor::ProjW(l)),
+            Some(self.tensor(Tensor::ProjB(l))),
+            n,
+            d,
+            d,
+        );
         let x1: Vec<f64> = x.iter().zip(&proj).map(|(a, b)| a + b).collect();
         let x1 = layer_norm(&x1, self.tensor(Tensor::Ln1G(l)), self.tensor(Tensor::Ln1B(l)), d);
-        let mut hid = linear(&x1, self.tensor(Tensor::Fc1W(l)), Some(self.tensor(Tensor::Fc1B(l))), n, d, a.mlp);
+        let mut hid = linear(
+            &x1,
+            self.tensor(Tensor::Fc1W(l)),
+            Some(self.tensor(Tensor::Fc1B(l))),
+            n,
+            d,
+            a.mlp,
+        );
         for t in 0..n {
             if self.gelu[l * n + t] {
                 hid[t * a.mlp..(t + 1) * a.mlp].iter_mut().for_each(|v| *v = gelu(*v));
             }
         }
-        let mut y = linear(&hid, self.tensor(Tensor::Fc2W(l)), Some(self.tensor(Tensor::Fc2B(l))), n, a.mlp, d);
+        let mut y = linear(
+            &hid,
+            self.tensor(Tensor::Fc2W(l)),
+            Some(self.tensor(Tensor::Fc2B(l))),
+            n,
+            a.mlp,
+            d,
+        );
         for t in 0..n {
             if !self.gelu[l * n + t] {
                 y[t * d..(t + 1) * d].iter_mut().for_each(|v| *v = v.max(0.0));

@@ -1,10 +1,8 @@
 //! The `mpcvit` command-line program.
 
-mod bench_ops;
-mod data;
-mod float;
+use mpcvit::bench_ops;
 #[cfg(feature = "train")]
-mod train;
+use mpcvit::train;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;

@@ -21,11 +21,11 @@
 
 use crate::data::{self, Dataset};
 use crate::float::FloatModel;
+use burn::lr_scheduler::cosine::CosineAnnealingLrSchedulerConfig;
 use burn::module::Param;
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::nn::{Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::optim::{AdamWConfig, GradientsParams};
-use burn::lr_scheduler::cosine::CosineAnnealingLrSchedulerConfig;
 use burn::prelude::*;
 use burn::tensor::activation::{gelu, log_softmax, relu, softmax};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -359,7 +359,10 @@ fn to_vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
 /// The dataset pair for the run.
 fn load(a: &Args) -> Result<(Dataset, Dataset), String> {
     let (mut tr, mut te) = match a.dataset.as_str() {
-        "fashion-mnist" => (data::fashion_mnist(&a.data_dir, "train")?, data::fashion_mnist(&a.data_dir, "t10k")?),
+        "fashion-mnist" => (
+            data::fashion_mnist(&a.data_dir, "train")?,
+            data::fashion_mnist(&a.data_dir, "t10k")?,
+        ),
         "cifar10" => {
             let test = a.cifar_test.clone().ok_or("--cifar-test is required for cifar10")?;
             (data::cifar10(&a.cifar_train)?, data::cifar10(&[test])?)
@@ -408,7 +411,13 @@ pub fn evaluate(m: &Vit, ds: &Dataset, dev: &Device) -> f64 {
     for c in idx.chunks(500) {
         let (xb, yb) = batch(ds, c, &plain);
         let (logits, _) = m.forward(xb, ds.side);
-        correct += logits.argmax(1).reshape([c.len()]).equal(yb).int().sum().into_scalar::<i64>();
+        correct += logits
+            .argmax(1)
+            .reshape([c.len()])
+            .equal(yb)
+            .int()
+            .sum()
+            .into_scalar::<i64>();
     }
     correct as f64 / ds.len().max(1) as f64
 }
@@ -440,11 +449,22 @@ struct Stage<'a> {
 }
 
 /// Trains one stage with a checkpoint per epoch; returns the final model.
-fn run_stage(a: &Args, st: &Stage<'_>, cfg: &VitConfig, init: Vit, data: &(Dataset, Dataset), dev: &Device, log: &mut Log) -> Result<Vit, String> {
+fn run_stage(
+    a: &Args,
+    st: &Stage<'_>,
+    cfg: &VitConfig,
+    init: Vit,
+    data: &(Dataset, Dataset),
+    dev: &Device,
+    log: &mut Log,
+) -> Result<Vit, String> {
     let done = a.out.join(format!("{}.bpk", st.name));
     if done.exists() {
         log.line(&format!("[{}] already done: loading {}", st.name, done.display()));
-        return cfg.init(dev).try_load_file(&done).map_err(|e| format!("cannot load {}: {e:?}", done.display()));
+        return cfg
+            .init(dev)
+            .try_load_file(&done)
+            .map_err(|e| format!("cannot load {}: {e:?}", done.display()));
     }
     let ckpt = a.out.join(format!("{}.ckpt.bpk", st.name));
     let state = a.out.join(format!("{}.epoch", st.name));
@@ -454,8 +474,14 @@ fn run_stage(a: &Args, st: &Stage<'_>, cfg: &VitConfig, init: Vit, data: &(Datas
     let mut model = init;
     let mut start = 0;
     if ckpt.exists() && state.exists() {
-        start = std::fs::read_to_string(&state).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0);
-        model = cfg.init(dev).try_load_file(&ckpt).map_err(|e| format!("cannot load {}: {e:?}", ckpt.display()))?;
+        start = std::fs::read_to_string(&state)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0);
+        model = cfg
+            .init(dev)
+            .try_load_file(&ckpt)
+            .map_err(|e| format!("cannot load {}: {e:?}", ckpt.display()))?;
         log.line(&format!("[{}] resuming after epoch {start}", st.name));
     }
     let ce = CrossEntropyLossConfig::new().init(dev);
@@ -485,7 +511,10 @@ fn run_stage(a: &Args, st: &Stage<'_>, cfg: &VitConfig, init: Vit, data: &(Datas
             let mut loss = ce.forward(logits.clone(), yb.clone());
             if let Some(t) = &teacher {
                 let (tl, tt) = t.forward(xb.without_autodiff(), train.side);
-                let soft = (softmax(tl, 1) * log_softmax(logits.clone(), 1)).sum_dim(1).neg().mean();
+                let soft = (softmax(tl, 1) * log_softmax(logits.clone(), 1))
+                    .sum_dim(1)
+                    .neg()
+                    .mean();
                 let diff = tokens - tt;
                 let mse = (diff.clone() * diff).mean();
                 loss = loss + soft + mse.mul_scalar(0.5);
@@ -495,13 +524,23 @@ fn run_stage(a: &Args, st: &Stage<'_>, cfg: &VitConfig, init: Vit, data: &(Datas
                     loss = loss + l1.mul_scalar(st.lambda);
                 }
             }
-            let correct: i64 = logits.argmax(1).reshape([idx.len()]).equal(yb).int().sum().into_scalar::<i64>();
+            let correct: i64 = logits
+                .argmax(1)
+                .reshape([idx.len()])
+                .equal(yb)
+                .int()
+                .sum()
+                .into_scalar::<i64>();
             let grads = GradientsParams::from_grads(loss.backward(), &model);
             model = optim.step(sched.step(), model, grads);
             run_loss += loss.into_scalar::<f32>() as f64;
             run_acc += correct;
             seen += idx.len();
-            pb.set_message(format!("loss {:.4} acc {:.3}", run_loss / (step + 1) as f64, run_acc as f64 / seen as f64));
+            pb.set_message(format!(
+                "loss {:.4} acc {:.3}",
+                run_loss / (step + 1) as f64,
+                run_acc as f64 / seen as f64
+            ));
             pb.inc(1);
         }
         pb.finish_and_clear();
@@ -516,10 +555,17 @@ fn run_stage(a: &Args, st: &Stage<'_>, cfg: &VitConfig, init: Vit, data: &(Datas
             acc,
             seen as f64 / t0.elapsed().as_secs_f64()
         ));
-        model.clone().save_file(&ckpt).map_err(|e| format!("cannot save {}: {e:?}", ckpt.display()))?;
-        std::fs::write(&state, format!("{}\n", epoch + 1)).map_err(|e| format!("cannot write {}: {e}", state.display()))?;
+        model
+            .clone()
+            .save_file(&ckpt)
+            .map_err(|e| format!("cannot save {}: {e:?}", ckpt.display()))?;
+        std::fs::write(&state, format!("{}\n", epoch + 1))
+            .map_err(|e| format!("cannot write {}: {e}", state.display()))?;
     }
-    model.clone().save_file(&done).map_err(|e| format!("cannot save {}: {e:?}", done.display()))?;
+    model
+        .clone()
+        .save_file(&done)
+        .map_err(|e| format!("cannot save {}: {e:?}", done.display()))?;
     let _ = std::fs::remove_file(&ckpt);
     let _ = std::fs::remove_file(&state);
     Ok(model)
@@ -551,7 +597,12 @@ pub fn export(m: &Vit, cfg: &VitConfig, frac_bits: u32) -> Result<FloatModel, St
     arch.check().map_err(|e| e.to_string())?;
     let lin_w = |l: &Linear| to_vec(l.weight.val());
     let lin_b = |l: &Linear| l.bias.as_ref().map(|b| to_vec(b.val())).unwrap_or_default();
-    let ln = |n: &LayerNorm| (to_vec(n.gamma.val()), n.beta.as_ref().map(|b| to_vec(b.val())).unwrap_or_default());
+    let ln = |n: &LayerNorm| {
+        (
+            to_vec(n.gamma.val()),
+            n.beta.as_ref().map(|b| to_vec(b.val())).unwrap_or_default(),
+        )
+    };
     let mut weights = Vec::with_capacity(arch.weights());
     for i in 0..arch.tensor_count() {
         let t = arch.tensor_at(i).ok_or("tensor index")?;
@@ -591,7 +642,13 @@ pub fn export(m: &Vit, cfg: &VitConfig, frac_bits: u32) -> Result<FloatModel, St
             Mode::Search => Err("cannot export a model that is still searching".to_string()),
         })
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(FloatModel { arch, frac_bits, kinds, gelu: cfg.gelu.clone(), weights })
+    Ok(FloatModel {
+        arch,
+        frac_bits,
+        kinds,
+        gelu: cfg.gelu.clone(),
+        weights,
+    })
 }
 
 /// Runs the pipeline.
@@ -603,12 +660,26 @@ pub fn run(a: &Args) -> Result<(), String> {
         return Err("--batch must be at least 1".into());
     }
     let mut log = Log::open(&a.out)?;
-    log.line(&format!("== mpcvit train {:?}", std::env::args().skip(1).collect::<Vec<_>>()));
+    log.line(&format!(
+        "== mpcvit train {:?}",
+        std::env::args().skip(1).collect::<Vec<_>>()
+    ));
     let data = load(a)?;
     if data.0.len() < a.batch {
-        return Err(format!("{} training images is fewer than one batch of {}", data.0.len(), a.batch));
+        return Err(format!(
+            "{} training images is fewer than one batch of {}",
+            data.0.len(),
+            a.batch
+        ));
     }
-    log.line(&format!("data: {} train / {} test images, {}x{}x{}", data.0.len(), data.1.len(), data.0.channels, data.0.side, data.0.side));
+    log.line(&format!(
+        "data: {} train / {} test images, {}x{}x{}",
+        data.0.len(),
+        data.1.len(),
+        data.0.channels,
+        data.0.side,
+        data.0.side
+    ));
     let dev = Device::flex().autodiff();
     let tokens = (data.0.side / a.patch).pow(2) + 1;
     let (l, h) = (a.layers, a.heads);
@@ -632,7 +703,12 @@ pub fn run(a: &Args) -> Result<(), String> {
         dev.seed(a.seed);
         c.init(&dev)
     };
-    let teacher_stage = Stage { name: "teacher", epochs: a.epochs_teacher, lambda: 0.0, teacher: None };
+    let teacher_stage = Stage {
+        name: "teacher",
+        epochs: a.epochs_teacher,
+        lambda: 0.0,
+        teacher: None,
+    };
     let teacher = run_stage(a, &teacher_stage, &t_cfg, seed_model(&t_cfg), &data, &dev, &mut log)?;
     let t_acc = evaluate(&teacher, &data.1, &dev);
     log.line(&format!("[teacher] float test accuracy {t_acc:.4}"));
@@ -649,23 +725,43 @@ pub fn run(a: &Args) -> Result<(), String> {
         // 2. search, warm-started from the teacher
         let s_cfg = cfg(vec![Mode::Search; l * h], all_gelu.clone(), a.plus);
         let init = s_cfg.init(&dev).load_record(teacher.clone().into_record());
-        let search_stage = Stage { name: "search", epochs: a.epochs_search, lambda: a.lambda, teacher: None };
+        let search_stage = Stage {
+            name: "search",
+            epochs: a.epochs_search,
+            lambda: a.lambda,
+            teacher: None,
+        };
         let searched = run_stage(a, &search_stage, &s_cfg, init, &data, &dev, &mut log)?;
         // 3. binarize
         let alphas = searched.alphas();
         let keep = top_fraction(&alphas, a.mu);
         let modes: Vec<Mode> = keep.iter().map(|&k| if k { Mode::Relu } else { Mode::Scale }).collect();
         log.line(&format!("[binarize] alphas {alphas:.3?}"));
-        log.line(&format!("[binarize] mu {} -> {} of {} heads RSAttn: {modes:?}", a.mu, keep.iter().filter(|&&k| k).count(), keep.len()));
+        log.line(&format!(
+            "[binarize] mu {} -> {} of {} heads RSAttn: {modes:?}",
+            a.mu,
+            keep.iter().filter(|&&k| k).count(),
+            keep.len()
+        ));
         let gelu = if a.plus {
             let betas = searched.betas();
             let g = top_fraction(&betas, a.mu_beta);
-            log.line(&format!("[binarize] mu-beta {} -> {} of {} token MLPs keep GeLU", a.mu_beta, g.iter().filter(|&&k| k).count(), g.len()));
+            log.line(&format!(
+                "[binarize] mu-beta {} -> {} of {} token MLPs keep GeLU",
+                a.mu_beta,
+                g.iter().filter(|&&k| k).count(),
+                g.len()
+            ));
             g
         } else {
             all_gelu.clone()
         };
-        (modes, gelu, Some(searched), format!("mu{}{}", a.mu, if a.no_kd { "" } else { "-kd" }))
+        (
+            modes,
+            gelu,
+            Some(searched),
+            format!("mu{}{}", a.mu, if a.no_kd { "" } else { "-kd" }),
+        )
     };
     let (final_cfg, final_model) = if a.teacher_only {
         (t_cfg, teacher.clone())
@@ -678,7 +774,12 @@ pub fn run(a: &Args) -> Result<(), String> {
         };
         let name = format!("retrain-{tag}");
         let kd = if a.no_kd { None } else { Some(&teacher) };
-        let stage = Stage { name: &name, epochs: a.epochs_retrain, lambda: 0.0, teacher: kd };
+        let stage = Stage {
+            name: &name,
+            epochs: a.epochs_retrain,
+            lambda: 0.0,
+            teacher: kd,
+        };
         let m = run_stage(a, &stage, &r_cfg, init, &data, &dev, &mut log)?;
         (r_cfg, m)
     };
@@ -712,7 +813,10 @@ pub fn run(a: &Args) -> Result<(), String> {
         correct as f64 / check.max(1) as f64
     ));
     if agree + check / 50 < check {
-        return Err(format!("exported model disagrees with burn on {} of {check} images", check - agree));
+        return Err(format!(
+            "exported model disagrees with burn on {} of {check} images",
+            check - agree
+        ));
     }
     let report = serde_json::json!({
         "tag": tag, "float_test_accuracy": acc, "teacher_test_accuracy": t_acc,
@@ -720,10 +824,18 @@ pub fn run(a: &Args) -> Result<(), String> {
         "linearized_mlps": fm.gelu.iter().filter(|g| !**g).count(),
     });
     let rp = a.out.join(format!("{tag}.json"));
-    crate::float::write_atomic(&rp, serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?.as_bytes())?;
+    crate::float::write_atomic(
+        &rp,
+        serde_json::to_string_pretty(&report)
+            .map_err(|e| e.to_string())?
+            .as_bytes(),
+    )?;
     Ok(())
 }
 
 fn argmax(v: &[f32]) -> usize {
-    v.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(i, _)| i)
+    v.iter()
+        .enumerate()
+        .max_by(|a, b| a.1.total_cmp(b.1))
+        .map_or(0, |(i, _)| i)
 }

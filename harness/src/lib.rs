@@ -1,0 +1,9 @@
+//! The `mpcvit` harness as a library: datasets, the float model, the
+//! benchmarks and (feature `train`) the training pipeline. The binary in
+//! `main.rs` is the command-line front end.
+
+pub mod bench_ops;
+pub mod data;
+pub mod float;
+#[cfg(feature = "train")]
+pub mod train;
