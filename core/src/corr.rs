@@ -216,6 +216,20 @@ impl<'d> OpCorr<'d> {
         }
     }
 
+    /// This party's share of word `index` of derived lane `lane`, by random
+    /// access: the device expands it from its seed, the host reads correction
+    /// word `offset + index` (callers check the length first with
+    /// [`Self::expect_corrections`]).
+    pub fn derived_word(&self, lane: u32, offset: usize, index: u64) -> u64 {
+        match self.role {
+            Role::Device => Prg::word(&self.seed, self.op, lane, index),
+            Role::Host => {
+                let at = offset.saturating_add(index as usize).saturating_mul(8);
+                wire::word(self.corrections.get(at..at.saturating_add(8)).unwrap_or(&[]))
+            }
+        }
+    }
+
     /// This party's share of a derived lane of `n` words: the device expands
     /// it from its seed, the host takes the next `n` correction words.
     pub fn derived(&mut self, lane: u32, n: usize) -> Result<Derived<'d>, ProtocolError> {

@@ -99,6 +99,16 @@ impl Prg {
         p
     }
 
+    /// Word `word` of the lane, computed alone (one keystream block): for
+    /// random access into large lanes such as lookup tables.
+    pub fn word(seed: &Seed, id: u64, lane: u32, word: u64) -> u64 {
+        let mut c = cipher(seed, id, lane);
+        c.seek(word.wrapping_mul(8));
+        let mut b = [0u8; 8];
+        c.apply_keystream(&mut b);
+        u64::from_le_bytes(b)
+    }
+
     /// Moves to word `word` of the lane.
     pub fn seek(&mut self, word: u64) {
         let block_words = BUF_WORDS as u64;
@@ -157,6 +167,7 @@ mod tests {
         a.fill(&mut v);
         for (i, want) in v.iter().enumerate() {
             assert_eq!(Prg::at(&s, 3, 1, i as u64).next_u64(), *want);
+            assert_eq!(Prg::word(&s, 3, 1, i as u64), *want);
         }
         assert_ne!(Prg::new(&s, 3, 2).next_u64(), v[0]);
         assert_ne!(Prg::new(&s, 4, 1).next_u64(), v[0]);

@@ -10,6 +10,7 @@ use embedded_io::{Read, Write};
 use mpcvit_core::corr::dealer_message_len;
 use mpcvit_core::prg::{Prg, Seed};
 use mpcvit_core::protocol::linear::{self, LinearDevice, LinearHost, LinearShape};
+use mpcvit_core::protocol::lut::{self, Lut, LutOpened, LutShape, Table};
 use mpcvit_core::protocol::matmul::{self, Matmul, MatmulOpened, MatmulShape};
 use mpcvit_core::protocol::mul::{self, Mul, MulOpened};
 use mpcvit_core::protocol::trunc::{self, TruncDevice, TruncHost};
@@ -167,6 +168,30 @@ impl<T: Read + Write> HostSide<T> {
         Ok(z)
     }
 
+    /// Lookup, step 1 (sends the masked input); returns the state and the
+    /// message sent (needed to finish).
+    pub fn lut_open<'m>(
+        &mut self,
+        msg: &'m [u8],
+        sh: LutShape,
+        t: &dyn Table,
+        x: &[u64],
+    ) -> Res<(LutOpened<'m>, Vec<u8>)> {
+        let op = Lut::new(self.corr.next_op_with(msg)?, sh, t)?;
+        let mut out = vec![0; sh.msg_len()];
+        let (st, n) = op.open(x, &mut out)?;
+        self.dev.send(FrameKind::Data, out.get(..n).unwrap_or(&[]))?;
+        Ok((st, out))
+    }
+
+    /// Lookup, step 2.
+    pub fn lut_finish(&mut self, st: LutOpened<'_>, t: &dyn Table, own: &[u8]) -> Res<Vec<u64>> {
+        let mut z = vec![0; (own.len() / 8) * t.outputs()];
+        let peer = self.recv_peer()?;
+        st.finish(t, own, peer, &mut z)?;
+        Ok(z)
+    }
+
     /// Exact truncation (single step: receive, reply).
     pub fn trunc(&mut self, msg: &[u8], fp: FixedPoint, z0: &[u64]) -> Res<Vec<u64>> {
         let op = TruncHost::new(self.corr.next_op_with(msg)?, z0.len(), fp)?;
@@ -236,6 +261,23 @@ impl<T: Read + Write> DeviceSide<T> {
         Ok(z)
     }
 
+    /// Lookup, step 1.
+    pub fn lut_open(&mut self, sh: LutShape, t: &dyn Table, x: &[u64]) -> Res<(LutOpened<'static>, Vec<u8>)> {
+        let op = Lut::new(self.corr.next_op()?, sh, t)?;
+        let mut out = vec![0; sh.msg_len()];
+        let (st, n) = op.open(x, &mut out)?;
+        self.host.send(FrameKind::Data, out.get(..n).unwrap_or(&[]))?;
+        Ok((st, out))
+    }
+
+    /// Lookup, step 2.
+    pub fn lut_finish(&mut self, st: LutOpened<'static>, t: &dyn Table, own: &[u8]) -> Res<Vec<u64>> {
+        let mut z = vec![0; (own.len() / 8) * t.outputs()];
+        let peer = self.host.recv_kind(FrameKind::Data, &mut self.buf)?;
+        st.finish(t, own, peer, &mut z)?;
+        Ok(z)
+    }
+
     /// Exact truncation, step 1 (sends `z1 + r1`).
     pub fn trunc_open(&mut self, fp: FixedPoint, z1: &[u64]) -> Res<trunc::TruncDeviceSent> {
         let op = TruncDevice::new(self.corr.next_op()?, z1.len(), fp)?;
@@ -296,6 +338,14 @@ impl<T: Read + Write> DealerSide<T> {
         self.out.resize(dealer_message_len(s.corrections()), 0);
         self.scratch.resize(s.dout, 0);
         let len = linear::deal(&op, s, &b, &mut self.scratch, &mut self.out)?;
+        self.send(len)
+    }
+
+    /// Deals a lookup.
+    pub fn lut(&mut self, sh: LutShape, t: &dyn Table) -> Res<()> {
+        let op = self.session.next_op()?;
+        self.out.resize(dealer_message_len(sh.corrections(t)), 0);
+        let len = lut::deal(&op, sh, t, &mut self.out)?;
         self.send(len)
     }
 
@@ -405,6 +455,22 @@ impl World {
         let t1 = self.device.trunc_finish(d, z.len())?;
         self.last_ns = (ns(online - clock), ns(online.elapsed()));
         Ok(reconstruct(&t0, &t1))
+    }
+
+    /// Lookup of a plaintext vector (shared at random first): the
+    /// reconstructed outputs, `out[i * outputs + o]`.
+    pub fn lut(&mut self, sh: LutShape, t: &dyn Table, x: &[u64]) -> Res<Vec<u64>> {
+        let (x0, x1) = self.share(x);
+        let clock = std::time::Instant::now();
+        self.dealer.lut(sh, t)?;
+        let msg = self.host.recv_dealer()?;
+        let online = std::time::Instant::now();
+        let (h, hm) = self.host.lut_open(&msg, sh, t, &x0)?;
+        let (d, dm) = self.device.lut_open(sh, t, &x1)?;
+        let z0 = self.host.lut_finish(h, t, &hm)?;
+        let z1 = self.device.lut_finish(d, t, &dm)?;
+        self.last_ns = (ns(online - clock), ns(online.elapsed()));
+        Ok(reconstruct(&z0, &z1))
     }
 
     /// Local truncation of a plaintext vector (shared at random first).

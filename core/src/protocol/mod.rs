@@ -12,6 +12,8 @@
 
 pub mod affine;
 pub mod linear;
+pub mod lut;
 pub mod matmul;
 pub mod mul;
+pub mod pwl;
 pub mod trunc;

@@ -1,0 +1,247 @@
+//! Piecewise-linear lookup table on a masked input: the building block of
+//! every nonlinear op (a one-time truth table with a linear term).
+//!
+//! Parameters: a shift `s` and `k` index bits. Input: a shared `x` in
+//! `[-2^(s+k-1), 2^(s+k-1) - 2^s)`; `x' = x + 2^(s+k-1)` is in
+//! `[0, 2^(s+k) - 2^s)`, and its grid index is `y = x' >> s`.
+//! A public [`Table`] gives, for each index `y` and output `o`, a segment
+//! `(a, b)`: the op returns shares of `a(y) x + b(y)`.
+//!
+//! Correlation: random `r` (both shares seeded); for each element and output
+//! the dealer tabulates, for every `j` in `[0, 2^k)`, `A[j] = a(j - R)` and
+//! `B[j] = b(j - R) - a(j - R) (r + 2^(s+k-1))`, where `R = (r >> s) mod 2^k`
+//! (derived lanes: the device's shares are its seeded words at
+//! `(element, j)`, read by random access; the host gets the rest).
+//!
+//! Online (one flight, both directions at once): each party sends
+//! `x_b + r_b (+ 2^(s+k-1) for the host)`; both learn `c = x' + r`, which is
+//! uniform, and compute the index `C = (c >> s) mod 2^k`. Each outputs
+//! `A_b[C] c + B_b[C]`. Since `x' = c - r` exactly in the ring,
+//! `A[C] c + B[C] = a(y_C) x + b(y_C)` with `y_C = C - R = y + carry`,
+//! `carry = [(x' mod 2^s) + (r mod 2^s) >= 2^s]` in `{0, 1}`: the linear part
+//! is exact and the segment is the input's or the next one (the carry is 1
+//! with probability `(x' mod 2^s) / 2^s`: stochastic rounding of the index).
+//!
+//! Security: `c` is uniform (masked by `r`); the table shares each party sees
+//! are uniform (masked by the other's seeded words), and nobody learns `R`.
+//! Cost per element: 8 bytes each way in one flight; dealer -> host
+//! `2^k` words per table (`a` tables only where a slope is used).
+
+use crate::corr::{DealerOp, OpCorr, Role};
+use crate::error::ProtocolError;
+use crate::wire;
+
+/// Random lane `r`.
+pub const LANE_R: u32 = 0;
+/// First table lane: output `o` uses `LANE_T + 2 o` (slopes) and
+/// `LANE_T + 2 o + 1` (intercepts).
+pub const LANE_T: u32 = 1;
+
+/// Largest supported index width.
+pub const MAX_K: u32 = 14;
+
+/// A public piecewise-linear function of the grid index.
+pub trait Table {
+    /// Outputs per element.
+    fn outputs(&self) -> usize;
+    /// Whether output `o` has a slope (else it is a pure table and its
+    /// slope table is neither sent nor used).
+    fn has_slope(&self, o: usize) -> bool;
+    /// Segment `(a, b)` of output `o` at grid index `y` (`0 <= y < 2^k`);
+    /// the output is `a x + b` in the ring.
+    fn segment(&self, y: u64, o: usize) -> (u64, u64);
+}
+
+/// Shape of a lookup op.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LutShape {
+    /// Elements.
+    pub n: usize,
+    /// Shift: the grid step is `2^s` (in ring units).
+    pub s: u32,
+    /// Index bits: `2^k` segments.
+    pub k: u32,
+}
+
+impl LutShape {
+    /// Offset added to the input: `2^(s+k-1)`.
+    pub fn offset(self) -> u64 {
+        1u64 << (self.s + self.k - 1)
+    }
+
+    /// Bytes each party sends.
+    pub fn msg_len(self) -> usize {
+        wire::words_len(self.n)
+    }
+
+    fn entries(self) -> usize {
+        1usize << self.k
+    }
+
+    /// Correction words the host receives for `table`.
+    pub fn corrections(self, table: &dyn Table) -> usize {
+        self.n * self.words_per_elem(table)
+    }
+
+    fn words_per_elem(self, table: &dyn Table) -> usize {
+        let per_table: usize = (0..table.outputs()).map(|o| 1 + table.has_slope(o) as usize).sum();
+        per_table * self.entries()
+    }
+
+    fn check(self, table: &dyn Table) -> Result<(), ProtocolError> {
+        if self.n == 0 || table.outputs() == 0 || !(1..=MAX_K).contains(&self.k) || self.s + self.k > 62 {
+            return Err(ProtocolError::BadShape);
+        }
+        self.n
+            .checked_mul(self.words_per_elem(table))
+            .and_then(|w| w.checked_mul(8))
+            .map(|_| ())
+            .ok_or(ProtocolError::BadShape)
+    }
+
+    /// The grid index of a plaintext input (the reference's `y`).
+    pub fn index(self, x: u64) -> u64 {
+        x.wrapping_add(self.offset()) >> self.s
+    }
+
+    /// Whether `x` is in the stated input range.
+    pub fn in_range(self, x: u64) -> bool {
+        let xs = x.wrapping_add(self.offset());
+        xs < (1u64 << (self.s + self.k)) - (1u64 << self.s)
+    }
+}
+
+/// Plaintext reference: `a(y) x + b(y)` at grid index `y` (pass
+/// `shape.index(x)` or the next index).
+pub fn reference(table: &dyn Table, x: u64, y: u64, o: usize) -> u64 {
+    let (a, b) = table.segment(y, o);
+    a.wrapping_mul(x).wrapping_add(b)
+}
+
+/// Dealer: the host's message for one lookup op.
+pub fn deal(op: &DealerOp, shape: LutShape, table: &dyn Table, out: &mut [u8]) -> Result<usize, ProtocolError> {
+    shape.check(table)?;
+    let mut r = op.random(LANE_R);
+    let mut w = op.writer(out, shape.corrections(table))?;
+    let (k, s, off) = (shape.k, shape.s, shape.offset());
+    let mask = (1u64 << k) - 1;
+    let entries = shape.entries() as u64;
+    for i in 0..shape.n as u64 {
+        let rv = r.next_u64();
+        let big_r = (rv >> s) & mask;
+        let fold = rv.wrapping_add(off);
+        for o in 0..table.outputs() {
+            let lane_a = LANE_T + 2 * o as u32;
+            let lane_b = lane_a + 1;
+            if table.has_slope(o) {
+                let mut d = op.device.random_at(lane_a, i * entries);
+                for j in 0..entries {
+                    let (a, _) = table.segment(j.wrapping_sub(big_r) & mask, o);
+                    w.put(a, d.next_u64());
+                }
+            }
+            let mut d = op.device.random_at(lane_b, i * entries);
+            for j in 0..entries {
+                let (a, b) = table.segment(j.wrapping_sub(big_r) & mask, o);
+                w.put(b.wrapping_sub(a.wrapping_mul(fold)), d.next_u64());
+            }
+        }
+    }
+    w.finish()
+}
+
+/// One party's lookup, before opening.
+#[derive(Debug)]
+pub struct Lut<'d> {
+    corr: OpCorr<'d>,
+    shape: LutShape,
+}
+
+/// One party's lookup, after opening.
+#[derive(Debug)]
+pub struct LutOpened<'d> {
+    corr: OpCorr<'d>,
+    shape: LutShape,
+}
+
+impl<'d> Lut<'d> {
+    /// A lookup of this shape for `table` (the host's corrections are checked
+    /// against the table's size).
+    pub fn new(corr: OpCorr<'d>, shape: LutShape, table: &dyn Table) -> Result<Self, ProtocolError> {
+        shape.check(table)?;
+        corr.expect_corrections(shape.corrections(table))?;
+        Ok(Self { corr, shape })
+    }
+
+    /// Writes this party's masked input `x_b + r_b` (+ offset for the host).
+    pub fn open(self, x: &[u64], out: &mut [u8]) -> Result<(LutOpened<'d>, usize), ProtocolError> {
+        if x.len() != self.shape.n {
+            return Err(ProtocolError::BadBuffer);
+        }
+        let len = self.shape.msg_len();
+        let out = wire::out_prefix(out, len)?;
+        let off = if self.corr.role() == Role::Host {
+            self.shape.offset()
+        } else {
+            0
+        };
+        let mut r = self.corr.random(LANE_R);
+        wire::put_words(out, x.iter().map(|&v| v.wrapping_add(r.next_u64()).wrapping_add(off)));
+        Ok((
+            LutOpened {
+                corr: self.corr,
+                shape: self.shape,
+            },
+            len,
+        ))
+    }
+}
+
+impl LutOpened<'_> {
+    /// Takes the peer's masked input and writes this party's output shares,
+    /// `out[i * outputs + o]`. `own` is the message this party sent.
+    pub fn finish(self, table: &dyn Table, own: &[u8], peer: &[u8], out: &mut [u64]) -> Result<(), ProtocolError> {
+        let sh = self.shape;
+        wire::expect_len(own, sh.msg_len())?;
+        wire::expect_len(peer, sh.msg_len())?;
+        let outputs = table.outputs();
+        if out.len() != sh.n * outputs {
+            return Err(ProtocolError::BadBuffer);
+        }
+        let mask = (1u64 << sh.k) - 1;
+        let entries = sh.entries() as u64;
+        let per_elem = sh.words_per_elem(table);
+        let it = wire::words(own)
+            .zip(wire::words(peer))
+            .zip(out.chunks_exact_mut(outputs));
+        for (i, ((m, p), o_row)) in it.enumerate() {
+            let c = m.wrapping_add(p);
+            let idx = (c >> sh.s) & mask;
+            let elem = i as u64 * entries + idx;
+            // host correction layout per element: per output, [A table] B table
+            let mut table_off = i * per_elem;
+            for (o, v) in o_row.iter_mut().enumerate() {
+                let lane_a = LANE_T + 2 * o as u32;
+                let a = if table.has_slope(o) {
+                    let a = self
+                        .corr
+                        .derived_word(lane_a, table_off, if self.is_host() { idx } else { elem });
+                    table_off += entries as usize;
+                    a
+                } else {
+                    0
+                };
+                let b = self
+                    .corr
+                    .derived_word(lane_a + 1, table_off, if self.is_host() { idx } else { elem });
+                table_off += entries as usize;
+                *v = a.wrapping_mul(c).wrapping_add(b);
+            }
+        }
+        Ok(())
+    }
+
+    fn is_host(&self) -> bool {
+        self.corr.role() == Role::Host
+    }
+}
