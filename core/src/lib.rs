@@ -10,6 +10,7 @@ pub mod checksum;
 pub mod corr;
 pub mod error;
 pub mod model;
+pub mod ops;
 pub mod prg;
 pub mod protocol;
 pub mod reference;

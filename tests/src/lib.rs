@@ -21,6 +21,8 @@ use mpcvit_transport::mem::{self, MemEnd};
 
 pub use embedded_io;
 
+pub mod party;
+
 /// Largest frame payload the test parties accept.
 pub const MAX_MSG: usize = 64 << 20;
 
@@ -194,7 +196,7 @@ impl<T: Read + Write> HostSide<T> {
 
     /// Exact truncation (single step: receive, reply).
     pub fn trunc(&mut self, msg: &[u8], fp: FixedPoint, z0: &[u64]) -> Res<Vec<u64>> {
-        let op = TruncHost::new(self.corr.next_op_with(msg)?, z0.len(), fp)?;
+        let op = TruncHost::new(self.corr.next_op_with(msg)?, z0.len(), fp.frac_bits())?;
         let mut t = vec![0; z0.len()];
         let mut reply = vec![0; trunc::host_msg_len(z0.len())];
         let peer = self.dev.recv_kind(FrameKind::Data, &mut self.buf)?;
@@ -280,7 +282,7 @@ impl<T: Read + Write> DeviceSide<T> {
 
     /// Exact truncation, step 1 (sends `z1 + r1`).
     pub fn trunc_open(&mut self, fp: FixedPoint, z1: &[u64]) -> Res<trunc::TruncDeviceSent> {
-        let op = TruncDevice::new(self.corr.next_op()?, z1.len(), fp)?;
+        let op = TruncDevice::new(self.corr.next_op()?, z1.len(), fp.frac_bits())?;
         self.out.resize(trunc::device_msg_len(z1.len()), 0);
         let (st, n) = op.send(z1, &mut self.out)?;
         self.host.send(FrameKind::Data, self.out.get(..n).unwrap_or(&[]))?;
@@ -353,7 +355,7 @@ impl<T: Read + Write> DealerSide<T> {
     pub fn trunc(&mut self, n: usize, fp: FixedPoint) -> Res<()> {
         let op = self.session.next_op()?;
         self.out.resize(dealer_message_len(2 * n), 0);
-        let len = trunc::deal(&op, n, fp, &mut self.out)?;
+        let len = trunc::deal(&op, n, fp.frac_bits(), &mut self.out)?;
         self.send(len)
     }
 }
@@ -480,7 +482,7 @@ impl World {
         let out = z0
             .iter()
             .zip(&z1)
-            .map(|(&a, &b)| trunc::local(a, fp).wrapping_add(trunc::local(b, fp)))
+            .map(|(&a, &b)| trunc::local(a, fp.frac_bits()).wrapping_add(trunc::local(b, fp.frac_bits())))
             .collect();
         self.last_ns = (0, ns(online.elapsed()));
         out

@@ -1,26 +1,31 @@
 //! Piecewise-linear lookup table on a masked input: the building block of
 //! every nonlinear op (a one-time truth table with a linear term).
 //!
-//! Parameters: a shift `s` and `k` index bits. Input: a shared `x` in
-//! `[-2^(s+k-1), 2^(s+k-1) - 2^s)`; `x' = x + 2^(s+k-1)` is in
-//! `[0, 2^(s+k) - 2^s)`, and its grid index is `y = x' >> s`.
-//! A public [`Table`] gives, for each index `y` and output `o`, a segment
-//! `(a, b)`: the op returns shares of `a(y) x + b(y)`.
+//! Parameters: a shift `s`, `k` index bits, and a shift `t <= s` of the
+//! linear term. Input: a shared `x` in `[-2^(s+k-1) + 2^s, 2^(s+k-1) - 2^s)`;
+//! `x' = x + 2^(s+k-1)` lies in `[2^s, 2^(s+k) - 2^s)`, its grid index is
+//! `y = x' >> s` and its linear coordinate `u = x' >> t`. A public [`Table`]
+//! gives, for each index `y` and output `o`, a segment `(a, b)`: the op
+//! returns shares of `a(y) u + b(y)`. (`t` lets a slope be encoded per `2^t`
+//! input units, so a fitted segment keeps its precision when `s` is large.)
 //!
-//! Correlation: random `r` (both shares seeded); for each element and output
-//! the dealer tabulates, for every `j` in `[0, 2^k)`, `A[j] = a(j - R)` and
-//! `B[j] = b(j - R) - a(j - R) (r + 2^(s+k-1))`, where `R = (r >> s) mod 2^k`
-//! (derived lanes: the device's shares are its seeded words at
-//! `(element, j)`, read by random access; the host gets the rest).
+//! Correlation: random `r` (both shares seeded). With `M = 2^(s+k-t)`,
+//! `R = (r >> s) mod 2^k` and `ru = (r >> t) mod M`, the dealer tabulates
+//! for every `j` in `[0, 2^k)`, with `(a, b)` the segment at `j - R`:
+//! `A[j] = a` and `B[j] = b - a ru + a M [j < R]` (derived lanes: the
+//! device's shares are its seeded words at `(element, j)`, read by random
+//! access; the host gets the rest).
 //!
 //! Online (one flight, both directions at once): each party sends
 //! `x_b + r_b (+ 2^(s+k-1) for the host)`; both learn `c = x' + r`, which is
-//! uniform, and compute the index `C = (c >> s) mod 2^k`. Each outputs
-//! `A_b[C] c + B_b[C]`. Since `x' = c - r` exactly in the ring,
-//! `A[C] c + B[C] = a(y_C) x + b(y_C)` with `y_C = C - R = y + carry`,
-//! `carry = [(x' mod 2^s) + (r mod 2^s) >= 2^s]` in `{0, 1}`: the linear part
-//! is exact and the segment is the input's or the next one (the carry is 1
-//! with probability `(x' mod 2^s) / 2^s`: stochastic rounding of the index).
+//! uniform, the index `C = (c >> s) mod 2^k` and `cu = (c >> t) mod M`. Each
+//! outputs `A_b[C] cu + B_b[C]`. Since `cu = u + ru + kappa - M [cu < ru +
+//! kappa]` with `kappa` the carry from the bits below `t`, and the input
+//! range keeps `C != R` so that `[cu < ru + kappa] = [C < R]`, the output is
+//! `a(y_C) (u + kappa) + b(y_C)` with `y_C = C - R = y + carry`:
+//! `carry, kappa` in `{0, 1}` are the carries into bits `s` and `t` (the
+//! segment is the input's or the next one; `u` is exact or one unit above;
+//! with `t = 0` there is no `kappa`).
 //!
 //! Security: `c` is uniform (masked by `r`); the table shares each party sees
 //! are uniform (masked by the other's seeded words), and nobody learns `R`.
@@ -39,6 +44,8 @@ pub const LANE_T: u32 = 1;
 
 /// Largest supported index width.
 pub const MAX_K: u32 = 14;
+/// Smallest supported index width.
+pub const MIN_K: u32 = 2;
 
 /// A public piecewise-linear function of the grid index.
 pub trait Table {
@@ -61,6 +68,8 @@ pub struct LutShape {
     pub s: u32,
     /// Index bits: `2^k` segments.
     pub k: u32,
+    /// Shift of the linear coordinate `u = x' >> t` (`t <= s`).
+    pub t: u32,
 }
 
 impl LutShape {
@@ -89,7 +98,12 @@ impl LutShape {
     }
 
     fn check(self, table: &dyn Table) -> Result<(), ProtocolError> {
-        if self.n == 0 || table.outputs() == 0 || !(1..=MAX_K).contains(&self.k) || self.s + self.k > 62 {
+        if self.n == 0
+            || table.outputs() == 0
+            || !(MIN_K..=MAX_K).contains(&self.k)
+            || self.s + self.k > 62
+            || self.t > self.s
+        {
             return Err(ProtocolError::BadShape);
         }
         self.n
@@ -104,18 +118,32 @@ impl LutShape {
         x.wrapping_add(self.offset()) >> self.s
     }
 
+    /// The linear coordinate of a plaintext input (the reference's `u`).
+    pub fn coord(self, x: u64) -> u64 {
+        x.wrapping_add(self.offset()) >> self.t
+    }
+
+    /// Smallest input in the stated range.
+    pub fn min_input(self) -> i64 {
+        -(self.offset() as i64) + (1i64 << self.s)
+    }
+
+    /// Largest input in the stated range (exclusive).
+    pub fn max_input(self) -> i64 {
+        (self.offset() - (1u64 << self.s)) as i64
+    }
+
     /// Whether `x` is in the stated input range.
     pub fn in_range(self, x: u64) -> bool {
-        let xs = x.wrapping_add(self.offset());
-        xs < (1u64 << (self.s + self.k)) - (1u64 << self.s)
+        (self.min_input()..self.max_input()).contains(&(x as i64))
     }
 }
 
-/// Plaintext reference: `a(y) x + b(y)` at grid index `y` (pass
-/// `shape.index(x)` or the next index).
-pub fn reference(table: &dyn Table, x: u64, y: u64, o: usize) -> u64 {
+/// Plaintext reference: `a(y) u + b(y)` at grid index `y` and coordinate
+/// `u` (pass `shape.index(x)`, `shape.coord(x)`, or the next ones).
+pub fn reference(table: &dyn Table, u: u64, y: u64, o: usize) -> u64 {
     let (a, b) = table.segment(y, o);
-    a.wrapping_mul(x).wrapping_add(b)
+    a.wrapping_mul(u).wrapping_add(b)
 }
 
 /// Dealer: the host's message for one lookup op.
@@ -123,13 +151,14 @@ pub fn deal(op: &DealerOp, shape: LutShape, table: &dyn Table, out: &mut [u8]) -
     shape.check(table)?;
     let mut r = op.random(LANE_R);
     let mut w = op.writer(out, shape.corrections(table))?;
-    let (k, s, off) = (shape.k, shape.s, shape.offset());
+    let (k, s, t) = (shape.k, shape.s, shape.t);
     let mask = (1u64 << k) - 1;
+    let m = 1u64 << (s + k - t);
     let entries = shape.entries() as u64;
     for i in 0..shape.n as u64 {
         let rv = r.next_u64();
         let big_r = (rv >> s) & mask;
-        let fold = rv.wrapping_add(off);
+        let ru = (rv >> t) & (m - 1);
         for o in 0..table.outputs() {
             let lane_a = LANE_T + 2 * o as u32;
             let lane_b = lane_a + 1;
@@ -143,7 +172,11 @@ pub fn deal(op: &DealerOp, shape: LutShape, table: &dyn Table, out: &mut [u8]) -
             let mut d = op.device.random_at(lane_b, i * entries);
             for j in 0..entries {
                 let (a, b) = table.segment(j.wrapping_sub(big_r) & mask, o);
-                w.put(b.wrapping_sub(a.wrapping_mul(fold)), d.next_u64());
+                let wrap = if j < big_r { m } else { 0 };
+                w.put(
+                    b.wrapping_sub(a.wrapping_mul(ru)).wrapping_add(a.wrapping_mul(wrap)),
+                    d.next_u64(),
+                );
             }
         }
     }
@@ -209,14 +242,16 @@ impl LutOpened<'_> {
             return Err(ProtocolError::BadBuffer);
         }
         let mask = (1u64 << sh.k) - 1;
+        let m = 1u64 << (sh.s + sh.k - sh.t);
         let entries = sh.entries() as u64;
         let per_elem = sh.words_per_elem(table);
         let it = wire::words(own)
             .zip(wire::words(peer))
             .zip(out.chunks_exact_mut(outputs));
-        for (i, ((m, p), o_row)) in it.enumerate() {
-            let c = m.wrapping_add(p);
+        for (i, ((m_own, p), o_row)) in it.enumerate() {
+            let c = m_own.wrapping_add(p);
             let idx = (c >> sh.s) & mask;
+            let cu = (c >> sh.t) & (m - 1);
             let elem = i as u64 * entries + idx;
             // host correction layout per element: per output, [A table] B table
             let mut table_off = i * per_elem;
@@ -235,7 +270,7 @@ impl LutOpened<'_> {
                     .corr
                     .derived_word(lane_a + 1, table_off, if self.is_host() { idx } else { elem });
                 table_off += entries as usize;
-                *v = a.wrapping_mul(c).wrapping_add(b);
+                *v = a.wrapping_mul(cu).wrapping_add(b);
             }
         }
         Ok(())

@@ -16,4 +16,5 @@ pub mod lut;
 pub mod matmul;
 pub mod mul;
 pub mod pwl;
+pub mod scale;
 pub mod trunc;

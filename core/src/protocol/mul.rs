@@ -8,6 +8,10 @@
 //! the ring (the product scale 2f: truncate next).
 //!
 //! Cost per element: 16 bytes each way in one flight, 8 bytes dealer -> host.
+//!
+//! Row broadcast ([`Mul::with_rows`]): `y` has one value per row of `cols`
+//! elements of `x` (`z[i] = x[i] y[i / cols]`), with `c[i] = a[i] b[i / cols]`;
+//! `y - b` is opened once per row, so a row costs `8 (cols + 1)` bytes each way.
 
 use crate::corr::{DealerOp, OpCorr, Role};
 use crate::error::ProtocolError;
@@ -20,21 +24,40 @@ pub const LANE_B: u32 = 1;
 /// Derived lane `c = a b`.
 pub const LANE_C: u32 = 2;
 
-/// Bytes each party sends for `n` elements.
+/// Bytes each party sends for `n` elements (no broadcast).
 pub fn msg_len(n: usize) -> usize {
     wire::words_len(2 * n)
 }
 
+/// Bytes each party sends for `n` elements broadcast over rows of `cols`.
+pub fn rows_msg_len(n: usize, cols: usize) -> usize {
+    wire::words_len(n + n / cols.max(1))
+}
+
+fn check(n: usize, cols: usize) -> Result<(), ProtocolError> {
+    if n == 0 || cols == 0 || !n.is_multiple_of(cols) || n > usize::MAX / 16 {
+        Err(ProtocolError::BadShape)
+    } else {
+        Ok(())
+    }
+}
+
 /// Dealer: the host's message for a product of `n` elements.
 pub fn deal(op: &DealerOp, n: usize, out: &mut [u8]) -> Result<usize, ProtocolError> {
-    if n == 0 {
-        return Err(ProtocolError::BadShape);
-    }
+    deal_rows(op, n, 1, out)
+}
+
+/// Dealer: the host's message for a row-broadcast product.
+pub fn deal_rows(op: &DealerOp, n: usize, cols: usize, out: &mut [u8]) -> Result<usize, ProtocolError> {
+    check(n, cols)?;
     let (mut a, mut b) = (op.random(LANE_A), op.random(LANE_B));
     let mut c1 = op.device_derived(LANE_C);
     let mut w = op.writer(out, n)?;
-    for _ in 0..n {
-        w.put(a.next_u64().wrapping_mul(b.next_u64()), c1.next_u64());
+    for _ in 0..n / cols {
+        let bv = b.next_u64();
+        for _ in 0..cols {
+            w.put(a.next_u64().wrapping_mul(bv), c1.next_u64());
+        }
     }
     w.finish()
 }
@@ -44,6 +67,7 @@ pub fn deal(op: &DealerOp, n: usize, out: &mut [u8]) -> Result<usize, ProtocolEr
 pub struct Mul<'d> {
     corr: OpCorr<'d>,
     n: usize,
+    cols: usize,
 }
 
 /// One party's elementwise product, after opening.
@@ -51,24 +75,33 @@ pub struct Mul<'d> {
 pub struct MulOpened<'d> {
     corr: OpCorr<'d>,
     n: usize,
+    cols: usize,
 }
 
 impl<'d> Mul<'d> {
     /// A product of `n` elements.
     pub fn new(corr: OpCorr<'d>, n: usize) -> Result<Self, ProtocolError> {
-        if n == 0 || n > usize::MAX / 16 {
-            return Err(ProtocolError::BadShape);
-        }
+        Self::with_rows(corr, n, 1)
+    }
+
+    /// A product of `n` elements of `x` by `n / cols` row values of `y`.
+    pub fn with_rows(corr: OpCorr<'d>, n: usize, cols: usize) -> Result<Self, ProtocolError> {
+        check(n, cols)?;
         corr.expect_corrections(n)?;
-        Ok(Self { corr, n })
+        Ok(Self { corr, n, cols })
+    }
+
+    /// Bytes this op sends.
+    pub fn msg_len(&self) -> usize {
+        rows_msg_len(self.n, self.cols)
     }
 
     /// Writes `(x - a, y - b)` (this party's shares) into `out`.
     pub fn open(self, x: &[u64], y: &[u64], out: &mut [u8]) -> Result<(MulOpened<'d>, usize), ProtocolError> {
-        if x.len() != self.n || y.len() != self.n {
+        if x.len() != self.n || y.len() != self.n / self.cols {
             return Err(ProtocolError::BadBuffer);
         }
-        let len = msg_len(self.n);
+        let len = self.msg_len();
         let (oe, of) = wire::out_prefix(out, len)?.split_at_mut(8 * self.n);
         let mut a = self.corr.random(LANE_A);
         wire::put_words(oe, x.iter().map(|&v| v.wrapping_sub(a.next_u64())));
@@ -78,6 +111,7 @@ impl<'d> Mul<'d> {
             MulOpened {
                 corr: self.corr,
                 n: self.n,
+                cols: self.cols,
             },
             len,
         ))
@@ -87,32 +121,34 @@ impl<'d> Mul<'d> {
 impl MulOpened<'_> {
     /// Takes the peer's opening and writes this party's share of `x y`.
     pub fn finish(mut self, x: &[u64], y: &[u64], peer: &[u8], z: &mut [u64]) -> Result<(), ProtocolError> {
-        let n = self.n;
-        if x.len() != n || y.len() != n || z.len() != n {
+        let (n, cols) = (self.n, self.cols);
+        if x.len() != n || y.len() != n / cols || z.len() != n {
             return Err(ProtocolError::BadBuffer);
         }
-        wire::expect_len(peer, msg_len(n))?;
+        wire::expect_len(peer, rows_msg_len(n, cols))?;
         let (pe, pf) = peer.split_at(8 * n);
         let (mut a, mut b) = (self.corr.random(LANE_A), self.corr.random(LANE_B));
         let mut c = self.corr.derived(LANE_C, n)?;
         let host = self.corr.role() == Role::Host;
-        let it = x
-            .iter()
-            .zip(y)
-            .zip(wire::words(pe).zip(wire::words(pf)))
-            .zip(z.iter_mut());
-        for (((&xv, &yv), (pe, pf)), zv) in it {
-            let (ai, bi) = (a.next_u64(), b.next_u64());
-            let e = xv.wrapping_sub(ai).wrapping_add(pe);
+        let rows = x
+            .chunks_exact(cols)
+            .zip(pe.chunks_exact(8 * cols))
+            .zip(z.chunks_exact_mut(cols));
+        for (((x_row, pe_row), z_row), (&yv, pf)) in rows.zip(y.iter().zip(wire::words(pf))) {
+            let bi = b.next_u64();
             let f = yv.wrapping_sub(bi).wrapping_add(pf);
-            let mut r = c
-                .next_u64()
-                .wrapping_add(e.wrapping_mul(bi))
-                .wrapping_add(f.wrapping_mul(ai));
-            if host {
-                r = r.wrapping_add(e.wrapping_mul(f));
+            for ((&xv, pe), zv) in x_row.iter().zip(wire::words(pe_row)).zip(z_row.iter_mut()) {
+                let ai = a.next_u64();
+                let e = xv.wrapping_sub(ai).wrapping_add(pe);
+                let mut r = c
+                    .next_u64()
+                    .wrapping_add(e.wrapping_mul(bi))
+                    .wrapping_add(f.wrapping_mul(ai));
+                if host {
+                    r = r.wrapping_add(e.wrapping_mul(f));
+                }
+                *zv = r;
             }
-            *zv = r;
         }
         Ok(())
     }

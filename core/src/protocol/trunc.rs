@@ -26,7 +26,10 @@
 
 use crate::corr::{DealerOp, OpCorr, Role};
 use crate::error::ProtocolError;
-use crate::ring::{FixedPoint, msb};
+use crate::ring::msb;
+
+/// Largest truncation supported (`z` in `[-2^62, 2^62)`).
+pub const MAX_BITS: u32 = 62;
 use crate::wire;
 
 /// Random lane `r`.
@@ -52,16 +55,16 @@ pub fn host_msg_len(n: usize) -> usize {
 
 /// Local (SecureML) truncation of one share: no communication.
 #[inline]
-pub fn local(share: u64, fp: FixedPoint) -> u64 {
-    ((share as i64) >> fp.frac_bits()) as u64
+pub fn local(share: u64, bits: u32) -> u64 {
+    ((share as i64) >> bits.min(63)) as u64
 }
 
 /// Dealer: the host's message for an exact truncation of `n` elements.
-pub fn deal(op: &DealerOp, n: usize, fp: FixedPoint, out: &mut [u8]) -> Result<usize, ProtocolError> {
-    if n == 0 {
+pub fn deal(op: &DealerOp, n: usize, bits: u32, out: &mut [u8]) -> Result<usize, ProtocolError> {
+    if n == 0 || !(1..=MAX_BITS).contains(&bits) {
         return Err(ProtocolError::BadShape);
     }
-    let f = fp.frac_bits();
+    let f = bits;
     let mut r = op.random(LANE_R);
     let mut lo1 = op.device_derived(LANE_LO);
     let mut hi1 = op.device_derived(LANE_HI);
@@ -83,17 +86,17 @@ pub fn deal(op: &DealerOp, n: usize, fp: FixedPoint, out: &mut [u8]) -> Result<u
 pub struct TruncHost<'d> {
     corr: OpCorr<'d>,
     n: usize,
-    fp: FixedPoint,
+    bits: u32,
 }
 
 impl<'d> TruncHost<'d> {
     /// Truncation of `n` elements.
-    pub fn new(corr: OpCorr<'d>, n: usize, fp: FixedPoint) -> Result<Self, ProtocolError> {
-        if n == 0 || n > usize::MAX / 16 || corr.role() != Role::Host {
+    pub fn new(corr: OpCorr<'d>, n: usize, bits: u32) -> Result<Self, ProtocolError> {
+        if n == 0 || n > usize::MAX / 16 || corr.role() != Role::Host || !(1..=MAX_BITS).contains(&bits) {
             return Err(ProtocolError::BadShape);
         }
         corr.expect_corrections(2 * n)?;
-        Ok(Self { corr, n, fp })
+        Ok(Self { corr, n, bits })
     }
 
     /// Takes the device's message, writes the reply bits into `reply` and
@@ -111,7 +114,7 @@ impl<'d> TruncHost<'d> {
         }
         wire::expect_len(device_msg, device_msg_len(n))?;
         let reply = wire::out_prefix(reply, host_msg_len(n))?;
-        let f = self.fp.frac_bits();
+        let f = self.bits;
         let mut r0 = self.corr.random(LANE_R);
         let mut lo = self.corr.derived(LANE_LO, n)?;
         let mut hi = self.corr.derived(LANE_HI, n)?;
@@ -139,7 +142,7 @@ impl<'d> TruncHost<'d> {
 pub struct TruncDevice {
     corr: OpCorr<'static>,
     n: usize,
-    fp: FixedPoint,
+    bits: u32,
 }
 
 /// Device side after sending.
@@ -147,16 +150,16 @@ pub struct TruncDevice {
 pub struct TruncDeviceSent {
     corr: OpCorr<'static>,
     n: usize,
-    fp: FixedPoint,
+    bits: u32,
 }
 
 impl TruncDevice {
     /// Truncation of `n` elements.
-    pub fn new(corr: OpCorr<'static>, n: usize, fp: FixedPoint) -> Result<Self, ProtocolError> {
-        if n == 0 || n > usize::MAX / 16 || corr.role() != Role::Device {
+    pub fn new(corr: OpCorr<'static>, n: usize, bits: u32) -> Result<Self, ProtocolError> {
+        if n == 0 || n > usize::MAX / 16 || corr.role() != Role::Device || !(1..=MAX_BITS).contains(&bits) {
             return Err(ProtocolError::BadShape);
         }
-        Ok(Self { corr, n, fp })
+        Ok(Self { corr, n, bits })
     }
 
     /// Writes `z1 + r1` into `out`.
@@ -172,7 +175,7 @@ impl TruncDevice {
             TruncDeviceSent {
                 corr: self.corr,
                 n: self.n,
-                fp: self.fp,
+                bits: self.bits,
             },
             len,
         ))
@@ -191,7 +194,7 @@ impl TruncDeviceSent {
         if !n.is_multiple_of(8) && reply.last().is_some_and(|b| b >> (n % 8) != 0) {
             return Err(ProtocolError::OutOfRange);
         }
-        let f = self.fp.frac_bits();
+        let f = self.bits;
         let mut lo = self.corr.derived(LANE_LO, n)?;
         let mut hi = self.corr.derived(LANE_HI, n)?;
         for (i, t) in t1.iter_mut().enumerate() {

@@ -1,0 +1,74 @@
+//! Elementwise activations on the lookup protocol.
+//!
+//! | op | rounds | device -> host | error (stated for `f` = 16) |
+//! |---|---|---|---|
+//! | ReLU, DReLU | 1 | 8 B | exact, except `x` in `[-2^s, 0)` (may pass `x` / say 1) |
+//! | GeLU, exp | 1 | 8 B | chord fit on `2^k` cells, plus the lookup's `kappa` and slope rounding (a few `2^-(f+8)`), plus 1 ulp |
+//!
+//! Fitted functions come out of the lookup with [`EXTRA_BITS`] more
+//! fractional bits than the input and are brought back by *local*
+//! truncation: the lookup's output shares are uniform, so it fails only with
+//! probability `|value| 2^(f+8) / 2^64` per element (`2^-35` for values below
+//! 32 at `f` = 16).
+
+use super::{Party, lut};
+use crate::ProtocolError;
+use crate::protocol::lut::LutShape;
+use crate::protocol::pwl::{Func, Pwl, ReluOut, ReluTable};
+
+/// Extra fractional bits of a fitted lookup's output.
+pub const EXTRA_BITS: u32 = 8;
+
+/// The grid for inputs in `[-2^range_log2, 2^range_log2)` (real) with `k`
+/// index bits at `f` fractional bits.
+pub fn grid(n: usize, f: u32, range_log2: i32, k: u32) -> Result<LutShape, ProtocolError> {
+    let top = f as i32 + range_log2; // bits of 2^(s+k-1)
+    let s = top + 1 - k as i32;
+    if s < 0 || top + 1 > 62 {
+        return Err(ProtocolError::BadParameter);
+    }
+    Ok(LutShape {
+        n,
+        s: s as u32,
+        k,
+        t: 0,
+    })
+}
+
+/// ReLU or DReLU (one round).
+pub fn relu<P: Party>(p: &mut P, shape: LutShape, which: ReluOut, x: &[u64], out: &mut [u64]) -> Result<(), P::Error> {
+    lut(p, shape, &ReluTable { shape, out: which }, x, out)
+}
+
+/// The fitted table of `func` on `shape` (input at `f` bits) with output at
+/// `f + EXTRA_BITS` bits and the linear coordinate's shift balancing the
+/// lookup's `kappa` error against the slope's rounding.
+pub fn fitted_table(func: Func, shape: LutShape, fp: crate::FixedPoint) -> (LutShape, Pwl) {
+    let f = fp.frac_bits();
+    let t = (shape.s + f).saturating_sub(f + EXTRA_BITS) / 2;
+    let shape = LutShape {
+        t: t.min(shape.s),
+        ..shape
+    };
+    (
+        shape,
+        Pwl {
+            func,
+            shape,
+            fp,
+            out_frac: f + EXTRA_BITS,
+        },
+    )
+}
+
+/// A fitted function (GeLU or exp) at the input's scale, in one round:
+/// lookup, then local truncation of the extra bits.
+pub fn fitted<P: Party>(p: &mut P, func: Func, shape: LutShape, x: &[u64], out: &mut [u64]) -> Result<(), P::Error> {
+    let fp = p.fp();
+    let (shape, t) = fitted_table(func, shape, fp);
+    lut(p, shape, &t, x, out)?;
+    for v in out.iter_mut() {
+        *v = crate::protocol::trunc::local(*v, EXTRA_BITS);
+    }
+    Ok(())
+}

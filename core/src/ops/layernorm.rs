@@ -1,0 +1,136 @@
+//! LayerNorm over rows of `d` with a host-private scale and shift.
+//!
+//! 1. One round of products gives `sum_j x_j^2` and `(sum_j x_j)^2` per row,
+//!    so `V = d sum x^2 - (sum x)^2 = d^2 var` (scale 2f), without the mean
+//!    first.
+//! 2. `r = rsqrt(V / d^2 + eps) / d` by [`super::wide`] (3 rounds).
+//! 3. `u = d x - sum x` (local) times `r` per row (1 round): the normalized
+//!    row at scale 2f.
+//! 4. Times the host's `gamma` ([`crate::protocol::scale`]) with the exact
+//!    truncation in the same round trip; the host adds `beta`.
+//!
+//! `r` carries [`R_FRAC`] fractional bits (its smallest values, about
+//! `2^-11`, keep their relative precision); `u r gamma` then has
+//! `2f + R_FRAC` bits and stays below `2^61` for outputs below 16.
+//!
+//! Rounds: 1 + 4 + 1 + 1 = 7. Inputs: `|x| < 2^6` (real) and `d <= 256`, so
+//! `V < 2^60` at scale 2f.
+
+use super::Party;
+use super::wide::{self, WideSpec};
+use crate::ProtocolError;
+use crate::protocol::pwl::Func;
+
+/// Fractional bits of the inverse square root.
+pub const R_FRAC: u32 = 24;
+
+/// LayerNorm's epsilon (PyTorch's default).
+pub const LN_EPS: f64 = 1e-5;
+
+/// Parameters.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LnSpec {
+    /// Rows (tokens).
+    pub rows: usize,
+    /// Row length.
+    pub d: usize,
+    /// Smallest variance for the stated precision.
+    pub var_lo: f64,
+    /// Largest variance.
+    pub var_hi: f64,
+}
+
+impl LnSpec {
+    /// Defaults: variance in `[2^-10, 2^10]`.
+    pub fn new(rows: usize, d: usize) -> Self {
+        Self {
+            rows,
+            d,
+            var_lo: libm::exp2(-10.0),
+            var_hi: libm::exp2(10.0),
+        }
+    }
+
+    /// The inverse square root step.
+    pub fn rsqrt(&self, f: u32) -> WideSpec {
+        let d = self.d as f64;
+        WideSpec {
+            func: Func::Rsqrt,
+            pre: 1.0 / (d * d),
+            eps: LN_EPS,
+            post: 1.0 / d,
+            lo: d * d * self.var_lo,
+            hi: d * d * self.var_hi,
+            in_frac: 2 * f,
+            out_frac: R_FRAC,
+            k: 10,
+            g: 6,
+        }
+    }
+
+    /// Scratch words.
+    pub fn scratch_len(&self) -> usize {
+        let n = self.rows * self.d;
+        4 * n + 6 * self.rows + wide::scratch_len(self.rows)
+    }
+}
+
+/// `out = LN(x) * gamma + beta`; `gamma` is the party's view of the scale
+/// (host: gamma, device: its provisioned `gamma - B`, dealer: `B`), `beta`
+/// is used by the host only. All at `f` bits.
+pub fn layernorm<P: Party>(
+    p: &mut P,
+    spec: &LnSpec,
+    x: &[u64],
+    gamma: &[u64],
+    beta: &[u64],
+    out: &mut [u64],
+    scratch: &mut [u64],
+) -> Result<(), P::Error> {
+    let (rows, d) = (spec.rows, spec.d);
+    let n = rows * d;
+    let f = p.fp().frac_bits();
+    if n == 0 || x.len() != n || out.len() != n || gamma.len() != d || scratch.len() < spec.scratch_len() {
+        return Err(ProtocolError::BadBuffer.into());
+    }
+    let host = p.kind().role() == crate::Role::Host;
+    let (sq_in, rest) = scratch.split_at_mut(n + rows);
+    let (sq_out, rest) = rest.split_at_mut(n + rows);
+    let (u, rest) = rest.split_at_mut(n);
+    let (y, rest) = rest.split_at_mut(n);
+    let (v, rest) = rest.split_at_mut(rows);
+    let (r, rest) = rest.split_at_mut(rows);
+    // 1. squares of x and of the row sums, one round
+    sq_in[..n].copy_from_slice(x);
+    for (i, row) in x.chunks_exact(d).enumerate() {
+        sq_in[n + i] = row.iter().fold(0u64, |a, &b| a.wrapping_add(b));
+    }
+    p.mul(sq_in, sq_in, 1, sq_out)?;
+    for i in 0..rows {
+        let s2 = sq_out[i * d..(i + 1) * d].iter().fold(0u64, |a, &b| a.wrapping_add(b));
+        v[i] = s2.wrapping_mul(d as u64).wrapping_sub(sq_out[n + i]);
+    }
+    // 2. r = rsqrt(V / d^2 + eps) / d
+    wide::wide(p, &spec.rsqrt(f), v, r, rest)?;
+    // 3. u = d x - sum x, times r per row
+    for (i, (u_row, x_row)) in u.chunks_exact_mut(d).zip(x.chunks_exact(d)).enumerate() {
+        let s = sq_in[n + i];
+        for (o, &xv) in u_row.iter_mut().zip(x_row) {
+            *o = xv.wrapping_mul(d as u64).wrapping_sub(s);
+        }
+    }
+    p.mul(u, r, d, y)?;
+    // 4. times gamma with truncation by 2f, plus beta
+    p.scale_trunc(y, gamma, f + R_FRAC, out)?;
+    if host {
+        if beta.len() != d {
+            return Err(ProtocolError::BadBuffer.into());
+        }
+        for row in out.chunks_exact_mut(d) {
+            for (o, &bv) in row.iter_mut().zip(beta) {
+                *o = o.wrapping_add(bv);
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,106 @@
+//! Composite secure ops (softmax, LayerNorm, reciprocal, max, GeLU, ...)
+//! written once over the [`Party`] trait.
+//!
+//! The primitives in [`crate::protocol`] are sans-IO state machines. A
+//! composite op is a fixed sequence of primitives and local arithmetic; it is
+//! written as straight-line code against [`Party`], whose three
+//! implementations (host, device, dealer) move the primitives' bytes. The
+//! dealer runs the same code: its primitives deal correlations and its local
+//! arithmetic runs on placeholder values, so every party draws the same ops
+//! in the same order. Scratch memory is the caller's (`&mut [u64]`); each op
+//! states how much it needs.
+//!
+//! Index arithmetic here works on caller buffers whose lengths are checked
+//! at each op's entry, never on peer or file bytes, so the modules below
+//! allow `indexing_slicing` (a panic would be an arithmetic bug, not input).
+
+pub mod activation;
+#[allow(clippy::indexing_slicing)]
+pub mod layernorm;
+#[allow(clippy::indexing_slicing)]
+pub mod max;
+#[allow(clippy::indexing_slicing)]
+pub mod softmax;
+#[allow(clippy::indexing_slicing)]
+pub mod wide;
+
+use crate::FixedPoint;
+use crate::corr::Role;
+use crate::protocol::lut::{LutShape, Table};
+use crate::protocol::matmul::MatmulShape;
+
+/// Who runs a composite op.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PartyKind {
+    /// P0.
+    Host,
+    /// P1.
+    Device,
+    /// The dealer (no data; deals each primitive's correlation).
+    Dealer,
+}
+
+impl PartyKind {
+    /// The share-holding role (the dealer acts as the host for local ops:
+    /// its values are placeholders).
+    pub fn role(self) -> Role {
+        match self {
+            PartyKind::Device => Role::Device,
+            _ => Role::Host,
+        }
+    }
+}
+
+/// One lookup in a batch of lookups that share a flight.
+#[derive(Clone, Copy)]
+pub struct LutJob<'a> {
+    /// Shape.
+    pub shape: LutShape,
+    /// Table.
+    pub table: &'a dyn Table,
+}
+
+impl LutJob<'_> {
+    /// Output words of this job.
+    pub fn out_len(&self) -> usize {
+        self.shape.n * self.table.outputs()
+    }
+}
+
+/// The primitives a composite op uses. Each call is one primitive op (one
+/// correlation); `luts` runs several lookups in one flight.
+pub trait Party {
+    /// The driver's error.
+    type Error: From<crate::ProtocolError>;
+    /// Host, device or dealer.
+    fn kind(&self) -> PartyKind;
+    /// Fixed-point parameters.
+    fn fp(&self) -> FixedPoint;
+    /// Product `z[i] = x[i] y[i / cols]` (ring; `cols = 1`: elementwise).
+    fn mul(&mut self, x: &[u64], y: &[u64], cols: usize, z: &mut [u64]) -> Result<(), Self::Error>;
+    /// Product by a host-private column vector, `x[i][j] g[j]`, then exact
+    /// truncation by `bits`, in one round trip (the device's scale output is
+    /// input-independent, so its truncation message rides with its scale
+    /// message). `g` is the party's view of the weights: the host's `g`, the
+    /// device's provisioned `g - B`, the dealer's mask `B`
+    /// ([`crate::protocol::scale`]).
+    fn scale_trunc(&mut self, x: &[u64], g: &[u64], bits: u32, z: &mut [u64]) -> Result<(), Self::Error>;
+    /// Shared x shared matrix product (ring).
+    fn matmul(&mut self, s: MatmulShape, x: &[u64], y: &[u64], z: &mut [u64]) -> Result<(), Self::Error>;
+    /// Lookups, all opened in one flight: `x` holds the jobs' inputs one
+    /// after the other, `out` their outputs.
+    fn luts(&mut self, jobs: &[LutJob<'_>], x: &[u64], out: &mut [u64]) -> Result<(), Self::Error>;
+    /// Exact truncation by `bits` (1..=62) of every element.
+    fn trunc(&mut self, bits: u32, x: &[u64], z: &mut [u64]) -> Result<(), Self::Error>;
+}
+
+/// One lookup (a batch of one).
+pub fn lut<P: Party>(
+    p: &mut P,
+    shape: LutShape,
+    table: &dyn Table,
+    x: &[u64],
+    out: &mut [u64],
+) -> Result<(), P::Error> {
+    p.luts(&[LutJob { shape, table }], x, out)
+}

@@ -1,0 +1,346 @@
+//! [`Party`] drivers over links for the host, the device and the dealer, so
+//! composite ops run as three threads over in-memory pipes or TCP.
+
+use crate::{MAX_MSG, Res, RunError};
+use embedded_io::{Read, Write};
+use mpcvit_core::corr::dealer_message_len;
+use mpcvit_core::ops::{LutJob, Party, PartyKind};
+use mpcvit_core::protocol::lut::{self, Lut};
+use mpcvit_core::protocol::matmul::{self, Matmul, MatmulShape};
+use mpcvit_core::protocol::mul::{self, Mul};
+use mpcvit_core::protocol::{scale, trunc};
+use mpcvit_core::{Correlations, DealerSession, FixedPoint, ProtocolError, Role, Seed, SessionId};
+use mpcvit_transport::FrameKind;
+use mpcvit_transport::link::Link;
+
+/// One party of a composite op.
+pub struct Driver<T> {
+    kind: PartyKind,
+    fp: FixedPoint,
+    /// Host: link to the device; device: link to the host; dealer: link to the host.
+    peer: Link<T>,
+    /// Host only: link from the dealer.
+    dealer: Option<Link<T>>,
+    corr: Option<Correlations>,
+    session: Option<DealerSession>,
+    buf: Vec<u8>,
+}
+
+impl From<String> for RunError {
+    fn from(s: String) -> Self {
+        RunError::Link(s)
+    }
+}
+
+impl<T: Read + Write> Driver<T> {
+    /// The host.
+    pub fn host(fp: FixedPoint, dev: Link<T>, dealer: Link<T>, key: &Seed, sid: SessionId) -> Self {
+        Self {
+            kind: PartyKind::Host,
+            fp,
+            peer: dev,
+            dealer: Some(dealer),
+            corr: Some(Correlations::new(Role::Host, key, sid)),
+            session: None,
+            buf: vec![0; MAX_MSG],
+        }
+    }
+
+    /// The device.
+    pub fn device(fp: FixedPoint, host: Link<T>, key: &Seed, sid: SessionId) -> Self {
+        Self {
+            kind: PartyKind::Device,
+            fp,
+            peer: host,
+            dealer: None,
+            corr: Some(Correlations::new(Role::Device, key, sid)),
+            session: None,
+            buf: vec![0; MAX_MSG],
+        }
+    }
+
+    /// The dealer.
+    pub fn dealer(fp: FixedPoint, host: Link<T>, host_key: &Seed, device_key: &Seed, sid: SessionId) -> Self {
+        Self {
+            kind: PartyKind::Dealer,
+            fp,
+            peer: host,
+            dealer: None,
+            corr: None,
+            session: Some(DealerSession::new(host_key, device_key, sid)),
+            buf: Vec::new(),
+        }
+    }
+
+    /// The link to the peer (for metering).
+    pub fn link(&self) -> &Link<T> {
+        &self.peer
+    }
+
+    /// The dealer link (host only).
+    pub fn dealer_link(&self) -> Option<&Link<T>> {
+        self.dealer.as_ref()
+    }
+
+    fn corr(&mut self) -> Res<&mut Correlations> {
+        self.corr
+            .as_mut()
+            .ok_or(RunError::Protocol(ProtocolError::BadParameter))
+    }
+
+    fn deal(
+        &mut self,
+        words: usize,
+        f: impl FnOnce(&mpcvit_core::corr::DealerOp, &mut [u8]) -> Result<usize, ProtocolError>,
+    ) -> Res<()> {
+        let op = self
+            .session
+            .as_mut()
+            .ok_or(RunError::Protocol(ProtocolError::BadParameter))?
+            .next_op()?;
+        let mut out = vec![0; dealer_message_len(words)];
+        let n = f(&op, &mut out)?;
+        self.peer.send(FrameKind::Dealer, &out[..n])?;
+        Ok(())
+    }
+
+    fn recv_dealer(&mut self) -> Res<Vec<u8>> {
+        let l = self
+            .dealer
+            .as_mut()
+            .ok_or(RunError::Protocol(ProtocolError::BadParameter))?;
+        Ok(l.recv_kind(FrameKind::Dealer, &mut self.buf)?.to_vec())
+    }
+
+    fn recv_peer(&mut self) -> Res<Vec<u8>> {
+        Ok(self.peer.recv_kind(FrameKind::Data, &mut self.buf)?.to_vec())
+    }
+
+    fn next_op<'m>(&mut self, msg: &'m [u8]) -> Res<mpcvit_core::OpCorr<'m>> {
+        let kind = self.kind;
+        let c = self.corr()?;
+        Ok(if kind == PartyKind::Host {
+            c.next_op_with(msg)?
+        } else {
+            c.next_op()?
+        })
+    }
+}
+
+impl<T: Read + Write> Party for Driver<T> {
+    type Error = RunError;
+
+    fn kind(&self) -> PartyKind {
+        self.kind
+    }
+
+    fn fp(&self) -> FixedPoint {
+        self.fp
+    }
+
+    fn mul(&mut self, x: &[u64], y: &[u64], cols: usize, z: &mut [u64]) -> Res<()> {
+        if self.kind == PartyKind::Dealer {
+            return self.deal(x.len(), |op, out| mul::deal_rows(op, x.len(), cols, out));
+        }
+        let msg = if self.kind == PartyKind::Host {
+            self.recv_dealer()?
+        } else {
+            Vec::new()
+        };
+        let op = Mul::with_rows(self.next_op(&msg)?, x.len(), cols)?;
+        let mut out = vec![0; op.msg_len()];
+        let (st, n) = op.open(x, y, &mut out)?;
+        self.peer.send(FrameKind::Data, &out[..n])?;
+        let peer = self.recv_peer()?;
+        st.finish(x, y, &peer, z)?;
+        Ok(())
+    }
+
+    fn matmul(&mut self, s: MatmulShape, x: &[u64], y: &[u64], z: &mut [u64]) -> Res<()> {
+        if self.kind == PartyKind::Dealer {
+            let mut scratch = vec![0; s.dealer_scratch_len()];
+            return self.deal(s.n * s.m, |op, out| matmul::deal(op, s, &mut scratch, out));
+        }
+        let msg = if self.kind == PartyKind::Host {
+            self.recv_dealer()?
+        } else {
+            Vec::new()
+        };
+        let op = Matmul::new(self.next_op(&msg)?, s)?;
+        let mut out = vec![0; s.msg_len()];
+        let (st, n) = op.open(x, y, &mut out)?;
+        self.peer.send(FrameKind::Data, &out[..n])?;
+        let peer = self.recv_peer()?;
+        let mut scratch = vec![0; s.scratch_len()];
+        st.finish(x, y, &peer, &mut scratch, z)?;
+        Ok(())
+    }
+
+    fn luts(&mut self, jobs: &[LutJob<'_>], x: &[u64], out: &mut [u64]) -> Res<()> {
+        if self.kind == PartyKind::Dealer {
+            for j in jobs {
+                self.deal(j.shape.corrections(j.table), |op, o| lut::deal(op, j.shape, j.table, o))?;
+            }
+            return Ok(());
+        }
+        let msgs: Vec<Vec<u8>> = if self.kind == PartyKind::Host {
+            jobs.iter().map(|_| self.recv_dealer()).collect::<Res<_>>()?
+        } else {
+            vec![Vec::new(); jobs.len()]
+        };
+        let mut opened = Vec::new();
+        let mut sent = Vec::new();
+        let mut off = 0;
+        for (j, m) in jobs.iter().zip(&msgs) {
+            let op = Lut::new(self.next_op(m)?, j.shape, j.table)?;
+            let mut o = vec![0; j.shape.msg_len()];
+            let (st, _) = op.open(&x[off..off + j.shape.n], &mut o)?;
+            off += j.shape.n;
+            sent.extend_from_slice(&o);
+            opened.push((st, o));
+        }
+        self.peer.send(FrameKind::Data, &sent)?;
+        let peer = self.recv_peer()?;
+        let (mut poff, mut ooff) = (0, 0);
+        for (j, (st, own)) in jobs.iter().zip(opened) {
+            let len = j.shape.msg_len();
+            let p = peer
+                .get(poff..poff + len)
+                .ok_or(RunError::Protocol(ProtocolError::BadLength {
+                    expected: poff + len,
+                    got: peer.len(),
+                }))?;
+            st.finish(j.table, &own, p, &mut out[ooff..ooff + j.out_len()])?;
+            poff += len;
+            ooff += j.out_len();
+        }
+        if poff != peer.len() {
+            return Err(RunError::Protocol(ProtocolError::BadLength {
+                expected: poff,
+                got: peer.len(),
+            }));
+        }
+        Ok(())
+    }
+
+    fn trunc(&mut self, bits: u32, x: &[u64], z: &mut [u64]) -> Res<()> {
+        let n = x.len();
+        match self.kind {
+            PartyKind::Dealer => self.deal(2 * n, |op, out| trunc::deal(op, n, bits, out)),
+            PartyKind::Host => {
+                let msg = self.recv_dealer()?;
+                let op = trunc::TruncHost::new(self.next_op(&msg)?, n, bits)?;
+                let peer = self.recv_peer()?;
+                let mut reply = vec![0; trunc::host_msg_len(n)];
+                op.respond(x, &peer, &mut reply, z)?;
+                self.peer.send(FrameKind::Data, &reply)?;
+                Ok(())
+            }
+            PartyKind::Device => {
+                let op = trunc::TruncDevice::new(self.next_op(&[])?, n, bits)?;
+                let mut out = vec![0; trunc::device_msg_len(n)];
+                let (st, _) = op.send(x, &mut out)?;
+                self.peer.send(FrameKind::Data, &out)?;
+                let reply = self.recv_peer()?;
+                st.finish(&reply, z)?;
+                Ok(())
+            }
+        }
+    }
+
+    fn scale_trunc(&mut self, x: &[u64], g: &[u64], bits: u32, z: &mut [u64]) -> Res<()> {
+        let n = x.len();
+        match self.kind {
+            PartyKind::Dealer => {
+                self.deal(n, |op, out| scale::deal(op, n / g.len().max(1), g, out))?;
+                self.deal(2 * n, |op, out| trunc::deal(op, n, bits, out))
+            }
+            PartyKind::Host => {
+                let m1 = self.recv_dealer()?;
+                let m2 = self.recv_dealer()?;
+                let c1 = self.next_op(&m1)?;
+                let peer = self.recv_peer()?;
+                if peer.len() != 16 * n {
+                    return Err(RunError::Protocol(ProtocolError::BadLength {
+                        expected: 16 * n,
+                        got: peer.len(),
+                    }));
+                }
+                let (pa, pb) = peer.split_at(8 * n);
+                let mut y0 = vec![0; n];
+                scale::host(c1, x, g, pa, &mut y0)?;
+                let op = trunc::TruncHost::new(self.next_op(&m2)?, n, bits)?;
+                let mut reply = vec![0; trunc::host_msg_len(n)];
+                op.respond(&y0, pb, &mut reply, z)?;
+                self.peer.send(FrameKind::Data, &reply)?;
+                Ok(())
+            }
+            PartyKind::Device => {
+                let c1 = self.next_op(&[])?;
+                let mut out = vec![0; 16 * n];
+                let mut y1 = vec![0; n];
+                scale::device(c1, x, g, &mut out[..8 * n], &mut y1)?;
+                let op = trunc::TruncDevice::new(self.next_op(&[])?, n, bits)?;
+                let (st, _) = op.send(&y1, &mut out[8 * n..])?;
+                self.peer.send(FrameKind::Data, &out)?;
+                let reply = self.recv_peer()?;
+                st.finish(&reply, z)?;
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Runs a composite op with host, device and dealer in three threads over
+/// in-memory pipes. `f(party, input share, weights view)` runs on each;
+/// returns the reconstructed output and the device's link meter.
+pub fn run3<F>(
+    test: u8,
+    session: u64,
+    fp: FixedPoint,
+    x: &[u64],
+    views: [&[u64]; 3],
+    f: F,
+) -> Res<(Vec<u64>, mpcvit_transport::Meter)>
+where
+    F: Fn(&mut Driver<mpcvit_transport::mem::MemEnd>, &[u64], &[u64]) -> Res<Vec<u64>> + Sync,
+{
+    use mpcvit_transport::mem;
+    let keys = crate::Keys::test(test);
+    let sid = SessionId(session);
+    let (hd, dh) = mem::pair();
+    let (hdl, dlh) = mem::pair();
+    let mut rng = mpcvit_core::prg::Prg::new(&Seed::from_bytes([test; 32]), session, 77);
+    let x1: Vec<u64> = x.iter().map(|_| rng.next_u64()).collect();
+    let x0: Vec<u64> = x.iter().zip(&x1).map(|(a, b)| a.wrapping_sub(*b)).collect();
+    let zeros = vec![0u64; x.len()];
+    let mut host = Driver::host(fp, Link::new(hd, session), Link::new(hdl, session), &keys.host, sid);
+    let mut dev = Driver::device(fp, Link::new(dh, session), &keys.device, sid);
+    let mut dl = Driver::dealer(fp, Link::new(dlh, session), &keys.host, &keys.device, sid);
+    std::thread::scope(|s| {
+        let fd = &f;
+        let dealer = s.spawn(move || fd(&mut dl, &zeros, views[2]).map(|_| ()));
+        let device = s.spawn(|| fd(&mut dev, &x1, views[1]).map(|z| (z, dev.link().meter())));
+        let z0 = f(&mut host, &x0, views[0]);
+        let d = device
+            .join()
+            .map_err(|_| RunError::Link("device thread panicked".into()))?;
+        let dl = dealer
+            .join()
+            .map_err(|_| RunError::Link("dealer thread panicked".into()))?;
+        let (z0, (z1, meter)) = (z0?, d?);
+        dl?;
+        Ok((crate::reconstruct(&z0, &z1), meter))
+    })
+}
+
+/// The three parties' views of a host-private column vector `g`: the host's
+/// `g`, the device's `g - B`, the dealer's `B`, with `B` the model mask of
+/// tensor `id`.
+pub fn weight_views(test: u8, id: u64, g: &[u64]) -> [Vec<u64>; 3] {
+    let keys = crate::Keys::test(test);
+    let mut b = vec![0; g.len()];
+    mpcvit_core::protocol::linear::model_mask(&keys.model, id).fill(&mut b);
+    let f = g.iter().zip(&b).map(|(x, y)| x.wrapping_sub(*y)).collect();
+    [g.to_vec(), f, b]
+}

@@ -1,0 +1,179 @@
+//! Composite nonlinear ops (reciprocal, inverse square root, softmax and
+//! the other attention normalizations, LayerNorm, row max, GeLU, exp) run
+//! by host, device and dealer in three threads over in-memory pipes,
+//! against the float functions within stated bounds.
+
+use mpcvit_conformance::party::{run3, weight_views};
+use mpcvit_core::FixedPoint;
+use mpcvit_core::model::AttnKind;
+use mpcvit_core::ops::activation::{self, grid};
+use mpcvit_core::ops::layernorm::{self, LnSpec};
+use mpcvit_core::ops::max;
+use mpcvit_core::ops::softmax::{self, NormSpec};
+use mpcvit_core::ops::wide::{self, WideSpec};
+use mpcvit_core::protocol::pwl::{Func, ReluOut};
+use proptest::prelude::*;
+
+const F: u32 = 16;
+
+fn fp() -> FixedPoint {
+    FixedPoint::new(F).expect("f")
+}
+
+fn enc(v: &[f64]) -> Vec<u64> {
+    v.iter().map(|&x| fp().encode(x)).collect()
+}
+
+fn dec(v: &[u64]) -> Vec<f64> {
+    v.iter().map(|&x| fp().decode(x)).collect()
+}
+
+fn recip_spec() -> WideSpec {
+    WideSpec {
+        func: Func::Recip,
+        pre: 1.0,
+        eps: 0.0,
+        post: 1.0,
+        lo: 2f64.powi(-8),
+        hi: 2f64.powi(12),
+        in_frac: F,
+        out_frac: F,
+        k: 10,
+        g: 6,
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(12))]
+
+    /// Reciprocal on [2^-8, 2^12]: relative error <= 2^-10 plus 2 ulp.
+    #[test]
+    fn reciprocal_relative_error(logs in proptest::collection::vec(-8.0f64..12.0, 1..40), session in any::<u64>()) {
+        let xs: Vec<f64> = logs.iter().map(|l| 2f64.powf(*l)).collect();
+        let spec = recip_spec();
+        let (got, _) = run3(1, session, fp(), &enc(&xs), [&[], &[], &[]], |p, x, _| {
+            let mut out = vec![0; x.len()];
+            let mut scratch = vec![0; wide::scratch_len(x.len())];
+            wide::wide(p, &spec, x, &mut out, &mut scratch)?;
+            Ok(out)
+        }).expect("run");
+        for (g, x) in dec(&got).iter().zip(&xs) {
+            let want = 1.0 / fp().decode(fp().encode(*x));
+            prop_assert!((g - want).abs() <= want * 2f64.powi(-10) + 2.0 / 65536.0, "1/{x}: got {g} want {want}");
+        }
+    }
+
+    /// Softmax, RSAttn, 2Quad and ScaleAttn rows against float: absolute
+    /// error <= 2^-9 per probability (scores in [-8, 8)).
+    #[test]
+    fn attention_normalizations(kind in prop_oneof![Just(AttnKind::Softmax), Just(AttnKind::ReluSoftmax), Just(AttnKind::Quad), Just(AttnKind::Scale)],
+            (rows, cols) in (1usize..4, 2usize..70),
+            seed in any::<u64>()) {
+        let mut r = mpcvit_core::prg::Prg::new(&mpcvit_core::Seed::from_bytes([5; 32]), seed, 0);
+        let xs: Vec<f64> = (0..rows * cols).map(|_| (r.next_u64() % 16000) as f64 / 1000.0 - 8.0).collect();
+        let spec = NormSpec::new(kind, rows, cols);
+        let (got, _) = run3(2, seed, fp(), &enc(&xs), [&[], &[], &[]], |p, x, _| {
+            let mut out = vec![0; x.len()];
+            let mut scratch = vec![0; spec.scratch_len()];
+            softmax::normalize(p, &spec, x, &mut out, &mut scratch)?;
+            Ok(out)
+        }).expect("run");
+        let got = dec(&got);
+        for (row, g_row) in xs.chunks(cols).zip(got.chunks(cols)) {
+            let want: Vec<f64> = match kind {
+                AttnKind::Softmax => { let m = row.iter().cloned().fold(f64::MIN, f64::max); let e: Vec<f64> = row.iter().map(|v| (v - m).exp()).collect(); let s: f64 = e.iter().sum(); e.iter().map(|v| v / s).collect() }
+                AttnKind::ReluSoftmax => { let e: Vec<f64> = row.iter().map(|v| v.max(0.0)).collect(); let s: f64 = e.iter().sum::<f64>() + 1e-5; e.iter().map(|v| v / s).collect() }
+                AttnKind::Quad => { let e: Vec<f64> = row.iter().map(|v| (v + 5.0).powi(2)).collect(); let s: f64 = e.iter().sum(); e.iter().map(|v| v / s).collect() }
+                AttnKind::Scale => row.iter().map(|v| v / cols as f64).collect(),
+            };
+            for (g, w) in g_row.iter().zip(&want) {
+                prop_assert!((g - w).abs() <= 2f64.powi(-9), "{kind:?} got {g} want {w}");
+            }
+        }
+    }
+
+    /// LayerNorm with a host-private scale and shift against float:
+    /// absolute error <= 2^-7 (inputs in [-8, 8), |gamma| <= 2, |beta| <= 1).
+    #[test]
+    fn layernorm_against_float((rows, d) in (1usize..5, 2usize..70), seed in any::<u64>()) {
+        let mut r = mpcvit_core::prg::Prg::new(&mpcvit_core::Seed::from_bytes([6; 32]), seed, 0);
+        let mut u = |lo: f64, hi: f64| lo + (hi - lo) * ((r.next_u64() >> 11) as f64 / (1u64 << 53) as f64);
+        let xs: Vec<f64> = (0..rows * d).map(|_| u(-8.0, 8.0)).collect();
+        let gam: Vec<f64> = (0..d).map(|_| u(-2.0, 2.0)).collect();
+        let bet: Vec<f64> = (0..d).map(|_| u(-1.0, 1.0)).collect();
+        let views = weight_views(3, 900, &enc(&gam));
+        let beta = enc(&bet);
+        let spec = LnSpec::new(rows, d);
+        let (got, _) = run3(3, seed, fp(), &enc(&xs), [&views[0], &views[1], &views[2]], |p, x, g| {
+            let mut out = vec![0; x.len()];
+            let mut scratch = vec![0; spec.scratch_len()];
+            layernorm::layernorm(p, &spec, x, g, &beta, &mut out, &mut scratch)?;
+            Ok(out)
+        }).expect("run");
+        for (row, g_row) in xs.chunks(d).zip(dec(&got).chunks(d)) {
+            let m = row.iter().sum::<f64>() / d as f64;
+            let var = row.iter().map(|v| (v - m).powi(2)).sum::<f64>() / d as f64;
+            for j in 0..d {
+                let want = (row[j] - m) / (var + 1e-5).sqrt() * gam[j] + bet[j];
+                prop_assert!((g_row[j] - want).abs() <= 2f64.powi(-7), "got {} want {want} (var {var})", g_row[j]);
+            }
+        }
+    }
+
+    /// Row max: never above the true max, at most levels * 2^s below.
+    #[test]
+    fn row_max_bound((rows, cols) in (1usize..4, 1usize..70), seed in any::<u64>()) {
+        let mut r = mpcvit_core::prg::Prg::new(&mpcvit_core::Seed::from_bytes([7; 32]), seed, 0);
+        let xs: Vec<f64> = (0..rows * cols).map(|_| (r.next_u64() % 8000) as f64 / 1000.0 - 4.0).collect();
+        let sh = grid(1, F, 4, 10).expect("grid");
+        let (got, _) = run3(4, seed, fp(), &enc(&xs), [&[], &[], &[]], |p, x, _| {
+            let mut out = vec![0; rows];
+            let mut scratch = vec![0; max::scratch_len(rows, cols)];
+            max::row_max(p, sh.s, sh.k, cols, x, &mut out, &mut scratch)?;
+            Ok(out)
+        }).expect("run");
+        let levels = (cols as f64).log2().ceil() as i32;
+        for (row, g) in xs.chunks(cols).zip(dec(&got)) {
+            let m = dec(&enc(row)).iter().cloned().fold(f64::MIN, f64::max);
+            prop_assert!(g <= m + 1e-9 && g >= m - levels as f64 * 2f64.powi(sh.s as i32 - F as i32) - 1e-9, "got {g} max {m}");
+        }
+    }
+
+    /// GeLU on [-8, 8) and exp on [-8, 0] (10-bit grids) against float.
+    #[test]
+    fn gelu_and_exp(xs in proptest::collection::vec(-8.0f64..7.98, 1..100), session in any::<u64>()) {
+        for (func, bound) in [(Func::Gelu, 2f64.powi(-12)), (Func::Exp, 2f64.powi(-12))] {
+            let xs: Vec<f64> = if func == Func::Exp { xs.iter().map(|v| -v.abs()).collect() } else { xs.clone() };
+            let sh = grid(xs.len(), F, 3, 10).expect("grid");
+            let (got, _) = run3(5, session, fp(), &enc(&xs), [&[], &[], &[]], |p, x, _| {
+                let mut out = vec![0; x.len()];
+                activation::fitted(p, func, sh, x, &mut out)?;
+                Ok(out)
+            }).expect("run");
+            for (g, x) in dec(&got).iter().zip(&xs) {
+                let want = func.eval(fp().decode(fp().encode(*x)));
+                prop_assert!((g - want).abs() <= bound + 2.0 / 65536.0, "{func:?}({x}) got {g} want {want}");
+            }
+        }
+    }
+}
+
+/// ReLU through the composite driver (three threads): exact outside
+/// `[-2^s, 0)`.
+#[test]
+fn relu_composite() {
+    let xs: Vec<f64> = (-400..400).map(|i| i as f64 / 50.0).collect();
+    let sh = grid(xs.len(), F, 3, 10).expect("grid");
+    let (got, meter) = run3(6, 1, fp(), &enc(&xs), [&[], &[], &[]], |p, x, _| {
+        let mut out = vec![0; x.len()];
+        activation::relu(p, sh, ReluOut::Relu, x, &mut out)?;
+        Ok(out)
+    })
+    .expect("run");
+    for (g, x) in dec(&got).iter().zip(&xs) {
+        if *x >= 0.0 || *x < -(2f64.powi(sh.s as i32 - F as i32)) {
+            assert_eq!(*g, dec(&enc(&[*x]))[0].max(0.0), "relu({x})");
+        }
+    }
+    assert_eq!(meter.rounds, 1);
+}
