@@ -28,6 +28,9 @@ pub struct Args {
     /// Repetitions per row; the fastest is reported.
     #[arg(long, default_value_t = 3)]
     reps: usize,
+    /// Elements per nonlinear-op row (dense grid over each op's domain).
+    #[arg(long, default_value_t = 20_000)]
+    nonlinear: usize,
 }
 
 #[derive(Serialize, Clone, Debug)]
@@ -244,10 +247,14 @@ pub fn run(a: &Args) -> Result<(), String> {
         ));
     }
     print_table(&rows);
+    eprintln!("bench-ops: nonlinear ops, {} elements each", a.nonlinear);
+    let nl = crate::bench_nonlinear::run(a.nonlinear)?;
+    crate::bench_nonlinear::print(&nl);
     if let Some(dir) = a.out.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     }
-    let json = serde_json::to_string_pretty(&rows).map_err(|e| e.to_string())?;
+    let json = serde_json::to_string_pretty(&serde_json::json!({ "linear_and_arithmetic": rows, "nonlinear": nl }))
+        .map_err(|e| e.to_string())?;
     let tmp = a.out.with_extension("json.tmp");
     std::fs::write(&tmp, json).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
     std::fs::rename(&tmp, &a.out).map_err(|e| format!("cannot write {}: {e}", a.out.display()))?;

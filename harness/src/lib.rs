@@ -2,6 +2,7 @@
 //! benchmarks and (feature `train`) the training pipeline. The binary in
 //! `main.rs` is the command-line front end.
 
+pub mod bench_nonlinear;
 pub mod bench_ops;
 pub mod data;
 pub mod float;

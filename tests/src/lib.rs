@@ -347,7 +347,8 @@ impl<T: Read + Write> DealerSide<T> {
     pub fn lut(&mut self, sh: LutShape, t: &dyn Table) -> Res<()> {
         let op = self.session.next_op()?;
         self.out.resize(dealer_message_len(sh.corrections(t)), 0);
-        let len = lut::deal(&op, sh, t, &mut self.out)?;
+        let mut scratch = vec![0; lut::dealer_scratch_len(sh, t)];
+        let len = lut::deal(&op, sh, t, &mut scratch, &mut self.out)?;
         self.send(len)
     }
 

@@ -8,7 +8,7 @@ use mpcvit_core::ops::{LutJob, Party, PartyKind};
 use mpcvit_core::protocol::lut::{self, Lut};
 use mpcvit_core::protocol::matmul::{self, Matmul, MatmulShape};
 use mpcvit_core::protocol::mul::{self, Mul};
-use mpcvit_core::protocol::{scale, trunc};
+use mpcvit_core::protocol::{scale, square, trunc};
 use mpcvit_core::{Correlations, DealerSession, FixedPoint, ProtocolError, Role, Seed, SessionId};
 use mpcvit_transport::FrameKind;
 use mpcvit_transport::link::Link;
@@ -156,6 +156,24 @@ impl<T: Read + Write> Party for Driver<T> {
         Ok(())
     }
 
+    fn square(&mut self, x: &[u64], z: &mut [u64]) -> Res<()> {
+        if self.kind == PartyKind::Dealer {
+            return self.deal(x.len(), |op, out| square::deal(op, x.len(), out));
+        }
+        let msg = if self.kind == PartyKind::Host {
+            self.recv_dealer()?
+        } else {
+            Vec::new()
+        };
+        let op = square::Square::new(self.next_op(&msg)?, x.len())?;
+        let mut out = vec![0; square::msg_len(x.len())];
+        let (st, n) = op.open(x, &mut out)?;
+        self.peer.send(FrameKind::Data, &out[..n])?;
+        let peer = self.recv_peer()?;
+        st.finish(x, &peer, z)?;
+        Ok(())
+    }
+
     fn matmul(&mut self, s: MatmulShape, x: &[u64], y: &[u64], z: &mut [u64]) -> Res<()> {
         if self.kind == PartyKind::Dealer {
             let mut scratch = vec![0; s.dealer_scratch_len()];
@@ -179,7 +197,10 @@ impl<T: Read + Write> Party for Driver<T> {
     fn luts(&mut self, jobs: &[LutJob<'_>], x: &[u64], out: &mut [u64]) -> Res<()> {
         if self.kind == PartyKind::Dealer {
             for j in jobs {
-                self.deal(j.shape.corrections(j.table), |op, o| lut::deal(op, j.shape, j.table, o))?;
+                let mut scratch = vec![0; lut::dealer_scratch_len(j.shape, j.table)];
+                self.deal(j.shape.corrections(j.table), |op, o| {
+                    lut::deal(op, j.shape, j.table, &mut scratch, o)
+                })?;
             }
             return Ok(());
         }
@@ -305,6 +326,27 @@ pub fn run3<F>(
 where
     F: Fn(&mut Driver<mpcvit_transport::mem::MemEnd>, &[u64], &[u64]) -> Res<Vec<u64>> + Sync,
 {
+    run3_metered(test, session, fp, x, views, f).map(|r| (r.output, r.device))
+}
+
+/// What [`run3_metered`] measured.
+#[derive(Debug)]
+pub struct Run3 {
+    /// Reconstructed output.
+    pub output: Vec<u64>,
+    /// The device's link meter (sent = device -> host).
+    pub device: mpcvit_transport::Meter,
+    /// The host's dealer-link meter (received = dealer -> host).
+    pub dealer: mpcvit_transport::Meter,
+    /// Wall time of the three parties, nanoseconds.
+    pub wall_ns: u64,
+}
+
+/// [`run3`] with the dealer traffic and the wall time.
+pub fn run3_metered<F>(test: u8, session: u64, fp: FixedPoint, x: &[u64], views: [&[u64]; 3], f: F) -> Res<Run3>
+where
+    F: Fn(&mut Driver<mpcvit_transport::mem::MemEnd>, &[u64], &[u64]) -> Res<Vec<u64>> + Sync,
+{
     use mpcvit_transport::mem;
     let keys = crate::Keys::test(test);
     let sid = SessionId(session);
@@ -317,6 +359,7 @@ where
     let mut host = Driver::host(fp, Link::new(hd, session), Link::new(hdl, session), &keys.host, sid);
     let mut dev = Driver::device(fp, Link::new(dh, session), &keys.device, sid);
     let mut dl = Driver::dealer(fp, Link::new(dlh, session), &keys.host, &keys.device, sid);
+    let t0 = std::time::Instant::now();
     std::thread::scope(|s| {
         let fd = &f;
         let dealer = s.spawn(move || fd(&mut dl, &zeros, views[2]).map(|_| ()));
@@ -330,7 +373,13 @@ where
             .map_err(|_| RunError::Link("dealer thread panicked".into()))?;
         let (z0, (z1, meter)) = (z0?, d?);
         dl?;
-        Ok((crate::reconstruct(&z0, &z1), meter))
+        let dealer = host.dealer_link().map(|l| l.meter()).unwrap_or_default();
+        Ok(Run3 {
+            output: crate::reconstruct(&z0, &z1),
+            device: meter,
+            dealer,
+            wall_ns: u64::try_from(t0.elapsed().as_nanos()).unwrap_or(u64::MAX),
+        })
     })
 }
 

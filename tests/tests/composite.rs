@@ -40,6 +40,7 @@ fn recip_spec() -> WideSpec {
         out_frac: F,
         k: 10,
         g: 6,
+        finish: wide::Finish::Exact,
     }
 }
 
@@ -176,4 +177,21 @@ fn relu_composite() {
         }
     }
     assert_eq!(meter.rounds, 1);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// Beaver square: exact in the ring, any input.
+    #[test]
+    fn square_is_exact(x in proptest::collection::vec(any::<u64>(), 1..200), session in any::<u64>()) {
+        let (got, meter) = run3(8, session, fp(), &x, [&[], &[], &[]], |p, x, _| {
+            let mut out = vec![0; x.len()];
+            mpcvit_core::ops::Party::square(p, x, &mut out)?;
+            Ok(out)
+        }).expect("run");
+        let want: Vec<u64> = x.iter().map(|v| v.wrapping_mul(*v)).collect();
+        prop_assert_eq!(got, want);
+        prop_assert_eq!(meter.bytes_sent, 8 * x.len() as u64 + 24);
+    }
 }

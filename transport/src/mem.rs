@@ -100,11 +100,7 @@ impl embedded_io::Read for MemEnd {
             debug_assert!(res.timed_out());
             return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "read timed out"));
         }
-        let n = buf.len().min(p.data.len());
-        for (dst, src) in buf.iter_mut().zip(p.data.drain(..n)) {
-            *dst = src;
-        }
-        Ok(n)
+        std::io::Read::read(&mut p.data, buf)
     }
 }
 

@@ -85,6 +85,8 @@ pub trait Party {
     /// device's provisioned `g - B`, the dealer's mask `B`
     /// ([`crate::protocol::scale`]).
     fn scale_trunc(&mut self, x: &[u64], g: &[u64], bits: u32, z: &mut [u64]) -> Result<(), Self::Error>;
+    /// Elementwise square `z = x^2` (ring).
+    fn square(&mut self, x: &[u64], z: &mut [u64]) -> Result<(), Self::Error>;
     /// Shared x shared matrix product (ring).
     fn matmul(&mut self, s: MatmulShape, x: &[u64], y: &[u64], z: &mut [u64]) -> Result<(), Self::Error>;
     /// Lookups, all opened in one flight: `x` holds the jobs' inputs one

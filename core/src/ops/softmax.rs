@@ -12,7 +12,7 @@
 //! |---|---|---|
 //! | Softmax | exp lookup 1 + reciprocal 4 + product 1 + truncation 1 = 7 | 8 + 8 + 8 = 24 B (16 when fused with attention x V) |
 //! | RSAttn | ReLU lookup 1 + reciprocal 4 + product 1 + truncation 1 = 7 | 24 B |
-//! | 2Quad | square 1 + reciprocal 4 + product 1 + truncation 1 = 7 | 32 B |
+//! | 2Quad | square 1 + reciprocal 4 + product 1 + truncation 1 = 7 | 24 B |
 //! | ScaleAttn | truncation 1 | 8 B |
 //!
 //! The reciprocal of the row sums is computed with many fractional bits
@@ -102,6 +102,7 @@ impl NormSpec {
             out_frac: self.q(f),
             k: self.recip_k,
             g: self.recip_g,
+            finish: wide::Finish::Exact,
         }
     }
 
@@ -171,8 +172,7 @@ pub fn normalize<P: Party>(
                     *v = v.wrapping_add(c);
                 }
             }
-            prod.copy_from_slice(d);
-            p.mul(d, prod, 1, e)?;
+            p.square(d, e)?;
         }
     }
     for (s, e_row) in sums.iter_mut().zip(e.chunks_exact(cols)) {

@@ -17,7 +17,7 @@
 //! parallel. A final exact truncation brings the result to `out_frac`.
 //!
 //! Rounds: window lookups (1) + prefix lookup (1) + products (1) +
-//! truncation (1).
+//! truncation (1, or 0 with [`Finish::Local`]).
 
 use super::{LutJob, Party};
 
@@ -28,7 +28,19 @@ use crate::protocol::pwl::{Func, chord_segment};
 /// Largest number of windows.
 pub const MAX_WINDOWS: usize = 12;
 /// Resolution of the linear term inside a cell: `2^SUB_BITS` units.
-const SUB_BITS: u32 = 16;
+const SUB_BITS: u32 = 8;
+/// Extra bits of the windows' output over `out_frac` with a local finish.
+pub const LOCAL_EXTRA: u32 = 8;
+
+/// How the result is brought from the windows' scale to `out_frac`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Finish {
+    /// Exact truncation: one more round, no failure.
+    Exact,
+    /// Local truncation of [`LOCAL_EXTRA`] bits: no round; fails with
+    /// probability `|G| 2^(out_frac + LOCAL_EXTRA) / 2^64` per element.
+    Local,
+}
 
 /// `G(x) = post * func(pre * x + eps)` for real `x` in `[lo, hi]`, input at
 /// `in_frac` fractional bits, output at `out_frac`.
@@ -54,6 +66,8 @@ pub struct WideSpec {
     pub k: u32,
     /// Guard bits.
     pub g: u32,
+    /// Last step.
+    pub finish: Finish,
 }
 
 impl WideSpec {
@@ -93,6 +107,9 @@ impl WideSpec {
     /// Output scale of the windows before the final truncation: as large as
     /// the output range allows.
     pub fn mid_frac(&self) -> u32 {
+        if self.finish == Finish::Local {
+            return self.out_frac + LOCAL_EXTRA;
+        }
         let top = libm::fabs(self.eval(self.lo))
             .max(libm::fabs(self.eval(self.hi)))
             .max(1e-300);
@@ -276,5 +293,13 @@ pub fn wide<P: Party>(
         }
         acc[i] = v;
     }
-    p.trunc(mid - spec.out_frac, acc, out)
+    match spec.finish {
+        Finish::Exact => p.trunc(mid - spec.out_frac, acc, out),
+        Finish::Local => {
+            for (o, &v) in out.iter_mut().zip(acc.iter()) {
+                *o = crate::protocol::trunc::local(v, mid - spec.out_frac);
+            }
+            Ok(())
+        }
+    }
 }

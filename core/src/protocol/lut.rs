@@ -146,32 +146,58 @@ pub fn reference(table: &dyn Table, u: u64, y: u64, o: usize) -> u64 {
     a.wrapping_mul(u).wrapping_add(b)
 }
 
-/// Dealer: the host's message for one lookup op.
-pub fn deal(op: &DealerOp, shape: LutShape, table: &dyn Table, out: &mut [u8]) -> Result<usize, ProtocolError> {
+/// Scratch words [`deal`] needs: the table's segments, computed once per op.
+pub fn dealer_scratch_len(shape: LutShape, table: &dyn Table) -> usize {
+    2 * table.outputs() * (1usize << shape.k.min(MAX_K))
+}
+
+/// Dealer: the host's message for one lookup op. `scratch` holds
+/// [`dealer_scratch_len`] words.
+pub fn deal(
+    op: &DealerOp,
+    shape: LutShape,
+    table: &dyn Table,
+    scratch: &mut [u64],
+    out: &mut [u8],
+) -> Result<usize, ProtocolError> {
     shape.check(table)?;
+    let entries = shape.entries();
+    let seg = scratch
+        .get_mut(..dealer_scratch_len(shape, table))
+        .ok_or(ProtocolError::BadBuffer)?;
+    for (o, tab) in seg.chunks_exact_mut(2 * entries).enumerate() {
+        for (y, ab) in tab.chunks_exact_mut(2).enumerate() {
+            let (a, b) = table.segment(y as u64, o);
+            ab.copy_from_slice(&[a, b]);
+        }
+    }
     let mut r = op.random(LANE_R);
     let mut w = op.writer(out, shape.corrections(table))?;
     let (k, s, t) = (shape.k, shape.s, shape.t);
     let mask = (1u64 << k) - 1;
     let m = 1u64 << (s + k - t);
-    let entries = shape.entries() as u64;
     for i in 0..shape.n as u64 {
         let rv = r.next_u64();
         let big_r = (rv >> s) & mask;
         let ru = (rv >> t) & (m - 1);
-        for o in 0..table.outputs() {
+        for (o, tab) in seg.chunks_exact(2 * entries).enumerate() {
             let lane_a = LANE_T + 2 * o as u32;
-            let lane_b = lane_a + 1;
+            let at = |j: u64| {
+                let y = (j.wrapping_sub(big_r) & mask) as usize;
+                (
+                    tab.get(2 * y).copied().unwrap_or(0),
+                    tab.get(2 * y + 1).copied().unwrap_or(0),
+                )
+            };
             if table.has_slope(o) {
-                let mut d = op.device.random_at(lane_a, i * entries);
-                for j in 0..entries {
-                    let (a, _) = table.segment(j.wrapping_sub(big_r) & mask, o);
-                    w.put(a, d.next_u64());
+                let mut d = op.device.random_at(lane_a, i * entries as u64);
+                for j in 0..entries as u64 {
+                    w.put(at(j).0, d.next_u64());
                 }
             }
-            let mut d = op.device.random_at(lane_b, i * entries);
-            for j in 0..entries {
-                let (a, b) = table.segment(j.wrapping_sub(big_r) & mask, o);
+            let mut d = op.device.random_at(lane_a + 1, i * entries as u64);
+            for j in 0..entries as u64 {
+                let (a, b) = at(j);
                 let wrap = if j < big_r { m } else { 0 };
                 w.put(
                     b.wrapping_sub(a.wrapping_mul(ru)).wrapping_add(a.wrapping_mul(wrap)),

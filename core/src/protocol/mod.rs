@@ -17,4 +17,5 @@ pub mod matmul;
 pub mod mul;
 pub mod pwl;
 pub mod scale;
+pub mod square;
 pub mod trunc;
