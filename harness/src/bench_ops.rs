@@ -28,8 +28,10 @@ pub struct Args {
     /// Repetitions per row; the fastest is reported.
     #[arg(long, default_value_t = 3)]
     reps: usize,
-    /// Elements per nonlinear-op row (dense grid over each op's domain).
-    #[arg(long, default_value_t = 20_000)]
+    /// Elements per nonlinear-op row (dense grid over each op's domain; a
+    /// 10-bit lookup costs 8-16 KiB of dealer traffic per element, and one
+    /// dealer message is limited to 64 MiB).
+    #[arg(long, default_value_t = 3_000)]
     nonlinear: usize,
 }
 

@@ -195,3 +195,115 @@ proptest! {
         prop_assert_eq!(meter.bytes_sent, 8 * x.len() as u64 + 24);
     }
 }
+
+/// Largest |secure - fixed-point reference| in ulps over rows of scores.
+fn norm_vs_reference(kind: AttnKind, rows: usize, cols: usize, seed: u64) -> i64 {
+    let mut r = mpcvit_core::prg::Prg::new(&mpcvit_core::Seed::from_bytes([15; 32]), seed, 0);
+    let xs: Vec<f64> = (0..rows * cols)
+        .map(|_| (r.next_u64() % 16000) as f64 / 1000.0 - 8.0)
+        .collect();
+    let spec = NormSpec::new(kind, rows, cols);
+    let x = enc(&xs);
+    let (got, _) = run3(10, seed, fp(), &x, [&[], &[], &[]], |p, x, _| {
+        let mut out = vec![0; x.len()];
+        let mut scratch = vec![0; spec.scratch_len()];
+        softmax::normalize(p, &spec, x, &mut out, &mut scratch)?;
+        Ok(out)
+    })
+    .expect("run");
+    let mut worst = 0;
+    for (xr, gr) in x.chunks(cols).zip(got.chunks(cols)) {
+        let mut want = vec![0; cols];
+        softmax::reference(&spec, fp(), xr, &mut want);
+        for (g, w) in gr.iter().zip(&want) {
+            worst = worst.max((g.wrapping_sub(*w) as i64).abs());
+        }
+    }
+    worst
+}
+
+fn ln_vs_reference(rows: usize, d: usize, seed: u64) -> i64 {
+    let mut r = mpcvit_core::prg::Prg::new(&mpcvit_core::Seed::from_bytes([16; 32]), seed, 0);
+    let mut u = |lo: f64, hi: f64| lo + (hi - lo) * ((r.next_u64() >> 11) as f64 / (1u64 << 53) as f64);
+    let xs: Vec<f64> = (0..rows * d).map(|_| u(-8.0, 8.0)).collect();
+    let gam = enc(&(0..d).map(|_| u(-2.0, 2.0)).collect::<Vec<_>>());
+    let beta = enc(&(0..d).map(|_| u(-1.0, 1.0)).collect::<Vec<_>>());
+    let views = weight_views(11, 901, &gam);
+    let spec = LnSpec::new(rows, d);
+    let x = enc(&xs);
+    let (got, _) = run3(11, seed, fp(), &x, [&views[0], &views[1], &views[2]], |p, x, g| {
+        let mut out = vec![0; x.len()];
+        let mut scratch = vec![0; spec.scratch_len()];
+        layernorm::layernorm(p, &spec, x, g, &beta, &mut out, &mut scratch)?;
+        Ok(out)
+    })
+    .expect("run");
+    let mut worst = 0;
+    for (xr, gr) in x.chunks(d).zip(got.chunks(d)) {
+        let mut want = vec![0; d];
+        layernorm::reference(&spec, fp(), xr, &gam, &beta, &mut want);
+        for (g, w) in gr.iter().zip(&want) {
+            worst = worst.max((g.wrapping_sub(*w) as i64).abs());
+        }
+    }
+    worst
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(10))]
+
+    /// Against the plaintext fixed-point reference (same approximations at
+    /// the exact grid points): softmax-family rows within 16 ulp, LayerNorm
+    /// within 64 ulp (the secure ops may read a neighbouring cell).
+    #[test]
+    fn composites_against_fixed_point_reference(kind in prop_oneof![Just(AttnKind::Softmax), Just(AttnKind::ReluSoftmax), Just(AttnKind::Quad), Just(AttnKind::Scale)],
+            (rows, cols) in (1usize..4, 2usize..70), d in 2usize..70, seed in any::<u64>()) {
+        let n = norm_vs_reference(kind, rows, cols, seed);
+        prop_assert!(n <= 16, "{kind:?}: {n} ulp");
+        let l = ln_vs_reference(rows, d, seed);
+        prop_assert!(l <= 64, "LayerNorm: {l} ulp");
+    }
+
+    /// GeLU and exp against their fixed-point reference: exactly one of the
+    /// lookup law's neighbours (next cell, next coordinate) after the local
+    /// truncation, which may be one ulp low.
+    #[test]
+    fn fitted_against_fixed_point_reference(xs in proptest::collection::vec(-7.9f64..7.9, 1..100), session in any::<u64>()) {
+        for func in [Func::Gelu, Func::Exp] {
+            let sh = grid(xs.len(), F, 3, 10).expect("grid");
+            let x = enc(&xs);
+            let (got, _) = run3(12, session, fp(), &x, [&[], &[], &[]], |p, x, _| {
+                let mut out = vec![0; x.len()];
+                activation::fitted(p, func, sh, x, &mut out)?;
+                Ok(out)
+            }).expect("run");
+            let (tsh, table) = activation::fitted_table(func, sh, fp());
+            for (g, &xv) in got.iter().zip(&x) {
+                let (y, u) = (tsh.index(xv), tsh.coord(xv));
+                let ok = [(0, 0), (0, 1), (1, 0), (1, 1)].iter().any(|&(dy, du)| {
+                    let r = mpcvit_core::protocol::trunc::local(
+                        mpcvit_core::protocol::lut::reference(&table, u + du, y + dy, 0),
+                        activation::EXTRA_BITS,
+                    );
+                    (-1..=0).contains(&(g.wrapping_sub(r) as i64))
+                });
+                prop_assert!(ok, "{func:?}({xv:#x}): {g:#x} vs reference {:#x}", activation::fitted_reference(func, sh, fp(), xv));
+            }
+        }
+    }
+}
+
+#[test]
+#[ignore = "calibration: prints the worst deviations from the references"]
+fn print_reference_deviations() {
+    for kind in [
+        AttnKind::Softmax,
+        AttnKind::ReluSoftmax,
+        AttnKind::Quad,
+        AttnKind::Scale,
+    ] {
+        let w = (0..20).map(|s| norm_vs_reference(kind, 3, 65, s)).max();
+        println!("{kind:?}: {w:?} ulp");
+    }
+    println!("LN: {:?} ulp", (0..20).map(|s| ln_vs_reference(3, 64, s)).max());
+}

@@ -72,3 +72,17 @@ pub fn fitted<P: Party>(p: &mut P, func: Func, shape: LutShape, x: &[u64], out: 
     }
     Ok(())
 }
+
+/// Plaintext fixed-point reference of [`fitted`] at the exact grid index
+/// and coordinate (the secure op may use the next index or coordinate, and
+/// its local truncation may be one ulp lower).
+pub fn fitted_reference(func: Func, shape: LutShape, fp: crate::FixedPoint, x: u64) -> u64 {
+    let (shape, t) = fitted_table(func, shape, fp);
+    let v = crate::protocol::lut::reference(&t, shape.coord(x), shape.index(x), 0);
+    crate::protocol::trunc::local(v, EXTRA_BITS)
+}
+
+/// Plaintext reference of ReLU.
+pub fn relu_reference(x: u64) -> u64 {
+    if (x as i64) < 0 { 0 } else { x }
+}

@@ -138,3 +138,22 @@ pub fn layernorm<P: Party>(
     }
     Ok(())
 }
+
+/// Plaintext fixed-point reference of [`layernorm`] for one row, with the
+/// same approximations at the exact grid points. `gamma` and `beta` are the
+/// host's values.
+pub fn reference(spec: &LnSpec, fp: crate::FixedPoint, x: &[u64], gamma: &[u64], beta: &[u64], out: &mut [u64]) {
+    let (d, f) = (spec.d, fp.frac_bits());
+    if x.len() != d || out.len() != d || gamma.len() != d || beta.len() != d {
+        return;
+    }
+    let s1 = x.iter().fold(0u64, |a, &b| a.wrapping_add(b));
+    let s2 = x.iter().fold(0u64, |a, &b| a.wrapping_add(b.wrapping_mul(b)));
+    let v = s2.wrapping_mul(d as u64).wrapping_sub(s1.wrapping_mul(s1));
+    let r = spec.rsqrt(f).reference(v);
+    for (((o, &xv), &g), &b) in out.iter_mut().zip(x).zip(gamma).zip(beta) {
+        let u = xv.wrapping_mul(d as u64).wrapping_sub(s1);
+        let y = u.wrapping_mul(r).wrapping_mul(g);
+        *o = crate::reference::trunc(y, f + R_FRAC).wrapping_add(b);
+    }
+}

@@ -182,3 +182,38 @@ pub fn normalize<P: Party>(
     p.mul(e, inv, cols, prod)?;
     p.trunc(spec.e_frac(f) + spec.q(f) - f, prod, out)
 }
+
+/// Plaintext fixed-point reference of [`normalize`] for one row (`x` and
+/// `out` of `spec.cols`), with the same approximations at the exact grid
+/// points (the secure op may use neighbouring cells: see the law's bound).
+pub fn reference(spec: &NormSpec, fp: crate::FixedPoint, x: &[u64], out: &mut [u64]) {
+    let f = fp.frac_bits();
+    let cols = spec.cols;
+    if x.len() != cols || out.len() != cols || cols == 0 {
+        return;
+    }
+    if spec.kind == AttnKind::Scale {
+        let c = fp.encode(1.0 / cols as f64);
+        for (o, &v) in out.iter_mut().zip(x) {
+            *o = crate::reference::trunc(v.wrapping_mul(c), f);
+        }
+        return;
+    }
+    let Ok(shape) = spec.grid(f) else { return };
+    let first = x[0];
+    for (o, &v) in out.iter_mut().zip(x) {
+        *o = match spec.kind {
+            AttnKind::Softmax => super::activation::fitted_reference(Func::Exp, shape, fp, v.wrapping_sub(first)),
+            AttnKind::ReluSoftmax => super::activation::relu_reference(v),
+            _ => {
+                let d = v.wrapping_add(fp.encode(QUAD_C));
+                d.wrapping_mul(d)
+            }
+        };
+    }
+    let s = out.iter().fold(0u64, |a, &b| a.wrapping_add(b));
+    let inv = spec.recip(f).reference(s);
+    for o in out.iter_mut() {
+        *o = crate::reference::trunc(o.wrapping_mul(inv), spec.e_frac(f) + spec.q(f) - f);
+    }
+}

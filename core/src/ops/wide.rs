@@ -140,7 +140,7 @@ impl WideSpec {
         let Some((t, y)) = pick else { return 0 };
         let (a, b) = t.segment(y, 0);
         let v = a.wrapping_mul(x >> t.shape(1).t).wrapping_add(b);
-        ((v as i64) >> (mid - self.out_frac)) as u64
+        crate::reference::trunc(v, mid - self.out_frac)
     }
 }
 
