@@ -386,7 +386,7 @@ pub fn run(n: usize) -> Result<Vec<NlRow>, String> {
         let f = |p: &mut Driver<MemEnd>, x: &[u64], g: &[u64]| {
             let mut out = vec![0; x.len()];
             let mut scratch = vec![0; spec.scratch_len()];
-            layernorm::layernorm(p, &spec, x, g, &beta, &mut out, &mut scratch)?;
+            layernorm::layernorm(p, &spec, x, Some(g), &beta, &mut out, &mut scratch)?;
             Ok(out)
         };
         rows.push(measure(

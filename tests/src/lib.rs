@@ -22,6 +22,7 @@ use mpcvit_transport::mem::{self, MemEnd};
 pub use embedded_io;
 
 pub mod party;
+pub mod vit;
 
 /// Largest frame payload the test parties accept.
 pub const MAX_MSG: usize = 64 << 20;
@@ -187,10 +188,10 @@ impl<T: Read + Write> HostSide<T> {
     }
 
     /// Lookup, step 2.
-    pub fn lut_finish(&mut self, st: LutOpened<'_>, t: &dyn Table, own: &[u8]) -> Res<Vec<u64>> {
+    pub fn lut_finish(&mut self, st: LutOpened<'_>, sh: LutShape, t: &dyn Table, own: &[u8]) -> Res<Vec<u64>> {
         let mut z = vec![0; (own.len() / 8) * t.outputs()];
         let peer = self.recv_peer()?;
-        st.finish(t, own, peer, &mut z)?;
+        st.finish(sh, t, own, peer, &mut z)?;
         Ok(z)
     }
 
@@ -273,10 +274,10 @@ impl<T: Read + Write> DeviceSide<T> {
     }
 
     /// Lookup, step 2.
-    pub fn lut_finish(&mut self, st: LutOpened<'static>, t: &dyn Table, own: &[u8]) -> Res<Vec<u64>> {
+    pub fn lut_finish(&mut self, st: LutOpened<'static>, sh: LutShape, t: &dyn Table, own: &[u8]) -> Res<Vec<u64>> {
         let mut z = vec![0; (own.len() / 8) * t.outputs()];
         let peer = self.host.recv_kind(FrameKind::Data, &mut self.buf)?;
-        st.finish(t, own, peer, &mut z)?;
+        st.finish(sh, t, own, peer, &mut z)?;
         Ok(z)
     }
 
@@ -470,8 +471,8 @@ impl World {
         let online = std::time::Instant::now();
         let (h, hm) = self.host.lut_open(&msg, sh, t, &x0)?;
         let (d, dm) = self.device.lut_open(sh, t, &x1)?;
-        let z0 = self.host.lut_finish(h, t, &hm)?;
-        let z1 = self.device.lut_finish(d, t, &dm)?;
+        let z0 = self.host.lut_finish(h, sh, t, &hm)?;
+        let z1 = self.device.lut_finish(d, sh, t, &dm)?;
         self.last_ns = (ns(online - clock), ns(online.elapsed()));
         Ok(reconstruct(&z0, &z1))
     }

@@ -5,6 +5,7 @@ use crate::{MAX_MSG, Res, RunError};
 use embedded_io::{Read, Write};
 use mpcvit_core::corr::dealer_message_len;
 use mpcvit_core::ops::{LutJob, Party, PartyKind};
+use mpcvit_core::protocol::linear::{self, LinearDevice, LinearHost, LinearShape};
 use mpcvit_core::protocol::lut::{self, Lut};
 use mpcvit_core::protocol::matmul::{self, Matmul, MatmulShape};
 use mpcvit_core::protocol::mul::{self, Mul};
@@ -12,6 +13,9 @@ use mpcvit_core::protocol::{scale, square, trunc};
 use mpcvit_core::{Correlations, DealerSession, FixedPoint, ProtocolError, Role, Seed, SessionId};
 use mpcvit_transport::FrameKind;
 use mpcvit_transport::link::Link;
+
+/// Largest dealer message the drivers produce: bigger lookups are split.
+pub const CHUNK_BYTES: usize = 32 << 20;
 
 /// One party of a composite op.
 pub struct Driver<T> {
@@ -174,27 +178,154 @@ impl<T: Read + Write> Party for Driver<T> {
         Ok(())
     }
 
-    fn matmul(&mut self, s: MatmulShape, x: &[u64], y: &[u64], z: &mut [u64]) -> Res<()> {
+    fn matmuls(&mut self, shapes: &[MatmulShape], x: &[u64], y: &[u64], z: &mut [u64]) -> Res<()> {
         if self.kind == PartyKind::Dealer {
-            let mut scratch = vec![0; s.dealer_scratch_len()];
-            return self.deal(s.n * s.m, |op, out| matmul::deal(op, s, &mut scratch, out));
+            for &s in shapes {
+                let mut scratch = vec![0; s.dealer_scratch_len()];
+                self.deal(s.n * s.m, |op, out| matmul::deal(op, s, &mut scratch, out))?;
+            }
+            return Ok(());
         }
-        let msg = if self.kind == PartyKind::Host {
-            self.recv_dealer()?
+        let msgs: Vec<Vec<u8>> = if self.kind == PartyKind::Host {
+            shapes.iter().map(|_| self.recv_dealer()).collect::<Res<_>>()?
         } else {
-            Vec::new()
+            vec![Vec::new(); shapes.len()]
         };
-        let op = Matmul::new(self.next_op(&msg)?, s)?;
-        let mut out = vec![0; s.msg_len()];
-        let (st, n) = op.open(x, y, &mut out)?;
-        self.peer.send(FrameKind::Data, &out[..n])?;
+        let (mut xo, mut yo) = (0, 0);
+        let mut opened = Vec::new();
+        let mut sent = Vec::new();
+        for (&s, m) in shapes.iter().zip(&msgs) {
+            let op = Matmul::new(self.next_op(m)?, s)?;
+            let mut out = vec![0; s.msg_len()];
+            let (st, _) = op.open(&x[xo..xo + s.n * s.k], &y[yo..yo + s.k * s.m], &mut out)?;
+            xo += s.n * s.k;
+            yo += s.k * s.m;
+            sent.extend_from_slice(&out);
+            opened.push(st);
+        }
+        self.peer.send(FrameKind::Data, &sent)?;
         let peer = self.recv_peer()?;
-        let mut scratch = vec![0; s.scratch_len()];
-        st.finish(x, y, &peer, &mut scratch, z)?;
+        if peer.len() != sent.len() {
+            return Err(RunError::Protocol(ProtocolError::BadLength {
+                expected: sent.len(),
+                got: peer.len(),
+            }));
+        }
+        let (mut xo, mut yo, mut zo, mut po) = (0, 0, 0, 0);
+        for (&s, st) in shapes.iter().zip(opened) {
+            let mut scratch = vec![0; s.scratch_len()];
+            st.finish(
+                &x[xo..xo + s.n * s.k],
+                &y[yo..yo + s.k * s.m],
+                &peer[po..po + s.msg_len()],
+                &mut scratch,
+                &mut z[zo..zo + s.n * s.m],
+            )?;
+            xo += s.n * s.k;
+            yo += s.k * s.m;
+            zo += s.n * s.m;
+            po += s.msg_len();
+        }
         Ok(())
     }
 
+    fn linear_trunc(
+        &mut self,
+        s: LinearShape,
+        x: &[u64],
+        w: &[u64],
+        bias: &[u64],
+        bits: u32,
+        z: &mut [u64],
+    ) -> Res<()> {
+        let nz = s.n * s.dout;
+        match self.kind {
+            PartyKind::Dealer => {
+                let mut acc = vec![0; s.dout];
+                self.deal(s.corrections(), |op, out| linear::deal(op, s, w, &mut acc, out))?;
+                self.deal(2 * nz, |op, out| trunc::deal(op, nz, bits, out))
+            }
+            PartyKind::Host => {
+                let m1 = self.recv_dealer()?;
+                let m2 = self.recv_dealer()?;
+                let op = LinearHost::new(self.next_op(&m1)?, s)?;
+                let peer = self.recv_peer()?;
+                let need = s.msg_len() + 8 * nz;
+                if peer.len() != need {
+                    return Err(RunError::Protocol(ProtocolError::BadLength {
+                        expected: need,
+                        got: peer.len(),
+                    }));
+                }
+                let (pa, pb) = peer.split_at(s.msg_len());
+                let mut y0 = vec![0; nz];
+                op.finish(x, w, pa, &mut y0)?;
+                if !bias.is_empty() {
+                    mpcvit_core::protocol::affine::add_bias(Role::Host, &mut y0, bias)?;
+                }
+                let t = trunc::TruncHost::new(self.next_op(&m2)?, nz, bits)?;
+                let mut reply = vec![0; trunc::host_msg_len(nz)];
+                t.respond(&y0, pb, &mut reply, z)?;
+                self.peer.send(FrameKind::Data, &reply)?;
+                Ok(())
+            }
+            PartyKind::Device => {
+                let op = LinearDevice::new(self.next_op(&[])?, s)?;
+                let mut out = vec![0; s.msg_len() + 8 * nz];
+                let (sent, _) = op.send(x, &mut out[..s.msg_len()])?;
+                let mut y1 = vec![0; nz];
+                sent.output(w, &mut y1)?;
+                let t = trunc::TruncDevice::new(self.next_op(&[])?, nz, bits)?;
+                let (st, _) = t.send(&y1, &mut out[s.msg_len()..])?;
+                self.peer.send(FrameKind::Data, &out)?;
+                let reply = self.recv_peer()?;
+                st.finish(&reply, z)?;
+                Ok(())
+            }
+        }
+    }
+
+    fn reveal_to_device(&mut self, x: &[u64], out: &mut [u64]) -> Res<()> {
+        match self.kind {
+            PartyKind::Dealer => {
+                out.fill(0);
+                Ok(())
+            }
+            PartyKind::Host => {
+                let mut b = vec![0u8; 8 * x.len()];
+                mpcvit_core::wire::put_words(&mut b, x.iter().copied());
+                self.peer.send(FrameKind::Data, &b)?;
+                out.fill(0);
+                Ok(())
+            }
+            PartyKind::Device => {
+                let peer = self.recv_peer()?;
+                mpcvit_core::wire::expect_len(&peer, 8 * x.len())?;
+                for ((o, &v), w) in out.iter_mut().zip(x).zip(mpcvit_core::wire::words(&peer)) {
+                    *o = v.wrapping_add(w);
+                }
+                Ok(())
+            }
+        }
+    }
+
     fn luts(&mut self, jobs: &[LutJob<'_>], x: &[u64], out: &mut [u64]) -> Res<()> {
+        // split big jobs so that no dealer message exceeds CHUNK_BYTES
+        let mut split = Vec::new();
+        for j in jobs {
+            let per = j.shape.corrections(j.table) / j.shape.n.max(1);
+            let step = (CHUNK_BYTES / (8 * per.max(1))).max(1);
+            let mut left = j.shape.n;
+            while left > 0 {
+                let n = left.min(step);
+                split.push(LutJob {
+                    shape: lut::LutShape { n, ..j.shape },
+                    table: j.table,
+                });
+                left -= n;
+            }
+        }
+        let jobs = &split[..];
         if self.kind == PartyKind::Dealer {
             for j in jobs {
                 let mut scratch = vec![0; lut::dealer_scratch_len(j.shape, j.table)];
@@ -231,7 +362,7 @@ impl<T: Read + Write> Party for Driver<T> {
                     expected: poff + len,
                     got: peer.len(),
                 }))?;
-            st.finish(j.table, &own, p, &mut out[ooff..ooff + j.out_len()])?;
+            st.finish(j.shape, j.table, &own, p, &mut out[ooff..ooff + j.out_len()])?;
             poff += len;
             ooff += j.out_len();
         }
@@ -240,6 +371,62 @@ impl<T: Read + Write> Party for Driver<T> {
                 expected: poff,
                 got: peer.len(),
             }));
+        }
+        Ok(())
+    }
+
+    fn lut_grids(&mut self, grids: &[lut::Grid<'_>], x: &[u64], out: &mut [u64]) -> Res<()> {
+        // chunks of elements, each its own op, all opened in one flight
+        let n = x.len();
+        let per = lut::grids_corrections(grids) / n.max(1);
+        let outs: usize = grids.iter().map(|g| g.table.outputs()).sum();
+        let step = (CHUNK_BYTES / (8 * per.max(1))).max(1);
+        let chunk = |m: usize| -> Vec<lut::Grid<'_>> {
+            grids
+                .iter()
+                .map(|g| lut::Grid {
+                    shape: lut::LutShape { n: m, ..g.shape },
+                    table: g.table,
+                })
+                .collect()
+        };
+        let bounds: Vec<(usize, usize)> = (0..n).step_by(step).map(|a| (a, (a + step).min(n))).collect();
+        if self.kind == PartyKind::Dealer {
+            for &(a, b) in &bounds {
+                let g = chunk(b - a);
+                let mut scratch = vec![0; lut::grids_scratch_len(&g)];
+                self.deal(lut::grids_corrections(&g), |op, o| {
+                    lut::deal_grids(op, &g, &mut scratch, o)
+                })?;
+            }
+            return Ok(());
+        }
+        let msgs: Vec<Vec<u8>> = if self.kind == PartyKind::Host {
+            bounds.iter().map(|_| self.recv_dealer()).collect::<Res<_>>()?
+        } else {
+            vec![Vec::new(); bounds.len()]
+        };
+        let mut sent = Vec::new();
+        let mut opened = Vec::new();
+        for (&(a, b), m) in bounds.iter().zip(&msgs) {
+            let g = chunk(b - a);
+            let op = Lut::with_grids(self.next_op(m)?, &g)?;
+            let mut own = vec![0; 8 * (b - a)];
+            let (st, _) = op.open(&x[a..b], &mut own)?;
+            sent.extend_from_slice(&own);
+            opened.push((st, own));
+        }
+        self.peer.send(FrameKind::Data, &sent)?;
+        let peer = self.recv_peer()?;
+        if peer.len() != sent.len() {
+            return Err(RunError::Protocol(ProtocolError::BadLength {
+                expected: sent.len(),
+                got: peer.len(),
+            }));
+        }
+        for (&(a, b), (st, own)) in bounds.iter().zip(opened) {
+            let g = chunk(b - a);
+            st.finish_grids(&g, &own, &peer[8 * a..8 * b], &mut out[outs * a..outs * b])?;
         }
         Ok(())
     }

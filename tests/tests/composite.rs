@@ -108,7 +108,7 @@ proptest! {
         let (got, _) = run3(3, seed, fp(), &enc(&xs), [&views[0], &views[1], &views[2]], |p, x, g| {
             let mut out = vec![0; x.len()];
             let mut scratch = vec![0; spec.scratch_len()];
-            layernorm::layernorm(p, &spec, x, g, &beta, &mut out, &mut scratch)?;
+            layernorm::layernorm(p, &spec, x, Some(g), &beta, &mut out, &mut scratch)?;
             Ok(out)
         }).expect("run");
         for (row, g_row) in xs.chunks(d).zip(dec(&got).chunks(d)) {
@@ -234,14 +234,14 @@ fn ln_vs_reference(rows: usize, d: usize, seed: u64) -> i64 {
     let (got, _) = run3(11, seed, fp(), &x, [&views[0], &views[1], &views[2]], |p, x, g| {
         let mut out = vec![0; x.len()];
         let mut scratch = vec![0; spec.scratch_len()];
-        layernorm::layernorm(p, &spec, x, g, &beta, &mut out, &mut scratch)?;
+        layernorm::layernorm(p, &spec, x, Some(g), &beta, &mut out, &mut scratch)?;
         Ok(out)
     })
     .expect("run");
     let mut worst = 0;
     for (xr, gr) in x.chunks(d).zip(got.chunks(d)) {
         let mut want = vec![0; d];
-        layernorm::reference(&spec, fp(), xr, &gam, &beta, &mut want);
+        layernorm::reference(&spec, fp(), xr, Some(&gam), &beta, &mut want);
         for (g, w) in gr.iter().zip(&want) {
             worst = worst.max((g.wrapping_sub(*w) as i64).abs());
         }
@@ -306,4 +306,30 @@ fn print_reference_deviations() {
         println!("{kind:?}: {w:?} ulp");
     }
     println!("LN: {:?} ulp", (0..20).map(|s| ln_vs_reference(3, 64, s)).max());
+}
+
+/// Precise ReLU (two grids, one product): exact outside `[-2^(s+3-k), 0)`.
+#[test]
+fn relu_precise_composite() {
+    let xs: Vec<f64> = (-1990..1990).map(|i| i as f64 / 250.0).collect();
+    let sh = grid(xs.len(), F, 3, 10).expect("grid");
+    let (got, meter) = run3(13, 1, fp(), &enc(&xs), [&[], &[], &[]], |p, x, _| {
+        let mut out = vec![0; x.len()];
+        let mut scratch = vec![0; 5 * x.len()];
+        activation::relu_precise(p, sh, x, &mut out, &mut scratch)?;
+        Ok(out)
+    })
+    .expect("run");
+    let region = 2f64.powi(sh.s as i32 + 3 - sh.k as i32 - F as i32);
+    let mut near = 0;
+    for (g, x) in dec(&got).iter().zip(&xs) {
+        let xq = dec(&enc(&[*x]))[0];
+        if xq >= 0.0 || xq < -region {
+            assert_eq!(*g, xq.max(0.0), "relu({x})");
+        } else {
+            near += 1;
+        }
+    }
+    assert!(near < 10, "{near} inputs in the carry region");
+    assert_eq!(meter.rounds, 2);
 }

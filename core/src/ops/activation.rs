@@ -3,6 +3,7 @@
 //! | op | rounds | device -> host | error (stated for `f` = 16) |
 //! |---|---|---|---|
 //! | ReLU, DReLU | 1 | 8 B | exact, except `x` in `[-2^s, 0)` (may pass `x` / say 1) |
+//! | precise ReLU | 2 | 24 B | exact, except `x` in `[-2^(s+3-k), 0)` |
 //! | GeLU, exp | 1 | 8 B | chord fit on `2^k` cells, plus the lookup's `kappa` and slope rounding (a few `2^-(f+8)`), plus 1 ulp |
 //!
 //! Fitted functions come out of the lookup with [`EXTRA_BITS`] more
@@ -85,4 +86,90 @@ pub fn fitted_reference(func: Func, shape: LutShape, fp: crate::FixedPoint, x: u
 /// Plaintext reference of ReLU.
 pub fn relu_reference(x: u64) -> u64 {
     if (x as i64) < 0 { 0 } else { x }
+}
+
+/// Near-zero flag and ReLU on the coarse grid of [`relu_precise`].
+#[derive(Clone, Copy, Debug)]
+struct CoarseRelu {
+    shape: LutShape,
+}
+
+impl crate::protocol::lut::Table for CoarseRelu {
+    fn outputs(&self) -> usize {
+        2
+    }
+    fn has_slope(&self, o: usize) -> bool {
+        o == 0
+    }
+    fn segment(&self, y: u64, o: usize) -> (u64, u64) {
+        let half = 1u64 << (self.shape.k - 1);
+        if o == 0 {
+            ReluTable {
+                shape: self.shape,
+                out: ReluOut::Relu,
+            }
+            .segment(y, 0)
+        } else {
+            (0, (y + 1 >= half && y <= half + 1) as u64)
+        }
+    }
+}
+
+/// ReLU exact outside `[-2^(s+3-k), 0)` in two rounds: one opening read
+/// through the coarse grid `shape` (ReLU and a near-zero flag for the three
+/// cells around 0) and a fine grid `2^(k-3)` times finer that covers those
+/// cells; one product selects the fine value near zero:
+/// `relu = v_coarse + flag (v_fine - v_coarse)`. `scratch`: `5 x.len()`.
+pub fn relu_precise<P: Party>(
+    p: &mut P,
+    shape: LutShape,
+    x: &[u64],
+    out: &mut [u64],
+    scratch: &mut [u64],
+) -> Result<(), P::Error> {
+    use crate::protocol::lut::Grid;
+    let n = x.len();
+    if shape.k < 4 || shape.s + 3 < shape.k || out.len() != n || scratch.len() < 5 * n {
+        return Err(ProtocolError::BadParameter.into());
+    }
+    let coarse = LutShape { n, t: 0, ..shape };
+    let fine = LutShape {
+        n,
+        s: shape.s + 3 - shape.k,
+        k: shape.k,
+        t: 0,
+    };
+    let ct = CoarseRelu { shape: coarse };
+    let ft = ReluTable {
+        shape: fine,
+        out: ReluOut::Relu,
+    };
+    let (outs, rest) = scratch.split_at_mut(3 * n);
+    p.lut_grids(
+        &[
+            Grid {
+                shape: coarse,
+                table: &ct,
+            },
+            Grid {
+                shape: fine,
+                table: &ft,
+            },
+        ],
+        x,
+        outs,
+    )?;
+    let (flags, rest) = rest.split_at_mut(n);
+    let diffs = rest.get_mut(..n).ok_or(ProtocolError::BadBuffer)?;
+    for ((o, f), d) in outs.chunks_exact(3).zip(flags.iter_mut()).zip(diffs.iter_mut()) {
+        if let [v1, w, v2] = *o {
+            *f = w;
+            *d = v2.wrapping_sub(v1);
+        }
+    }
+    p.mul(flags, diffs, 1, out)?;
+    for (v, o) in out.iter_mut().zip(outs.chunks_exact(3)) {
+        *v = v.wrapping_add(o.first().copied().unwrap_or(0));
+    }
+    Ok(())
 }

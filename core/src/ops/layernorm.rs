@@ -81,12 +81,14 @@ impl LnSpec {
 
 /// `out = LN(x) * gamma + beta`; `gamma` is the party's view of the scale
 /// (host: gamma, device: its provisioned `gamma - B`, dealer: `B`), `beta`
-/// is used by the host only. All at `f` bits.
+/// is used by the host only. All at `f` bits. Without `gamma` (`None`), the
+/// plain normalization (for a LayerNorm whose affine part is folded into
+/// the next linear layer): the last round is a truncation instead.
 pub fn layernorm<P: Party>(
     p: &mut P,
     spec: &LnSpec,
     x: &[u64],
-    gamma: &[u64],
+    gamma: Option<&[u64]>,
     beta: &[u64],
     out: &mut [u64],
     scratch: &mut [u64],
@@ -94,10 +96,15 @@ pub fn layernorm<P: Party>(
     let (rows, d) = (spec.rows, spec.d);
     let n = rows * d;
     let f = p.fp().frac_bits();
-    if n == 0 || x.len() != n || out.len() != n || gamma.len() != d || scratch.len() < spec.scratch_len() {
+    if n == 0
+        || x.len() != n
+        || out.len() != n
+        || gamma.is_some_and(|g| g.len() != d)
+        || scratch.len() < spec.scratch_len()
+    {
         return Err(ProtocolError::BadBuffer.into());
     }
-    let host = p.kind().role() == crate::Role::Host;
+    let host = p.kind() == super::PartyKind::Host;
     let (sq_in, rest) = scratch.split_at_mut(n + rows);
     let (sq_out, rest) = rest.split_at_mut(n + rows);
     let (u, rest) = rest.split_at_mut(n);
@@ -125,6 +132,9 @@ pub fn layernorm<P: Party>(
     }
     p.mul(u, r, d, y)?;
     // 4. times gamma with truncation by 2f, plus beta
+    let Some(gamma) = gamma else {
+        return p.trunc(R_FRAC, y, out);
+    };
     p.scale_trunc(y, gamma, f + R_FRAC, out)?;
     if host {
         if beta.len() != d {
@@ -141,10 +151,31 @@ pub fn layernorm<P: Party>(
 
 /// Plaintext fixed-point reference of [`layernorm`] for one row, with the
 /// same approximations at the exact grid points. `gamma` and `beta` are the
-/// host's values.
-pub fn reference(spec: &LnSpec, fp: crate::FixedPoint, x: &[u64], gamma: &[u64], beta: &[u64], out: &mut [u64]) {
+/// host's values (`gamma = None`: the plain normalization).
+pub fn reference(
+    spec: &LnSpec,
+    fp: crate::FixedPoint,
+    x: &[u64],
+    gamma: Option<&[u64]>,
+    beta: &[u64],
+    out: &mut [u64],
+) {
     let (d, f) = (spec.d, fp.frac_bits());
-    if x.len() != d || out.len() != d || gamma.len() != d || beta.len() != d {
+    if x.len() != d || out.len() != d {
+        return;
+    }
+    let Some(gamma) = gamma else {
+        let s1 = x.iter().fold(0u64, |a, &b| a.wrapping_add(b));
+        let s2 = x.iter().fold(0u64, |a, &b| a.wrapping_add(b.wrapping_mul(b)));
+        let r = spec
+            .rsqrt(f)
+            .reference(s2.wrapping_mul(d as u64).wrapping_sub(s1.wrapping_mul(s1)));
+        for (o, &xv) in out.iter_mut().zip(x) {
+            *o = crate::reference::trunc(xv.wrapping_mul(d as u64).wrapping_sub(s1).wrapping_mul(r), R_FRAC);
+        }
+        return;
+    };
+    if gamma.len() != d || beta.len() != d {
         return;
     }
     let s1 = x.iter().fold(0u64, |a, &b| a.wrapping_add(b));

@@ -22,6 +22,8 @@ pub mod max;
 #[allow(clippy::indexing_slicing)]
 pub mod softmax;
 #[allow(clippy::indexing_slicing)]
+pub mod vit;
+#[allow(clippy::indexing_slicing)]
 pub mod wide;
 
 use crate::FixedPoint;
@@ -88,10 +90,40 @@ pub trait Party {
     /// Elementwise square `z = x^2` (ring).
     fn square(&mut self, x: &[u64], z: &mut [u64]) -> Result<(), Self::Error>;
     /// Shared x shared matrix product (ring).
-    fn matmul(&mut self, s: MatmulShape, x: &[u64], y: &[u64], z: &mut [u64]) -> Result<(), Self::Error>;
+    fn matmul(&mut self, s: MatmulShape, x: &[u64], y: &[u64], z: &mut [u64]) -> Result<(), Self::Error> {
+        self.matmuls(&[s], x, y, z)
+    }
+    /// Several shared x shared matrix products in one flight: `x`, `y` and
+    /// `z` hold the operands and results one after the other.
+    fn matmuls(&mut self, s: &[MatmulShape], x: &[u64], y: &[u64], z: &mut [u64]) -> Result<(), Self::Error>;
+    /// Linear layer with host weights, `x (n x din) W + bias`, then exact
+    /// truncation by `bits`, in one round trip (the device's output share is
+    /// input-independent, so its truncation message rides with its linear
+    /// message). `w` is the party's view of `W` (host `W`, device `W - B`,
+    /// dealer `B`); `bias` (at the product scale) is used by the host only.
+    fn linear_trunc(
+        &mut self,
+        s: crate::protocol::linear::LinearShape,
+        x: &[u64],
+        w: &[u64],
+        bias: &[u64],
+        bits: u32,
+        z: &mut [u64],
+    ) -> Result<(), Self::Error>;
+    /// Reveals `x` to the device only: the host sends its share; the device
+    /// outputs the value, the host and the dealer get zeros.
+    fn reveal_to_device(&mut self, x: &[u64], out: &mut [u64]) -> Result<(), Self::Error>;
     /// Lookups, all opened in one flight: `x` holds the jobs' inputs one
     /// after the other, `out` their outputs.
     fn luts(&mut self, jobs: &[LutJob<'_>], x: &[u64], out: &mut [u64]) -> Result<(), Self::Error>;
+    /// One lookup read through several grids (one opening, one flight):
+    /// `out` holds, per element, every grid's outputs in grid order.
+    fn lut_grids(
+        &mut self,
+        grids: &[crate::protocol::lut::Grid<'_>],
+        x: &[u64],
+        out: &mut [u64],
+    ) -> Result<(), Self::Error>;
     /// Exact truncation by `bits` (1..=62) of every element.
     fn trunc(&mut self, bits: u32, x: &[u64], z: &mut [u64]) -> Result<(), Self::Error>;
 }

@@ -146,6 +146,37 @@ pub fn reference(table: &dyn Table, u: u64, y: u64, o: usize) -> u64 {
     a.wrapping_mul(u).wrapping_add(b)
 }
 
+/// One grid of a multi-grid lookup: several grids read the same opened
+/// value (one mask `r`, one message), each with its own shift, index width,
+/// linear shift and table. All grids of an op have the same `n`.
+#[derive(Clone, Copy)]
+pub struct Grid<'a> {
+    /// The grid.
+    pub shape: LutShape,
+    /// Its table.
+    pub table: &'a dyn Table,
+}
+
+fn check_grids(grids: &[Grid<'_>]) -> Result<usize, ProtocolError> {
+    let first = grids.first().ok_or(ProtocolError::BadShape)?;
+    let mut words = 0usize;
+    for g in grids {
+        g.shape.check(g.table)?;
+        if g.shape.n != first.shape.n {
+            return Err(ProtocolError::BadShape);
+        }
+        words = words
+            .checked_add(g.shape.corrections(g.table))
+            .ok_or(ProtocolError::BadShape)?;
+    }
+    Ok(words)
+}
+
+/// Correction words the host receives for a multi-grid lookup.
+pub fn grids_corrections(grids: &[Grid<'_>]) -> usize {
+    grids.iter().map(|g| g.shape.corrections(g.table)).sum()
+}
+
 /// Scratch words [`deal`] needs: the table's segments, computed once per op.
 pub fn dealer_scratch_len(shape: LutShape, table: &dyn Table) -> usize {
     2 * table.outputs() * (1usize << shape.k.min(MAX_K))
@@ -160,49 +191,91 @@ pub fn deal(
     scratch: &mut [u64],
     out: &mut [u8],
 ) -> Result<usize, ProtocolError> {
-    shape.check(table)?;
-    let entries = shape.entries();
-    let seg = scratch
-        .get_mut(..dealer_scratch_len(shape, table))
-        .ok_or(ProtocolError::BadBuffer)?;
-    for (o, tab) in seg.chunks_exact_mut(2 * entries).enumerate() {
-        for (y, ab) in tab.chunks_exact_mut(2).enumerate() {
-            let (a, b) = table.segment(y as u64, o);
-            ab.copy_from_slice(&[a, b]);
-        }
+    deal_grids(op, &[Grid { shape, table }], scratch, out)
+}
+
+/// Largest number of grids of one lookup.
+pub const MAX_GRIDS: usize = 16;
+
+/// Scratch words [`deal_grids`] needs.
+pub fn grids_scratch_len(grids: &[Grid<'_>]) -> usize {
+    grids.iter().map(|g| dealer_scratch_len(g.shape, g.table)).sum()
+}
+
+/// Dealer: a multi-grid lookup; `scratch` holds [`grids_scratch_len`].
+pub fn deal_grids(
+    op: &DealerOp,
+    grids: &[Grid<'_>],
+    scratch: &mut [u64],
+    out: &mut [u8],
+) -> Result<usize, ProtocolError> {
+    let words = check_grids(grids)?;
+    let mut w = op.writer(out, words)?;
+    let n = grids.first().map_or(0, |g| g.shape.n);
+    let mut rs = op.random(LANE_R);
+    // one pass per element keeps the host's layout: element, grid, output
+    let mut lane = LANE_T;
+    if grids.len() > MAX_GRIDS {
+        return Err(ProtocolError::BadShape);
     }
-    let mut r = op.random(LANE_R);
-    let mut w = op.writer(out, shape.corrections(table))?;
-    let (k, s, t) = (shape.k, shape.s, shape.t);
-    let mask = (1u64 << k) - 1;
-    let m = 1u64 << (s + k - t);
-    for i in 0..shape.n as u64 {
-        let rv = r.next_u64();
-        let big_r = (rv >> s) & mask;
-        let ru = (rv >> t) & (m - 1);
-        for (o, tab) in seg.chunks_exact(2 * entries).enumerate() {
-            let lane_a = LANE_T + 2 * o as u32;
-            let at = |j: u64| {
-                let y = (j.wrapping_sub(big_r) & mask) as usize;
-                (
-                    tab.get(2 * y).copied().unwrap_or(0),
-                    tab.get(2 * y + 1).copied().unwrap_or(0),
-                )
-            };
-            if table.has_slope(o) {
-                let mut d = op.device.random_at(lane_a, i * entries as u64);
-                for j in 0..entries as u64 {
-                    w.put(at(j).0, d.next_u64());
-                }
+    let mut lanes = [0u32; MAX_GRIDS];
+    for (gi, g) in grids.iter().enumerate() {
+        *lanes.get_mut(gi).ok_or(ProtocolError::BadShape)? = lane;
+        lane += 2 * g.table.outputs() as u32;
+    }
+    // every grid's segments, computed once per op
+    let mut rest: &mut [u64] = scratch
+        .get_mut(..grids_scratch_len(grids))
+        .ok_or(ProtocolError::BadBuffer)?;
+    let mut segs: [&[u64]; MAX_GRIDS] = [&[]; MAX_GRIDS];
+    for (gi, g) in grids.iter().enumerate() {
+        let entries = g.shape.entries();
+        let (seg, r) = core::mem::take(&mut rest).split_at_mut(dealer_scratch_len(g.shape, g.table));
+        rest = r;
+        for (o, tab) in seg.chunks_exact_mut(2 * entries).enumerate() {
+            for (y, ab) in tab.chunks_exact_mut(2).enumerate() {
+                let (a, b) = g.table.segment(y as u64, o);
+                ab.copy_from_slice(&[a, b]);
             }
-            let mut d = op.device.random_at(lane_a + 1, i * entries as u64);
-            for j in 0..entries as u64 {
-                let (a, b) = at(j);
-                let wrap = if j < big_r { m } else { 0 };
-                w.put(
-                    b.wrapping_sub(a.wrapping_mul(ru)).wrapping_add(a.wrapping_mul(wrap)),
-                    d.next_u64(),
-                );
+        }
+        *segs.get_mut(gi).ok_or(ProtocolError::BadShape)? = seg;
+    }
+    for i in 0..n as u64 {
+        let rv = rs.next_u64();
+        for (gi, g) in grids.iter().enumerate() {
+            let sh = g.shape;
+            let entries = sh.entries();
+            let seg = segs.get(gi).copied().unwrap_or(&[]);
+            let (k, s, t) = (sh.k, sh.s, sh.t);
+            let mask = (1u64 << k) - 1;
+            let m = 1u64 << (s + k - t);
+            let big_r = (rv >> s) & mask;
+            let ru = (rv >> t) & (m - 1);
+            let base = lanes.get(gi).copied().unwrap_or(LANE_T);
+            for (o, tab) in seg.chunks_exact(2 * entries).enumerate() {
+                let lane_a = base + 2 * o as u32;
+                let at = |j: u64| {
+                    let y = (j.wrapping_sub(big_r) & mask) as usize;
+                    (
+                        tab.get(2 * y).copied().unwrap_or(0),
+                        tab.get(2 * y + 1).copied().unwrap_or(0),
+                    )
+                };
+                if g.table.has_slope(o) {
+                    let mut d = op.device.random_at(lane_a, i * entries as u64);
+                    for j in 0..entries as u64 {
+                        w.put(at(j).0, d.next_u64());
+                    }
+                }
+                let mut d = op.device.random_at(lane_a + 1, i * entries as u64);
+                for j in 0..entries as u64 {
+                    let (a, b) = at(j);
+                    let wrap = if j < big_r { m } else { 0 };
+                    w.put(
+                        b.wrapping_sub(a.wrapping_mul(ru)).wrapping_add(a.wrapping_mul(wrap)),
+                        d.next_u64(),
+                    );
+                }
             }
         }
     }
@@ -213,43 +286,53 @@ pub fn deal(
 #[derive(Debug)]
 pub struct Lut<'d> {
     corr: OpCorr<'d>,
-    shape: LutShape,
+    n: usize,
+    offset: u64,
 }
 
 /// One party's lookup, after opening.
 #[derive(Debug)]
 pub struct LutOpened<'d> {
     corr: OpCorr<'d>,
-    shape: LutShape,
+    n: usize,
+    offset: u64,
 }
 
 impl<'d> Lut<'d> {
     /// A lookup of this shape for `table` (the host's corrections are checked
     /// against the table's size).
     pub fn new(corr: OpCorr<'d>, shape: LutShape, table: &dyn Table) -> Result<Self, ProtocolError> {
-        shape.check(table)?;
-        corr.expect_corrections(shape.corrections(table))?;
-        Ok(Self { corr, shape })
+        Self::with_grids(corr, &[Grid { shape, table }])
     }
 
-    /// Writes this party's masked input `x_b + r_b` (+ offset for the host).
+    /// A multi-grid lookup: one opening read through every grid.
+    pub fn with_grids(corr: OpCorr<'d>, grids: &[Grid<'_>]) -> Result<Self, ProtocolError> {
+        let words = check_grids(grids)?;
+        corr.expect_corrections(words)?;
+        let first = grids.first().ok_or(ProtocolError::BadShape)?.shape;
+        Ok(Self {
+            corr,
+            n: first.n,
+            offset: first.offset(),
+        })
+    }
+
+    /// Writes this party's masked input `x_b + r_b` (+ the first grid's
+    /// offset for the host).
     pub fn open(self, x: &[u64], out: &mut [u8]) -> Result<(LutOpened<'d>, usize), ProtocolError> {
-        if x.len() != self.shape.n {
+        if x.len() != self.n {
             return Err(ProtocolError::BadBuffer);
         }
-        let len = self.shape.msg_len();
+        let len = wire::words_len(self.n);
         let out = wire::out_prefix(out, len)?;
-        let off = if self.corr.role() == Role::Host {
-            self.shape.offset()
-        } else {
-            0
-        };
+        let off = if self.corr.role() == Role::Host { self.offset } else { 0 };
         let mut r = self.corr.random(LANE_R);
         wire::put_words(out, x.iter().map(|&v| v.wrapping_add(r.next_u64()).wrapping_add(off)));
         Ok((
             LutOpened {
                 corr: self.corr,
-                shape: self.shape,
+                n: self.n,
+                offset: self.offset,
             },
             len,
         ))
@@ -259,50 +342,79 @@ impl<'d> Lut<'d> {
 impl LutOpened<'_> {
     /// Takes the peer's masked input and writes this party's output shares,
     /// `out[i * outputs + o]`. `own` is the message this party sent.
-    pub fn finish(self, table: &dyn Table, own: &[u8], peer: &[u8], out: &mut [u64]) -> Result<(), ProtocolError> {
-        let sh = self.shape;
-        wire::expect_len(own, sh.msg_len())?;
-        wire::expect_len(peer, sh.msg_len())?;
-        let outputs = table.outputs();
-        if out.len() != sh.n * outputs {
+    pub fn finish(
+        self,
+        shape: LutShape,
+        table: &dyn Table,
+        own: &[u8],
+        peer: &[u8],
+        out: &mut [u64],
+    ) -> Result<(), ProtocolError> {
+        self.finish_grids(&[Grid { shape, table }], own, peer, out)
+    }
+
+    /// Finishes a multi-grid lookup: `out` holds, per element, every grid's
+    /// outputs in grid order.
+    pub fn finish_grids(
+        self,
+        grids: &[Grid<'_>],
+        own: &[u8],
+        peer: &[u8],
+        out: &mut [u64],
+    ) -> Result<(), ProtocolError> {
+        let n = self.n;
+        check_grids(grids)?;
+        if grids
+            .first()
+            .is_some_and(|g| g.shape.n != n || g.shape.offset() != self.offset)
+        {
+            return Err(ProtocolError::BadShape);
+        }
+        wire::expect_len(own, wire::words_len(n))?;
+        wire::expect_len(peer, wire::words_len(n))?;
+        let outputs: usize = grids.iter().map(|g| g.table.outputs()).sum();
+        if out.len() != n * outputs {
             return Err(ProtocolError::BadBuffer);
         }
-        let mask = (1u64 << sh.k) - 1;
-        let m = 1u64 << (sh.s + sh.k - sh.t);
-        let entries = sh.entries() as u64;
-        let per_elem = sh.words_per_elem(table);
+        let host = self.corr.role() == Role::Host;
+        let per_elem: usize = grids.iter().map(|g| g.shape.words_per_elem(g.table)).sum();
         let it = wire::words(own)
             .zip(wire::words(peer))
-            .zip(out.chunks_exact_mut(outputs));
+            .zip(out.chunks_exact_mut(outputs.max(1)));
         for (i, ((m_own, p), o_row)) in it.enumerate() {
-            let c = m_own.wrapping_add(p);
-            let idx = (c >> sh.s) & mask;
-            let cu = (c >> sh.t) & (m - 1);
-            let elem = i as u64 * entries + idx;
-            // host correction layout per element: per output, [A table] B table
+            // c for the first grid's offset; other grids shift it publicly
+            let c0 = m_own.wrapping_add(p);
             let mut table_off = i * per_elem;
-            for (o, v) in o_row.iter_mut().enumerate() {
-                let lane_a = LANE_T + 2 * o as u32;
-                let a = if table.has_slope(o) {
-                    let a = self
-                        .corr
-                        .derived_word(lane_a, table_off, if self.is_host() { idx } else { elem });
-                    table_off += entries as usize;
-                    a
-                } else {
-                    0
-                };
-                let b = self
-                    .corr
-                    .derived_word(lane_a + 1, table_off, if self.is_host() { idx } else { elem });
-                table_off += entries as usize;
-                *v = a.wrapping_mul(cu).wrapping_add(b);
+            let mut lane = LANE_T;
+            let mut o_iter = o_row.iter_mut();
+            for g in grids {
+                let sh = g.shape;
+                let c = c0.wrapping_sub(self.offset).wrapping_add(sh.offset());
+                let mask = (1u64 << sh.k) - 1;
+                let m = 1u64 << (sh.s + sh.k - sh.t);
+                let entries = sh.entries();
+                let idx = (c >> sh.s) & mask;
+                let cu = (c >> sh.t) & (m - 1);
+                let elem = i as u64 * entries as u64 + idx;
+                let at = if host { idx } else { elem };
+                for o in 0..g.table.outputs() {
+                    let lane_a = lane + 2 * o as u32;
+                    let a = if g.table.has_slope(o) {
+                        let a = self.corr.derived_word(lane_a, table_off, at);
+                        table_off += entries;
+                        a
+                    } else {
+                        0
+                    };
+                    let b = self.corr.derived_word(lane_a + 1, table_off, at);
+                    table_off += entries;
+                    if let Some(v) = o_iter.next() {
+                        *v = a.wrapping_mul(cu).wrapping_add(b);
+                    }
+                }
+                lane += 2 * g.table.outputs() as u32;
             }
         }
         Ok(())
-    }
-
-    fn is_host(&self) -> bool {
-        self.corr.role() == Role::Host
     }
 }

@@ -25,11 +25,15 @@ pub enum Func {
     Rsqrt,
 }
 
+/// `exp` saturates above this input (so a softmax row cannot overflow the
+/// ring: `e^16 2^16 < 2^40`).
+pub const EXP_MAX: f64 = 16.0;
+
 impl Func {
-    /// The function's value.
+    /// The function's value (`exp` saturates at [`EXP_MAX`]).
     pub fn eval(self, x: f64) -> f64 {
         match self {
-            Func::Exp => libm::exp(x),
+            Func::Exp => libm::exp(x.min(EXP_MAX)),
             Func::Gelu => 0.5 * x * (1.0 + libm::erf(x / core::f64::consts::SQRT_2)),
             Func::Recip => 1.0 / x,
             Func::Rsqrt => 1.0 / libm::sqrt(x),

@@ -1,0 +1,718 @@
+//! The secure MPCViT forward pass, written once over [`Party`].
+//!
+//! Layout: tokens are `n x d` row-major (token 0 is the class token); `qkv`
+//! is `n x 3d` with `q | k | v` column blocks, head `h` at columns
+//! `h hd .. (h+1) hd` of each block (the official `reshape(B, N, 3, H, hd)`).
+//!
+//! Per layer (all heads in the same protocol steps, so a layer costs the
+//! rounds of its most expensive head):
+//! 1. LayerNorm 0 without its affine part (folded into `qkv`): 6 rounds.
+//! 2. `qkv` linear with truncation: 1.
+//! 3. One flight of matrix products: `Q_h K_h^T` for Softmax / RSAttn /
+//!    2Quad heads, `K_h^T V_h` for ScaleAttn heads (associative form,
+//!    `O(n hd^2)`): 1. Truncation of all of them: 1.
+//! 4. Row normalization of the non-Scale heads ([`normalize_heads`]): 7 for
+//!    Softmax heads (exp lookup 1, reciprocal 4, product 1, truncation 1),
+//!    8 for RSAttn heads (the precise ReLU takes 2); the reciprocal of every
+//!    row of every head is one batch. A layer mixing Softmax and RSAttn pays
+//!    both elementwise steps in sequence (9); 2Quad adds 2.
+//! 5. One flight of products: `P_h V_h`, and `Q_h (K^T V)_h` for ScaleAttn
+//!    heads (their `1/N` is folded into the projection's rows): 1.
+//! 6. Projection with truncation by `2f`, residual: 1.
+//! 7. LayerNorm 1 with its learned scale (host-private, [`Party::scale_trunc`])
+//!    and shift: 6.
+//! 8. `fc1` with truncation: 1; GeLU on the GeLU tokens (one lookup): 1;
+//!    `fc2` with truncation: 1; precise ReLU on the MPCViT+ linearized
+//!    tokens: 2; residual.
+//!
+//! Final LayerNorm on the class token (affine folded into the head), head,
+//! and the logits are revealed to the device only.
+//!
+//! Host weights are fixed-point encodings of the float weights with these
+//! folds ([`encode_weight`]); the device holds `W - B` for every weight the
+//! host keeps private, the dealer the masks `B`.
+
+use super::layernorm::{self, LnSpec};
+use super::softmax::RS_EPS;
+use super::wide::{self, Finish, WideSpec};
+use super::{LutJob, Party, activation};
+use crate::FixedPoint;
+use crate::ProtocolError;
+use crate::model::{Arch, AttnKind, ModelView, Tensor};
+use crate::protocol::linear::LinearShape;
+use crate::protocol::lut::LutShape;
+use crate::protocol::matmul::MatmulShape;
+use crate::protocol::pwl::Func;
+use crate::protocol::trunc;
+
+/// A fixed-point weight (or host-only constant) of the secure model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Wid {
+    /// Patch embedding `[patch_len, d]`.
+    PatchW,
+    /// Its bias at `2f` (host only).
+    PatchB,
+    /// Class token `[d]` (host only).
+    Cls,
+    /// Positional embedding `[n, d]` (host only).
+    Pos,
+    /// `qkv` of layer `l`, LayerNorm 0's scale and the attention scale folded.
+    Qkv(usize),
+    /// Its bias at `2f`: LayerNorm 0's shift through `qkv` (host only).
+    QkvB(usize),
+    /// Projection, ScaleAttn heads' `1/N` folded into their rows.
+    Proj(usize),
+    /// Its bias at `3f` (host only).
+    ProjB(usize),
+    /// LayerNorm 1 scale `[d]` (host-private, masked for the device).
+    Ln1G(usize),
+    /// LayerNorm 1 shift `[d]` at `f` (host only).
+    Ln1B(usize),
+    /// MLP first weight.
+    Fc1(usize),
+    /// Its bias at `2f` (host only).
+    Fc1B(usize),
+    /// MLP second weight.
+    Fc2(usize),
+    /// Its bias at `2f` (host only).
+    Fc2B(usize),
+    /// Head, the final LayerNorm's scale folded.
+    Head,
+    /// Head bias with the final LayerNorm's shift folded, at `2f` (host only).
+    HeadB,
+}
+
+impl Wid {
+    /// Whether only the host uses it (an additive constant).
+    pub fn host_only(self) -> bool {
+        matches!(
+            self,
+            Wid::PatchB
+                | Wid::Cls
+                | Wid::Pos
+                | Wid::QkvB(_)
+                | Wid::ProjB(_)
+                | Wid::Ln1B(_)
+                | Wid::Fc1B(_)
+                | Wid::Fc2B(_)
+                | Wid::HeadB
+        )
+    }
+
+    /// The id of its per-model mask stream.
+    pub fn mask_id(self) -> u64 {
+        let (k, l) = match self {
+            Wid::PatchW => (0, 0),
+            Wid::PatchB => (1, 0),
+            Wid::Cls => (2, 0),
+            Wid::Pos => (3, 0),
+            Wid::Head => (4, 0),
+            Wid::HeadB => (5, 0),
+            Wid::Qkv(l) => (10, l),
+            Wid::QkvB(l) => (11, l),
+            Wid::Proj(l) => (12, l),
+            Wid::ProjB(l) => (13, l),
+            Wid::Ln1G(l) => (14, l),
+            Wid::Ln1B(l) => (15, l),
+            Wid::Fc1(l) => (16, l),
+            Wid::Fc1B(l) => (17, l),
+            Wid::Fc2(l) => (18, l),
+            Wid::Fc2B(l) => (19, l),
+        };
+        ((k as u64) << 32) | l as u64
+    }
+
+    /// Number of words.
+    pub fn len(self, a: &Arch) -> usize {
+        let (d, m) = (a.dim, a.mlp);
+        match self {
+            Wid::PatchW => a.patch_len() * d,
+            Wid::Pos => a.tokens() * d,
+            Wid::Qkv(_) => d * 3 * d,
+            Wid::QkvB(_) => 3 * d,
+            Wid::Proj(_) => d * d,
+            Wid::Fc1(_) => d * m,
+            Wid::Fc1B(_) => m,
+            Wid::Fc2(_) => m * d,
+            Wid::Head => d * a.classes,
+            Wid::HeadB => a.classes,
+            _ => d,
+        }
+    }
+
+    /// Every id of a model, host-only ones included.
+    pub fn all(a: &Arch) -> impl Iterator<Item = Wid> + '_ {
+        let per_layer = |l| {
+            [
+                Wid::Qkv(l),
+                Wid::QkvB(l),
+                Wid::Proj(l),
+                Wid::ProjB(l),
+                Wid::Ln1G(l),
+                Wid::Ln1B(l),
+                Wid::Fc1(l),
+                Wid::Fc1B(l),
+                Wid::Fc2(l),
+                Wid::Fc2B(l),
+            ]
+        };
+        [Wid::PatchW, Wid::PatchB, Wid::Cls, Wid::Pos]
+            .into_iter()
+            .chain((0..a.layers).flat_map(per_layer))
+            .chain([Wid::Head, Wid::HeadB])
+    }
+}
+
+/// A party's view of the model weights.
+pub trait Weights {
+    /// The party's words of `id` (host: the encoding; device: encoding minus
+    /// mask; dealer: the mask; host-only ids are empty for device and dealer).
+    fn get(&self, id: Wid) -> &[u64];
+}
+
+/// The host's fixed-point encoding of `id` with the folds, into `out`
+/// (`id.len(arch)` words).
+pub fn encode_weight(m: &ModelView<'_>, fp: FixedPoint, id: Wid, out: &mut [u64]) -> Result<(), ProtocolError> {
+    let a = m.arch();
+    if out.len() != id.len(&a) {
+        return Err(ProtocolError::BadBuffer);
+    }
+    let (d, hd, n) = (a.dim, a.head_dim(), a.tokens());
+    let qscale = 1.0 / libm::sqrt(hd as f64);
+    let enc = |v: f64| fp.encode(v);
+    let enc2 = |v: f64| fp.encode_double(v);
+    let enc3 = |v: f64| (libm::round(v * fp.scale() * fp.scale() * fp.scale()) as i64) as u64;
+    let g = |t: Tensor, i: usize| m.get(t, i) as f64;
+    match id {
+        Wid::PatchW => out
+            .iter_mut()
+            .enumerate()
+            .for_each(|(i, o)| *o = enc(g(Tensor::PatchW, i))),
+        Wid::PatchB => out
+            .iter_mut()
+            .enumerate()
+            .for_each(|(i, o)| *o = enc2(g(Tensor::PatchB, i))),
+        Wid::Cls => out
+            .iter_mut()
+            .enumerate()
+            .for_each(|(i, o)| *o = enc(g(Tensor::Cls, i))),
+        Wid::Pos => out
+            .iter_mut()
+            .enumerate()
+            .for_each(|(i, o)| *o = enc(g(Tensor::Pos, i))),
+        Wid::Qkv(l) => {
+            for (i, row) in out.chunks_exact_mut(3 * d).enumerate() {
+                let gam = g(Tensor::Ln0G(l), i);
+                for (j, o) in row.iter_mut().enumerate() {
+                    let s = if j < d { qscale } else { 1.0 };
+                    *o = enc(gam * g(Tensor::Qkv(l), i * 3 * d + j) * s);
+                }
+            }
+        }
+        Wid::QkvB(l) => {
+            for (j, o) in out.iter_mut().enumerate() {
+                let s = if j < d { qscale } else { 1.0 };
+                let v: f64 = (0..d)
+                    .map(|i| g(Tensor::Ln0B(l), i) * g(Tensor::Qkv(l), i * 3 * d + j))
+                    .sum();
+                *o = enc2(v * s);
+            }
+        }
+        Wid::Proj(l) => {
+            for (i, row) in out.chunks_exact_mut(d).enumerate() {
+                let s = if m.attn(l, i / hd) == AttnKind::Scale {
+                    1.0 / n as f64
+                } else {
+                    1.0
+                };
+                for (j, o) in row.iter_mut().enumerate() {
+                    *o = enc(g(Tensor::ProjW(l), i * d + j) * s);
+                }
+            }
+        }
+        Wid::ProjB(l) => out
+            .iter_mut()
+            .enumerate()
+            .for_each(|(i, o)| *o = enc3(g(Tensor::ProjB(l), i))),
+        Wid::Ln1G(l) => out
+            .iter_mut()
+            .enumerate()
+            .for_each(|(i, o)| *o = enc(g(Tensor::Ln1G(l), i))),
+        Wid::Ln1B(l) => out
+            .iter_mut()
+            .enumerate()
+            .for_each(|(i, o)| *o = enc(g(Tensor::Ln1B(l), i))),
+        Wid::Fc1(l) => out
+            .iter_mut()
+            .enumerate()
+            .for_each(|(i, o)| *o = enc(g(Tensor::Fc1W(l), i))),
+        Wid::Fc1B(l) => out
+            .iter_mut()
+            .enumerate()
+            .for_each(|(i, o)| *o = enc2(g(Tensor::Fc1B(l), i))),
+        Wid::Fc2(l) => out
+            .iter_mut()
+            .enumerate()
+            .for_each(|(i, o)| *o = enc(g(Tensor::Fc2W(l), i))),
+        Wid::Fc2B(l) => out
+            .iter_mut()
+            .enumerate()
+            .for_each(|(i, o)| *o = enc2(g(Tensor::Fc2B(l), i))),
+        Wid::Head => {
+            let c = a.classes;
+            for (i, row) in out.chunks_exact_mut(c).enumerate() {
+                let gam = g(Tensor::NormG, i);
+                for (j, o) in row.iter_mut().enumerate() {
+                    *o = enc(gam * g(Tensor::HeadW, i * c + j));
+                }
+            }
+        }
+        Wid::HeadB => {
+            let c = a.classes;
+            for (j, o) in out.iter_mut().enumerate() {
+                let v: f64 = g(Tensor::HeadB, j)
+                    + (0..d)
+                        .map(|i| g(Tensor::NormB, i) * g(Tensor::HeadW, i * c + j))
+                        .sum::<f64>();
+                *o = enc2(v);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The architecture-level facts the forward pass needs.
+#[derive(Clone, Copy, Debug)]
+pub struct VitSpec<'a> {
+    /// Architecture.
+    pub arch: Arch,
+    /// Fixed point.
+    pub fp: FixedPoint,
+    /// The model (for the attention kinds and MPCViT+ flags).
+    pub model: &'a ModelView<'a>,
+}
+
+/// Grid of the softmax / ReLU lookups on attention scores: `[-32, 32)`.
+pub const SCORE_RANGE_LOG2: i32 = 5;
+/// Grid of the GeLU / ReLU lookups in the MLP: `[-32, 32)`.
+pub const MLP_RANGE_LOG2: i32 = 5;
+
+/// The reciprocal of attention row sums shared by Softmax and RSAttn heads.
+pub fn row_recip(n: usize, f: u32) -> WideSpec {
+    let top = libm::exp(crate::protocol::pwl::EXP_MAX).max(libm::exp2(SCORE_RANGE_LOG2 as f64));
+    WideSpec {
+        func: Func::Recip,
+        pre: 1.0,
+        eps: RS_EPS,
+        post: 1.0,
+        lo: libm::exp2(-8.0),
+        hi: n as f64 * top * 1.01,
+        in_frac: f,
+        out_frac: 61 - f - 2,
+        k: 10,
+        g: 6,
+        finish: Finish::Exact,
+    }
+}
+
+struct Arena<'a> {
+    rest: &'a mut [u64],
+}
+
+impl<'a> Arena<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a mut [u64], ProtocolError> {
+        if n > self.rest.len() {
+            return Err(ProtocolError::BadBuffer);
+        }
+        let (a, b) = core::mem::take(&mut self.rest).split_at_mut(n);
+        self.rest = b;
+        a.fill(0);
+        Ok(a)
+    }
+}
+
+/// Scratch words [`normalize_heads`] needs for `heads` heads of `n x n`.
+pub fn norm_scratch_len(heads: usize, n: usize) -> usize {
+    12 * heads * n * n + wide::scratch_len(heads * n) + 8 * heads * n
+}
+
+/// Scratch words [`forward`] needs.
+pub fn scratch_len(a: &Arch) -> usize {
+    let (n, d, h, m) = (a.tokens(), a.dim, a.heads, a.mlp);
+    let hd = a.head_dim();
+    let m2 = n.max(hd) * n.max(hd);
+    let attn = 6 * h * n * n + 8 * h * n * hd + 4 * h * m2 + norm_scratch_len(h, n);
+    let ln = LnSpec::new(n, d).scratch_len();
+    24 * n * d + 4 * n * m + attn + ln + a.patch_len() * n + 64
+}
+
+/// Row normalization of `heads.len()` heads of `n x n` scores at `f` bits
+/// (none of them ScaleAttn), all in the same rounds.
+pub fn normalize_heads<P: Party>(
+    p: &mut P,
+    n: usize,
+    heads: &[AttnKind],
+    x: &[u64],
+    out: &mut [u64],
+    scratch: &mut [u64],
+) -> Result<(), P::Error> {
+    let fp = p.fp();
+    let f = fp.frac_bits();
+    let nn = n * n;
+    let hcount = heads.len();
+    if hcount == 0 {
+        return Ok(());
+    }
+    let host = p.kind().role() == crate::Role::Host;
+    let mut ar = Arena { rest: scratch };
+    let e = ar.take(hcount * nn)?;
+    // elementwise step: exp of x - x_row0 (Softmax), ReLU (RSAttn) in one
+    // flight; 2Quad squares then truncates (two more rounds)
+    let grid = activation::grid(0, f, SCORE_RANGE_LOG2, 10)?;
+    let (exp_shape, exp_table) = activation::fitted_table(Func::Exp, grid, fp);
+    let ns = heads.iter().filter(|k| **k == AttnKind::Softmax).count() * nn;
+    let nr = heads.iter().filter(|k| **k == AttnKind::ReluSoftmax).count() * nn;
+    let nq = heads.iter().filter(|k| **k == AttnKind::Quad).count() * nn;
+    let ins = ar.take(ns + nr)?;
+    let outs = ar.take(ns + nr)?;
+    let (mut is, mut ir) = (0, ns);
+    for (hi, &k) in heads.iter().enumerate() {
+        let blk = &x[hi * nn..(hi + 1) * nn];
+        match k {
+            AttnKind::Softmax => {
+                for (row_in, row) in ins[is..is + nn].chunks_exact_mut(n).zip(blk.chunks_exact(n)) {
+                    for (o, &v) in row_in.iter_mut().zip(row) {
+                        *o = v.wrapping_sub(row[0]);
+                    }
+                }
+                is += nn;
+            }
+            AttnKind::ReluSoftmax => {
+                ins[ir..ir + nn].copy_from_slice(blk);
+                ir += nn;
+            }
+            _ => {}
+        }
+    }
+    // Softmax heads: one exp lookup; RSAttn heads: the precise ReLU (two
+    // rounds). A layer mixing both pays the two steps in sequence.
+    if ns > 0 {
+        let es = LutShape { n: ns, ..exp_shape };
+        p.luts(
+            &[LutJob {
+                shape: es,
+                table: &exp_table,
+            }],
+            &ins[..ns],
+            &mut outs[..ns],
+        )?;
+    }
+    if nr > 0 {
+        let rshape = LutShape { n: nr, ..grid };
+        let rs_scratch = ar.take(5 * nr)?;
+        activation::relu_precise(p, rshape, &ins[ns..ns + nr], &mut outs[ns..ns + nr], rs_scratch)?;
+    }
+    for v in outs[..ns].iter_mut() {
+        *v = trunc::local(*v, activation::EXTRA_BITS);
+    }
+    let qin = ar.take(nq)?;
+    let qsq = ar.take(nq)?;
+    let qout = ar.take(nq)?;
+    if nq > 0 {
+        let c = fp.encode(super::softmax::QUAD_C);
+        let mut iq = 0;
+        for (hi, &k) in heads.iter().enumerate() {
+            if k == AttnKind::Quad {
+                for (o, &v) in qin[iq..iq + nn].iter_mut().zip(&x[hi * nn..(hi + 1) * nn]) {
+                    *o = if host { v.wrapping_add(c) } else { v };
+                }
+                iq += nn;
+            }
+        }
+        p.square(qin, qsq)?;
+        p.trunc(f, qsq, qout)?;
+    }
+    let (mut is, mut ir, mut iq) = (0, ns, 0);
+    for (hi, &k) in heads.iter().enumerate() {
+        let dst = &mut e[hi * nn..(hi + 1) * nn];
+        match k {
+            AttnKind::Softmax => {
+                dst.copy_from_slice(&outs[is..is + nn]);
+                is += nn;
+            }
+            AttnKind::ReluSoftmax => {
+                dst.copy_from_slice(&outs[ir..ir + nn]);
+                ir += nn;
+            }
+            _ => {
+                dst.copy_from_slice(&qout[iq..iq + nn]);
+                iq += nn;
+            }
+        }
+    }
+    // reciprocal of every row sum, one batch
+    let rows = hcount * n;
+    let sums = ar.take(rows)?;
+    let inv = ar.take(rows)?;
+    for (s, row) in sums.iter_mut().zip(e.chunks_exact(n)) {
+        *s = row.iter().fold(0u64, |a, &b| a.wrapping_add(b));
+    }
+    let spec = row_recip(n, f);
+    let wscratch = ar.take(wide::scratch_len(rows))?;
+    wide::wide(p, &spec, sums, inv, wscratch)?;
+    let prod = ar.take(hcount * nn)?;
+    p.mul(e, inv, n, prod)?;
+    p.trunc(spec.out_frac, prod, out)
+}
+
+/// The secure forward pass: `patches` (`(n-1) x patch_len`, this party's
+/// share; the device holds the image, so the host's share is zero) to the
+/// logits, revealed to the device (the host and the dealer get zeros).
+// The head loops index several per-head arrays in step.
+#[allow(clippy::needless_range_loop)]
+pub fn forward<P: Party>(
+    p: &mut P,
+    spec: &VitSpec<'_>,
+    w: &dyn Weights,
+    patches: &[u64],
+    logits: &mut [u64],
+    scratch: &mut [u64],
+) -> Result<(), P::Error> {
+    let a = spec.arch;
+    let (n, d, nh, hd, mlp) = (a.tokens(), a.dim, a.heads, a.head_dim(), a.mlp);
+    let f = spec.fp.frac_bits();
+    let host = p.kind() == super::PartyKind::Host;
+    if patches.len() != (n - 1) * a.patch_len() || logits.len() != a.classes {
+        return Err(ProtocolError::BadBuffer.into());
+    }
+    let mut ar = Arena { rest: scratch };
+    let x = ar.take(n * d)?;
+    // patch embedding, class token, positions
+    let emb = ar.take((n - 1) * d)?;
+    p.linear_trunc(
+        LinearShape {
+            n: n - 1,
+            din: a.patch_len(),
+            dout: d,
+        },
+        patches,
+        w.get(Wid::PatchW),
+        w.get(Wid::PatchB),
+        f,
+        emb,
+    )?;
+    x[d..].copy_from_slice(emb);
+    if host {
+        let (cls, pos) = (w.get(Wid::Cls), w.get(Wid::Pos));
+        for (j, v) in x[..d].iter_mut().enumerate() {
+            *v = cls[j].wrapping_add(pos[j]);
+        }
+        for (v, &pv) in x[d..].iter_mut().zip(&pos[d..]) {
+            *v = v.wrapping_add(pv);
+        }
+    }
+    let ln = LnSpec::new(n, d);
+    let lns = ar.take(ln.scratch_len())?;
+    let hln = ar.take(n * d)?;
+    let qkv = ar.take(n * 3 * d)?;
+    let big = nh * n.max(hd) * n.max(hd);
+    let mm_x = ar.take(big)?;
+    let mm_y = ar.take(big)?;
+    let mm_z = ar.take(big)?;
+    let mm_t = ar.take(big)?;
+    let probs = ar.take(nh * n * n)?;
+    let nscratch = ar.take(norm_scratch_len(nh, n))?;
+    let att = ar.take(n * d)?;
+    let proj = ar.take(n * d)?;
+    let hid = ar.take(n * mlp)?;
+    let hid2 = ar.take(n * mlp)?;
+    let y = ar.take(n * d)?;
+    let sel_in = ar.take(n * mlp.max(d))?;
+    let sel_out = ar.take(n * mlp.max(d))?;
+    let relu_scratch = ar.take(5 * n * d)?;
+    for l in 0..a.layers {
+        // 1-2. LayerNorm 0 (affine folded), qkv
+        layernorm::layernorm(p, &ln, x, None, &[], hln, lns)?;
+        p.linear_trunc(
+            LinearShape { n, din: d, dout: 3 * d },
+            hln,
+            w.get(Wid::Qkv(l)),
+            w.get(Wid::QkvB(l)),
+            f,
+            qkv,
+        )?;
+        let col = |t: usize, blk: usize, h: usize, c: usize| qkv[t * 3 * d + blk * d + h * hd + c];
+        // 3. Q K^T (or K^T V for ScaleAttn), one flight; truncate all
+        let mut shapes = [MatmulShape { n: 0, k: 0, m: 0 }; crate::model::MAX_HEADS];
+        let (mut xo, mut yo, mut zo) = (0, 0, 0);
+        for h in 0..nh {
+            if spec.model.attn(l, h) == AttnKind::Scale {
+                // K^T (hd x n) times V (n x hd)
+                for c in 0..hd {
+                    for t in 0..n {
+                        mm_x[xo + c * n + t] = col(t, 1, h, c);
+                    }
+                }
+                for t in 0..n {
+                    for c in 0..hd {
+                        mm_y[yo + t * hd + c] = col(t, 2, h, c);
+                    }
+                }
+                shapes[h] = MatmulShape { n: hd, k: n, m: hd };
+            } else {
+                // Q (n x hd) times K^T (hd x n)
+                for t in 0..n {
+                    for c in 0..hd {
+                        mm_x[xo + t * hd + c] = col(t, 0, h, c);
+                    }
+                }
+                for c in 0..hd {
+                    for t in 0..n {
+                        mm_y[yo + c * n + t] = col(t, 1, h, c);
+                    }
+                }
+                shapes[h] = MatmulShape { n, k: hd, m: n };
+            }
+            xo += shapes[h].n * shapes[h].k;
+            yo += shapes[h].k * shapes[h].m;
+            zo += shapes[h].n * shapes[h].m;
+        }
+        p.matmuls(&shapes[..nh], &mm_x[..xo], &mm_y[..yo], &mut mm_z[..zo])?;
+        p.trunc(f, &mm_z[..zo], &mut mm_t[..zo])?;
+        // 4. normalize the non-Scale heads
+        let mut kinds = [AttnKind::Softmax; crate::model::MAX_HEADS];
+        let mut nk = 0;
+        let mut zo = 0;
+        let mut so = 0;
+        for h in 0..nh {
+            let len = shapes[h].n * shapes[h].m;
+            if spec.model.attn(l, h) != AttnKind::Scale {
+                kinds[nk] = spec.model.attn(l, h);
+                mm_z[so..so + len].copy_from_slice(&mm_t[zo..zo + len]);
+                so += len;
+                nk += 1;
+            }
+            zo += len;
+        }
+        normalize_heads(p, n, &kinds[..nk], &mm_z[..so], &mut probs[..so], nscratch)?;
+        // 5. P V and Q (K^T V), one flight
+        let (mut xo, mut yo, mut po, mut ko, mut zo2) = (0, 0, 0, 0, 0);
+        let mut shapes2 = [MatmulShape { n: 0, k: 0, m: 0 }; crate::model::MAX_HEADS];
+        for h in 0..nh {
+            let scale = spec.model.attn(l, h) == AttnKind::Scale;
+            let len1 = shapes[h].n * shapes[h].m;
+            if scale {
+                for t in 0..n {
+                    for c in 0..hd {
+                        mm_x[xo + t * hd + c] = col(t, 0, h, c);
+                    }
+                }
+                mm_y[yo..yo + hd * hd].copy_from_slice(&mm_t[ko..ko + hd * hd]);
+                shapes2[h] = MatmulShape { n, k: hd, m: hd };
+            } else {
+                mm_x[xo..xo + n * n].copy_from_slice(&probs[po..po + n * n]);
+                po += n * n;
+                for t in 0..n {
+                    for c in 0..hd {
+                        mm_y[yo + t * hd + c] = col(t, 2, h, c);
+                    }
+                }
+                shapes2[h] = MatmulShape { n, k: n, m: hd };
+            }
+            ko += len1;
+            xo += shapes2[h].n * shapes2[h].k;
+            yo += shapes2[h].k * shapes2[h].m;
+            zo2 += n * hd;
+        }
+        p.matmuls(&shapes2[..nh], &mm_x[..xo], &mm_y[..yo], &mut mm_z[..zo2])?;
+        for h in 0..nh {
+            for t in 0..n {
+                att[t * d + h * hd..t * d + (h + 1) * hd]
+                    .copy_from_slice(&mm_z[h * n * hd + t * hd..h * n * hd + (t + 1) * hd]);
+            }
+        }
+        // 6. projection (input at 2f), residual
+        p.linear_trunc(
+            LinearShape { n, din: d, dout: d },
+            att,
+            w.get(Wid::Proj(l)),
+            w.get(Wid::ProjB(l)),
+            2 * f,
+            proj,
+        )?;
+        for (v, &pv) in x.iter_mut().zip(proj.iter()) {
+            *v = v.wrapping_add(pv);
+        }
+        // 7. LayerNorm 1 (affine, host-private scale)
+        layernorm::layernorm(p, &ln, x, Some(w.get(Wid::Ln1G(l))), w.get(Wid::Ln1B(l)), hln, lns)?;
+        x.copy_from_slice(hln);
+        // 8. MLP: GeLU tokens through the GeLU lookup, linearized tokens not
+        p.linear_trunc(
+            LinearShape { n, din: d, dout: mlp },
+            x,
+            w.get(Wid::Fc1(l)),
+            w.get(Wid::Fc1B(l)),
+            f,
+            hid,
+        )?;
+        hid2.copy_from_slice(hid);
+        let g_rows = (0..n).filter(|&t| spec.model.gelu(l, t)).count();
+        if g_rows > 0 {
+            let mut o = 0;
+            for t in (0..n).filter(|&t| spec.model.gelu(l, t)) {
+                sel_in[o..o + mlp].copy_from_slice(&hid[t * mlp..(t + 1) * mlp]);
+                o += mlp;
+            }
+            let grid = activation::grid(o, f, MLP_RANGE_LOG2, 10)?;
+            activation::fitted(p, Func::Gelu, grid, &sel_in[..o], &mut sel_out[..o])?;
+            let mut o = 0;
+            for t in (0..n).filter(|&t| spec.model.gelu(l, t)) {
+                hid2[t * mlp..(t + 1) * mlp].copy_from_slice(&sel_out[o..o + mlp]);
+                o += mlp;
+            }
+        }
+        p.linear_trunc(
+            LinearShape { n, din: mlp, dout: d },
+            hid2,
+            w.get(Wid::Fc2(l)),
+            w.get(Wid::Fc2B(l)),
+            f,
+            y,
+        )?;
+        let lin_rows = n - g_rows;
+        if lin_rows > 0 {
+            let mut o = 0;
+            for t in (0..n).filter(|&t| !spec.model.gelu(l, t)) {
+                sel_in[o..o + d].copy_from_slice(&y[t * d..(t + 1) * d]);
+                o += d;
+            }
+            let grid = activation::grid(o, f, MLP_RANGE_LOG2, 10)?;
+            activation::relu_precise(p, grid, &sel_in[..o], &mut sel_out[..o], &mut relu_scratch[..5 * o])?;
+            let mut o = 0;
+            for t in (0..n).filter(|&t| !spec.model.gelu(l, t)) {
+                y[t * d..(t + 1) * d].copy_from_slice(&sel_out[o..o + d]);
+                o += d;
+            }
+        }
+        for (v, &yv) in x.iter_mut().zip(y.iter()) {
+            *v = v.wrapping_add(yv);
+        }
+    }
+    // final LayerNorm on the class token, head, reveal
+    let ln1 = LnSpec::new(1, d);
+    layernorm::layernorm(p, &ln1, &x[..d], None, &[], &mut hln[..d], lns)?;
+    let out = ar.take(a.classes)?;
+    p.linear_trunc(
+        LinearShape {
+            n: 1,
+            din: d,
+            dout: a.classes,
+        },
+        &hln[..d],
+        w.get(Wid::Head),
+        w.get(Wid::HeadB),
+        f,
+        out,
+    )?;
+    p.reveal_to_device(out, logits)
+}
