@@ -1,8 +1,8 @@
 //! The `mpcvit` command-line program.
 
-use mpcvit::bench_ops;
 #[cfg(feature = "train")]
 use mpcvit::train;
+use mpcvit::{bench_ops, bench_vit};
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -23,6 +23,9 @@ enum Cmd {
     /// Benchmark every secure op: rounds, bytes each way, ns per element,
     /// and the ratio to plaintext int64.
     BenchOps(bench_ops::Args),
+    /// Secure MPCViT inferences on paper-shaped configurations (random
+    /// weights): rounds, bytes, wall time, modelled LAN/WAN latency.
+    Bench(bench_vit::Args),
     /// Train an MPCViT (teacher, search, binarize, retrain with KD, export).
     #[cfg(feature = "train")]
     Train(train::Args),
@@ -32,6 +35,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let res = match cli.cmd {
         Cmd::BenchOps(a) => bench_ops::run(&a),
+        Cmd::Bench(a) => bench_vit::run(&a),
         #[cfg(feature = "train")]
         Cmd::Train(a) => train::run(&a),
     };

@@ -210,7 +210,7 @@ impl Table for IsZero {
 
 /// Scratch words [`wide`] needs for `n` inputs.
 pub fn scratch_len(n: usize) -> usize {
-    n * (5 * MAX_WINDOWS + 2)
+    n * (7 * MAX_WINDOWS + 2)
 }
 
 /// `out = G(x)` for `n` positive shared inputs; `scratch` holds

@@ -1,0 +1,189 @@
+//! `mpcvit bench`: secure MPCViT inferences on paper-shaped configurations
+//! (random weights: timing and traffic do not depend on them), one row per
+//! attention mix, with latency modelled for LAN and the paper's WAN.
+
+use crate::float::FloatModel;
+use mpcvit_conformance::Keys;
+use mpcvit_conformance::vit::{secure, weight_maps};
+use mpcvit_core::FixedPoint;
+use mpcvit_core::model::{Arch, AttnKind, ModelView};
+use mpcvit_core::prg::{Prg, Seed};
+use serde::Serialize;
+use std::path::PathBuf;
+
+/// Options of `bench`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Configuration: fmnist (28x28, patch 4, dim 64, 4 layers, 4 heads,
+    /// MLP 128) or vit_7_4_32 (CIFAR-10, 65 tokens, dim 256, 7 layers).
+    #[arg(long, default_value = "fmnist")]
+    arch: String,
+    /// Attention mixes to run (comma separated): softmax, rsattn, scale,
+    /// mu0.1, mu0.3, mu0.5, mu0.7 (RSAttn fraction, the rest ScaleAttn).
+    #[arg(long, default_value = "softmax,rsattn,scale,mu0.1,mu0.3,mu0.5,mu0.7")]
+    mixes: String,
+    /// Where to write the JSON results.
+    #[arg(long, default_value = "bench/results.json")]
+    out: PathBuf,
+}
+
+#[derive(Serialize, Debug)]
+struct Row {
+    arch: String,
+    mix: String,
+    rounds: u64,
+    device_to_host_bytes: u64,
+    host_to_device_bytes: u64,
+    dealer_to_host_bytes: u64,
+    wall_s: f64,
+    lan_s: f64,
+    wan_s: f64,
+}
+
+fn arch(name: &str) -> Result<Arch, String> {
+    Ok(match name {
+        "fmnist" => Arch {
+            image: 28,
+            channels: 1,
+            patch: 4,
+            dim: 64,
+            layers: 4,
+            heads: 4,
+            mlp: 128,
+            classes: 10,
+        },
+        "vit_7_4_32" => Arch {
+            image: 32,
+            channels: 3,
+            patch: 4,
+            dim: 256,
+            layers: 7,
+            heads: 4,
+            mlp: 512,
+            classes: 10,
+        },
+        "vit_9_12_64" => Arch {
+            image: 64,
+            channels: 3,
+            patch: 4,
+            dim: 192,
+            layers: 9,
+            heads: 12,
+            mlp: 384,
+            classes: 200,
+        },
+        o => return Err(format!("unknown --arch {o:?} (fmnist, vit_7_4_32, vit_9_12_64)")),
+    })
+}
+
+fn kinds(a: &Arch, mix: &str) -> Result<Vec<AttnKind>, String> {
+    let all = a.layers * a.heads;
+    Ok(match mix {
+        "softmax" => vec![AttnKind::Softmax; all],
+        "rsattn" => vec![AttnKind::ReluSoftmax; all],
+        "scale" => vec![AttnKind::Scale; all],
+        m if m.starts_with("mu") => {
+            let mu: f64 = m[2..].parse().map_err(|_| format!("bad mix {m:?}"))?;
+            let keep = (mu * all as f64).round() as usize;
+            // spread the RSAttn heads over the layers, as a search would
+            (0..all)
+                .map(|i| {
+                    if (i * keep) / all != ((i + 1) * keep) / all {
+                        AttnKind::ReluSoftmax
+                    } else {
+                        AttnKind::Scale
+                    }
+                })
+                .collect()
+        }
+        o => return Err(format!("unknown mix {o:?}")),
+    })
+}
+
+fn random_weights(a: &Arch) -> Vec<f32> {
+    let mut r = Prg::new(&Seed::from_bytes([31; 32]), 0, 0);
+    let mut out = Vec::with_capacity(a.weights());
+    for i in 0..a.tensor_count() {
+        let t = a.tensor_at(i).expect("tensor");
+        let (rows, _) = a.shape(t);
+        let ln_gain = matches!(
+            t,
+            mpcvit_core::model::Tensor::Ln0G(_)
+                | mpcvit_core::model::Tensor::Ln1G(_)
+                | mpcvit_core::model::Tensor::NormG
+        );
+        for _ in 0..a.len(t) {
+            let u = (r.next_u64() >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0;
+            let v = if ln_gain {
+                1.0 + 0.1 * u
+            } else if rows > 1 {
+                u / (rows as f64).sqrt()
+            } else {
+                0.1 * u
+            };
+            out.push(v as f32);
+        }
+    }
+    out
+}
+
+/// Runs the benchmark.
+pub fn run(a: &Args) -> Result<(), String> {
+    let ar = arch(&a.arch)?;
+    let fp = FixedPoint::default();
+    let keys = Keys::test(1);
+    let mut rows = Vec::new();
+    println!(
+        "| arch | mix | rounds | D->H MB | H->D MB | dealer->H MB | wall s (loopback, 3 threads) | LAN s (1 Gbit/s, 0.5 ms) | WAN s (400 Mbit/s, 40 ms) |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for mix in a.mixes.split(',') {
+        let fm = FloatModel {
+            arch: ar,
+            frac_bits: 16,
+            kinds: kinds(&ar, mix)?,
+            gelu: vec![true; ar.layers * ar.tokens()],
+            weights: random_weights(&ar),
+        };
+        let bytes = fm.to_bytes()?;
+        let view = ModelView::parse(&bytes).map_err(|e| e.to_string())?;
+        let maps = weight_maps(&view, fp, &keys)?;
+        let img: Vec<f32> = (0..ar.channels * ar.image * ar.image)
+            .map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0)
+            .collect();
+        eprintln!("bench: {} {mix} ...", a.arch);
+        let inf = secure(&view, fp, &maps, &keys, 1, &img).map_err(|e| format!("{mix}: {e:?}"))?;
+        let wall = inf.wall_ns as f64 / 1e9;
+        let online = (inf.device.bytes_sent + inf.device.bytes_recv) as f64 * 8.0;
+        let lan = wall + inf.device.rounds as f64 * 0.5e-3 + online / 1e9;
+        let wan = wall + inf.device.rounds as f64 * 40e-3 + online / 400e6;
+        let row = Row {
+            arch: a.arch.clone(),
+            mix: mix.to_string(),
+            rounds: inf.device.rounds,
+            device_to_host_bytes: inf.device.bytes_sent,
+            host_to_device_bytes: inf.device.bytes_recv,
+            dealer_to_host_bytes: inf.dealer.bytes_recv,
+            wall_s: wall,
+            lan_s: lan,
+            wan_s: wan,
+        };
+        println!(
+            "| {} | {} | {} | {:.2} | {:.2} | {:.0} | {:.2} | {:.2} | {:.2} |",
+            row.arch,
+            row.mix,
+            row.rounds,
+            row.device_to_host_bytes as f64 / 1e6,
+            row.host_to_device_bytes as f64 / 1e6,
+            row.dealer_to_host_bytes as f64 / 1e6,
+            row.wall_s,
+            row.lan_s,
+            row.wan_s
+        );
+        rows.push(row);
+    }
+    let json = serde_json::to_string_pretty(&rows).map_err(|e| e.to_string())?;
+    crate::float::write_atomic(&a.out, json.as_bytes())?;
+    eprintln!("bench: wrote {}", a.out.display());
+    Ok(())
+}
