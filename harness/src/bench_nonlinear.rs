@@ -222,32 +222,8 @@ pub fn run(n: usize) -> Result<Vec<NlRow>, String> {
     }
     // reciprocal and inverse square root over wide ranges
     let m = n.min(2000);
-    let recip = WideSpec {
-        func: Func::Recip,
-        pre: 1.0,
-        eps: 0.0,
-        post: 1.0,
-        lo: 2f64.powi(-8),
-        hi: 2f64.powi(12),
-        in_frac: F,
-        out_frac: 40,
-        k: 10,
-        g: 6,
-        finish: wide::Finish::Exact,
-    };
-    let rsq = WideSpec {
-        func: Func::Rsqrt,
-        pre: 1.0,
-        eps: 0.0,
-        post: 1.0,
-        lo: 2f64.powi(-10),
-        hi: 2f64.powi(10),
-        in_frac: F,
-        out_frac: 40,
-        k: 10,
-        g: 6,
-        finish: wide::Finish::Exact,
-    };
+    let recip = WideSpec::new(Func::Recip, 2f64.powi(-8), 2f64.powi(12), F, 40);
+    let rsq = WideSpec::new(Func::Rsqrt, 2f64.powi(-10), 2f64.powi(10), F, 40);
     for (name, spec, cr) in [("reciprocal", recip, crypten::RECIP), ("rsqrt", rsq, crypten::RSQRT)] {
         let xs: Vec<f64> = (0..m)
             .map(|i| spec.lo * (spec.hi / spec.lo).powf(i as f64 / m as f64))

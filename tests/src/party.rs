@@ -108,6 +108,15 @@ impl<T: Read + Write> Driver<T> {
         Ok(())
     }
 
+    /// Host: the dealer messages of the next `k` ops; others: `k` empty ones.
+    fn dealer_msgs(&mut self, k: usize) -> Res<Vec<Vec<u8>>> {
+        if self.kind == PartyKind::Host {
+            (0..k).map(|_| self.recv_dealer()).collect()
+        } else {
+            Ok(vec![Vec::new(); k])
+        }
+    }
+
     fn recv_dealer(&mut self) -> Res<Vec<u8>> {
         let l = self
             .dealer
@@ -186,11 +195,7 @@ impl<T: Read + Write> Party for Driver<T> {
             }
             return Ok(());
         }
-        let msgs: Vec<Vec<u8>> = if self.kind == PartyKind::Host {
-            shapes.iter().map(|_| self.recv_dealer()).collect::<Res<_>>()?
-        } else {
-            vec![Vec::new(); shapes.len()]
-        };
+        let msgs = self.dealer_msgs(shapes.len())?;
         let (mut xo, mut yo) = (0, 0);
         let mut opened = Vec::new();
         let mut sent = Vec::new();
@@ -335,11 +340,7 @@ impl<T: Read + Write> Party for Driver<T> {
             }
             return Ok(());
         }
-        let msgs: Vec<Vec<u8>> = if self.kind == PartyKind::Host {
-            jobs.iter().map(|_| self.recv_dealer()).collect::<Res<_>>()?
-        } else {
-            vec![Vec::new(); jobs.len()]
-        };
+        let msgs = self.dealer_msgs(jobs.len())?;
         let mut opened = Vec::new();
         let mut sent = Vec::new();
         let mut off = 0;
@@ -401,11 +402,7 @@ impl<T: Read + Write> Party for Driver<T> {
             }
             return Ok(());
         }
-        let msgs: Vec<Vec<u8>> = if self.kind == PartyKind::Host {
-            bounds.iter().map(|_| self.recv_dealer()).collect::<Res<_>>()?
-        } else {
-            vec![Vec::new(); bounds.len()]
-        };
+        let msgs = self.dealer_msgs(bounds.len())?;
         let mut sent = Vec::new();
         let mut opened = Vec::new();
         for (&(a, b), m) in bounds.iter().zip(&msgs) {

@@ -29,19 +29,7 @@ fn dec(v: &[u64]) -> Vec<f64> {
 }
 
 fn recip_spec() -> WideSpec {
-    WideSpec {
-        func: Func::Recip,
-        pre: 1.0,
-        eps: 0.0,
-        post: 1.0,
-        lo: 2f64.powi(-8),
-        hi: 2f64.powi(12),
-        in_frac: F,
-        out_frac: F,
-        k: 10,
-        g: 6,
-        finish: wide::Finish::Exact,
-    }
+    WideSpec::new(Func::Recip, 2f64.powi(-8), 2f64.powi(12), F, F)
 }
 
 proptest! {

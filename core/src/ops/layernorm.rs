@@ -58,17 +58,11 @@ impl LnSpec {
     pub fn rsqrt(&self, f: u32) -> WideSpec {
         let d = self.d as f64;
         WideSpec {
-            func: Func::Rsqrt,
             pre: 1.0 / (d * d),
             eps: LN_EPS,
             post: 1.0 / d,
-            lo: d * d * self.var_lo,
-            hi: d * d * self.var_hi,
-            in_frac: 2 * f,
-            out_frac: R_FRAC,
-            k: 10,
-            g: 6,
             finish: wide::Finish::Local,
+            ..WideSpec::new(Func::Rsqrt, d * d * self.var_lo, d * d * self.var_hi, 2 * f, R_FRAC)
         }
     }
 

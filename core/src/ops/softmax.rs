@@ -92,17 +92,10 @@ impl NormSpec {
             _ => (libm::exp2(-8.0), n * (r + QUAD_C) * (r + QUAD_C) * 1.01, 0.0),
         };
         WideSpec {
-            func: Func::Recip,
-            pre: 1.0,
             eps,
-            post: 1.0,
-            lo,
-            hi,
-            in_frac: self.e_frac(f),
-            out_frac: self.q(f),
             k: self.recip_k,
             g: self.recip_g,
-            finish: wide::Finish::Exact,
+            ..WideSpec::new(Func::Recip, lo, hi, self.e_frac(f), self.q(f))
         }
     }
 

@@ -34,7 +34,7 @@
 
 use super::layernorm::{self, LnSpec};
 use super::softmax::RS_EPS;
-use super::wide::{self, Finish, WideSpec};
+use super::wide::{self, WideSpec};
 use super::{LutJob, Party, activation};
 use crate::FixedPoint;
 use crate::ProtocolError;
@@ -301,17 +301,8 @@ pub const MLP_RANGE_LOG2: i32 = 5;
 pub fn row_recip(n: usize, f: u32) -> WideSpec {
     let top = libm::exp(crate::protocol::pwl::EXP_MAX).max(libm::exp2(SCORE_RANGE_LOG2 as f64));
     WideSpec {
-        func: Func::Recip,
-        pre: 1.0,
         eps: RS_EPS,
-        post: 1.0,
-        lo: libm::exp2(-8.0),
-        hi: n as f64 * top * 1.01,
-        in_frac: f,
-        out_frac: 61 - f - 2,
-        k: 10,
-        g: 6,
-        finish: Finish::Exact,
+        ..WideSpec::new(Func::Recip, libm::exp2(-8.0), n as f64 * top * 1.01, f, 61 - f - 2)
     }
 }
 

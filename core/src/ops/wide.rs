@@ -71,6 +71,24 @@ pub struct WideSpec {
 }
 
 impl WideSpec {
+    /// `func` on `[lo, hi]` with no pre/post factors or epsilon, 10-bit
+    /// windows with 6 guard bits, exact finish.
+    pub fn new(func: Func, lo: f64, hi: f64, in_frac: u32, out_frac: u32) -> Self {
+        Self {
+            func,
+            pre: 1.0,
+            eps: 0.0,
+            post: 1.0,
+            lo,
+            hi,
+            in_frac,
+            out_frac,
+            k: 10,
+            g: 6,
+            finish: Finish::Exact,
+        }
+    }
+
     /// The function on a real input.
     pub fn eval(&self, x: f64) -> f64 {
         self.post * self.func.eval(self.pre * x + self.eps)
