@@ -13,6 +13,7 @@ pub mod model;
 pub mod ops;
 pub mod prg;
 pub mod protocol;
+pub mod provision;
 pub mod reference;
 pub mod ring;
 pub mod wire;

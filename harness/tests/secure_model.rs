@@ -136,3 +136,66 @@ fn one_case() {
         t.elapsed()
     );
 }
+
+/// The same over real TCP sockets on 127.0.0.1, parties in separate
+/// threads: identical logits to the in-memory run (same keys and session).
+#[test]
+fn secure_model_over_tcp() {
+    let fm = random_model(3);
+    let bytes = fm.to_bytes().expect("encode");
+    let view = ModelView::parse(&bytes).expect("parse");
+    let fp = FixedPoint::new(16).expect("fp");
+    let keys = Keys::test(6);
+    let maps = weight_maps(&view, fp, &keys).expect("weights");
+    let img = image(&fm.arch, 3);
+    let tcp = mpcvit_conformance::vit::secure_tcp(&view, fp, &maps, &keys, 9, &img).expect("tcp inference");
+    let mem = secure(&view, fp, &maps, &keys, 9, &img).expect("mem inference");
+    assert_eq!(tcp.logits, mem.logits);
+    assert_eq!(tcp.device.bytes_sent, mem.device.bytes_sent);
+    let want = reference(&view, fp, &maps[0], &img);
+    for (g, w) in tcp.logits.iter().zip(&want) {
+        assert!((fp.decode(*g) - fp.decode(*w)).abs() <= 2f64.powi(-7));
+    }
+}
+
+/// The device's view from its provisioning blob equals the in-memory one,
+/// the blob names its model, and damage is refused.
+#[test]
+fn provisioning_blob_roundtrip() {
+    use mpcvit_conformance::vit::{WeightMap, device_blob};
+    use mpcvit_core::provision::{BlobView, model_crc};
+    let fm = random_model(4);
+    let bytes = fm.to_bytes().expect("encode");
+    let view = ModelView::parse(&bytes).expect("parse");
+    let fp = FixedPoint::new(16).expect("fp");
+    let keys = Keys::test(7);
+    let maps = weight_maps(&view, fp, &keys).expect("weights");
+    let blob = device_blob(&bytes, fp, &keys).expect("blob");
+    let b = BlobView::parse(&blob).expect("parse blob");
+    assert_eq!(b.model_crc(), model_crc(&bytes));
+    assert_eq!(b.arch(), fm.arch);
+    let from_blob = WeightMap::from_blob(&b);
+    for id in mpcvit_core::ops::vit::Wid::all(&fm.arch).filter(|w| !w.host_only()) {
+        assert_eq!(
+            mpcvit_core::ops::vit::Weights::get(&from_blob, id),
+            mpcvit_core::ops::vit::Weights::get(&maps[1], id),
+            "{id:?}"
+        );
+    }
+    let mut bad = blob.clone();
+    bad[60] ^= 1;
+    assert_eq!(
+        BlobView::parse(&bad).err(),
+        Some(mpcvit_core::model::ModelError::BadChecksum)
+    );
+    assert!(BlobView::parse(&blob[..blob.len() - 8]).is_err());
+    assert!(BlobView::parse(&bytes).is_err(), "a model file is not a blob");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(500))]
+    #[test]
+    fn blob_parser_never_panics(b in proptest::collection::vec(any::<u8>(), 0..200)) {
+        let _ = mpcvit_core::provision::BlobView::parse(&b);
+    }
+}

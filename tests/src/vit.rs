@@ -88,17 +88,66 @@ pub fn secure(
     session: u64,
     image: &[f32],
 ) -> Res<Inference> {
-    let a = m.arch();
-    let spec = VitSpec { arch: a, fp, model: m };
     let sid = SessionId(session);
     let (hd, dh) = mem::pair();
     let (hdl, dlh) = mem::pair();
+    let host = Driver::host(fp, Link::new(hd, session), Link::new(hdl, session), &keys.host, sid);
+    let dev = Driver::device(fp, Link::new(dh, session), &keys.device, sid);
+    let dl = Driver::dealer(fp, Link::new(dlh, session), &keys.host, &keys.device, sid);
+    run_parties(m, fp, maps, [host, dev, dl], image)
+}
+
+/// One secure inference with the three parties in threads over TCP on
+/// 127.0.0.1.
+pub fn secure_tcp(
+    m: &ModelView<'_>,
+    fp: FixedPoint,
+    maps: &[WeightMap; 3],
+    keys: &Keys,
+    session: u64,
+    image: &[f32],
+) -> Res<Inference> {
+    use mpcvit_transport::tcp::Tcp;
+    use std::net::{TcpListener, TcpStream};
+    let sid = SessionId(session);
+    let io = |e: std::io::Error| RunError::Link(e.to_string());
+    let timeout = Some(std::time::Duration::from_secs(60));
+    let l = TcpListener::bind("127.0.0.1:0").map_err(io)?;
+    let addr = l.local_addr().map_err(io)?;
+    let mut pair = || -> Res<(Tcp, Tcp)> {
+        let a = TcpStream::connect(addr).map_err(io)?;
+        let (b, _) = l.accept().map_err(io)?;
+        Ok((Tcp::new(a, timeout).map_err(io)?, Tcp::new(b, timeout).map_err(io)?))
+    };
+    let (dev_end, host_dev) = pair()?;
+    let (dealer_end, host_dealer) = pair()?;
+    let host = Driver::host(
+        fp,
+        Link::new(host_dev, session),
+        Link::new(host_dealer, session),
+        &keys.host,
+        sid,
+    );
+    let dev = Driver::device(fp, Link::new(dev_end, session), &keys.device, sid);
+    let dl = Driver::dealer(fp, Link::new(dealer_end, session), &keys.host, &keys.device, sid);
+    run_parties(m, fp, maps, [host, dev, dl], image)
+}
+
+/// Runs host, device and dealer (in that order in `parties`) in three
+/// threads; the device holds the image.
+pub fn run_parties<T: embedded_io::Read + embedded_io::Write + Send>(
+    m: &ModelView<'_>,
+    fp: FixedPoint,
+    maps: &[WeightMap; 3],
+    parties: [Driver<T>; 3],
+    image: &[f32],
+) -> Res<Inference> {
+    let a = m.arch();
+    let spec = VitSpec { arch: a, fp, model: m };
     let x1 = patches(m, fp, image);
     let zeros = vec![0u64; x1.len()];
-    let mut host = Driver::host(fp, Link::new(hd, session), Link::new(hdl, session), &keys.host, sid);
-    let mut dev = Driver::device(fp, Link::new(dh, session), &keys.device, sid);
-    let mut dl = Driver::dealer(fp, Link::new(dlh, session), &keys.host, &keys.device, sid);
-    let run = |p: &mut Driver<mem::MemEnd>, w: &WeightMap, x: &[u64]| -> Res<Vec<u64>> {
+    let [mut host, mut dev, mut dl] = parties;
+    let run = |p: &mut Driver<T>, w: &WeightMap, x: &[u64]| -> Res<Vec<u64>> {
         let mut out = vec![0; a.classes];
         let mut scratch = vec![0; vit::scratch_len(&a)];
         vit::forward(p, &spec, w, x, &mut out, &mut scratch)?;
@@ -250,4 +299,38 @@ pub fn reference(m: &ModelView<'_>, fp: FixedPoint, w: &WeightMap, image: &[f32]
     }
     let h = ln_rows(&x[..d], None, &[]);
     linear(&h, w.get(Wid::Head), w.get(Wid::HeadB), 1, d, a.classes, f)
+}
+
+/// The device's provisioning blob for a model file: its `W - B` words.
+pub fn device_blob(model_file: &[u8], fp: FixedPoint, keys: &Keys) -> Result<Vec<u8>, String> {
+    let m = ModelView::parse(model_file).map_err(|e| e.to_string())?;
+    let a = m.arch();
+    let maps = weight_maps(&m, fp, keys)?;
+    let words: Vec<u64> = Wid::all(&a)
+        .filter(|w| !w.host_only())
+        .flat_map(|w| maps[1].get(w).to_vec())
+        .collect();
+    let mut out = vec![0; mpcvit_core::provision::blob_len(&a)];
+    mpcvit_core::provision::encode(
+        &a,
+        fp.frac_bits(),
+        mpcvit_core::provision::model_crc(model_file),
+        words.into_iter(),
+        &mut out,
+    )
+    .map_err(|e| e.to_string())?;
+    Ok(out)
+}
+
+impl WeightMap {
+    /// The device's view read from its provisioning blob.
+    pub fn from_blob(b: &mpcvit_core::provision::BlobView<'_>) -> Self {
+        let a = b.arch();
+        Self(
+            Wid::all(&a)
+                .filter(|w| !w.host_only())
+                .map(|w| (w, b.words(w).collect()))
+                .collect(),
+        )
+    }
 }

@@ -1,0 +1,189 @@
+//! The device's provisioning blob (version 1; `spec/provision.md`): the
+//! masked weights `W - B` of every host-private weight of one model, in
+//! [`Wid::all`] order (host-only constants skipped), bound to the model file
+//! by its CRC. The device keeps it in flash and reads it in place.
+
+use crate::checksum::crc32;
+use crate::model::{Arch, ModelError};
+use crate::ops::vit::Wid;
+
+/// Blob magic.
+pub const MAGIC: [u8; 8] = *b"MPCVITPV";
+/// Blob version.
+pub const VERSION: u16 = 1;
+/// Header length.
+pub const HEADER: usize = 40;
+
+fn le16(v: usize) -> [u8; 2] {
+    (v as u16).to_le_bytes()
+}
+
+fn rd(b: &[u8], at: usize, n: usize) -> u64 {
+    let mut a = [0u8; 8];
+    if let (Some(d), Some(s)) = (a.get_mut(..n), b.get(at..at + n)) {
+        d.copy_from_slice(s);
+    }
+    u64::from_le_bytes(a)
+}
+
+/// Words of the blob for `arch`.
+pub fn words(arch: &Arch) -> usize {
+    Wid::all(arch).filter(|w| !w.host_only()).map(|w| w.len(arch)).sum()
+}
+
+/// Length of the blob for `arch`.
+pub fn blob_len(arch: &Arch) -> usize {
+    HEADER + 8 * words(arch) + 4
+}
+
+/// Writes a blob: `masked` yields the device's words in order.
+pub fn encode(
+    arch: &Arch,
+    frac_bits: u32,
+    model_crc: u32,
+    masked: impl Iterator<Item = u64>,
+    out: &mut [u8],
+) -> Result<usize, ModelError> {
+    arch.check()?;
+    let len = blob_len(arch);
+    let out = out.get_mut(..len).ok_or(ModelError::BufferTooSmall)?;
+    out.fill(0);
+    let header: [&[u8]; 11] = [
+        &MAGIC,
+        &VERSION.to_le_bytes(),
+        &[frac_bits as u8, arch.channels as u8],
+        &le16(arch.image),
+        &[arch.patch as u8, arch.layers as u8, arch.heads as u8, 0],
+        &le16(arch.dim),
+        &le16(arch.mlp),
+        &le16(arch.classes),
+        &model_crc.to_le_bytes(),
+        &(words(arch) as u32).to_le_bytes(),
+        &[0u8; 8],
+    ];
+    let mut pos = 0;
+    for part in header {
+        if let Some(d) = out.get_mut(pos..pos + part.len()) {
+            d.copy_from_slice(part);
+        }
+        pos += part.len();
+    }
+    let mut n = 0;
+    for (w, chunk) in masked.zip(out.get_mut(HEADER..len - 4).unwrap_or(&mut []).chunks_exact_mut(8)) {
+        chunk.copy_from_slice(&w.to_le_bytes());
+        n += 1;
+    }
+    if n != words(arch) {
+        return Err(ModelError::Truncated {
+            need: words(arch),
+            got: n,
+        });
+    }
+    let (body, tail) = out.split_at_mut(len - 4);
+    tail.copy_from_slice(&crc32(body).to_le_bytes());
+    Ok(len)
+}
+
+/// A checked blob, borrowed.
+#[derive(Clone, Copy, Debug)]
+pub struct BlobView<'a> {
+    bytes: &'a [u8],
+    arch: Arch,
+    frac_bits: u32,
+    model_crc: u32,
+}
+
+impl<'a> BlobView<'a> {
+    /// Checks a whole blob.
+    pub fn parse(bytes: &'a [u8]) -> Result<Self, ModelError> {
+        if bytes.len() < HEADER + 4 {
+            return Err(ModelError::Truncated {
+                need: HEADER + 4,
+                got: bytes.len(),
+            });
+        }
+        if bytes.get(..8) != Some(&MAGIC[..]) {
+            return Err(ModelError::BadMagic);
+        }
+        let version = rd(bytes, 8, 2) as u16;
+        if version != VERSION {
+            return Err(ModelError::BadVersion(version));
+        }
+        let arch = Arch {
+            image: rd(bytes, 12, 2) as usize,
+            channels: rd(bytes, 11, 1) as usize,
+            patch: rd(bytes, 14, 1) as usize,
+            dim: rd(bytes, 18, 2) as usize,
+            layers: rd(bytes, 15, 1) as usize,
+            heads: rd(bytes, 16, 1) as usize,
+            mlp: rd(bytes, 20, 2) as usize,
+            classes: rd(bytes, 22, 2) as usize,
+        };
+        arch.check()?;
+        let frac_bits = rd(bytes, 10, 1) as u32;
+        if !(1..=crate::ring::MAX_FRAC_BITS).contains(&frac_bits) {
+            return Err(ModelError::BadArch("fractional bits"));
+        }
+        if rd(bytes, 28, 4) as usize != words(&arch) {
+            return Err(ModelError::BadArch("word count"));
+        }
+        let need = blob_len(&arch);
+        if bytes.len() < need {
+            return Err(ModelError::Truncated { need, got: bytes.len() });
+        }
+        if bytes.len() > need {
+            return Err(ModelError::TrailingBytes);
+        }
+        let (body, crc) = bytes.split_at(need - 4);
+        if crc32(body) != rd(crc, 0, 4) as u32 {
+            return Err(ModelError::BadChecksum);
+        }
+        Ok(Self {
+            bytes,
+            arch,
+            frac_bits,
+            model_crc: rd(bytes, 24, 4) as u32,
+        })
+    }
+
+    /// The architecture.
+    pub fn arch(&self) -> Arch {
+        self.arch
+    }
+
+    /// Fractional bits.
+    pub fn frac_bits(&self) -> u32 {
+        self.frac_bits
+    }
+
+    /// CRC of the model file this blob was made from.
+    pub fn model_crc(&self) -> u32 {
+        self.model_crc
+    }
+
+    /// The device's words of `id` (empty for host-only ids).
+    pub fn words(&self, id: Wid) -> impl Iterator<Item = u64> + 'a {
+        let mut off = 0;
+        let mut found = None;
+        for w in Wid::all(&self.arch).filter(|w| !w.host_only()) {
+            if w == id {
+                found = Some((off, w.len(&self.arch)));
+                break;
+            }
+            off += w.len(&self.arch);
+        }
+        let (start, len) = found.unwrap_or((0, 0));
+        let at = HEADER + 8 * start;
+        self.bytes
+            .get(at..at + 8 * len)
+            .unwrap_or(&[])
+            .chunks_exact(8)
+            .map(crate::wire::word)
+    }
+}
+
+/// CRC of a model file as stored in its last 4 bytes (the blob binds to it).
+pub fn model_crc(model_file: &[u8]) -> u32 {
+    let n = model_file.len();
+    rd(model_file, n.saturating_sub(4), 4) as u32
+}
