@@ -114,7 +114,7 @@ pub fn secure_tcp(
     let timeout = Some(std::time::Duration::from_secs(60));
     let l = TcpListener::bind("127.0.0.1:0").map_err(io)?;
     let addr = l.local_addr().map_err(io)?;
-    let mut pair = || -> Res<(Tcp, Tcp)> {
+    let pair = || -> Res<(Tcp, Tcp)> {
         let a = TcpStream::connect(addr).map_err(io)?;
         let (b, _) = l.accept().map_err(io)?;
         Ok((Tcp::new(a, timeout).map_err(io)?, Tcp::new(b, timeout).map_err(io)?))
