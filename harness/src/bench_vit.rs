@@ -133,6 +133,11 @@ pub fn run(a: &Args) -> Result<(), String> {
     let fp = FixedPoint::default();
     let keys = Keys::test(1);
     let mut rows = Vec::new();
+    eprintln!(
+        "bench: {}: forward-pass scratch per party {:.0} KiB (whole layers, not tiled)",
+        a.arch,
+        mpcvit_core::ops::vit::scratch_len(&ar) as f64 * 8.0 / 1024.0
+    );
     println!(
         "| arch | mix | rounds | D->H MB | H->D MB | dealer->H MB | wall s (loopback, 3 threads) | LAN s (1 Gbit/s, 0.5 ms) | WAN s (400 Mbit/s, 40 ms) |"
     );
