@@ -6,6 +6,7 @@ pub mod bench_nonlinear;
 pub mod bench_ops;
 pub mod bench_vit;
 pub mod data;
+pub mod eval;
 pub mod float;
 #[cfg(feature = "train")]
 pub mod train;

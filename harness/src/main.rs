@@ -2,7 +2,7 @@
 
 #[cfg(feature = "train")]
 use mpcvit::train;
-use mpcvit::{bench_ops, bench_vit};
+use mpcvit::{bench_ops, bench_vit, eval};
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -26,6 +26,8 @@ enum Cmd {
     /// Secure MPCViT inferences on paper-shaped configurations (random
     /// weights): rounds, bytes, wall time, modelled LAN/WAN latency.
     Bench(bench_vit::Args),
+    /// Accuracy of a model: float, fixed point, and secure on a subset.
+    Eval(eval::Args),
     /// Train an MPCViT (teacher, search, binarize, retrain with KD, export).
     #[cfg(feature = "train")]
     Train(train::Args),
@@ -36,6 +38,7 @@ fn main() -> ExitCode {
     let res = match cli.cmd {
         Cmd::BenchOps(a) => bench_ops::run(&a),
         Cmd::Bench(a) => bench_vit::run(&a),
+        Cmd::Eval(a) => eval::run(&a),
         #[cfg(feature = "train")]
         Cmd::Train(a) => train::run(&a),
     };

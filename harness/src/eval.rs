@@ -1,0 +1,170 @@
+//! `mpcvit eval`: accuracy of a model over a dataset split: plaintext float,
+//! plaintext fixed point (the same approximations as the secure protocol),
+//! and secure inference on the first `--secure` images, with the secure /
+//! fixed-point top-1 agreement.
+
+use crate::data::{self, Dataset};
+use crate::float::FloatModel;
+use indicatif::{ProgressBar, ProgressStyle};
+use mpcvit_conformance::Keys;
+use mpcvit_conformance::vit::{reference, secure, weight_maps};
+use mpcvit_core::FixedPoint;
+use mpcvit_core::model::ModelView;
+use serde::Serialize;
+use std::path::PathBuf;
+
+/// Options of `eval`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Model file (core format).
+    #[arg(long)]
+    model: PathBuf,
+    /// Dataset: fashion-mnist or cifar10.
+    #[arg(long, default_value = "fashion-mnist")]
+    dataset: String,
+    /// Fashion-MNIST directory.
+    #[arg(long, default_value = data::FASHION_MNIST_DIR)]
+    data_dir: PathBuf,
+    /// CIFAR-10 test batch file.
+    #[arg(long)]
+    cifar_test: Option<PathBuf>,
+    /// Images for the plaintext accuracies (from the start of the test split).
+    #[arg(long, default_value_t = 10_000)]
+    limit: usize,
+    /// Images (of those) to run securely.
+    #[arg(long, default_value_t = 100)]
+    secure: usize,
+    /// Write the figures as JSON.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+#[derive(Serialize, Debug)]
+struct Report {
+    model: String,
+    images: usize,
+    float_accuracy: f64,
+    fixed_point_accuracy: f64,
+    secure_images: usize,
+    secure_accuracy: f64,
+    secure_fixed_point_agreement: f64,
+    mean_secure_seconds: f64,
+    mean_device_to_host_bytes: f64,
+    mean_host_to_device_bytes: f64,
+    rounds: u64,
+}
+
+fn argmax(v: &[f64]) -> usize {
+    v.iter()
+        .enumerate()
+        .max_by(|a, b| a.1.total_cmp(b.1))
+        .map_or(0, |(i, _)| i)
+}
+
+fn bar(n: usize, what: &str) -> ProgressBar {
+    let pb = ProgressBar::new(n as u64);
+    pb.set_style(
+        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} (eta {eta})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    pb.set_prefix(what.to_string());
+    pb
+}
+
+/// Runs the evaluation.
+pub fn run(a: &Args) -> Result<(), String> {
+    let bytes = std::fs::read(&a.model).map_err(|e| format!("cannot read model {}: {e}", a.model.display()))?;
+    let fm = FloatModel::from_bytes(&bytes).map_err(|e| format!("{}: {e}", a.model.display()))?;
+    let view = ModelView::parse(&bytes).map_err(|e| e.to_string())?;
+    let mut ds: Dataset = match a.dataset.as_str() {
+        "fashion-mnist" => data::fashion_mnist(&a.data_dir, "t10k")?,
+        "cifar10" => data::cifar10(&[a.cifar_test.clone().ok_or("--cifar-test is required for cifar10")?])?,
+        o => return Err(format!("unknown dataset {o:?} (fashion-mnist or cifar10)")),
+    };
+    ds.truncate(a.limit);
+    let ar = fm.arch;
+    if ds.channels != ar.channels || ds.side != ar.image || ds.classes != ar.classes {
+        return Err(format!(
+            "model expects {}x{}x{} images and {} classes, the dataset has {}x{}x{} and {}",
+            ar.channels, ar.image, ar.image, ar.classes, ds.channels, ds.side, ds.side, ds.classes
+        ));
+    }
+    let fp = FixedPoint::new(fm.frac_bits).map_err(|e| e.to_string())?;
+    let keys = Keys::test(1);
+    let maps = weight_maps(&view, fp, &keys)?;
+    let n = ds.len();
+    let (mut float_ok, mut fixed_ok) = (0usize, 0usize);
+    let mut fixed_pred = Vec::with_capacity(n);
+    let pb = bar(n, "plaintext");
+    for i in 0..n {
+        let img = ds.image(i);
+        let f: Vec<f64> = fm.forward(&img).iter().map(|&v| v as f64).collect();
+        let q: Vec<f64> = reference(&view, fp, &maps[0], &img)
+            .iter()
+            .map(|&v| fp.decode(v))
+            .collect();
+        let label = ds.labels[i] as usize;
+        float_ok += (argmax(&f) == label) as usize;
+        fixed_ok += (argmax(&q) == label) as usize;
+        fixed_pred.push(argmax(&q));
+        pb.inc(1);
+    }
+    pb.finish_and_clear();
+    let ns = a.secure.min(n);
+    let (mut sec_ok, mut agree, mut secs, mut dh, mut hd, mut rounds) = (0usize, 0usize, 0f64, 0u64, 0u64, 0u64);
+    let pb = bar(ns, "secure");
+    for i in 0..ns {
+        let img = ds.image(i);
+        let inf = secure(&view, fp, &maps, &keys, i as u64 + 1, &img).map_err(|e| format!("image {i}: {e:?}"))?;
+        let g: Vec<f64> = inf.logits.iter().map(|&v| fp.decode(v)).collect();
+        sec_ok += (argmax(&g) == ds.labels[i] as usize) as usize;
+        agree += (argmax(&g) == fixed_pred[i]) as usize;
+        secs += inf.wall_ns as f64 / 1e9;
+        dh += inf.device.bytes_sent;
+        hd += inf.device.bytes_recv;
+        rounds = inf.device.rounds;
+        pb.set_message(format!(
+            "acc {:.3} agree {}/{}",
+            sec_ok as f64 / (i + 1) as f64,
+            agree,
+            i + 1
+        ));
+        pb.inc(1);
+    }
+    pb.finish_and_clear();
+    let r = Report {
+        model: a.model.display().to_string(),
+        images: n,
+        float_accuracy: float_ok as f64 / n.max(1) as f64,
+        fixed_point_accuracy: fixed_ok as f64 / n.max(1) as f64,
+        secure_images: ns,
+        secure_accuracy: sec_ok as f64 / ns.max(1) as f64,
+        secure_fixed_point_agreement: agree as f64 / ns.max(1) as f64,
+        mean_secure_seconds: secs / ns.max(1) as f64,
+        mean_device_to_host_bytes: dh as f64 / ns.max(1) as f64,
+        mean_host_to_device_bytes: hd as f64 / ns.max(1) as f64,
+        rounds,
+    };
+    println!(
+        "images {n}: float accuracy {:.4}, fixed-point accuracy {:.4}",
+        r.float_accuracy, r.fixed_point_accuracy
+    );
+    if ns > 0 {
+        println!(
+            "secure on {ns}: accuracy {:.4}, agreement with fixed point {}/{ns}, {:.2} s per image, {} rounds, {:.2} MB device->host, {:.2} MB host->device",
+            r.secure_accuracy,
+            agree,
+            r.mean_secure_seconds,
+            r.rounds,
+            r.mean_device_to_host_bytes / 1e6,
+            r.mean_host_to_device_bytes / 1e6
+        );
+    }
+    if let Some(p) = &a.json {
+        crate::float::write_atomic(
+            p,
+            serde_json::to_string_pretty(&r).map_err(|e| e.to_string())?.as_bytes(),
+        )?;
+    }
+    Ok(())
+}
