@@ -113,12 +113,12 @@ pub fn run(a: &Args) -> Result<(), String> {
     let ns = a.secure.min(n);
     let (mut sec_ok, mut agree, mut secs, mut dh, mut hd, mut rounds) = (0usize, 0usize, 0f64, 0u64, 0u64, 0u64);
     let pb = bar(ns, "secure");
-    for i in 0..ns {
+    for (i, &fixed) in fixed_pred.iter().enumerate().take(ns) {
         let img = ds.image(i);
         let inf = secure(&view, fp, &maps, &keys, i as u64 + 1, &img).map_err(|e| format!("image {i}: {e:?}"))?;
         let g: Vec<f64> = inf.logits.iter().map(|&v| fp.decode(v)).collect();
         sec_ok += (argmax(&g) == ds.labels[i] as usize) as usize;
-        agree += (argmax(&g) == fixed_pred[i]) as usize;
+        agree += (argmax(&g) == fixed) as usize;
         secs += inf.wall_ns as f64 / 1e9;
         dh += inf.device.bytes_sent;
         hd += inf.device.bytes_recv;
