@@ -69,6 +69,32 @@ fn image(a: &Arch, seed: u64) -> Vec<f32> {
         .collect()
 }
 
+/// Largest |secure - fixed-point| logit deviation over `cases` random models.
+fn worst_deviation(cases: u64) -> f64 {
+    let fp = FixedPoint::new(16).expect("fp");
+    let keys = Keys::test(5);
+    let mut worst = 0f64;
+    for seed in 0..cases {
+        let fm = random_model(seed + 1000);
+        let bytes = fm.to_bytes().expect("encode");
+        let view = ModelView::parse(&bytes).expect("parse");
+        let maps = weight_maps(&view, fp, &keys).expect("weights");
+        let img = image(&fm.arch, seed);
+        let got = secure(&view, fp, &maps, &keys, seed, &img).expect("secure");
+        let want = reference(&view, fp, &maps[0], &img);
+        for (g, w) in got.logits.iter().zip(&want) {
+            worst = worst.max((fp.decode(*g) - fp.decode(*w)).abs());
+        }
+    }
+    worst
+}
+
+#[test]
+#[ignore = "calibration: prints the worst secure vs fixed-point deviation"]
+fn print_worst_deviation() {
+    println!("worst |secure - fixed| over 64 models: {:.3e}", worst_deviation(64));
+}
+
 fn argmax(v: &[f64]) -> usize {
     v.iter()
         .enumerate()
