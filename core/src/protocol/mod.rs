@@ -8,7 +8,12 @@
 //! | [`matmul`] (shared x shared) | 1 (both ways at once) | 8 (nk + km) | 8 (nk + km) | 8 nm |
 //! | [`trunc`] exact | 2 (D->H, H->D) | 8 per elem | 1 bit per elem | 16 per elem |
 //! | [`trunc`] local | 0 | 0 | 0 | 0 |
+//! | [`square`] | 1 (both ways at once) | 8 per elem | 8 per elem | 8 per elem |
+//! | [`scale`] (host-private vector) | 1 (D->H) | 8 per elem | 0 | 8 per elem |
+//! | [`lut`] (k-bit grid) | 1 (both ways at once) | 8 per elem | 8 per elem | `2^k` words per table per elem |
 //! | [`affine`] | 0 | 0 | 0 | 0 |
+//!
+//! [`pwl`] holds the tables the lookups use (fitted chords, ReLU/DReLU).
 
 pub mod affine;
 pub mod linear;
