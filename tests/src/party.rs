@@ -117,6 +117,36 @@ impl<T: Read + Write> Driver<T> {
         }
     }
 
+    /// Host side of a truncation whose device message rides in the same
+    /// frame as an earlier op's: `device_part` is that part of the frame.
+    fn host_trunc_reply(
+        &mut self,
+        dealer_msg: &[u8],
+        y0: &[u64],
+        device_part: &[u8],
+        bits: u32,
+        z: &mut [u64],
+    ) -> Res<()> {
+        let t = trunc::TruncHost::new(self.next_op(dealer_msg)?, y0.len(), bits)?;
+        let mut reply = vec![0; trunc::host_msg_len(y0.len())];
+        t.respond(y0, device_part, &mut reply, z)?;
+        self.peer.send(FrameKind::Data, &reply)?;
+        Ok(())
+    }
+
+    /// Device side of such a truncation: appends `y1 + r1` to `out` (which
+    /// holds the earlier op's message), sends the frame, finishes.
+    fn device_trunc_send(&mut self, mut out: Vec<u8>, y1: &[u64], bits: u32, z: &mut [u64]) -> Res<()> {
+        let head = out.len();
+        out.resize(head + trunc::device_msg_len(y1.len()), 0);
+        let t = trunc::TruncDevice::new(self.next_op(&[])?, y1.len(), bits)?;
+        let (st, _) = t.send(y1, &mut out[head..])?;
+        self.peer.send(FrameKind::Data, &out)?;
+        let reply = self.recv_peer()?;
+        st.finish(&reply, z)?;
+        Ok(())
+    }
+
     fn recv_dealer(&mut self) -> Res<Vec<u8>> {
         let l = self
             .dealer
@@ -268,24 +298,15 @@ impl<T: Read + Write> Party for Driver<T> {
                 if !bias.is_empty() {
                     mpcvit_core::protocol::affine::add_bias(Role::Host, &mut y0, bias)?;
                 }
-                let t = trunc::TruncHost::new(self.next_op(&m2)?, nz, bits)?;
-                let mut reply = vec![0; trunc::host_msg_len(nz)];
-                t.respond(&y0, pb, &mut reply, z)?;
-                self.peer.send(FrameKind::Data, &reply)?;
-                Ok(())
+                self.host_trunc_reply(&m2, &y0, pb, bits, z)
             }
             PartyKind::Device => {
                 let op = LinearDevice::new(self.next_op(&[])?, s)?;
-                let mut out = vec![0; s.msg_len() + 8 * nz];
-                let (sent, _) = op.send(x, &mut out[..s.msg_len()])?;
+                let mut out = vec![0; s.msg_len()];
+                let (sent, _) = op.send(x, &mut out)?;
                 let mut y1 = vec![0; nz];
                 sent.output(w, &mut y1)?;
-                let t = trunc::TruncDevice::new(self.next_op(&[])?, nz, bits)?;
-                let (st, _) = t.send(&y1, &mut out[s.msg_len()..])?;
-                self.peer.send(FrameKind::Data, &out)?;
-                let reply = self.recv_peer()?;
-                st.finish(&reply, z)?;
-                Ok(())
+                self.device_trunc_send(out, &y1, bits, z)
             }
         }
     }
@@ -474,23 +495,14 @@ impl<T: Read + Write> Party for Driver<T> {
                 let (pa, pb) = peer.split_at(8 * n);
                 let mut y0 = vec![0; n];
                 scale::host(c1, x, g, pa, &mut y0)?;
-                let op = trunc::TruncHost::new(self.next_op(&m2)?, n, bits)?;
-                let mut reply = vec![0; trunc::host_msg_len(n)];
-                op.respond(&y0, pb, &mut reply, z)?;
-                self.peer.send(FrameKind::Data, &reply)?;
-                Ok(())
+                self.host_trunc_reply(&m2, &y0, pb, bits, z)
             }
             PartyKind::Device => {
                 let c1 = self.next_op(&[])?;
-                let mut out = vec![0; 16 * n];
+                let mut out = vec![0; 8 * n];
                 let mut y1 = vec![0; n];
-                scale::device(c1, x, g, &mut out[..8 * n], &mut y1)?;
-                let op = trunc::TruncDevice::new(self.next_op(&[])?, n, bits)?;
-                let (st, _) = op.send(&y1, &mut out[8 * n..])?;
-                self.peer.send(FrameKind::Data, &out)?;
-                let reply = self.recv_peer()?;
-                st.finish(&reply, z)?;
-                Ok(())
+                scale::device(c1, x, g, &mut out, &mut y1)?;
+                self.device_trunc_send(out, &y1, bits, z)
             }
         }
     }
