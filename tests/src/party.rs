@@ -117,8 +117,8 @@ impl<T: Read + Write> Driver<T> {
         }
     }
 
-    /// Host side of a truncation whose device message rides in the same
-    /// frame as an earlier op's: `device_part` is that part of the frame.
+    /// Host side of a truncation: `device_part` is the device's `z1 + r1`
+    /// (alone, or riding in the same frame as an earlier op's message).
     fn host_trunc_reply(
         &mut self,
         dealer_msg: &[u8],
@@ -134,8 +134,8 @@ impl<T: Read + Write> Driver<T> {
         Ok(())
     }
 
-    /// Device side of such a truncation: appends `y1 + r1` to `out` (which
-    /// holds the earlier op's message), sends the frame, finishes.
+    /// Device side of a truncation: appends `y1 + r1` to `out` (empty, or
+    /// holding an earlier op's message), sends the frame, finishes.
     fn device_trunc_send(&mut self, mut out: Vec<u8>, y1: &[u64], bits: u32, z: &mut [u64]) -> Res<()> {
         let head = out.len();
         out.resize(head + trunc::device_msg_len(y1.len()), 0);
@@ -455,22 +455,10 @@ impl<T: Read + Write> Party for Driver<T> {
             PartyKind::Dealer => self.deal(2 * n, |op, out| trunc::deal(op, n, bits, out)),
             PartyKind::Host => {
                 let msg = self.recv_dealer()?;
-                let op = trunc::TruncHost::new(self.next_op(&msg)?, n, bits)?;
                 let peer = self.recv_peer()?;
-                let mut reply = vec![0; trunc::host_msg_len(n)];
-                op.respond(x, &peer, &mut reply, z)?;
-                self.peer.send(FrameKind::Data, &reply)?;
-                Ok(())
+                self.host_trunc_reply(&msg, x, &peer, bits, z)
             }
-            PartyKind::Device => {
-                let op = trunc::TruncDevice::new(self.next_op(&[])?, n, bits)?;
-                let mut out = vec![0; trunc::device_msg_len(n)];
-                let (st, _) = op.send(x, &mut out)?;
-                self.peer.send(FrameKind::Data, &out)?;
-                let reply = self.recv_peer()?;
-                st.finish(&reply, z)?;
-                Ok(())
-            }
+            PartyKind::Device => self.device_trunc_send(Vec::new(), x, bits, z),
         }
     }
 
