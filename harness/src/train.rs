@@ -76,6 +76,10 @@ pub struct Args {
     /// MPCViT+: fraction of (layer, token) MLPs that keep GeLU.
     #[arg(long, default_value_t = 0.5)]
     pub mu_beta: f64,
+    /// Training augmentation: random shift by up to this many pixels plus a
+    /// random left-right mirror; 0 turns augmentation off.
+    #[arg(long, default_value_t = 2)]
+    pub augment: usize,
     /// Batch size.
     #[arg(long, default_value_t = 128)]
     pub batch: usize,
@@ -390,6 +394,57 @@ fn batch(ds: &Dataset, idx: &[usize], dev: &Device) -> (Tensor<2>, Tensor<1, Int
     )
 }
 
+/// A training batch with augmentation: each image is shifted by up to
+/// `shift` pixels in each direction (the uncovered border is background, raw
+/// value 0) and mirrored left-right with probability 1/2, both drawn from
+/// `seed` and the image's position so that a resumed run sees the same data.
+fn batch_augmented(
+    ds: &Dataset,
+    idx: &[usize],
+    shift: usize,
+    seed: u64,
+    dev: &Device,
+) -> (Tensor<2>, Tensor<1, Int>) {
+    let (side, plane) = (ds.side, ds.side * ds.side);
+    let mut xb = Vec::with_capacity(idx.len() * ds.image_len());
+    let mut raw = vec![0u8; ds.image_len()];
+    for (k, &i) in idx.iter().enumerate() {
+        let mut s = (seed ^ (k as u64).wrapping_mul(0xD1B5_4A32_D192_ED03) ^ (i as u64) << 20) | 1;
+        let mut draw = |m: u64| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            s % m
+        };
+        let span = 2 * shift as u64 + 1;
+        let dy = draw(span) as isize - shift as isize;
+        let dx = draw(span) as isize - shift as isize;
+        let flip = draw(2) == 1;
+        let src = ds.raw(i);
+        for c in 0..ds.channels {
+            for y in 0..side {
+                for x in 0..side {
+                    let sx = if flip { side - 1 - x } else { x } as isize - dx;
+                    let sy = y as isize - dy;
+                    let inside = (0..side as isize).contains(&sx) && (0..side as isize).contains(&sy);
+                    raw[c * plane + y * side + x] =
+                        if inside { src[c * plane + sy as usize * side + sx as usize] } else { 0 };
+                }
+            }
+        }
+        xb.extend(
+            raw.iter()
+                .enumerate()
+                .map(|(j, &p)| (p as f32 / 255.0 - ds.mean[j / plane]) / ds.std[j / plane]),
+        );
+    }
+    let yb: Vec<i64> = idx.iter().map(|&i| ds.labels[i] as i64).collect();
+    (
+        Tensor::from_data(TensorData::new(xb, [idx.len(), ds.image_len()]), dev),
+        Tensor::from_data(TensorData::new(yb, [idx.len()]), dev),
+    )
+}
+
 fn shuffled(n: usize, seed: u64) -> Vec<usize> {
     let mut v: Vec<usize> = (0..n).collect();
     let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
@@ -506,7 +561,11 @@ fn run_stage(
         let (mut run_loss, mut run_acc, mut seen) = (0.0f64, 0i64, 0usize);
         for step in 0..per_epoch {
             let idx = &order[step * a.batch..(step + 1) * a.batch];
-            let (xb, yb) = batch(train, idx, dev);
+            let (xb, yb) = if a.augment > 0 {
+                batch_augmented(train, idx, a.augment, a.seed ^ ((epoch * per_epoch + step) as u64) << 8, dev)
+            } else {
+                batch(train, idx, dev)
+            };
             let (logits, tokens) = model.forward(xb.clone(), train.side);
             let mut loss = ce.forward(logits.clone(), yb.clone());
             if let Some(t) = &teacher {
