@@ -27,6 +27,11 @@ pub enum ProtocolError {
     OutOfRange,
     /// An earlier error poisoned the session: nothing more can be done on it.
     Poisoned,
+    /// A set-up message has a version this build does not speak.
+    BadVersion(u8),
+    /// A key-confirmation tag did not verify: the peer does not hold the key,
+    /// or a relay changed the message.
+    Unauthenticated,
 }
 
 impl fmt::Display for ProtocolError {
@@ -41,6 +46,8 @@ impl fmt::Display for ProtocolError {
             Self::WrongOp => f.write_str("dealer message is for another session or op"),
             Self::OutOfRange => f.write_str("value outside the protocol's stated range"),
             Self::Poisoned => f.write_str("session poisoned by an earlier error"),
+            Self::BadVersion(v) => write!(f, "set-up message version {v} is not supported"),
+            Self::Unauthenticated => f.write_str("key confirmation failed (wrong key or altered relay)"),
         }
     }
 }

@@ -16,6 +16,7 @@ pub mod protocol;
 pub mod provision;
 pub mod reference;
 pub mod ring;
+pub mod session;
 pub mod wire;
 
 pub use corr::{Correlations, DealerSession, OpCorr, Role, SessionId};

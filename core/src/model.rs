@@ -459,6 +459,26 @@ impl<'a> ModelView<'a> {
     }
 }
 
+/// The public per-head and per-token choices of a model: what every party
+/// needs besides the architecture (the host from the model file, the device
+/// from its provisioning blob, the dealer from the session set-up).
+pub trait Layout {
+    /// Attention kind of `(layer, head)`.
+    fn attn(&self, layer: usize, head: usize) -> AttnKind;
+    /// MPCViT+ flag of `(layer, token)`: `true` = GeLU, `false` = linearized.
+    fn gelu(&self, layer: usize, token: usize) -> bool;
+}
+
+impl Layout for ModelView<'_> {
+    fn attn(&self, layer: usize, head: usize) -> AttnKind {
+        ModelView::attn(self, layer, head)
+    }
+
+    fn gelu(&self, layer: usize, token: usize) -> bool {
+        ModelView::gelu(self, layer, token)
+    }
+}
+
 /// Writes a model file into `out`; `weights` yields all tensors in file
 /// order, `kind(l, h)` and `gelu(l, t)` the per-head kinds and per-token flags.
 pub fn encode(

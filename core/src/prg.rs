@@ -21,6 +21,12 @@ pub enum Domain {
     ModelMask = 0x4d4f_444c,
     /// Caller-defined sub-keys.
     Other = 0x4f54_4852,
+    /// The device's session key, from its provisioned key and its nonce.
+    DeviceNonce = 0x4e4f_4e43,
+    /// The device's key-confirmation tag.
+    ConfirmDevice = 0x434f_4e44,
+    /// The dealer's key-confirmation tag (bound to the session id).
+    ConfirmDealer = 0x434f_4e4c,
 }
 
 /// A 32-byte secret. Zeroized on drop; `Debug` prints `Seed(<redacted>)`.

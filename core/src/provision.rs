@@ -1,16 +1,20 @@
-//! The device's provisioning blob (version 1; `spec/provision.md`): the
-//! masked weights `W - B` of every host-private weight of one model, in
-//! [`Wid::all`] order (host-only constants skipped), bound to the model file
-//! by its CRC. The device keeps it in flash and reads it in place.
+//! The device's provisioning blob (version 2; `spec/provision.md`): the
+//! architecture, the per-head attention kinds and per-token MPCViT+ flags,
+//! and the masked weights `W - B` of every host-private weight of one model,
+//! in [`Wid::all`] order (host-only constants skipped), bound to the model
+//! file by its CRC. The device keeps it in flash and reads it in place. The
+//! same layout without the words is the dealer's *plan*.
 
 use crate::checksum::crc32;
-use crate::model::{Arch, ModelError};
+use crate::model::{Arch, AttnKind, Layout, ModelError};
 use crate::ops::vit::Wid;
 
 /// Blob magic.
 pub const MAGIC: [u8; 8] = *b"MPCVITPV";
+/// Plan magic (a blob without words, for the dealer).
+pub const PLAN_MAGIC: [u8; 8] = *b"MPCVITPN";
 /// Blob version.
-pub const VERSION: u16 = 1;
+pub const VERSION: u16 = 2;
 /// Header length.
 pub const HEADER: usize = 40;
 
@@ -31,9 +35,20 @@ pub fn words(arch: &Arch) -> usize {
     Wid::all(arch).filter(|w| !w.host_only()).map(|w| w.len(arch)).sum()
 }
 
+/// Length of the layout section: one attention kind per `(layer, head)`,
+/// then one MPCViT+ flag per `(layer, token)`.
+pub fn layout_len(arch: &Arch) -> usize {
+    arch.layers * arch.heads + arch.layers * arch.tokens()
+}
+
 /// Length of the blob for `arch`.
 pub fn blob_len(arch: &Arch) -> usize {
-    HEADER + 8 * words(arch) + 4
+    HEADER + layout_len(arch) + 8 * words(arch) + 4
+}
+
+/// Length of the plan (the blob without the words) for `arch`.
+pub fn plan_len(arch: &Arch) -> usize {
+    HEADER + layout_len(arch) + 4
 }
 
 /// Writes a blob: `masked` yields the device's words in order.
@@ -41,15 +56,51 @@ pub fn encode(
     arch: &Arch,
     frac_bits: u32,
     model_crc: u32,
+    layout: &dyn Layout,
     masked: impl Iterator<Item = u64>,
     out: &mut [u8],
 ) -> Result<usize, ModelError> {
+    encode_inner(&MAGIC, arch, frac_bits, model_crc, layout, Some(masked), out)
+}
+
+/// Writes a plan: the blob's header and layout without the words, what the
+/// dealer needs to follow a session (it learns the architecture, which is
+/// public, and nothing of the weights).
+pub fn encode_plan(
+    arch: &Arch,
+    frac_bits: u32,
+    model_crc: u32,
+    layout: &dyn Layout,
+    out: &mut [u8],
+) -> Result<usize, ModelError> {
+    encode_inner(
+        &PLAN_MAGIC,
+        arch,
+        frac_bits,
+        model_crc,
+        layout,
+        None::<core::iter::Empty<u64>>,
+        out,
+    )
+}
+
+fn encode_inner(
+    magic: &[u8; 8],
+    arch: &Arch,
+    frac_bits: u32,
+    model_crc: u32,
+    layout: &dyn Layout,
+    masked: Option<impl Iterator<Item = u64>>,
+    out: &mut [u8],
+) -> Result<usize, ModelError> {
     arch.check()?;
-    let len = blob_len(arch);
+    let nw = if masked.is_some() { words(arch) } else { 0 };
+    let ll = layout_len(arch);
+    let len = HEADER + ll + 8 * nw + 4;
     let out = out.get_mut(..len).ok_or(ModelError::BufferTooSmall)?;
     out.fill(0);
-    let header: [&[u8]; 11] = [
-        &MAGIC,
+    let header: [&[u8]; 12] = [
+        magic,
         &VERSION.to_le_bytes(),
         &[frac_bits as u8, arch.channels as u8],
         &le16(arch.image),
@@ -58,8 +109,9 @@ pub fn encode(
         &le16(arch.mlp),
         &le16(arch.classes),
         &model_crc.to_le_bytes(),
-        &(words(arch) as u32).to_le_bytes(),
-        &[0u8; 8],
+        &(nw as u32).to_le_bytes(),
+        &(ll as u32).to_le_bytes(),
+        &[0u8; 4],
     ];
     let mut pos = 0;
     for part in header {
@@ -68,23 +120,36 @@ pub fn encode(
         }
         pos += part.len();
     }
-    let mut n = 0;
-    for (w, chunk) in masked.zip(out.get_mut(HEADER..len - 4).unwrap_or(&mut []).chunks_exact_mut(8)) {
-        chunk.copy_from_slice(&w.to_le_bytes());
-        n += 1;
+    let t = arch.tokens();
+    for l in 0..arch.layers {
+        for h in 0..arch.heads {
+            if let Some(b) = out.get_mut(HEADER + l * arch.heads + h) {
+                *b = layout.attn(l, h) as u8;
+            }
+        }
+        for k in 0..t {
+            if let Some(b) = out.get_mut(HEADER + arch.layers * arch.heads + l * t + k) {
+                *b = u8::from(layout.gelu(l, k));
+            }
+        }
     }
-    if n != words(arch) {
-        return Err(ModelError::Truncated {
-            need: words(arch),
-            got: n,
-        });
+    if let Some(masked) = masked {
+        let at = HEADER + ll;
+        let mut n = 0;
+        for (w, chunk) in masked.zip(out.get_mut(at..len - 4).unwrap_or(&mut []).chunks_exact_mut(8)) {
+            chunk.copy_from_slice(&w.to_le_bytes());
+            n += 1;
+        }
+        if n != nw {
+            return Err(ModelError::Truncated { need: nw, got: n });
+        }
     }
     let (body, tail) = out.split_at_mut(len - 4);
     tail.copy_from_slice(&crc32(body).to_le_bytes());
     Ok(len)
 }
 
-/// A checked blob, borrowed.
+/// A checked blob (or plan), borrowed.
 #[derive(Clone, Copy, Debug)]
 pub struct BlobView<'a> {
     bytes: &'a [u8],
@@ -96,13 +161,23 @@ pub struct BlobView<'a> {
 impl<'a> BlobView<'a> {
     /// Checks a whole blob.
     pub fn parse(bytes: &'a [u8]) -> Result<Self, ModelError> {
+        Self::parse_inner(bytes, &MAGIC)
+    }
+
+    /// Checks a whole plan (a blob without words, see [`encode_plan`]);
+    /// [`BlobView::words`] of a plan are empty.
+    pub fn parse_plan(bytes: &'a [u8]) -> Result<Self, ModelError> {
+        Self::parse_inner(bytes, &PLAN_MAGIC)
+    }
+
+    fn parse_inner(bytes: &'a [u8], magic: &[u8; 8]) -> Result<Self, ModelError> {
         if bytes.len() < HEADER + 4 {
             return Err(ModelError::Truncated {
                 need: HEADER + 4,
                 got: bytes.len(),
             });
         }
-        if bytes.get(..8) != Some(&MAGIC[..]) {
+        if bytes.get(..8) != Some(&magic[..]) {
             return Err(ModelError::BadMagic);
         }
         let version = rd(bytes, 8, 2) as u16;
@@ -124,10 +199,15 @@ impl<'a> BlobView<'a> {
         if !(1..=crate::ring::MAX_FRAC_BITS).contains(&frac_bits) {
             return Err(ModelError::BadArch("fractional bits"));
         }
-        if rd(bytes, 28, 4) as usize != words(&arch) {
+        let nw = if *magic == MAGIC { words(&arch) } else { 0 };
+        if rd(bytes, 28, 4) as usize != nw {
             return Err(ModelError::BadArch("word count"));
         }
-        let need = blob_len(&arch);
+        let ll = layout_len(&arch);
+        if rd(bytes, 32, 4) as usize != ll {
+            return Err(ModelError::BadArch("layout length"));
+        }
+        let need = HEADER + ll + 8 * nw + 4;
         if bytes.len() < need {
             return Err(ModelError::Truncated { need, got: bytes.len() });
         }
@@ -137,6 +217,14 @@ impl<'a> BlobView<'a> {
         let (body, crc) = bytes.split_at(need - 4);
         if crc32(body) != rd(crc, 0, 4) as u32 {
             return Err(ModelError::BadChecksum);
+        }
+        let kinds = bytes.get(HEADER..HEADER + arch.layers * arch.heads).unwrap_or(&[]);
+        if let Some(&k) = kinds.iter().find(|&&k| AttnKind::from_u8(k).is_none()) {
+            return Err(ModelError::BadAttnKind(k));
+        }
+        let flags = bytes.get(HEADER + arch.layers * arch.heads..HEADER + ll).unwrap_or(&[]);
+        if let Some(&f) = flags.iter().find(|&&f| f > 1) {
+            return Err(ModelError::BadFlag(f));
         }
         Ok(Self {
             bytes,
@@ -161,7 +249,15 @@ impl<'a> BlobView<'a> {
         self.model_crc
     }
 
-    /// The device's words of `id` (empty for host-only ids).
+    /// The bytes of the layout section followed by the words (for a plan:
+    /// the layout only).
+    fn body(&self) -> &'a [u8] {
+        self.bytes
+            .get(HEADER..self.bytes.len().saturating_sub(4))
+            .unwrap_or(&[])
+    }
+
+    /// The device's words of `id` (empty for host-only ids and for a plan).
     pub fn words(&self, id: Wid) -> impl Iterator<Item = u64> + 'a {
         let mut off = 0;
         let mut found = None;
@@ -173,12 +269,26 @@ impl<'a> BlobView<'a> {
             off += w.len(&self.arch);
         }
         let (start, len) = found.unwrap_or((0, 0));
-        let at = HEADER + 8 * start;
-        self.bytes
+        let at = layout_len(&self.arch) + 8 * start;
+        self.body()
             .get(at..at + 8 * len)
             .unwrap_or(&[])
             .chunks_exact(8)
             .map(crate::wire::word)
+    }
+}
+
+impl Layout for BlobView<'_> {
+    fn attn(&self, layer: usize, head: usize) -> AttnKind {
+        self.body()
+            .get(layer * self.arch.heads + head)
+            .and_then(|&b| AttnKind::from_u8(b))
+            .unwrap_or(AttnKind::Softmax)
+    }
+
+    fn gelu(&self, layer: usize, token: usize) -> bool {
+        let i = self.arch.layers * self.arch.heads + layer * self.arch.tokens() + token;
+        self.body().get(i).is_none_or(|&b| b == 1)
     }
 }
 

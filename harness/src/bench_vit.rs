@@ -152,7 +152,7 @@ pub fn run(a: &Args) -> Result<(), String> {
         };
         let bytes = fm.to_bytes()?;
         let view = ModelView::parse(&bytes).map_err(|e| e.to_string())?;
-        let maps = weight_maps(&view, fp, &keys)?;
+        let maps = weight_maps(&view, fp, &keys.model)?;
         let img: Vec<f32> = (0..ar.channels * ar.image * ar.image)
             .map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0)
             .collect();

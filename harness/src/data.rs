@@ -83,7 +83,9 @@ impl Dataset {
     }
 }
 
-fn read_file(path: &Path) -> Result<Vec<u8>, String> {
+/// Reads a file, gunzipping it if it starts with the gzip magic (at most
+/// 1 GiB of output).
+pub fn read_file(path: &Path) -> Result<Vec<u8>, String> {
     let raw = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     if raw.starts_with(&[0x1f, 0x8b]) {
         let mut out = Vec::new();
@@ -102,13 +104,10 @@ fn be32(b: &[u8], at: usize) -> u32 {
         .map_or(0, |s| u32::from_be_bytes([s[0], s[1], s[2], s[3]]))
 }
 
-/// Parses an IDX image file (magic 2051) and label file (magic 2049).
-pub fn parse_idx(images: &[u8], labels: &[u8], what: &str) -> Result<(usize, usize, Vec<u8>, Vec<u8>), String> {
+/// Parses an IDX image file alone (magic 2051): count, side, pixels.
+pub fn idx_images(images: &[u8], what: &str) -> Result<(usize, usize, Vec<u8>), String> {
     if images.len() < 16 || be32(images, 0) != 2051 {
         return Err(format!("{what}: not an IDX image file (magic 2051)"));
-    }
-    if labels.len() < 8 || be32(labels, 0) != 2049 {
-        return Err(format!("{what}: not an IDX label file (magic 2049)"));
     }
     let (n, rows, cols) = (
         be32(images, 4) as usize,
@@ -118,10 +117,6 @@ pub fn parse_idx(images: &[u8], labels: &[u8], what: &str) -> Result<(usize, usi
     if rows == 0 || rows != cols || rows > 1024 {
         return Err(format!("{what}: unsupported image size {rows}x{cols}"));
     }
-    let nl = be32(labels, 4) as usize;
-    if n != nl {
-        return Err(format!("{what}: {n} images but {nl} labels"));
-    }
     let want = n.checked_mul(rows * cols).and_then(|v| v.checked_add(16));
     if want != Some(images.len()) {
         return Err(format!(
@@ -129,13 +124,26 @@ pub fn parse_idx(images: &[u8], labels: &[u8], what: &str) -> Result<(usize, usi
             images.len()
         ));
     }
+    Ok((n, rows, images[16..].to_vec()))
+}
+
+/// Parses an IDX image file (magic 2051) and label file (magic 2049).
+pub fn parse_idx(images: &[u8], labels: &[u8], what: &str) -> Result<(usize, usize, Vec<u8>, Vec<u8>), String> {
+    let (n, side, pixels) = idx_images(images, what)?;
+    if labels.len() < 8 || be32(labels, 0) != 2049 {
+        return Err(format!("{what}: not an IDX label file (magic 2049)"));
+    }
+    let nl = be32(labels, 4) as usize;
+    if n != nl {
+        return Err(format!("{what}: {n} images but {nl} labels"));
+    }
     if labels.len() != 8 + n {
         return Err(format!(
             "{what}: label file has {} bytes, header says {n} labels",
             labels.len()
         ));
     }
-    Ok((n, rows, images[16..].to_vec(), labels[8..].to_vec()))
+    Ok((n, side, pixels, labels[8..].to_vec()))
 }
 
 /// Loads a Fashion-MNIST split (`train` or `t10k`) from `dir`.

@@ -91,7 +91,7 @@ pub fn run(a: &Args) -> Result<(), String> {
     }
     let fp = FixedPoint::new(fm.frac_bits).map_err(|e| e.to_string())?;
     let keys = Keys::test(1);
-    let maps = weight_maps(&view, fp, &keys)?;
+    let maps = weight_maps(&view, fp, &keys.model)?;
     let n = ds.len();
     let (mut float_ok, mut fixed_ok) = (0usize, 0usize);
     let mut fixed_pred = Vec::with_capacity(n);

@@ -6,7 +6,9 @@ pub mod bench_nonlinear;
 pub mod bench_ops;
 pub mod bench_vit;
 pub mod data;
+pub mod demo;
 pub mod eval;
 pub mod float;
+pub mod roles;
 #[cfg(feature = "train")]
 pub mod train;

@@ -2,7 +2,7 @@
 
 #[cfg(feature = "train")]
 use mpcvit::train;
-use mpcvit::{bench_ops, bench_vit, eval};
+use mpcvit::{bench_ops, bench_vit, demo, eval, roles};
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -14,12 +14,29 @@ use std::process::ExitCode;
     about = "Private MPCViT inference by two-party secure computation"
 )]
 struct Cli {
+    /// More log output on stderr (-v: info, -vv: debug). Quiet by default;
+    /// RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
     #[command(subcommand)]
     cmd: Cmd,
 }
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Private inference of the bundled model on bundled test images:
+    /// dealer, host and device as child processes on localhost.
+    Demo(demo::Args),
+    /// The dealer: correlations for host sessions (holds both keys).
+    Dealer(roles::DealerArgs),
+    /// The host: holds the model, serves device sessions over TCP.
+    Host(roles::HostArgs),
+    /// The device: holds the image, runs one private inference with a host.
+    Device(roles::DeviceArgs),
+    /// Writes the device's provisioning blob for a model.
+    Provision(roles::ProvisionArgs),
+    /// Creates a deployment's keys (host.key, device.key).
+    Keygen(roles::KeygenArgs),
     /// Benchmark every secure op: rounds, bytes each way, ns per element,
     /// and the ratio to plaintext int64.
     BenchOps(bench_ops::Args),
@@ -35,7 +52,22 @@ enum Cmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let level = match cli.verbose {
+        0 => log::LevelFilter::Warn,
+        1 => log::LevelFilter::Info,
+        _ => log::LevelFilter::Debug,
+    };
+    env_logger::Builder::new()
+        .filter_level(level)
+        .parse_default_env()
+        .init();
     let res = match cli.cmd {
+        Cmd::Demo(a) => demo::run(&a, cli.verbose),
+        Cmd::Dealer(a) => roles::dealer(&a),
+        Cmd::Host(a) => roles::host(&a),
+        Cmd::Device(a) => roles::device(&a),
+        Cmd::Provision(a) => roles::provision(&a),
+        Cmd::Keygen(a) => roles::keygen(&a),
         Cmd::BenchOps(a) => bench_ops::run(&a),
         Cmd::Bench(a) => bench_vit::run(&a),
         Cmd::Eval(a) => eval::run(&a),

@@ -398,13 +398,7 @@ fn batch(ds: &Dataset, idx: &[usize], dev: &Device) -> (Tensor<2>, Tensor<1, Int
 /// `shift` pixels in each direction (the uncovered border is background, raw
 /// value 0) and mirrored left-right with probability 1/2, both drawn from
 /// `seed` and the image's position so that a resumed run sees the same data.
-fn batch_augmented(
-    ds: &Dataset,
-    idx: &[usize],
-    shift: usize,
-    seed: u64,
-    dev: &Device,
-) -> (Tensor<2>, Tensor<1, Int>) {
+fn batch_augmented(ds: &Dataset, idx: &[usize], shift: usize, seed: u64, dev: &Device) -> (Tensor<2>, Tensor<1, Int>) {
     let (side, plane) = (ds.side, ds.side * ds.side);
     let mut xb = Vec::with_capacity(idx.len() * ds.image_len());
     let mut raw = vec![0u8; ds.image_len()];
@@ -427,8 +421,11 @@ fn batch_augmented(
                     let sx = if flip { side - 1 - x } else { x } as isize - dx;
                     let sy = y as isize - dy;
                     let inside = (0..side as isize).contains(&sx) && (0..side as isize).contains(&sy);
-                    raw[c * plane + y * side + x] =
-                        if inside { src[c * plane + sy as usize * side + sx as usize] } else { 0 };
+                    raw[c * plane + y * side + x] = if inside {
+                        src[c * plane + sy as usize * side + sx as usize]
+                    } else {
+                        0
+                    };
                 }
             }
         }
@@ -562,7 +559,13 @@ fn run_stage(
         for step in 0..per_epoch {
             let idx = &order[step * a.batch..(step + 1) * a.batch];
             let (xb, yb) = if a.augment > 0 {
-                batch_augmented(train, idx, a.augment, a.seed ^ ((epoch * per_epoch + step) as u64) << 8, dev)
+                batch_augmented(
+                    train,
+                    idx,
+                    a.augment,
+                    a.seed ^ ((epoch * per_epoch + step) as u64) << 8,
+                    dev,
+                )
             } else {
                 batch(train, idx, dev)
             };

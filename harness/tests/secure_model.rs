@@ -78,7 +78,7 @@ fn worst_deviation(cases: u64) -> f64 {
         let fm = random_model(seed + 1000);
         let bytes = fm.to_bytes().expect("encode");
         let view = ModelView::parse(&bytes).expect("parse");
-        let maps = weight_maps(&view, fp, &keys).expect("weights");
+        let maps = weight_maps(&view, fp, &keys.model).expect("weights");
         let img = image(&fm.arch, seed);
         let got = secure(&view, fp, &maps, &keys, seed, &img).expect("secure");
         let want = reference(&view, fp, &maps[0], &img);
@@ -116,7 +116,7 @@ proptest! {
         let view = ModelView::parse(&bytes).expect("parse");
         let fp = FixedPoint::new(16).expect("fp");
         let keys = Keys::test(5);
-        let maps = weight_maps(&view, fp, &keys).expect("weights");
+        let maps = weight_maps(&view, fp, &keys.model).expect("weights");
         let img = image(&fm.arch, seed);
         let got = secure(&view, fp, &maps, &keys, seed, &img).expect("secure inference");
         let want = reference(&view, fp, &maps[0], &img);
@@ -144,7 +144,7 @@ fn one_case() {
     let view = ModelView::parse(&bytes).expect("parse");
     let fp = FixedPoint::new(16).expect("fp");
     let keys = Keys::test(5);
-    let maps = weight_maps(&view, fp, &keys).expect("weights");
+    let maps = weight_maps(&view, fp, &keys.model).expect("weights");
     let img = image(&fm.arch, 1);
     let t = std::time::Instant::now();
     let want = reference(&view, fp, &maps[0], &img);
@@ -172,7 +172,7 @@ fn secure_model_over_tcp() {
     let view = ModelView::parse(&bytes).expect("parse");
     let fp = FixedPoint::new(16).expect("fp");
     let keys = Keys::test(6);
-    let maps = weight_maps(&view, fp, &keys).expect("weights");
+    let maps = weight_maps(&view, fp, &keys.model).expect("weights");
     let img = image(&fm.arch, 3);
     let tcp = mpcvit_conformance::vit::secure_tcp(&view, fp, &maps, &keys, 9, &img).expect("tcp inference");
     let mem = secure(&view, fp, &maps, &keys, 9, &img).expect("mem inference");
@@ -189,14 +189,15 @@ fn secure_model_over_tcp() {
 #[test]
 fn provisioning_blob_roundtrip() {
     use mpcvit_conformance::vit::{WeightMap, device_blob};
+    use mpcvit_core::model::Layout;
     use mpcvit_core::provision::{BlobView, model_crc};
     let fm = random_model(4);
     let bytes = fm.to_bytes().expect("encode");
     let view = ModelView::parse(&bytes).expect("parse");
     let fp = FixedPoint::new(16).expect("fp");
     let keys = Keys::test(7);
-    let maps = weight_maps(&view, fp, &keys).expect("weights");
-    let blob = device_blob(&bytes, fp, &keys).expect("blob");
+    let maps = weight_maps(&view, fp, &keys.model).expect("weights");
+    let blob = device_blob(&bytes, fp, &keys.model).expect("blob");
     let b = BlobView::parse(&blob).expect("parse blob");
     assert_eq!(b.model_crc(), model_crc(&bytes));
     assert_eq!(b.arch(), fm.arch);
@@ -207,6 +208,25 @@ fn provisioning_blob_roundtrip() {
             mpcvit_core::ops::vit::Weights::get(&maps[1], id),
             "{id:?}"
         );
+    }
+    let a = fm.arch;
+    for l in 0..a.layers {
+        for h in 0..a.heads {
+            assert_eq!(Layout::attn(&b, l, h), view.attn(l, h));
+        }
+        for t in 0..a.tokens() {
+            assert_eq!(Layout::gelu(&b, l, t), view.gelu(l, t));
+        }
+    }
+    // The dealer's plan: the same layout, no words.
+    let mut plan = vec![0; mpcvit_core::provision::plan_len(&a)];
+    mpcvit_core::provision::encode_plan(&a, 16, model_crc(&bytes), &view, &mut plan).expect("plan");
+    let p = BlobView::parse_plan(&plan).expect("parse plan");
+    assert!(BlobView::parse(&plan).is_err() && BlobView::parse_plan(&blob).is_err());
+    for l in 0..a.layers {
+        for h in 0..a.heads {
+            assert_eq!(Layout::attn(&p, l, h), view.attn(l, h));
+        }
     }
     let mut bad = blob.clone();
     bad[60] ^= 1;
@@ -223,5 +243,6 @@ proptest! {
     #[test]
     fn blob_parser_never_panics(b in proptest::collection::vec(any::<u8>(), 0..200)) {
         let _ = mpcvit_core::provision::BlobView::parse(&b);
+        let _ = mpcvit_core::provision::BlobView::parse_plan(&b);
     }
 }

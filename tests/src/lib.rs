@@ -36,6 +36,17 @@ pub enum RunError {
     Link(String),
 }
 
+impl std::fmt::Display for RunError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Protocol(e) => write!(f, "protocol error: {e}"),
+            Self::Link(e) => write!(f, "link error: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for RunError {}
+
 impl From<ProtocolError> for RunError {
     fn from(e: ProtocolError) -> Self {
         Self::Protocol(e)

@@ -4,10 +4,11 @@
 
 use crate::party::Driver;
 use crate::{Keys, Res, RunError};
-use mpcvit_core::model::{AttnKind, ModelView};
+use mpcvit_core::model::{Arch, AttnKind, ModelView};
 use mpcvit_core::ops::layernorm::{self, LnSpec};
 use mpcvit_core::ops::vit::{self, MLP_RANGE_LOG2, SCORE_RANGE_LOG2, VitSpec, Weights, Wid};
 use mpcvit_core::ops::{activation, softmax};
+use mpcvit_core::prg::Seed;
 use mpcvit_core::protocol::linear::model_mask;
 use mpcvit_core::protocol::pwl::Func;
 use mpcvit_core::reference::trunc;
@@ -27,7 +28,8 @@ impl Weights for WeightMap {
 }
 
 /// The host's, the device's and the dealer's views of a model.
-pub fn weight_maps(m: &ModelView<'_>, fp: FixedPoint, keys: &Keys) -> Result<[WeightMap; 3], String> {
+/// `model_seed` is the host's per-model mask seed (shared with the dealer).
+pub fn weight_maps(m: &ModelView<'_>, fp: FixedPoint, model_seed: &Seed) -> Result<[WeightMap; 3], String> {
     let a = m.arch();
     let (mut h, mut d, mut dl) = (WeightMap::default(), WeightMap::default(), WeightMap::default());
     for id in Wid::all(&a) {
@@ -35,7 +37,7 @@ pub fn weight_maps(m: &ModelView<'_>, fp: FixedPoint, keys: &Keys) -> Result<[We
         vit::encode_weight(m, fp, id, &mut w).map_err(|e| e.to_string())?;
         if !id.host_only() {
             let mut b = vec![0; w.len()];
-            model_mask(&keys.model, id.mask_id()).fill(&mut b);
+            model_mask(model_seed, id.mask_id()).fill(&mut b);
             d.0.insert(id, w.iter().zip(&b).map(|(x, y)| x.wrapping_sub(*y)).collect());
             dl.0.insert(id, b);
         }
@@ -46,7 +48,11 @@ pub fn weight_maps(m: &ModelView<'_>, fp: FixedPoint, keys: &Keys) -> Result<[We
 
 /// An image `[c, h, w]` (normalised floats) as the device's patch matrix.
 pub fn patches(m: &ModelView<'_>, fp: FixedPoint, image: &[f32]) -> Vec<u64> {
-    let a = m.arch();
+    patches_for(&m.arch(), fp, image)
+}
+
+/// An image `[c, h, w]` (normalised floats) as the patch matrix of `a`.
+pub fn patches_for(a: &Arch, fp: FixedPoint, image: &[f32]) -> Vec<u64> {
     let (p, g) = (a.patch, a.image / a.patch);
     let mut out = vec![0; (a.tokens() - 1) * a.patch_len()];
     for py in 0..g {
@@ -302,10 +308,10 @@ pub fn reference(m: &ModelView<'_>, fp: FixedPoint, w: &WeightMap, image: &[f32]
 }
 
 /// The device's provisioning blob for a model file: its `W - B` words.
-pub fn device_blob(model_file: &[u8], fp: FixedPoint, keys: &Keys) -> Result<Vec<u8>, String> {
+pub fn device_blob(model_file: &[u8], fp: FixedPoint, model_seed: &Seed) -> Result<Vec<u8>, String> {
     let m = ModelView::parse(model_file).map_err(|e| e.to_string())?;
     let a = m.arch();
-    let maps = weight_maps(&m, fp, keys)?;
+    let maps = weight_maps(&m, fp, model_seed)?;
     let words: Vec<u64> = Wid::all(&a)
         .filter(|w| !w.host_only())
         .flat_map(|w| maps[1].get(w).to_vec())
@@ -315,6 +321,7 @@ pub fn device_blob(model_file: &[u8], fp: FixedPoint, keys: &Keys) -> Result<Vec
         &a,
         fp.frac_bits(),
         mpcvit_core::provision::model_crc(model_file),
+        &m,
         words.into_iter(),
         &mut out,
     )
@@ -323,6 +330,21 @@ pub fn device_blob(model_file: &[u8], fp: FixedPoint, keys: &Keys) -> Result<Vec
 }
 
 impl WeightMap {
+    /// The dealer's view: the masks `B` of every host-private weight, from
+    /// the per-model mask seed (no weights needed).
+    pub fn dealer(a: &Arch, model_seed: &Seed) -> Self {
+        Self(
+            Wid::all(a)
+                .filter(|w| !w.host_only())
+                .map(|w| {
+                    let mut b = vec![0; w.len(a)];
+                    model_mask(model_seed, w.mask_id()).fill(&mut b);
+                    (w, b)
+                })
+                .collect(),
+        )
+    }
+
     /// The device's view read from its provisioning blob.
     pub fn from_blob(b: &mpcvit_core::provision::BlobView<'_>) -> Self {
         let a = b.arch();

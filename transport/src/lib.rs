@@ -8,6 +8,8 @@ pub mod link;
 #[cfg(feature = "std")]
 pub mod mem;
 #[cfg(feature = "std")]
+pub mod shape;
+#[cfg(feature = "std")]
 pub mod tcp;
 
 pub use frame::{FrameDecoder, FrameError, FrameKind, Header};

@@ -38,7 +38,7 @@ use super::wide::{self, WideSpec};
 use super::{LutJob, Party, activation};
 use crate::FixedPoint;
 use crate::ProtocolError;
-use crate::model::{Arch, AttnKind, ModelView, Tensor};
+use crate::model::{Arch, AttnKind, Layout, ModelView, Tensor};
 use crate::protocol::linear::LinearShape;
 use crate::protocol::lut::LutShape;
 use crate::protocol::matmul::MatmulShape;
@@ -282,14 +282,23 @@ pub fn encode_weight(m: &ModelView<'_>, fp: FixedPoint, id: Wid, out: &mut [u64]
 }
 
 /// The architecture-level facts the forward pass needs.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy)]
 pub struct VitSpec<'a> {
     /// Architecture.
     pub arch: Arch,
     /// Fixed point.
     pub fp: FixedPoint,
-    /// The model (for the attention kinds and MPCViT+ flags).
-    pub model: &'a ModelView<'a>,
+    /// The attention kinds and MPCViT+ flags.
+    pub model: &'a (dyn Layout + Sync),
+}
+
+impl core::fmt::Debug for VitSpec<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("VitSpec")
+            .field("arch", &self.arch)
+            .field("fp", &self.fp)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Grid of the softmax / ReLU lookups on attention scores: `[-32, 32)`.

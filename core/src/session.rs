@@ -1,0 +1,194 @@
+//! Session set-up (`spec/session.md`): binds the device, the host and the
+//! dealer to one session id without the host learning the device's seeds.
+//!
+//! 1. The device draws a fresh 64-bit nonce and derives its session key
+//!    `Kd = derive(device key, DeviceNonce, nonce)`; it sends the host a
+//!    [`DeviceHello`] with the model CRC of its blob, its fractional bits, the
+//!    nonce and a tag `derive(Kd, ConfirmDevice, 0)` that only a holder of the
+//!    device key can make.
+//! 2. The host picks a session id that it has never used, and relays the
+//!    nonce and tag with the plan to the dealer ([`DealerSetup`] header).
+//! 3. The dealer re-derives `Kd`, checks the tag, refuses a session id it has
+//!    seen, and answers with `derive(Kd, ConfirmDealer, sid)`.
+//! 4. The host forwards the session id and the dealer's tag ([`Accept`]); the
+//!    device checks the tag before it sends anything that depends on the
+//!    image. Its correlations come from `Kd` and the session id.
+//!
+//! The host sees nonces and tags, which are PRF outputs under keys it does
+//! not hold. A host that replays an old session id cannot make the device
+//! reuse correlations: the device's nonce is fresh, so `Kd` is new. A host
+//! that alters the nonce or the tag is caught by the tag checks.
+
+use crate::ProtocolError;
+use crate::corr::SessionId;
+use crate::prg::{Domain, Seed};
+
+/// Set-up message version.
+pub const VERSION: u8 = 1;
+/// Length of a [`DeviceHello`].
+pub const DEVICE_HELLO_LEN: usize = 30;
+/// Length of an [`Accept`].
+pub const ACCEPT_LEN: usize = 25;
+/// Length of the fixed part of a [`DealerSetup`] (the plan follows).
+pub const DEALER_SETUP_LEN: usize = 33;
+/// Length of a tag.
+pub const TAG_LEN: usize = 16;
+
+/// A key-confirmation tag.
+pub type Tag = [u8; TAG_LEN];
+
+/// The device's first message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DeviceHello {
+    /// CRC of the model the device's blob was made from.
+    pub model_crc: u32,
+    /// Fractional bits of the device's blob.
+    pub frac_bits: u8,
+    /// Fresh nonce.
+    pub nonce: u64,
+    /// `derive(Kd, ConfirmDevice, 0)`.
+    pub tag: Tag,
+}
+
+/// The host's answer to the device: the session id and the dealer's tag.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Accept {
+    /// Session id.
+    pub session: u64,
+    /// `derive(Kd, ConfirmDealer, session)`.
+    pub tag: Tag,
+}
+
+/// The fixed part of the host's set-up message to the dealer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DealerSetup {
+    /// Session id.
+    pub session: u64,
+    /// The device's nonce.
+    pub nonce: u64,
+    /// The device's tag.
+    pub tag: Tag,
+}
+
+fn tag_of(seed: &Seed) -> Tag {
+    let mut t = [0u8; TAG_LEN];
+    t.copy_from_slice(seed.expose().get(..TAG_LEN).unwrap_or(&[0; TAG_LEN]));
+    t
+}
+
+fn get<const N: usize>(b: &[u8], at: usize) -> [u8; N] {
+    let mut a = [0u8; N];
+    if let Some(s) = b.get(at..at + N) {
+        a.copy_from_slice(s);
+    }
+    a
+}
+
+fn put(out: &mut [u8], at: usize, v: &[u8]) {
+    if let Some(d) = out.get_mut(at..at + v.len()) {
+        d.copy_from_slice(v);
+    }
+}
+
+fn check(b: &[u8], len: usize, exact: bool) -> Result<(), ProtocolError> {
+    if b.len() < len || (exact && b.len() != len) {
+        return Err(ProtocolError::BadLength {
+            expected: len,
+            got: b.len(),
+        });
+    }
+    match b.first() {
+        Some(&VERSION) => Ok(()),
+        Some(&v) => Err(ProtocolError::BadVersion(v)),
+        None => Err(ProtocolError::BadLength { expected: len, got: 0 }),
+    }
+}
+
+/// Compares two tags without an early exit.
+pub fn tags_equal(a: &Tag, b: &Tag) -> bool {
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The device's session key for `nonce`.
+pub fn device_session_key(device_key: &Seed, nonce: u64) -> Seed {
+    device_key.derive(Domain::DeviceNonce, nonce)
+}
+
+/// The device's tag under its session key.
+pub fn device_tag(session_key: &Seed) -> Tag {
+    tag_of(&session_key.derive(Domain::ConfirmDevice, 0))
+}
+
+/// The dealer's tag for `session` under the device's session key.
+pub fn dealer_tag(session_key: &Seed, session: SessionId) -> Tag {
+    tag_of(&session_key.derive(Domain::ConfirmDealer, session.0))
+}
+
+/// The host's per-model mask seed (shared by host and dealer): derived from
+/// the host key and the model's CRC, so each model gets its own masks.
+pub fn model_seed(host_key: &Seed, model_crc: u32) -> Seed {
+    host_key.derive(Domain::ModelMask, u64::from(model_crc))
+}
+
+impl DeviceHello {
+    /// Encodes into the first [`DEVICE_HELLO_LEN`] bytes of `out`.
+    pub fn encode(&self, out: &mut [u8; DEVICE_HELLO_LEN]) {
+        out[0] = VERSION;
+        put(out, 1, &self.model_crc.to_le_bytes());
+        out[5] = self.frac_bits;
+        put(out, 6, &self.nonce.to_le_bytes());
+        put(out, 14, &self.tag);
+    }
+
+    /// Decodes and checks the length and version.
+    pub fn decode(b: &[u8]) -> Result<Self, ProtocolError> {
+        check(b, DEVICE_HELLO_LEN, true)?;
+        Ok(Self {
+            model_crc: u32::from_le_bytes(get(b, 1)),
+            frac_bits: get::<1>(b, 5)[0],
+            nonce: u64::from_le_bytes(get(b, 6)),
+            tag: get(b, 14),
+        })
+    }
+}
+
+impl Accept {
+    /// Encodes.
+    pub fn encode(&self, out: &mut [u8; ACCEPT_LEN]) {
+        out[0] = VERSION;
+        put(out, 1, &self.session.to_le_bytes());
+        put(out, 9, &self.tag);
+    }
+
+    /// Decodes and checks the length and version.
+    pub fn decode(b: &[u8]) -> Result<Self, ProtocolError> {
+        check(b, ACCEPT_LEN, true)?;
+        Ok(Self {
+            session: u64::from_le_bytes(get(b, 1)),
+            tag: get(b, 9),
+        })
+    }
+}
+
+impl DealerSetup {
+    /// Encodes the fixed part into `out` (the plan goes after it).
+    pub fn encode(&self, out: &mut [u8; DEALER_SETUP_LEN]) {
+        out[0] = VERSION;
+        put(out, 1, &self.session.to_le_bytes());
+        put(out, 9, &self.nonce.to_le_bytes());
+        put(out, 17, &self.tag);
+    }
+
+    /// Decodes the fixed part; returns it and the rest (the plan).
+    pub fn decode(b: &[u8]) -> Result<(Self, &[u8]), ProtocolError> {
+        check(b, DEALER_SETUP_LEN, false)?;
+        Ok((
+            Self {
+                session: u64::from_le_bytes(get(b, 1)),
+                nonce: u64::from_le_bytes(get(b, 9)),
+                tag: get(b, 17),
+            },
+            b.get(DEALER_SETUP_LEN..).unwrap_or(&[]),
+        ))
+    }
+}

@@ -1,0 +1,300 @@
+//! `mpcvit demo`: the bundled Fashion-MNIST MPCViT and a few bundled test
+//! images, run privately by three child processes (dealer, host, and one
+//! device process per image) on free localhost ports; prints each prediction
+//! beside the plaintext ones, then the cost per inference.
+
+use crate::float::{FloatModel, write_atomic};
+use crate::roles::{self, DeviceReport, HOST_KEY, parse_profile};
+use mpcvit_conformance::vit::{reference, weight_maps};
+use mpcvit_core::FixedPoint;
+use mpcvit_core::model::{AttnKind, ModelView};
+use mpcvit_core::prg::Seed;
+use mpcvit_transport::shape::Profile;
+use std::io::{BufRead as _, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+
+/// The bundled model (`models/README.md` says how it was made).
+pub const MODEL: &[u8] = include_bytes!("../../models/fmnist-mu0.5-kd.mpcvit");
+/// The first 16 images of the Fashion-MNIST test split (IDX).
+pub const IMAGES: &[u8] = include_bytes!("../../models/fmnist-t10k-16-images-idx3-ubyte");
+/// Their labels (IDX).
+pub const LABELS: &[u8] = include_bytes!("../../models/fmnist-t10k-16-labels-idx1-ubyte");
+/// Fashion-MNIST class names.
+pub const CLASSES: [&str; 10] = [
+    "T-shirt/top",
+    "trouser",
+    "pullover",
+    "dress",
+    "coat",
+    "sandal",
+    "shirt",
+    "sneaker",
+    "bag",
+    "ankle boot",
+];
+
+/// Options of `mpcvit demo`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Args {
+    /// Number of bundled test images to classify (1..=16).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=16))]
+    pub images: u16,
+    /// A model file to use instead of the bundled one (28x28 grey input).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Shape the device's socket traffic like this link (lan, wan, ble,
+    /// uart); the printed time is then the shaped one.
+    #[arg(long, value_parser = parse_profile)]
+    pub link: Option<Profile>,
+    /// Seconds each party waits for a silent peer.
+    #[arg(long, default_value_t = 120)]
+    pub timeout: u64,
+}
+
+/// Children and the scratch directory, cleaned up on every exit path (also
+/// from the Ctrl-C handler, which is why they live in a static).
+static CHILDREN: Mutex<Vec<Child>> = Mutex::new(Vec::new());
+static SCRATCH: Mutex<Option<PathBuf>> = Mutex::new(None);
+
+fn cleanup() {
+    if let Ok(mut c) = CHILDREN.lock() {
+        for ch in c.iter_mut() {
+            let _ = ch.kill();
+            let _ = ch.wait();
+        }
+        c.clear();
+    }
+    if let Ok(mut s) = SCRATCH.lock()
+        && let Some(p) = s.take()
+    {
+        let _ = std::fs::remove_dir_all(p);
+    }
+}
+
+struct Guard;
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        cleanup();
+    }
+}
+
+/// Starts a listening child and returns the address it printed.
+fn start(exe: &Path, args: &[String], who: &str) -> Result<String, String> {
+    let mut ch = Command::new(exe)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| format!("cannot start the {who}: {e}"))?;
+    let out = ch.stdout.take().ok_or("no child stdout")?;
+    CHILDREN.lock().map_err(|_| "child table poisoned")?.push(ch);
+    let mut r = BufReader::new(out);
+    let mut line = String::new();
+    r.read_line(&mut line)
+        .map_err(|e| format!("the {who} did not start: {e}"))?;
+    let addr = line
+        .trim()
+        .rsplit(' ')
+        .next()
+        .filter(|a| line.contains("listening on") && !a.is_empty())
+        .ok_or_else(|| format!("the {who} did not start (see its error above)"))?
+        .to_string();
+    // Drain whatever else it prints so it never blocks on a full pipe.
+    std::thread::spawn(move || std::io::copy(&mut r, &mut std::io::sink()));
+    Ok(addr)
+}
+
+/// `mpcvit demo`.
+pub fn run(a: &Args, verbose: u8) -> Result<(), String> {
+    let _guard = Guard;
+    ctrlc::set_handler(|| {
+        cleanup();
+        eprintln!("mpcvit: interrupted");
+        std::process::exit(130);
+    })
+    .map_err(|e| format!("cannot install the Ctrl-C handler: {e}"))?;
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find the mpcvit binary: {e}"))?;
+    let dir = std::env::temp_dir().join(format!("mpcvit-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    *SCRATCH.lock().map_err(|_| "poisoned")? = Some(dir.clone());
+
+    // Model, keys, provisioning.
+    let (model, name) = match &a.model {
+        Some(p) => (roles::read_model(p)?, p.display().to_string()),
+        None => (MODEL.to_vec(), "fmnist-mu0.5-kd (bundled)".to_string()),
+    };
+    let view = ModelView::parse(&model).map_err(|e| e.to_string())?;
+    let arch = view.arch();
+    if arch.channels != 1 || arch.image != 28 || arch.classes != 10 {
+        return Err(format!(
+            "the demo's images are 28x28 grey with 10 classes; {name} takes {}x{}x{} and has {} classes",
+            arch.channels, arch.image, arch.image, arch.classes
+        ));
+    }
+    let model_path = dir.join("model.mpcvit");
+    write_atomic(&model_path, &model)?;
+    let keys = dir.join("keys");
+    roles::make_keys(&keys)?;
+    let blob_path = dir.join("device.blob");
+    write_atomic(
+        &blob_path,
+        &roles::blob_for(&model, &roles::read_key(&keys.join(HOST_KEY))?)?,
+    )?;
+    let images_path = dir.join("images-idx3-ubyte");
+    write_atomic(&images_path, IMAGES)?;
+
+    let kinds: Vec<AttnKind> = (0..arch.layers)
+        .flat_map(|l| (0..arch.heads).map(move |h| (l, h)))
+        .map(|(l, h)| view.attn(l, h))
+        .collect();
+    let count = |k: AttnKind| kinds.iter().filter(|&&x| x == k).count();
+    println!(
+        "model: {name}: {} layers x {} heads ({} RSAttn, {} ScaleAttn, {} Softmax), dim {}, {} tokens, f = {}",
+        arch.layers,
+        arch.heads,
+        count(AttnKind::ReluSoftmax),
+        count(AttnKind::Scale),
+        count(AttnKind::Softmax),
+        arch.dim,
+        arch.tokens(),
+        view.frac_bits()
+    );
+
+    let v: Vec<String> = (0..verbose).map(|_| "-v".to_string()).collect();
+    let s = |x: &str| x.to_string();
+    let p = |x: &Path| x.display().to_string();
+    let n = usize::from(a.images);
+    let timeout = a.timeout.to_string();
+    let mut args = v.clone();
+    args.extend([s("dealer"), s("--listen"), s("127.0.0.1:0"), s("--keys"), p(&keys)]);
+    args.extend([s("--timeout"), timeout.clone()]);
+    let dealer = start(&exe, &args, "dealer")?;
+    let mut args = v.clone();
+    args.extend([
+        s("host"),
+        s("--listen"),
+        s("127.0.0.1:0"),
+        s("--dealer"),
+        dealer.clone(),
+    ]);
+    args.extend([
+        s("--model"),
+        p(&model_path),
+        s("--keys"),
+        p(&keys),
+        s("--timeout"),
+        timeout.clone(),
+    ]);
+    args.extend([s("--sessions"), n.to_string()]);
+    let host = start(&exe, &args, "host")?;
+    println!(
+        "parties: dealer {dealer}, host {host}, one device process per image; link: {}",
+        a.link
+            .map(|l| format!(
+                "shaped as {} ({} Mbit/s, {} ms RTT)",
+                l.name,
+                l.bits_per_s / 1e6,
+                l.rtt_s * 1e3
+            ))
+            .unwrap_or_else(|| "loopback, unshaped".into())
+    );
+
+    // Plaintext references in this process.
+    let fp = FixedPoint::new(view.frac_bits()).map_err(|e| e.to_string())?;
+    let [hmap, _, _] = weight_maps(&view, fp, &Seed::from_bytes([0; 32]))?;
+    let float = FloatModel::from_view(&view);
+    let (_, _, pixels, labels) = crate::data::parse_idx(IMAGES, LABELS, "bundled images")?;
+
+    println!();
+    println!(
+        "{:>5}  {:<12} {:<12} {:<12} {:<12} {:>5} {:>8}",
+        "image", "label", "secure", "fixed-point", "float", "agree", "time s"
+    );
+    let mut reports: Vec<DeviceReport> = Vec::new();
+    let (mut agree, mut agree_f, mut correct) = (0, 0, 0);
+    for i in 0..n {
+        let img = roles::normalise(&pixels[i * 784..(i + 1) * 784], 1);
+        let fixed: Vec<f64> = reference(&view, fp, &hmap, &img)
+            .iter()
+            .map(|&x| fp.decode(x))
+            .collect();
+        let fl: Vec<f64> = float.forward(&img).iter().map(|&x| x as f64).collect();
+        let mut args = v.clone();
+        args.extend([s("device"), s("--connect"), host.clone(), s("--blob"), p(&blob_path)]);
+        args.extend([
+            s("--keys"),
+            p(&keys),
+            s("--images"),
+            p(&images_path),
+            s("--index"),
+            i.to_string(),
+        ]);
+        args.extend([s("--json"), s("--timeout"), timeout.clone()]);
+        if let Some(l) = a.link {
+            args.extend([s("--link"), s(l.name)]);
+        }
+        let out = Command::new(&exe)
+            .args(&args)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("cannot start the device: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "the device failed on image {i}: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        let r: DeviceReport = serde_json::from_slice(&out.stdout)
+            .map_err(|e| format!("the device's report for image {i} is unreadable: {e}"))?;
+        let (pf, pfl, label) = (roles::argmax(&fixed), roles::argmax(&fl), usize::from(labels[i]));
+        agree += usize::from(r.prediction == pf);
+        agree_f += usize::from(r.prediction == pfl);
+        correct += usize::from(r.prediction == label);
+        let name = |c: usize| CLASSES.get(c).copied().unwrap_or("?");
+        println!(
+            "{:>5}  {:<12} {:<12} {:<12} {:<12} {:>5} {:>8.2}",
+            i,
+            name(label),
+            name(r.prediction),
+            name(pf),
+            name(pfl),
+            if r.prediction == pf { "yes" } else { "NO" },
+            r.wall_s
+        );
+        reports.push(r);
+    }
+    let m = reports.len().max(1) as f64;
+    let mean = |f: &dyn Fn(&DeviceReport) -> f64| reports.iter().map(f).sum::<f64>() / m;
+    let (wall, sent, recv, rounds) = (
+        mean(&|r| r.wall_s),
+        mean(&|r| r.bytes_sent as f64),
+        mean(&|r| r.bytes_recv as f64),
+        mean(&|r| r.rounds as f64),
+    );
+    println!();
+    println!("secure = fixed-point plaintext on {agree}/{n} images, = float on {agree_f}/{n}; correct {correct}/{n}");
+    println!(
+        "per inference (mean of {n}): {wall:.2} s wall{}, {rounds:.0} rounds, device->host {:.2} MB, host->device {:.2} MB",
+        a.link
+            .map(|l| format!(" shaped as {}", l.name))
+            .unwrap_or_else(|| " on loopback (dealer, host and device share this machine's cores)".into()),
+        sent / 1e6,
+        recv / 1e6
+    );
+    if a.link.is_none() {
+        let bytes = (sent + recv) as u64;
+        let r = rounds as u64;
+        println!(
+            "modelled (wall + rounds x RTT + bytes / bandwidth): LAN {:.2} s (1 Gbit/s, 0.5 ms), WAN {:.2} s (400 Mbit/s, 40 ms), BLE {:.2} s, UART 921600 {:.2} s",
+            wall + Profile::LAN.added_s(r, bytes),
+            wall + Profile::WAN.added_s(r, bytes),
+            wall + Profile::BLE.added_s(r, bytes),
+            wall + Profile::UART.added_s(r, bytes)
+        );
+    }
+    Ok(())
+}
