@@ -14,6 +14,7 @@ use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// The bundled model (`models/README.md` says how it was made).
 pub const MODEL: &[u8] = include_bytes!("../../models/fmnist-mu0.5-kd.mpcvit");
@@ -108,10 +109,56 @@ fn start(exe: &Path, args: &[String], who: &str) -> Result<String, String> {
     Ok(addr)
 }
 
+/// Runs a child to completion while it is in the cleanup table (so Ctrl-C
+/// also ends it), collecting its output.
+fn run_tracked(exe: &Path, args: &[String]) -> Result<std::process::Output, String> {
+    use std::io::Read as _;
+    let mut ch = Command::new(exe)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot start the device: {e}"))?;
+    let (mut so, mut se) = (ch.stdout.take(), ch.stderr.take());
+    let id = ch.id();
+    CHILDREN.lock().map_err(|_| "child table poisoned")?.push(ch);
+    let err = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        se.as_mut().map(|s| s.read_to_end(&mut v));
+        v
+    });
+    let mut stdout = Vec::new();
+    so.as_mut().map(|s| s.read_to_end(&mut stdout));
+    let stderr = err.join().unwrap_or_default();
+    let mut ch = {
+        let mut t = CHILDREN.lock().map_err(|_| "child table poisoned")?;
+        let i = t.iter().position(|c| c.id() == id).ok_or("device process lost")?;
+        t.swap_remove(i)
+    };
+    let status = ch.wait().map_err(|e| format!("device process: {e}"))?;
+    Ok(std::process::Output { status, stdout, stderr })
+}
+
+/// Set by the Ctrl-C handler before it ends the children.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
 /// `mpcvit demo`.
 pub fn run(a: &Args, verbose: u8) -> Result<(), String> {
+    let r = run_inner(a, verbose);
+    if r.is_err() && INTERRUPTED.load(Ordering::SeqCst) {
+        // The failure is the interruption's doing: let the handler exit 130.
+        loop {
+            std::thread::park();
+        }
+    }
+    r
+}
+
+fn run_inner(a: &Args, verbose: u8) -> Result<(), String> {
     let _guard = Guard;
     ctrlc::set_handler(|| {
+        INTERRUPTED.store(true, Ordering::SeqCst);
         cleanup();
         eprintln!("mpcvit: interrupted");
         std::process::exit(130);
@@ -237,11 +284,7 @@ pub fn run(a: &Args, verbose: u8) -> Result<(), String> {
         if let Some(l) = a.link {
             args.extend([s("--link"), s(l.name)]);
         }
-        let out = Command::new(&exe)
-            .args(&args)
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|e| format!("cannot start the device: {e}"))?;
+        let out = run_tracked(&exe, &args)?;
         if !out.status.success() {
             return Err(format!(
                 "the device failed on image {i}: {}",

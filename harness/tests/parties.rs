@@ -1,0 +1,384 @@
+//! The parties as real processes: `mpcvit demo`, and `dealer`, `host`,
+//! `device` started by hand on a tiny model: predictions equal the
+//! fixed-point reference, sessions run concurrently, the host survives
+//! devices that vanish or misbehave mid-inference, and every failure is one
+//! clear line with exit code 1 (2 for usage).
+
+mod common;
+use common::{bin, tiny_model, tiny_model_seeded, tmpdir};
+use mpcvit_conformance::vit::{reference, weight_maps};
+use mpcvit_core::model::ModelView;
+use mpcvit_core::prg::Seed;
+use mpcvit_core::session::{self, Accept, DeviceHello};
+use mpcvit_core::{FixedPoint, SessionId};
+use mpcvit_transport::tcp::Tcp;
+use mpcvit_transport::{FrameKind, Link};
+use std::io::{BufRead, BufReader};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Output, Stdio};
+
+/// A listening child, killed when dropped.
+struct Server(Child, String);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn server(args: &[&str]) -> Server {
+    let mut c = bin()
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let mut line = String::new();
+    BufReader::new(c.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("first line");
+    assert!(line.contains("listening on"), "{line:?}");
+    let addr = line.trim().rsplit(' ').next().expect("addr").to_string();
+    Server(c, addr)
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf8 path")
+}
+
+/// A deployment: keys, a tiny model, its blob, 4 test images.
+struct Setup {
+    dir: PathBuf,
+    keys: PathBuf,
+    model: PathBuf,
+    blob: PathBuf,
+    images: PathBuf,
+}
+
+fn setup(tag: &str) -> Setup {
+    let dir = tmpdir(tag);
+    let keys = dir.join("keys");
+    let _ = std::fs::remove_dir_all(&keys);
+    let out = bin().args(["keygen", "--out", s(&keys)]).output().expect("keygen");
+    assert!(out.status.success(), "{out:?}");
+    let model = dir.join("m.mpcvit");
+    tiny_model(&model);
+    let blob = dir.join("m.blob");
+    let out = bin()
+        .args(["provision", "--model", s(&model), "--keys", s(&keys), "--out", s(&blob)])
+        .output()
+        .expect("provision");
+    assert!(out.status.success(), "{out:?}");
+    let images = dir.join("images-idx3-ubyte");
+    let mut im = vec![];
+    for v in [2051u32, 4, 28, 28] {
+        im.extend_from_slice(&v.to_be_bytes());
+    }
+    im.extend((0..4 * 784u32).map(|i| (i * 13 % 253) as u8));
+    std::fs::write(&images, im).expect("images");
+    Setup {
+        dir,
+        keys,
+        model,
+        blob,
+        images,
+    }
+}
+
+fn device(st: &Setup, host: &str, index: usize, extra: &[&str]) -> Output {
+    bin()
+        .args(["device", "--connect", host, "--blob", s(&st.blob), "--keys", s(&st.keys)])
+        .args(["--images", s(&st.images), "--index", &index.to_string(), "--json"])
+        .args(extra)
+        .output()
+        .expect("device")
+}
+
+fn prediction(o: &Output) -> (usize, String) {
+    assert!(o.status.success(), "device failed: {}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    (
+        v["prediction"].as_u64().expect("prediction") as usize,
+        v["session"].as_str().expect("session").to_string(),
+    )
+}
+
+/// The fixed-point reference's prediction for image `i` of the setup.
+fn expected(st: &Setup, i: usize) -> usize {
+    let bytes = std::fs::read(&st.model).expect("model");
+    let view = ModelView::parse(&bytes).expect("parse");
+    let fp = FixedPoint::new(16).expect("fp");
+    let [h, _, _] = weight_maps(&view, fp, &Seed::from_bytes([3; 32])).expect("maps");
+    let raw = std::fs::read(&st.images).expect("images");
+    let img = mpcvit::roles::normalise(&raw[16 + i * 784..16 + (i + 1) * 784], 1);
+    let q: Vec<f64> = reference(&view, fp, &h, &img).iter().map(|&v| fp.decode(v)).collect();
+    mpcvit::roles::argmax(&q)
+}
+
+fn fails_with(o: &Output, code: i32, needle: &str) {
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(code), "stderr: {err}");
+    assert!(err.contains(needle), "expected {needle:?} in {err:?}");
+    if code == 1 {
+        assert_eq!(err.trim().lines().count(), 1, "one line: {err:?}");
+        assert!(err.starts_with("mpcvit: error: "), "{err:?}");
+    }
+}
+
+/// Opens a session as a well-behaved device would, then returns the link
+/// (the caller misbehaves on it).
+fn half_device(st: &Setup, host: &str) -> Link<Tcp> {
+    let hex = std::fs::read_to_string(st.keys.join("device.key")).expect("key");
+    let mut k = [0u8; 32];
+    for (i, b) in k.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&hex.trim()[2 * i..2 * i + 2], 16).expect("hex");
+    }
+    let key = Seed::from_bytes(k);
+    let blob = std::fs::read(&st.blob).expect("blob");
+    let b = mpcvit_core::provision::BlobView::parse(&blob).expect("blob");
+    let nonce = 0x1234_5678;
+    let kd = session::device_session_key(&key, nonce);
+    let t = Tcp::new(TcpStream::connect(host).expect("connect"), None).expect("tcp");
+    let mut l = Link::new(t, 0);
+    let mut hello = [0u8; session::DEVICE_HELLO_LEN];
+    DeviceHello {
+        model_crc: b.model_crc(),
+        frac_bits: 16,
+        nonce,
+        tag: session::device_tag(&kd),
+    }
+    .encode(&mut hello);
+    l.send(FrameKind::Hello, &hello).expect("hello");
+    let mut buf = [0u8; 64];
+    let acc = Accept::decode(l.recv_kind(FrameKind::Hello, &mut buf).expect("accept")).expect("decode");
+    assert!(session::tags_equal(
+        &acc.tag,
+        &session::dealer_tag(&kd, SessionId(acc.session))
+    ));
+    l.set_session(acc.session);
+    l
+}
+
+#[test]
+fn parties_as_processes() {
+    let st = setup("parties");
+    let dealer = server(&["dealer", "--listen", "127.0.0.1:0", "--keys", s(&st.keys)]);
+    let host = server(&[
+        "host",
+        "--listen",
+        "127.0.0.1:0",
+        "--dealer",
+        &dealer.1,
+        "--model",
+        s(&st.model),
+        "--keys",
+        s(&st.keys),
+        "--timeout",
+        "10",
+    ]);
+    let h = host.1.as_str();
+
+    // One inference: the fixed-point reference's prediction.
+    let (p0, sid0) = prediction(&device(&st, h, 0, &[]));
+    assert_eq!(p0, expected(&st, 0));
+
+    // Concurrent sessions: each correct, each with its own session id.
+    let stref = &st;
+    let outs: Vec<Output> = std::thread::scope(|sc| {
+        let hs: Vec<_> = (1..4).map(|i| sc.spawn(move || device(stref, h, i, &[]))).collect();
+        hs.into_iter().map(|t| t.join().expect("thread")).collect()
+    });
+    let mut sids = vec![sid0];
+    for (i, o) in outs.iter().enumerate() {
+        let (p, sid) = prediction(o);
+        assert_eq!(p, expected(&st, i + 1), "image {}", i + 1);
+        sids.push(sid);
+    }
+    sids.sort();
+    sids.dedup();
+    assert_eq!(sids.len(), 4, "distinct session ids");
+
+    // A device that vanishes after set-up, and one that sends garbage
+    // mid-inference: the host ends those sessions and serves the next.
+    drop(half_device(&st, h));
+    let mut l = half_device(&st, h);
+    l.send(FrameKind::Data, &[0xAB; 5]).expect("junk");
+    drop(l);
+    let (p, _) = prediction(&device(&st, h, 2, &[]));
+    assert_eq!(p, expected(&st, 2));
+
+    // Shaped link: same prediction.
+    let (p, _) = prediction(&device(&st, h, 3, &["--link", "lan"]));
+    assert_eq!(p, expected(&st, 3));
+
+    // A blob for another model: refused with the fix in the message.
+    let other = st.dir.join("other.mpcvit");
+    tiny_model_seeded(&other, 41);
+    let other_blob = st.dir.join("other.blob");
+    let o = bin()
+        .args(["provision", "--model", s(&other), "--keys", s(&st.keys), "--out", s(&other_blob)])
+        .output()
+        .expect("provision");
+    assert!(o.status.success());
+    let o = bin()
+        .args(["device", "--connect", h, "--blob", s(&other_blob), "--keys", s(&st.keys)])
+        .args(["--images", s(&st.images), "--index", "0"])
+        .output()
+        .expect("device");
+    fails_with(&o, 1, "provision the device for this model");
+
+    // A device whose key the dealer does not hold.
+    let stranger = st.dir.join("stranger");
+    let _ = std::fs::remove_dir_all(&stranger);
+    assert!(bin().args(["keygen", "--out", s(&stranger)]).status().expect("keygen").success());
+    let o = bin()
+        .args(["device", "--connect", h, "--blob", s(&st.blob), "--keys", s(&stranger)])
+        .args(["--images", s(&st.images), "--index", "0"])
+        .output()
+        .expect("device");
+    fails_with(&o, 1, "key confirmation failed");
+
+    // Still serving.
+    let (p, _) = prediction(&device(&st, h, 1, &[]));
+    assert_eq!(p, expected(&st, 1));
+
+    // A port in use.
+    let o = bin()
+        .args(["host", "--listen", h, "--dealer", &dealer.1, "--model", s(&st.model), "--keys", s(&st.keys)])
+        .output()
+        .expect("host");
+    fails_with(&o, 1, "cannot listen on");
+    // The host is gone.
+    let (dealer_addr, host_addr) = (dealer.1.clone(), host.1.clone());
+    drop(host);
+    let o = device(&st, &host_addr, 0, &[]);
+    fails_with(&o, 1, "cannot connect to the host");
+    drop(dealer);
+    let _ = dealer_addr;
+}
+
+#[test]
+fn cli_errors_are_one_clear_line() {
+    let st = setup("parties-errors");
+    let missing = st.dir.join("missing.mpcvit");
+    let o = bin()
+        .args(["host", "--model", s(&missing), "--keys", s(&st.keys)])
+        .output()
+        .expect("host");
+    fails_with(&o, 1, "cannot read model");
+    let o = bin()
+        .args(["provision", "--model", s(&st.blob), "--keys", s(&st.keys), "--out", s(&st.dir.join("x"))])
+        .output()
+        .expect("provision");
+    fails_with(&o, 1, "not a usable model file");
+    let o = bin()
+        .args(["device", "--blob", s(&st.model), "--keys", s(&st.keys), "--index", "0"])
+        .output()
+        .expect("device");
+    fails_with(&o, 1, "not a usable provisioning blob");
+    let o = bin()
+        .args(["device", "--blob", s(&st.blob), "--keys", s(&st.keys), "--index", "0"])
+        .args(["--images", s(&st.dir.join("no-such-dataset.gz"))])
+        .output()
+        .expect("device");
+    fails_with(&o, 1, "cannot read");
+    let o = bin()
+        .args(["device", "--blob", s(&st.blob), "--keys", s(&st.keys), "--index", "9"])
+        .args(["--images", s(&st.images)])
+        .output()
+        .expect("device");
+    fails_with(&o, 1, "out of range");
+    let o = bin()
+        .args(["device", "--blob", s(&st.blob), "--keys", s(&st.dir), "--index", "0"])
+        .output()
+        .expect("device");
+    fails_with(&o, 1, "mpcvit keygen");
+    let o = bin().args(["keygen", "--out", s(&st.keys)]).output().expect("keygen");
+    fails_with(&o, 1, "never overwrites");
+    let o = bin().args(["demo", "--link", "pigeon"]).output().expect("demo");
+    fails_with(&o, 2, "unknown link");
+    let o = bin().args(["demo", "--images", "0"]).output().expect("demo");
+    fails_with(&o, 2, "--images");
+    let o = bin().args(["demo", "--model", s(&missing)]).output().expect("demo");
+    fails_with(&o, 1, "cannot read model");
+}
+
+/// The README's main command with 3 images: exit 0, the secure predictions
+/// agree with the plaintext, and the scratch directory is gone afterwards.
+#[test]
+fn demo_three_images() {
+    let c = bin()
+        .args(["demo", "--images", "3"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("demo");
+    let pid = c.id();
+    let o = c.wait_with_output().expect("wait");
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{out}\n{}", String::from_utf8_lossy(&o.stderr));
+    assert!(out.contains("secure = fixed-point plaintext on 3/3 images"), "{out}");
+    let rows: Vec<&str> = out.lines().filter(|l| l.ends_with(|c: char| c.is_ascii_digit()) && l.contains("yes")).collect();
+    assert_eq!(rows.len(), 3, "{out}");
+    assert!(out.contains("rounds") && out.contains("WAN"), "{out}");
+    let scratch = std::env::temp_dir().join(format!("mpcvit-demo-{pid}"));
+    assert!(!scratch.exists(), "demo left {}", scratch.display());
+}
+
+fn children_of(pid: u32) -> Vec<u32> {
+    let mut out = vec![];
+    for e in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid ...
+        let after = stat.rsplit_once(')').map(|x| x.1).unwrap_or("");
+        let ppid = after.split_whitespace().nth(1).and_then(|v| v.parse::<u32>().ok());
+        if ppid == Some(pid) {
+            out.extend(e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()));
+        }
+    }
+    out
+}
+
+/// Ctrl-C (SIGINT) during the demo: it exits 130, its children are gone and
+/// its scratch directory is removed.
+#[cfg(target_os = "linux")]
+#[test]
+fn demo_ctrl_c_cleans_up() {
+    let c = bin()
+        .args(["demo", "--images", "16"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("demo");
+    let pid = c.id();
+    let t0 = std::time::Instant::now();
+    let mut kids = vec![];
+    // Wait until dealer, host and a device run.
+    while t0.elapsed() < std::time::Duration::from_secs(60) {
+        kids = children_of(pid);
+        if kids.len() >= 3 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(kids.len() >= 3, "children: {kids:?}");
+    let st = std::process::Command::new("kill")
+        .args(["-INT", &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(st.success());
+    let o = c.wait_with_output().expect("wait");
+    assert_eq!(o.status.code(), Some(130), "{}", String::from_utf8_lossy(&o.stderr));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    for k in kids {
+        let alive = std::fs::read_to_string(format!("/proc/{k}/stat"))
+            .map(|s| !s.rsplit_once(')').is_some_and(|x| x.1.trim_start().starts_with('Z')))
+            .unwrap_or(false);
+        assert!(!alive, "child {k} survived the demo");
+    }
+    assert!(!std::env::temp_dir().join(format!("mpcvit-demo-{pid}")).exists());
+}
