@@ -19,7 +19,8 @@ use mpcvit_core::ops::vit::{self, VitSpec};
 use mpcvit_core::prg::Seed;
 use mpcvit_core::provision::{self, BlobView};
 use mpcvit_core::session::{self, Accept, DealerSetup, DeviceHello};
-use mpcvit_core::{FixedPoint, SessionId};
+use mpcvit_core::{FixedPoint, ProtocolError, SessionId};
+use mpcvit_device::{DeviceError, DeviceParty};
 use mpcvit_transport::shape::{Profile, Shaped};
 use mpcvit_transport::tcp::Tcp;
 use mpcvit_transport::{FrameKind, Link, Meter};
@@ -33,6 +34,10 @@ use std::time::{Duration, Instant};
 
 /// The byte stream of every party link.
 pub type Net = Shaped<Tcp>;
+
+/// The desktop device's message buffers (lazily mapped; the report says how
+/// much an inference used).
+const BUF_BYTES: usize = 64 << 20;
 
 /// Largest set-up frame (a plan is a few kB; an abort reason a line).
 const SETUP_MAX: usize = 1 << 20;
@@ -569,6 +574,22 @@ pub struct DeviceReport {
     pub total_s: f64,
     /// Link profile applied, if any.
     pub link: Option<String>,
+    /// The device party's buffers (peak use).
+    pub working_set: WorkingSet,
+}
+
+/// Peak use of the device party's buffers in one inference (besides the
+/// blob, which stays in flash, and the image).
+#[derive(Debug, Clone, Copy, Serialize, serde::Deserialize)]
+pub struct WorkingSet {
+    /// The forward pass's activation scratch (`vit::scratch_len`).
+    pub scratch_bytes: usize,
+    /// Largest message sent.
+    pub tx_bytes: usize,
+    /// Largest message received.
+    pub rx_bytes: usize,
+    /// Largest per-op temporary.
+    pub tmp_bytes: usize,
 }
 
 /// Normalisation by channel count (the datasets' statistics the models are
@@ -704,37 +725,38 @@ pub fn device_run(a: &DeviceArgs) -> Result<DeviceReport, String> {
     let x = patches_for(&arch, fp, &device_image(a, &arch)?);
     let map = WeightMap::from_blob(&blob);
     let nonce = random_u64()?;
-    let kd = session::device_session_key(&key, nonce);
     let mut l = link(connect(&a.connect, "host")?, seconds(a.timeout), a.link)?;
-    let mut hello = [0u8; session::DEVICE_HELLO_LEN];
-    DeviceHello {
-        model_crc: blob.model_crc(),
-        frac_bits: blob.frac_bits() as u8,
-        nonce,
-        tag: session::device_tag(&kd),
-    }
-    .encode(&mut hello);
-    l.send(FrameKind::Hello, &hello)
-        .map_err(|e| format!("cannot reach the host: {e}"))?;
     let mut buf = vec![0u8; 4096];
-    let acc = Accept::decode(recv_setup(&mut l, &mut buf, "host")?).map_err(|e| format!("bad host answer: {e}"))?;
-    let sid = SessionId(acc.session);
-    if !session::tags_equal(&acc.tag, &session::dealer_tag(&kd, sid)) {
-        return Err("the dealer's key confirmation failed: the host's dealer does not hold this device's key".into());
-    }
-    l.set_session(sid.0);
+    let (sid, kd) =
+        match mpcvit_device::session::open(&mut l, &key, nonce, blob.model_crc(), blob.frac_bits() as u8, &mut buf) {
+            Ok(v) => v,
+            Err(DeviceError::Refused { reason_len }) => {
+                return Err(format!(
+                    "the host refused the session: {}",
+                    String::from_utf8_lossy(buf.get(..reason_len).unwrap_or(&[]))
+                ));
+            }
+            Err(DeviceError::Protocol(ProtocolError::Unauthenticated)) => {
+                return Err(
+                    "the dealer's key confirmation failed: the host's dealer does not hold this device's key".into(),
+                );
+            }
+            Err(e) => return Err(format!("set-up with the host failed: {e}")),
+        };
     let m0: Meter = l.meter();
     let t0 = Instant::now();
-    let mut d = Driver::device(fp, l, &kd, sid);
+    let (mut tx, mut rx, mut tmp) = (vec![0u8; BUF_BYTES], vec![0u8; BUF_BYTES], vec![0u64; BUF_BYTES / 8]);
+    let mut d = DeviceParty::new(fp, l, &kd, sid, &mut tx, &mut rx, &mut tmp);
     let spec = VitSpec { arch, fp, model: &blob };
     let mut out = vec![0; arch.classes];
     let mut scratch = vec![0; vit::scratch_len(&arch)];
     vit::forward(&mut d, &spec, &map, &x, &mut out, &mut scratch).map_err(|e| match e {
-        mpcvit_conformance::RunError::Link(s) if s.contains("closed") => {
+        DeviceError::Link(mpcvit_transport::Error::Closed) => {
             "the host closed the connection during the inference (see the host's log)".to_string()
         }
         e => format!("inference failed: {e}"),
     })?;
+    let hw = d.high_water();
     let m = d.link().meter().since(&m0);
     let logits: Vec<f64> = out.iter().map(|&v| fp.decode(v)).collect();
     Ok(DeviceReport {
@@ -747,6 +769,12 @@ pub fn device_run(a: &DeviceArgs) -> Result<DeviceReport, String> {
         wall_s: t0.elapsed().as_secs_f64(),
         total_s: t_start.elapsed().as_secs_f64(),
         link: a.link.map(|p| p.name.to_string()),
+        working_set: WorkingSet {
+            scratch_bytes: 8 * vit::scratch_len(&arch),
+            tx_bytes: hw.tx,
+            rx_bytes: hw.rx,
+            tmp_bytes: 8 * hw.tmp,
+        },
     })
 }
 

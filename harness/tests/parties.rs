@@ -89,7 +89,15 @@ fn setup(tag: &str) -> Setup {
 
 fn device(st: &Setup, host: &str, index: usize, extra: &[&str]) -> Output {
     bin()
-        .args(["device", "--connect", host, "--blob", s(&st.blob), "--keys", s(&st.keys)])
+        .args([
+            "device",
+            "--connect",
+            host,
+            "--blob",
+            s(&st.blob),
+            "--keys",
+            s(&st.keys),
+        ])
         .args(["--images", s(&st.images), "--index", &index.to_string(), "--json"])
         .args(extra)
         .output()
@@ -97,7 +105,11 @@ fn device(st: &Setup, host: &str, index: usize, extra: &[&str]) -> Output {
 }
 
 fn prediction(o: &Output) -> (usize, String) {
-    assert!(o.status.success(), "device failed: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "device failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
     (
         v["prediction"].as_u64().expect("prediction") as usize,
@@ -218,12 +230,28 @@ fn parties_as_processes() {
     tiny_model_seeded(&other, 41);
     let other_blob = st.dir.join("other.blob");
     let o = bin()
-        .args(["provision", "--model", s(&other), "--keys", s(&st.keys), "--out", s(&other_blob)])
+        .args([
+            "provision",
+            "--model",
+            s(&other),
+            "--keys",
+            s(&st.keys),
+            "--out",
+            s(&other_blob),
+        ])
         .output()
         .expect("provision");
     assert!(o.status.success());
     let o = bin()
-        .args(["device", "--connect", h, "--blob", s(&other_blob), "--keys", s(&st.keys)])
+        .args([
+            "device",
+            "--connect",
+            h,
+            "--blob",
+            s(&other_blob),
+            "--keys",
+            s(&st.keys),
+        ])
         .args(["--images", s(&st.images), "--index", "0"])
         .output()
         .expect("device");
@@ -232,7 +260,13 @@ fn parties_as_processes() {
     // A device whose key the dealer does not hold.
     let stranger = st.dir.join("stranger");
     let _ = std::fs::remove_dir_all(&stranger);
-    assert!(bin().args(["keygen", "--out", s(&stranger)]).status().expect("keygen").success());
+    assert!(
+        bin()
+            .args(["keygen", "--out", s(&stranger)])
+            .status()
+            .expect("keygen")
+            .success()
+    );
     let o = bin()
         .args(["device", "--connect", h, "--blob", s(&st.blob), "--keys", s(&stranger)])
         .args(["--images", s(&st.images), "--index", "0"])
@@ -246,7 +280,17 @@ fn parties_as_processes() {
 
     // A port in use.
     let o = bin()
-        .args(["host", "--listen", h, "--dealer", &dealer.1, "--model", s(&st.model), "--keys", s(&st.keys)])
+        .args([
+            "host",
+            "--listen",
+            h,
+            "--dealer",
+            &dealer.1,
+            "--model",
+            s(&st.model),
+            "--keys",
+            s(&st.keys),
+        ])
         .output()
         .expect("host");
     fails_with(&o, 1, "cannot listen on");
@@ -269,7 +313,15 @@ fn cli_errors_are_one_clear_line() {
         .expect("host");
     fails_with(&o, 1, "cannot read model");
     let o = bin()
-        .args(["provision", "--model", s(&st.blob), "--keys", s(&st.keys), "--out", s(&st.dir.join("x"))])
+        .args([
+            "provision",
+            "--model",
+            s(&st.blob),
+            "--keys",
+            s(&st.keys),
+            "--out",
+            s(&st.dir.join("x")),
+        ])
         .output()
         .expect("provision");
     fails_with(&o, 1, "not a usable model file");
@@ -320,7 +372,10 @@ fn demo_three_images() {
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{out}\n{}", String::from_utf8_lossy(&o.stderr));
     assert!(out.contains("secure = fixed-point plaintext on 3/3 images"), "{out}");
-    let rows: Vec<&str> = out.lines().filter(|l| l.ends_with(|c: char| c.is_ascii_digit()) && l.contains("yes")).collect();
+    let rows: Vec<&str> = out
+        .lines()
+        .filter(|l| l.ends_with(|c: char| c.is_ascii_digit()) && l.contains("yes"))
+        .collect();
     assert_eq!(rows.len(), 3, "{out}");
     assert!(out.contains("rounds") && out.contains("WAN"), "{out}");
     let scratch = std::env::temp_dir().join(format!("mpcvit-demo-{pid}"));

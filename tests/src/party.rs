@@ -15,7 +15,7 @@ use mpcvit_transport::FrameKind;
 use mpcvit_transport::link::Link;
 
 /// Largest dealer message the drivers produce: bigger lookups are split.
-pub const CHUNK_BYTES: usize = 32 << 20;
+pub const CHUNK_BYTES: usize = mpcvit_core::ops::DEALER_CHUNK_BYTES;
 
 /// One party of a composite op.
 pub struct Driver<T> {
@@ -339,8 +339,7 @@ impl<T: Read + Write> Party for Driver<T> {
         // split big jobs so that no dealer message exceeds CHUNK_BYTES
         let mut split = Vec::new();
         for j in jobs {
-            let per = j.shape.corrections(j.table) / j.shape.n.max(1);
-            let step = (CHUNK_BYTES / (8 * per.max(1))).max(1);
+            let step = mpcvit_core::ops::lut_chunk(j.shape, j.table);
             let mut left = j.shape.n;
             while left > 0 {
                 let n = left.min(step);
@@ -400,9 +399,8 @@ impl<T: Read + Write> Party for Driver<T> {
     fn lut_grids(&mut self, grids: &[lut::Grid<'_>], x: &[u64], out: &mut [u64]) -> Res<()> {
         // chunks of elements, each its own op, all opened in one flight
         let n = x.len();
-        let per = lut::grids_corrections(grids) / n.max(1);
         let outs: usize = grids.iter().map(|g| g.table.outputs()).sum();
-        let step = (CHUNK_BYTES / (8 * per.max(1))).max(1);
+        let step = mpcvit_core::ops::grids_chunk(grids, n);
         let chunk = |m: usize| -> Vec<lut::Grid<'_>> {
             grids
                 .iter()

@@ -67,4 +67,3 @@ pub fn tiny_model_seeded(path: &std::path::Path, k: usize) {
     };
     fm.save(path).expect("save");
 }
-
