@@ -143,6 +143,7 @@ impl<T: embedded_io::Write> embedded_io::Write for Shaped<T> {
 }
 
 #[cfg(test)]
+#[allow(clippy::expect_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
     use embedded_io::{Read as _, Write as _};
