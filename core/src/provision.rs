@@ -36,9 +36,10 @@ pub fn words(arch: &Arch) -> usize {
 }
 
 /// Length of the layout section: one attention kind per `(layer, head)`,
-/// then one MPCViT+ flag per `(layer, token)`.
+/// then one MPCViT+ flag per `(layer, token)`, then zero bytes up to a
+/// multiple of 8 (so the words are 8-byte aligned when the blob is).
 pub fn layout_len(arch: &Arch) -> usize {
-    arch.layers * arch.heads + arch.layers * arch.tokens()
+    (arch.layers * arch.heads + arch.layers * arch.tokens()).div_ceil(8) * 8
 }
 
 /// Length of the blob for `arch`.
@@ -222,9 +223,18 @@ impl<'a> BlobView<'a> {
         if let Some(&k) = kinds.iter().find(|&&k| AttnKind::from_u8(k).is_none()) {
             return Err(ModelError::BadAttnKind(k));
         }
-        let flags = bytes.get(HEADER + arch.layers * arch.heads..HEADER + ll).unwrap_or(&[]);
+        let used = arch.layers * arch.heads + arch.layers * arch.tokens();
+        let flags = bytes
+            .get(HEADER + arch.layers * arch.heads..HEADER + used)
+            .unwrap_or(&[]);
         if let Some(&f) = flags.iter().find(|&&f| f > 1) {
             return Err(ModelError::BadFlag(f));
+        }
+        if bytes
+            .get(HEADER + used..HEADER + ll)
+            .is_some_and(|p| p.iter().any(|&b| b != 0))
+        {
+            return Err(ModelError::BadArch("layout padding"));
         }
         Ok(Self {
             bytes,
@@ -257,18 +267,32 @@ impl<'a> BlobView<'a> {
             .unwrap_or(&[])
     }
 
-    /// The device's words of `id` (empty for host-only ids and for a plan).
-    pub fn words(&self, id: Wid) -> impl Iterator<Item = u64> + 'a {
+    /// Byte offset of the words in the blob (a multiple of 8).
+    pub fn words_offset(&self) -> usize {
+        HEADER + layout_len(&self.arch)
+    }
+
+    /// Which words (counted from [`BlobView::words_offset`]) hold `id`;
+    /// `None` for host-only ids.
+    pub fn word_range(&self, id: Wid) -> Option<core::ops::Range<usize>> {
         let mut off = 0;
-        let mut found = None;
         for w in Wid::all(&self.arch).filter(|w| !w.host_only()) {
             if w == id {
-                found = Some((off, w.len(&self.arch)));
-                break;
+                return Some(off..off + w.len(&self.arch));
             }
             off += w.len(&self.arch);
         }
-        let (start, len) = found.unwrap_or((0, 0));
+        None
+    }
+
+    /// The device's words of `id` (empty for host-only ids and for a plan).
+    pub fn words(&self, id: Wid) -> impl Iterator<Item = u64> + 'a {
+        let r = if *self.bytes.get(..8).unwrap_or(&[]) == MAGIC {
+            self.word_range(id).unwrap_or(0..0)
+        } else {
+            0..0
+        };
+        let (start, len) = (r.start, r.len());
         let at = layout_len(&self.arch) + 8 * start;
         self.body()
             .get(at..at + 8 * len)

@@ -13,7 +13,7 @@ use crate::data;
 use crate::float::write_atomic;
 use log::{info, warn};
 use mpcvit_conformance::party::Driver;
-use mpcvit_conformance::vit::{WeightMap, patches_for, weight_maps};
+use mpcvit_conformance::vit::{WeightMap, weight_maps};
 use mpcvit_core::model::ModelView;
 use mpcvit_core::ops::vit::{self, VitSpec};
 use mpcvit_core::prg::Seed;
@@ -663,9 +663,19 @@ pub fn read_pnm(path: &Path) -> Result<(usize, usize, Vec<u8>), String> {
     Ok((c, w, out))
 }
 
-/// The device's image as normalised floats, checked against the blob's
-/// architecture.
-fn device_image(a: &DeviceArgs, arch: &mpcvit_core::model::Arch) -> Result<Vec<f32>, String> {
+/// Per-channel normalisation statistics for `channels` (grey: Fashion-MNIST,
+/// colour: CIFAR-10), as [`normalise`] uses them.
+pub fn norm_stats(channels: usize) -> (Vec<f32>, Vec<f32>) {
+    if channels == 1 {
+        (vec![data::FMNIST_MEAN], vec![data::FMNIST_STD])
+    } else {
+        (data::CIFAR_MEAN.to_vec(), data::CIFAR_STD.to_vec())
+    }
+}
+
+/// The device's image as 8-bit pixels `[c, h, w]`, checked against the
+/// blob's architecture.
+fn device_image(a: &DeviceArgs, arch: &mpcvit_core::model::Arch) -> Result<Vec<u8>, String> {
     let (c, side, px) = match (&a.image, a.index) {
         (Some(p), _) => read_pnm(p)?,
         (None, Some(i)) => {
@@ -687,7 +697,7 @@ fn device_image(a: &DeviceArgs, arch: &mpcvit_core::model::Arch) -> Result<Vec<f
             arch.channels, arch.image, arch.image
         ));
     }
-    Ok(normalise(&px, c))
+    Ok(px)
 }
 
 /// `mpcvit device`.
@@ -722,7 +732,9 @@ pub fn device_run(a: &DeviceArgs) -> Result<DeviceReport, String> {
     let key = read_key(&a.keys.join(DEVICE_KEY))?;
     let arch = blob.arch();
     let fp = FixedPoint::new(blob.frac_bits()).map_err(|e| e.to_string())?;
-    let x = patches_for(&arch, fp, &device_image(a, &arch)?);
+    let (mean, std) = norm_stats(arch.channels);
+    let mut x = vec![0; (arch.tokens() - 1) * arch.patch_len()];
+    vit::patches_from_pixels(&arch, fp, &device_image(a, &arch)?, &mean, &std, &mut x).map_err(|e| e.to_string())?;
     let map = WeightMap::from_blob(&blob);
     let nonce = random_u64()?;
     let mut l = link(connect(&a.connect, "host")?, seconds(a.timeout), a.link)?;

@@ -716,3 +716,41 @@ pub fn forward<P: Party>(
     )?;
     p.reveal_to_device(out, logits)
 }
+
+/// The device's input: 8-bit pixels `[c, h, w]`, normalised per channel as
+/// `(p / 255 - mean[c]) / std[c]` in `f32` and encoded in fixed point, as the
+/// patch matrix `((tokens - 1) x patch_len)` the forward pass takes. The
+/// desktop device and the firmware both use this, so they feed the same
+/// bits.
+pub fn patches_from_pixels(
+    a: &Arch,
+    fp: FixedPoint,
+    pixels: &[u8],
+    mean: &[f32],
+    std: &[f32],
+    out: &mut [u64],
+) -> Result<(), ProtocolError> {
+    let (p, g, side) = (a.patch, a.image / a.patch, a.image);
+    if pixels.len() != a.channels * side * side
+        || out.len() != (a.tokens() - 1) * a.patch_len()
+        || mean.len() < a.channels
+        || std.len() < a.channels
+    {
+        return Err(ProtocolError::BadBuffer);
+    }
+    for py in 0..g {
+        for px in 0..g {
+            let row = (py * g + px) * a.patch_len();
+            for c in 0..a.channels {
+                for ky in 0..p {
+                    for kx in 0..p {
+                        let src = (c * side + py * p + ky) * side + px * p + kx;
+                        let v = (pixels[src] as f32 / 255.0 - mean[c]) / std[c];
+                        out[row + (c * p + ky) * p + kx] = fp.encode(v as f64);
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
