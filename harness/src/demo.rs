@@ -52,14 +52,43 @@ pub struct Args {
     /// Seconds each party waits for a silent peer.
     #[arg(long, default_value_t = 120)]
     pub timeout: u64,
+    /// The device: a desktop process, or the firmware on QEMU's mps2-an386
+    /// (Cortex-M4F; builds the firmware, needs qemu-system-arm). With qemu
+    /// each image also runs on a desktop device for comparison.
+    #[arg(long, default_value = "desktop", value_parser = ["desktop", "qemu"])]
+    pub device: String,
 }
 
 /// Children and the scratch directory, cleaned up on every exit path (also
 /// from the Ctrl-C handler, which is why they live in a static).
 static CHILDREN: Mutex<Vec<Child>> = Mutex::new(Vec::new());
 static SCRATCH: Mutex<Option<PathBuf>> = Mutex::new(None);
+/// Processes owned elsewhere (QEMU) that Ctrl-C must also end.
+static PIDS: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+
+/// Removes a process that has ended from the Ctrl-C cleanup.
+pub fn untrack(pid: u32) {
+    if let Ok(mut v) = PIDS.lock() {
+        v.retain(|&p| p != pid);
+    }
+}
+
+/// Registers a process for the Ctrl-C cleanup.
+pub fn track(pid: Option<u32>) {
+    if let (Some(p), Ok(mut v)) = (pid, PIDS.lock()) {
+        v.push(p);
+    }
+}
 
 fn cleanup() {
+    if let Ok(mut v) = PIDS.lock() {
+        for p in v.drain(..) {
+            let _ = Command::new("kill")
+                .arg(p.to_string())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
     if let Ok(mut c) = CHILDREN.lock() {
         for ch in c.iter_mut() {
             let _ = ch.kill();
@@ -107,6 +136,47 @@ fn start(exe: &Path, args: &[String], who: &str) -> Result<String, String> {
     // Drain whatever else it prints so it never blocks on a full pipe.
     std::thread::spawn(move || std::io::copy(&mut r, &mut std::io::sink()));
     Ok(addr)
+}
+
+/// The firmware's figures (issue 8's list), from its reports and its ELF.
+fn print_firmware(elf: &Path, fw: &[crate::qemu::FwReport], n: usize) -> Result<(), String> {
+    let Some(last) = fw.last() else { return Ok(()) };
+    let (flash, data, bss) = crate::qemu::elf_sizes(elf)?;
+    let per = crate::qemu::INSTR_PER_TICK;
+    let m = fw.len().max(1) as u64;
+    let avg = |f: &dyn Fn(&crate::qemu::FwReport) -> u64| fw.iter().map(f).sum::<u64>() / m;
+    let compute = avg(&|r| (r.ticks_total - r.ticks_wait) * per);
+    let (out_b, in_b) = (avg(&|r| r.uart_bytes_out), avg(&|r| r.uart_bytes_in));
+    let stack = fw.iter().map(|r| r.stack_bytes).max().unwrap_or(0);
+    println!();
+    println!("qemu mps2-an386 firmware (Cortex-M4F, static buffers, no heap), mean of {n}:");
+    println!(
+        "  RAM: static {} B (.data {data} + .bss {bss}) + stack high-water {stack} B = {} B; used of it: activation scratch {} B, tx {} B, rx {} B, tmp {} B",
+        last.static_bytes,
+        last.static_bytes + stack,
+        last.scratch_bytes,
+        last.tx_bytes,
+        last.rx_bytes,
+        last.tmp_bytes
+    );
+    println!(
+        "  flash: {flash} B with the provisioning blob ({} B), {} B without",
+        last.blob_bytes,
+        flash.saturating_sub(last.blob_bytes)
+    );
+    println!(
+        "  instructions per inference (QEMU -icount, UART waits excluded): {:.1} M; at 1 instruction/cycle: {:.2} s at 168 MHz (STM32F4), {:.2} s at 64 MHz (nRF52840)",
+        compute as f64 / 1e6,
+        compute as f64 / 168e6,
+        compute as f64 / 64e6
+    );
+    println!(
+        "  UART bytes per inference: device->host {out_b}, host->device {in_b}; at 115200 baud {:.0} s, at 921600 baud {:.1} s (8N1, both directions in sequence); QEMU wall {:.1} s",
+        (out_b + in_b) as f64 * 10.0 / 115_200.0,
+        (out_b + in_b) as f64 * 10.0 / 921_600.0,
+        fw.iter().map(|r| r.wall_s).sum::<f64>() / m as f64
+    );
+    Ok(())
 }
 
 /// Runs a child to completion while it is in the cleanup table (so Ctrl-C
@@ -184,13 +254,31 @@ fn run_inner(a: &Args, verbose: u8) -> Result<(), String> {
     }
     let model_path = dir.join("model.mpcvit");
     write_atomic(&model_path, &model)?;
-    let keys = dir.join("keys");
-    roles::make_keys(&keys)?;
-    let blob_path = dir.join("device.blob");
-    write_atomic(
-        &blob_path,
-        &roles::blob_for(&model, &roles::read_key(&keys.join(HOST_KEY))?)?,
-    )?;
+    let qemu = a.device == "qemu";
+    // The QEMU firmware carries its key and blob in flash, so its deployment
+    // is kept (per model) to avoid rebuilding the firmware on every run.
+    let deploy = if qemu {
+        crate::qemu::board_dir().join(format!(
+            "target/deploy-{:08x}",
+            mpcvit_core::provision::model_crc(&model)
+        ))
+    } else {
+        dir.clone()
+    };
+    let keys = deploy.join("keys");
+    let blob_path = deploy.join("device.blob");
+    if !blob_path.exists() {
+        roles::make_keys(&keys)?;
+        write_atomic(
+            &blob_path,
+            &roles::blob_for(&model, &roles::read_key(&keys.join(HOST_KEY))?)?,
+        )?;
+    }
+    let elf = if qemu {
+        Some(crate::qemu::build_firmware(&blob_path, &keys.join(roles::DEVICE_KEY))?)
+    } else {
+        None
+    };
     let images_path = dir.join("images-idx3-ubyte");
     write_atomic(&images_path, IMAGES)?;
 
@@ -236,7 +324,7 @@ fn run_inner(a: &Args, verbose: u8) -> Result<(), String> {
         s("--timeout"),
         timeout.clone(),
     ]);
-    args.extend([s("--sessions"), n.to_string()]);
+    args.extend([s("--sessions"), (if qemu { 2 * n } else { n }).to_string()]);
     let host = start(&exe, &args, "host")?;
     println!(
         "parties: dealer {dealer}, host {host}, one device process per image; link: {}",
@@ -262,6 +350,7 @@ fn run_inner(a: &Args, verbose: u8) -> Result<(), String> {
         "image", "label", "secure", "fixed-point", "float", "agree", "time s"
     );
     let mut reports: Vec<DeviceReport> = Vec::new();
+    let mut fw: Vec<crate::qemu::FwReport> = Vec::new();
     let (mut agree, mut agree_f, mut correct) = (0, 0, 0);
     for i in 0..n {
         let img = roles::normalise(&pixels[i * 784..(i + 1) * 784], 1);
@@ -294,6 +383,19 @@ fn run_inner(a: &Args, verbose: u8) -> Result<(), String> {
         let r: DeviceReport = serde_json::from_slice(&out.stdout)
             .map_err(|e| format!("the device's report for image {i} is unreadable: {e}"))?;
         let (pf, pfl, label) = (roles::argmax(&fixed), roles::argmax(&fl), usize::from(labels[i]));
+        if let Some(elf) = &elf {
+            let q = crate::qemu::run_device(elf, &host, i as u8, std::time::Duration::from_secs(a.timeout.max(600)))?;
+            let dq: Vec<f64> = q.logits.iter().map(|&v| fp.decode(v as u64)).collect();
+            let dev = r.logits.iter().zip(&dq).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max);
+            println!(
+                "       qemu mps2-an386 device: {:<12} (desktop device: {}; max |logit diff| {:.1e}); {:.1} s",
+                CLASSES.get(q.prediction).copied().unwrap_or("?"),
+                if q.prediction == r.prediction { "same prediction" } else { "DIFFERENT prediction" },
+                dev,
+                q.wall_s
+            );
+            fw.push(q);
+        }
         agree += usize::from(r.prediction == pf);
         agree_f += usize::from(r.prediction == pfl);
         correct += usize::from(r.prediction == label);
@@ -328,6 +430,9 @@ fn run_inner(a: &Args, verbose: u8) -> Result<(), String> {
         sent / 1e6,
         recv / 1e6
     );
+    if let Some(elf) = &elf {
+        print_firmware(elf, &fw, n)?;
+    }
     if a.link.is_none() {
         let bytes = (sent + recv) as u64;
         let r = rounds as u64;
