@@ -13,17 +13,17 @@
 #![no_std]
 #![no_main]
 
-use core::ptr::{read_volatile, write_volatile};
 use core::cell::Cell;
+use core::ptr::{read_volatile, write_volatile};
 use core::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use cortex_m::interrupt::Mutex;
 use cortex_m::peripheral::{SYST, syst::SystClkSource};
 use cortex_m_rt::{ExceptionFrame, entry, exception};
 use cortex_m_semihosting::hprintln;
+use mpcvit_core::FixedPoint;
 use mpcvit_core::ops::vit::{self, VitSpec, Weights, Wid};
 use mpcvit_core::prg::Seed;
 use mpcvit_core::provision::BlobView;
-use mpcvit_core::FixedPoint;
 use mpcvit_device::{DeviceError, DeviceParty};
 use mpcvit_transport::Link;
 
@@ -190,7 +190,8 @@ fn stack_used() -> usize {
 }
 
 fn static_bytes() -> usize {
-    (&raw const __edata as usize - &raw const __sdata as usize) + (&raw const __ebss as usize - &raw const __sbss as usize)
+    (&raw const __edata as usize - &raw const __sdata as usize)
+        + (&raw const __ebss as usize - &raw const __sbss as usize)
 }
 
 fn qemu_exit(code: u32) -> ! {
@@ -212,10 +213,7 @@ struct FlashWeights {
 
 impl Weights for FlashWeights {
     fn get(&self, id: Wid) -> &[u64] {
-        self.view
-            .word_range(id)
-            .and_then(|r| self.words.get(r))
-            .unwrap_or(&[])
+        self.view.word_range(id).and_then(|r| self.words.get(r)).unwrap_or(&[])
     }
 }
 
@@ -226,7 +224,9 @@ fn fail(code: u32, what: &str) -> ! {
 
 #[entry]
 fn main() -> ! {
-    let Some(cp) = cortex_m::Peripherals::take() else { fail(9, "peripherals") };
+    let Some(cp) = cortex_m::Peripherals::take() else {
+        fail(9, "peripherals")
+    };
     wr(BAUDDIV, 16);
     wr(CTRL, 0b11);
     let mut syst = cp.SYST;
@@ -250,7 +250,9 @@ fn main() -> ! {
     let words: &'static [u64] = unsafe { core::slice::from_raw_parts(ptr as *const u64, nwords) };
     let weights = FlashWeights { view: blob, words };
     let arch = blob.arch();
-    let Ok(fp) = FixedPoint::new(blob.frac_bits()) else { fail(2, "fractional bits") };
+    let Ok(fp) = FixedPoint::new(blob.frac_bits()) else {
+        fail(2, "fractional bits")
+    };
     if arch.channels != 1 || arch.image != 28 || arch.classes > MAX_CLASSES {
         fail(2, "this firmware's test images are 28x28 grey");
     }
@@ -314,11 +316,7 @@ fn main() -> ! {
     let m0 = link.meter();
     let (w0, t0) = (WAIT_TICKS.get(), now_ticks());
     let mut party = DeviceParty::new(fp, link, &kd, sid, tx, rx, tmp);
-    let spec = VitSpec {
-        arch,
-        fp,
-        model: &blob,
-    };
+    let spec = VitSpec { arch, fp, model: &blob };
     let mut logits = [0u64; MAX_CLASSES];
     let logits = &mut logits[..arch.classes];
     if let Err(e) = vit::forward(&mut party, &spec, &weights, patches, logits, &mut scratch[..]) {
