@@ -83,10 +83,7 @@ pub fn track(pid: Option<u32>) {
 fn cleanup() {
     if let Ok(mut v) = PIDS.lock() {
         for p in v.drain(..) {
-            let _ = Command::new("kill")
-                .arg(p.to_string())
-                .stderr(Stdio::null())
-                .status();
+            let _ = Command::new("kill").arg(p.to_string()).stderr(Stdio::null()).status();
         }
     }
     if let Ok(mut c) = CHILDREN.lock() {
@@ -390,7 +387,11 @@ fn run_inner(a: &Args, verbose: u8) -> Result<(), String> {
             println!(
                 "       qemu mps2-an386 device: {:<12} (desktop device: {}; max |logit diff| {:.1e}); {:.1} s",
                 CLASSES.get(q.prediction).copied().unwrap_or("?"),
-                if q.prediction == r.prediction { "same prediction" } else { "DIFFERENT prediction" },
+                if q.prediction == r.prediction {
+                    "same prediction"
+                } else {
+                    "DIFFERENT prediction"
+                },
                 dev,
                 q.wall_s
             );

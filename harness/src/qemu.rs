@@ -56,7 +56,10 @@ pub fn elf_sizes(elf: &Path) -> Result<(u64, u64, u64), String> {
     // bss.
     let b = std::fs::read(elf).map_err(|e| format!("cannot read {}: {e}", elf.display()))?;
     let u16at = |o: usize| b.get(o..o + 2).map_or(0, |s| u16::from_le_bytes([s[0], s[1]])) as usize;
-    let u32at = |o: usize| b.get(o..o + 4).map_or(0, |s| u32::from_le_bytes([s[0], s[1], s[2], s[3]])) as u64;
+    let u32at = |o: usize| {
+        b.get(o..o + 4)
+            .map_or(0, |s| u32::from_le_bytes([s[0], s[1], s[2], s[3]])) as u64
+    };
     if b.get(..4) != Some(b"\x7fELF") || b.get(4) != Some(&1) {
         return Err(format!("{} is not an ELF32 file", elf.display()));
     }
@@ -71,7 +74,7 @@ pub fn elf_sizes(elf: &Path) -> Result<(u64, u64, u64), String> {
             continue;
         }
         match (ty, flags & WRITE != 0) {
-            (8, _) => bss += size,   // NOBITS
+            (8, _) => bss += size,     // NOBITS
             (_, true) => data += size, // in RAM, initialised from flash
             (_, false) => flash += size,
         }
@@ -198,7 +201,9 @@ fn relay(
     pre.extend_from_slice(b"MVQ1");
     pre.extend_from_slice(&nonce.to_le_bytes());
     pre.push(index);
-    (&uart).write_all(&pre).map_err(|e| format!("writing the preamble: {e}"))?;
+    (&uart)
+        .write_all(&pre)
+        .map_err(|e| format!("writing the preamble: {e}"))?;
     let hs = TcpStream::connect(host).map_err(|e| format!("cannot connect to the host at {host}: {e}"))?;
     hs.set_nodelay(true).map_err(|e| e.to_string())?;
     let pump = |mut from: TcpStream, mut to: TcpStream| {
@@ -221,10 +226,15 @@ fn relay(
         uart.try_clone().map_err(|e| e.to_string())?,
         hs.try_clone().map_err(|e| e.to_string())?,
     );
-    let b = pump(hs.try_clone().map_err(|e| e.to_string())?, uart.try_clone().map_err(|e| e.to_string())?);
+    let b = pump(
+        hs.try_clone().map_err(|e| e.to_string())?,
+        uart.try_clone().map_err(|e| e.to_string())?,
+    );
     // Wait for QEMU (the firmware exits after one inference).
     let status = loop {
-        let Some(c) = guard.0.as_mut() else { return Err("QEMU lost".into()) };
+        let Some(c) = guard.0.as_mut() else {
+            return Err("QEMU lost".into());
+        };
         if let Ok(Some(st)) = c.try_wait() {
             break st;
         }
@@ -259,7 +269,11 @@ fn relay(
             "the QEMU device failed (exit {}): {}{}",
             code.map_or("signal".into(), |c| c.to_string()),
             l.unwrap_or("no report"),
-            if err.trim().is_empty() { String::new() } else { format!(" / qemu: {}", err.trim()) }
+            if err.trim().is_empty() {
+                String::new()
+            } else {
+                format!(" / qemu: {}", err.trim())
+            }
         )),
     }
 }

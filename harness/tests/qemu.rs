@@ -8,7 +8,10 @@ use std::process::Command;
 
 #[test]
 fn qemu_device_runs_the_bundled_model() {
-    let have_qemu = Command::new("qemu-system-arm").arg("--version").output().is_ok_and(|o| o.status.success());
+    let have_qemu = Command::new("qemu-system-arm")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
     assert!(
         have_qemu,
         "qemu-system-arm is missing: install it with `apt-get install --no-install-recommends qemu-system-arm` (.ci/run does)"
@@ -26,7 +29,13 @@ fn qemu_device_runs_the_bundled_model() {
         .unwrap_or_else(|| panic!("no QEMU result in:\n{out}"));
     assert!(line.contains("(desktop device: same prediction;"), "{line}");
     assert!(out.contains("secure = fixed-point plaintext on 1/1 images"), "{out}");
-    for figure in ["RAM: static", "stack high-water", "flash:", "instructions per inference", "UART bytes"] {
+    for figure in [
+        "RAM: static",
+        "stack high-water",
+        "flash:",
+        "instructions per inference",
+        "UART bytes",
+    ] {
         assert!(out.contains(figure), "missing {figure:?} in:\n{out}");
     }
     println!("{out}");
