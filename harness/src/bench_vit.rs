@@ -8,7 +8,7 @@ use mpcvit_conformance::vit::{secure, weight_maps};
 use mpcvit_core::FixedPoint;
 use mpcvit_core::model::{Arch, AttnKind, ModelView};
 use mpcvit_core::prg::{Prg, Seed};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
 /// Options of `bench`.
@@ -22,12 +22,22 @@ pub struct Args {
     /// mu0.1, mu0.3, mu0.5, mu0.7 (RSAttn fraction, the rest ScaleAttn).
     #[arg(long, default_value = "softmax,rsattn,scale,mu0.1,mu0.3,mu0.5,mu0.7")]
     mixes: String,
-    /// Where to write the JSON results.
+    /// Where to write the JSON results (rows of other archs or mixes already
+    /// in the file are kept); a Markdown table goes beside it (`.md`).
     #[arg(long, default_value = "bench/results.json")]
     out: PathBuf,
+    /// Also draw the attention mix against modelled latency per link (LAN,
+    /// WAN), for every row in the results file, as an SVG.
+    #[arg(long)]
+    plot: Option<PathBuf>,
+    /// Accuracy per mix for the plot's y axis instead of the RSAttn
+    /// fraction, e.g. `softmax=0.91,mu0.5=0.905` (from `mpcvit eval` of
+    /// trained models).
+    #[arg(long)]
+    accuracy: Option<String>,
 }
 
-#[derive(Serialize, Debug)]
+#[derive(Serialize, Deserialize, Debug, Clone)]
 struct Row {
     arch: String,
     mix: String,
@@ -38,6 +48,8 @@ struct Row {
     wall_s: f64,
     lan_s: f64,
     wan_s: f64,
+    #[serde(default)]
+    scratch_bytes_per_party: u64,
 }
 
 fn arch(name: &str) -> Result<Arch, String> {
@@ -172,6 +184,7 @@ pub fn run(a: &Args) -> Result<(), String> {
             wall_s: wall,
             lan_s: lan,
             wan_s: wan,
+            scratch_bytes_per_party: 8 * mpcvit_core::ops::vit::scratch_len(&ar) as u64,
         };
         println!(
             "| {} | {} | {} | {:.2} | {:.2} | {:.0} | {:.2} | {:.2} | {:.2} |",
@@ -187,8 +200,142 @@ pub fn run(a: &Args) -> Result<(), String> {
         );
         rows.push(row);
     }
-    let json = serde_json::to_string_pretty(&rows).map_err(|e| e.to_string())?;
+    // Merge with the rows already recorded for other configurations.
+    let mut all: Vec<Row> = std::fs::read(&a.out)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    all.retain(|old| !rows.iter().any(|r| r.arch == old.arch && r.mix == old.mix));
+    all.extend(rows);
+    let json = serde_json::to_string_pretty(&all).map_err(|e| e.to_string())?;
     crate::float::write_atomic(&a.out, json.as_bytes())?;
-    eprintln!("bench: wrote {}", a.out.display());
+    let md = a.out.with_extension("md");
+    crate::float::write_atomic(&md, markdown(&all).as_bytes())?;
+    eprintln!("bench: wrote {} and {}", a.out.display(), md.display());
+    if let Some(p) = &a.plot {
+        let acc = parse_accuracy(a.accuracy.as_deref())?;
+        crate::float::write_atomic(p, plot(&all, &acc)?.as_bytes())?;
+        eprintln!("bench: wrote {}", p.display());
+    }
     Ok(())
+}
+
+fn markdown(rows: &[Row]) -> String {
+    let mut s = String::from(
+        "# Secure MPCViT inference benchmark\n\nWritten by `mpcvit bench` (random weights; rounds and bytes are exact \
+         counts, wall times depend on the machine's load). LAN / WAN add `rounds x RTT + device bytes / bandwidth` \
+         to the wall time; dealer traffic is offline.\n\n\
+         | arch | mix | rounds | D->H MB | H->D MB | dealer->H MB | wall s | LAN s (1 Gbit/s, 0.5 ms) | WAN s (400 Mbit/s, 40 ms) | scratch MiB/party |\n\
+         |---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    for r in rows {
+        s.push_str(&format!(
+            "| {} | {} | {} | {:.2} | {:.2} | {:.0} | {:.2} | {:.2} | {:.2} | {:.1} |\n",
+            r.arch,
+            r.mix,
+            r.rounds,
+            r.device_to_host_bytes as f64 / 1e6,
+            r.host_to_device_bytes as f64 / 1e6,
+            r.dealer_to_host_bytes as f64 / 1e6,
+            r.wall_s,
+            r.lan_s,
+            r.wan_s,
+            r.scratch_bytes_per_party as f64 / (1 << 20) as f64
+        ));
+    }
+    s
+}
+
+fn parse_accuracy(s: Option<&str>) -> Result<Vec<(String, f64)>, String> {
+    let Some(s) = s else { return Ok(Vec::new()) };
+    s.split(',')
+        .map(|kv| {
+            let (k, v) = kv
+                .split_once('=')
+                .ok_or_else(|| format!("--accuracy: {kv:?} is not MIX=ACCURACY"))?;
+            let v: f64 = v
+                .parse()
+                .map_err(|_| format!("--accuracy: {v:?} is not a number"))?;
+            Ok((k.to_string(), v))
+        })
+        .collect()
+}
+
+/// RSAttn fraction of a mix name.
+fn mix_fraction(mix: &str) -> f64 {
+    match mix {
+        "rsattn" | "softmax" => 1.0,
+        "scale" => 0.0,
+        m => m.trim_start_matches("mu").parse().unwrap_or(0.0),
+    }
+}
+
+/// The Pareto-style figure: one panel per link, x = modelled latency, y =
+/// accuracy (if given) or the RSAttn fraction, one point per (arch, mix).
+fn plot(rows: &[Row], acc: &[(String, f64)]) -> Result<String, String> {
+    use plotters::prelude::*;
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (1000, 460)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| e.to_string())?;
+        let panels = root.split_evenly((1, 2));
+        let y_of = |r: &Row| -> Option<f64> {
+            if acc.is_empty() {
+                Some(mix_fraction(&r.mix))
+            } else {
+                acc.iter().find(|(m, _)| *m == r.mix).map(|&(_, v)| v)
+            }
+        };
+        let pts: Vec<(&Row, f64)> = rows.iter().filter_map(|r| y_of(r).map(|y| (r, y))).collect();
+        if pts.is_empty() {
+            return Err("--accuracy names none of the benchmarked mixes".into());
+        }
+        let (ylo, yhi) = pts.iter().fold((f64::MAX, f64::MIN), |(a, b), &(_, y)| (a.min(y), b.max(y)));
+        let pad = ((yhi - ylo) * 0.1).max(0.02);
+        for (panel, (name, lat)) in panels.iter().zip([
+            ("LAN (1 Gbit/s, 0.5 ms)", (|r: &Row| r.lan_s) as fn(&Row) -> f64),
+            ("WAN (400 Mbit/s, 40 ms)", |r: &Row| r.wan_s),
+        ]) {
+            let xmax = pts.iter().map(|(r, _)| lat(r)).fold(0.0, f64::max) * 1.1;
+            let mut c = ChartBuilder::on(panel)
+                .caption(name, ("sans-serif", 18))
+                .margin(12)
+                .x_label_area_size(36)
+                .y_label_area_size(48)
+                .build_cartesian_2d(0.0..xmax.max(1e-3), (ylo - pad)..(yhi + pad))
+                .map_err(|e| e.to_string())?;
+            c.configure_mesh()
+                .x_desc("modelled latency per inference, s")
+                .y_desc(if acc.is_empty() { "RSAttn fraction (mu)" } else { "top-1 accuracy" })
+                .draw()
+                .map_err(|e| e.to_string())?;
+            let archs: Vec<&str> = {
+                let mut v: Vec<&str> = pts.iter().map(|(r, _)| r.arch.as_str()).collect();
+                v.dedup();
+                v
+            };
+            for (k, arch) in archs.iter().enumerate() {
+                let color = Palette99::pick(k).to_rgba();
+                let series: Vec<(f64, f64, String)> = pts
+                    .iter()
+                    .filter(|(r, _)| r.arch == *arch)
+                    .map(|(r, y)| (lat(r), *y, r.mix.clone()))
+                    .collect();
+                c.draw_series(series.iter().map(|(x, y, m)| {
+                    EmptyElement::at((*x, *y))
+                        + Circle::new((0, 0), 4, color.filled())
+                        + Text::new(m.clone(), (6, -6), ("sans-serif", 11))
+                }))
+                .map_err(|e| e.to_string())?
+                .label(arch.to_string())
+                .legend(move |(x, y)| Circle::new((x, y), 4, color.filled()));
+            }
+            c.configure_series_labels()
+                .border_style(BLACK)
+                .draw()
+                .map_err(|e| e.to_string())?;
+        }
+        root.present().map_err(|e| e.to_string())?;
+    }
+    Ok(svg)
 }
