@@ -35,6 +35,10 @@ pub struct Args {
     /// trained models).
     #[arg(long)]
     accuracy: Option<String>,
+    /// Run nothing: rewrite the Markdown table and the plot from the results
+    /// file.
+    #[arg(long)]
+    replot: bool,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone)]
@@ -154,7 +158,7 @@ pub fn run(a: &Args) -> Result<(), String> {
         "| arch | mix | rounds | D->H MB | H->D MB | dealer->H MB | wall s (loopback, 3 threads) | LAN s (1 Gbit/s, 0.5 ms) | WAN s (400 Mbit/s, 40 ms) |"
     );
     println!("|---|---|---|---|---|---|---|---|---|");
-    for mix in a.mixes.split(',') {
+    for mix in a.mixes.split(',').filter(|_| !a.replot) {
         let fm = FloatModel {
             arch: ar,
             frac_bits: 16,
@@ -253,9 +257,7 @@ fn parse_accuracy(s: Option<&str>) -> Result<Vec<(String, f64)>, String> {
             let (k, v) = kv
                 .split_once('=')
                 .ok_or_else(|| format!("--accuracy: {kv:?} is not MIX=ACCURACY"))?;
-            let v: f64 = v
-                .parse()
-                .map_err(|_| format!("--accuracy: {v:?} is not a number"))?;
+            let v: f64 = v.parse().map_err(|_| format!("--accuracy: {v:?} is not a number"))?;
             Ok((k.to_string(), v))
         })
         .collect()
@@ -290,7 +292,9 @@ fn plot(rows: &[Row], acc: &[(String, f64)]) -> Result<String, String> {
         if pts.is_empty() {
             return Err("--accuracy names none of the benchmarked mixes".into());
         }
-        let (ylo, yhi) = pts.iter().fold((f64::MAX, f64::MIN), |(a, b), &(_, y)| (a.min(y), b.max(y)));
+        let (ylo, yhi) = pts
+            .iter()
+            .fold((f64::MAX, f64::MIN), |(a, b), &(_, y)| (a.min(y), b.max(y)));
         let pad = ((yhi - ylo) * 0.1).max(0.02);
         for (panel, (name, lat)) in panels.iter().zip([
             ("LAN (1 Gbit/s, 0.5 ms)", (|r: &Row| r.lan_s) as fn(&Row) -> f64),
@@ -306,7 +310,11 @@ fn plot(rows: &[Row], acc: &[(String, f64)]) -> Result<String, String> {
                 .map_err(|e| e.to_string())?;
             c.configure_mesh()
                 .x_desc("modelled latency per inference, s")
-                .y_desc(if acc.is_empty() { "RSAttn fraction (mu)" } else { "top-1 accuracy" })
+                .y_desc(if acc.is_empty() {
+                    "heads with RSAttn or Softmax (rest ScaleAttn)"
+                } else {
+                    "top-1 accuracy"
+                })
                 .draw()
                 .map_err(|e| e.to_string())?;
             let archs: Vec<&str> = {

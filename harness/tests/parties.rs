@@ -5,129 +5,14 @@
 //! clear line with exit code 1 (2 for usage).
 
 mod common;
-use common::{bin, tiny_model, tiny_model_seeded, tmpdir};
-use mpcvit_conformance::vit::{reference, weight_maps};
-use mpcvit_core::model::ModelView;
+use common::{Setup, bin, device, expected, prediction, s, server, setup, tiny_model_seeded};
+use mpcvit_core::SessionId;
 use mpcvit_core::prg::Seed;
 use mpcvit_core::session::{self, Accept, DeviceHello};
-use mpcvit_core::{FixedPoint, SessionId};
 use mpcvit_transport::tcp::Tcp;
 use mpcvit_transport::{FrameKind, Link};
-use std::io::{BufRead, BufReader};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Output, Stdio};
-
-/// A listening child, killed when dropped.
-struct Server(Child, String);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn server(args: &[&str]) -> Server {
-    let mut c = bin()
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn");
-    let mut line = String::new();
-    BufReader::new(c.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("first line");
-    assert!(line.contains("listening on"), "{line:?}");
-    let addr = line.trim().rsplit(' ').next().expect("addr").to_string();
-    Server(c, addr)
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf8 path")
-}
-
-/// A deployment: keys, a tiny model, its blob, 4 test images.
-struct Setup {
-    dir: PathBuf,
-    keys: PathBuf,
-    model: PathBuf,
-    blob: PathBuf,
-    images: PathBuf,
-}
-
-fn setup(tag: &str) -> Setup {
-    let dir = tmpdir(tag);
-    let keys = dir.join("keys");
-    let _ = std::fs::remove_dir_all(&keys);
-    let out = bin().args(["keygen", "--out", s(&keys)]).output().expect("keygen");
-    assert!(out.status.success(), "{out:?}");
-    let model = dir.join("m.mpcvit");
-    tiny_model(&model);
-    let blob = dir.join("m.blob");
-    let out = bin()
-        .args(["provision", "--model", s(&model), "--keys", s(&keys), "--out", s(&blob)])
-        .output()
-        .expect("provision");
-    assert!(out.status.success(), "{out:?}");
-    let images = dir.join("images-idx3-ubyte");
-    let mut im = vec![];
-    for v in [2051u32, 4, 28, 28] {
-        im.extend_from_slice(&v.to_be_bytes());
-    }
-    im.extend((0..4 * 784u32).map(|i| (i * 13 % 253) as u8));
-    std::fs::write(&images, im).expect("images");
-    Setup {
-        dir,
-        keys,
-        model,
-        blob,
-        images,
-    }
-}
-
-fn device(st: &Setup, host: &str, index: usize, extra: &[&str]) -> Output {
-    bin()
-        .args([
-            "device",
-            "--connect",
-            host,
-            "--blob",
-            s(&st.blob),
-            "--keys",
-            s(&st.keys),
-        ])
-        .args(["--images", s(&st.images), "--index", &index.to_string(), "--json"])
-        .args(extra)
-        .output()
-        .expect("device")
-}
-
-fn prediction(o: &Output) -> (usize, String) {
-    assert!(
-        o.status.success(),
-        "device failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
-    (
-        v["prediction"].as_u64().expect("prediction") as usize,
-        v["session"].as_str().expect("session").to_string(),
-    )
-}
-
-/// The fixed-point reference's prediction for image `i` of the setup.
-fn expected(st: &Setup, i: usize) -> usize {
-    let bytes = std::fs::read(&st.model).expect("model");
-    let view = ModelView::parse(&bytes).expect("parse");
-    let fp = FixedPoint::new(16).expect("fp");
-    let [h, _, _] = weight_maps(&view, fp, &Seed::from_bytes([3; 32])).expect("maps");
-    let raw = std::fs::read(&st.images).expect("images");
-    let img = mpcvit::roles::normalise(&raw[16 + i * 784..16 + (i + 1) * 784], 1);
-    let q: Vec<f64> = reference(&view, fp, &h, &img).iter().map(|&v| fp.decode(v)).collect();
-    mpcvit::roles::argmax(&q)
-}
+use std::process::{Output, Stdio};
 
 fn fails_with(o: &Output, code: i32, needle: &str) {
     let err = String::from_utf8_lossy(&o.stderr);

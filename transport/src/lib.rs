@@ -3,6 +3,8 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+#[cfg(feature = "std")]
+pub mod fault;
 pub mod frame;
 pub mod link;
 #[cfg(feature = "std")]
