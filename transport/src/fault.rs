@@ -194,10 +194,11 @@ impl<W: Write> Write for FaultyWriter<W> {
                 self.out(&p)?;
                 break;
             }
-            let len = self
-                .pending
-                .get(16..20)
-                .map_or(0, |s| u32::from_le_bytes([s[0], s[1], s[2], s[3]])) as usize;
+            let mut lb = [0u8; 4];
+            if let Some(s) = self.pending.get(16..20) {
+                lb.copy_from_slice(s);
+            }
+            let len = u32::from_le_bytes(lb) as usize;
             let total = HEADER_LEN + len + TRAILER_LEN;
             if self.pending.len() < total {
                 break;
