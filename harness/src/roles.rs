@@ -260,6 +260,29 @@ pub fn dealer(a: &DealerArgs) -> Result<(), String> {
     })
 }
 
+/// Server memory policy (glibc): at most two malloc arenas, so that memory
+/// a finished session freed is reused by the next one instead of staying in
+/// the arena of a thread that has gone (glibc creates up to 8 per core; a
+/// server whose sessions allocate megabytes in short-lived threads would
+/// grow with the number of threads it ever ran: harness/tests/load.rs).
+fn server_memory_policy() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets an allocator parameter, before any thread
+    // of ours is started.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
+/// Gives memory freed by a finished session back to the OS.
+fn release_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free heap pages to the OS.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// Accepts connections and runs `f` for each in its own thread; with a
 /// limit, waits for those sessions and returns.
 fn serve<F, G>(l: &TcpListener, limit: Option<u64>, mut f: F) -> Result<(), String>
@@ -267,6 +290,7 @@ where
     F: FnMut(TcpStream) -> G,
     G: FnOnce() + Send + 'static,
 {
+    server_memory_policy();
     let mut threads = Vec::new();
     let mut n = 0u64;
     while limit.is_none_or(|m| n < m) {
@@ -278,7 +302,11 @@ where
             }
         };
         n += 1;
-        threads.push(std::thread::spawn(f(s)));
+        let job = f(s);
+        threads.push(std::thread::spawn(move || {
+            job();
+            release_memory();
+        }));
         threads.retain(|t| !t.is_finished());
     }
     for t in threads {
