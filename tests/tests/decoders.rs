@@ -96,3 +96,56 @@ proptest! {
         let _ = c.next_op_with(&bytes);
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    /// Session set-up messages: arbitrary bytes give an error or a value,
+    /// never a panic; a decoded message re-encodes to the same bytes.
+    #[test]
+    fn setup_decoders_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..80)) {
+        use mpcvit_core::session::{Accept, DealerSetup, DeviceHello, ACCEPT_LEN, DEALER_SETUP_LEN, DEVICE_HELLO_LEN};
+        if let Ok(h) = DeviceHello::decode(&bytes) {
+            let mut b = [0u8; DEVICE_HELLO_LEN];
+            h.encode(&mut b);
+            prop_assert_eq!(&b[..], &bytes[..]);
+        }
+        if let Ok(a) = Accept::decode(&bytes) {
+            let mut b = [0u8; ACCEPT_LEN];
+            a.encode(&mut b);
+            prop_assert_eq!(&b[..], &bytes[..]);
+        }
+        if let Ok((d, rest)) = DealerSetup::decode(&bytes) {
+            let mut b = [0u8; DEALER_SETUP_LEN];
+            d.encode(&mut b);
+            prop_assert_eq!(&b[..], &bytes[..DEALER_SETUP_LEN]);
+            prop_assert_eq!(rest, &bytes[DEALER_SETUP_LEN..]);
+        }
+    }
+
+    /// Provisioning blobs and plans, from arbitrary bytes and from damaged
+    /// real ones.
+    #[test]
+    fn blob_and_plan_parsers_never_panic(
+        bytes in proptest::collection::vec(any::<u8>(), 0..300),
+        pos in 0usize..100_000,
+        val in any::<u8>(),
+        cut in 0usize..100_000,
+    ) {
+        use mpcvit_core::provision::BlobView;
+        let _ = BlobView::parse(&bytes);
+        let _ = BlobView::parse_plan(&bytes);
+        let m = small_model();
+        let view = ModelView::parse(&m).expect("model");
+        let blob = mpcvit_conformance::vit::device_blob(&m, mpcvit_core::FixedPoint::default(), &Seed::from_bytes([2; 32]))
+            .expect("blob");
+        let mut b = blob.clone();
+        let p = pos % b.len();
+        b[p] = val;
+        b.truncate(cut % (b.len() + 1));
+        if let Ok(v) = BlobView::parse(&b) {
+            // Only an intact blob parses (CRC), and then it is this model's.
+            prop_assert_eq!(v.arch(), view.arch());
+        }
+    }
+}
