@@ -12,6 +12,19 @@ fn main() {
     println!("cargo:rerun-if-changed=memory-an386.x");
     println!("cargo:rerun-if-env-changed=MPCVIT_BLOB");
     println!("cargo:rerun-if-env-changed=MPCVIT_DEVICE_KEY");
+    println!("cargo:rerun-if-env-changed=MPCVIT_PSK");
+    // Optional: seal the host link with this pre-shared key file.
+    let psk: Vec<u8> = match env::var_os("MPCVIT_PSK") {
+        Some(p) => {
+            println!("cargo:rerun-if-changed={}", PathBuf::from(&p).display());
+            let hex = fs::read_to_string(&p).expect("read MPCVIT_PSK");
+            let hex = hex.trim();
+            assert_eq!(hex.len(), 64, "a key file holds 64 hex digits");
+            (0..32).map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).expect("hex")).collect()
+        }
+        None => Vec::new(),
+    };
+    fs::write(out.join("psk.bin"), psk).expect("write psk");
     let need = |var: &str| -> PathBuf {
         match env::var_os(var) {
             Some(p) => PathBuf::from(p),

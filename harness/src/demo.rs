@@ -57,6 +57,10 @@ pub struct Args {
     /// each image also runs on a desktop device for comparison.
     #[arg(long, default_value = "desktop", value_parser = ["desktop", "qemu"])]
     pub device: String,
+    /// Seal the host-device link with ChaCha20-Poly1305 under a pre-shared
+    /// key made for the run.
+    #[arg(long)]
+    pub psk: bool,
 }
 
 /// Children and the scratch directory, cleaned up on every exit path (also
@@ -146,7 +150,10 @@ fn print_firmware(elf: &Path, fw: &[crate::qemu::FwReport], n: usize) -> Result<
     let (out_b, in_b) = (avg(&|r| r.uart_bytes_out), avg(&|r| r.uart_bytes_in));
     let stack = fw.iter().map(|r| r.stack_bytes).max().unwrap_or(0);
     println!();
-    println!("qemu mps2-an386 firmware (Cortex-M4F, static buffers, no heap), mean of {n}:");
+    println!(
+        "qemu mps2-an386 firmware (Cortex-M4F, static buffers, no heap), mean of {n}{}:",
+        if last.sealed { ", host link sealed with ChaCha20-Poly1305" } else { "" }
+    );
     println!(
         "  RAM: static {} B (.data {data} + .bss {bss}) + stack high-water {stack} B = {} B; used of it: activation scratch {} B, tx {} B, rx {} B, tmp {} B",
         last.static_bytes,
@@ -271,8 +278,21 @@ fn run_inner(a: &Args, verbose: u8) -> Result<(), String> {
             &roles::blob_for(&model, &roles::read_key(&keys.join(HOST_KEY))?)?,
         )?;
     }
+    let psk = if a.psk {
+        let d = deploy.join("psk");
+        if !d.join(HOST_KEY).exists() {
+            roles::make_keys(&d)?;
+        }
+        Some(d.join(HOST_KEY))
+    } else {
+        None
+    };
     let elf = if qemu {
-        Some(crate::qemu::build_firmware(&blob_path, &keys.join(roles::DEVICE_KEY))?)
+        Some(crate::qemu::build_firmware(
+            &blob_path,
+            &keys.join(roles::DEVICE_KEY),
+            psk.as_deref(),
+        )?)
     } else {
         None
     };
@@ -322,6 +342,9 @@ fn run_inner(a: &Args, verbose: u8) -> Result<(), String> {
         timeout.clone(),
     ]);
     args.extend([s("--sessions"), (if qemu { 2 * n } else { n }).to_string()]);
+    if let Some(k) = &psk {
+        args.extend([s("--psk"), p(k)]);
+    }
     let host = start(&exe, &args, "host")?;
     println!(
         "parties: dealer {dealer}, host {host}, one device process per image; link: {}",
@@ -369,6 +392,9 @@ fn run_inner(a: &Args, verbose: u8) -> Result<(), String> {
         args.extend([s("--json"), s("--timeout"), timeout.clone()]);
         if let Some(l) = a.link {
             args.extend([s("--link"), s(l.name)]);
+        }
+        if let Some(k) = &psk {
+            args.extend([s("--psk"), p(k)]);
         }
         let out = run_tracked(&exe, &args)?;
         if !out.status.success() {

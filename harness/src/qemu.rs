@@ -25,7 +25,7 @@ pub const INSTR_PER_TICK: u64 = 40;
 
 /// Builds the firmware with `blob` and the device key in flash; returns the
 /// ELF path.
-pub fn build_firmware(blob: &Path, device_key: &Path) -> Result<PathBuf, String> {
+pub fn build_firmware(blob: &Path, device_key: &Path, psk: Option<&Path>) -> Result<PathBuf, String> {
     let dir = board_dir();
     if !dir.join("Cargo.toml").exists() {
         return Err(format!(
@@ -36,11 +36,16 @@ pub fn build_firmware(blob: &Path, device_key: &Path) -> Result<PathBuf, String>
     eprintln!("building the mps2-an386 firmware (release) ...");
     // Run in the board's directory so that its .cargo/config.toml (target,
     // linker script) applies.
-    let st = Command::new("cargo")
-        .current_dir(&dir)
+    let mut cmd = Command::new("cargo");
+    cmd.current_dir(&dir)
         .args(["build", "--release", "--quiet"])
         .env("MPCVIT_BLOB", blob)
-        .env("MPCVIT_DEVICE_KEY", device_key)
+        .env("MPCVIT_DEVICE_KEY", device_key);
+    match psk {
+        Some(p) => cmd.env("MPCVIT_PSK", p),
+        None => cmd.env_remove("MPCVIT_PSK"),
+    };
+    let st = cmd
         .stdin(Stdio::null())
         .status()
         .map_err(|e| format!("cannot run cargo to build the firmware: {e}"))?;
@@ -121,6 +126,9 @@ pub struct FwReport {
     pub tmp_bytes: u64,
     /// Provisioning blob in flash.
     pub blob_bytes: u64,
+    /// Whether the host link was sealed (ChaCha20-Poly1305).
+    #[serde(default)]
+    pub sealed: bool,
     /// Wall time of the QEMU run, s (relay view).
     #[serde(default)]
     pub wall_s: f64,

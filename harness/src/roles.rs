@@ -21,6 +21,7 @@ use mpcvit_core::provision::{self, BlobView};
 use mpcvit_core::session::{self, Accept, DealerSetup, DeviceHello};
 use mpcvit_core::{FixedPoint, ProtocolError, SessionId};
 use mpcvit_device::{DeviceError, DeviceParty};
+use mpcvit_transport::seal::{SealError, Sealed};
 use mpcvit_transport::shape::{Profile, Shaped};
 use mpcvit_transport::tcp::Tcp;
 use mpcvit_transport::{FrameKind, Link, Meter};
@@ -32,8 +33,54 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// The byte stream of every party link.
-pub type Net = Shaped<Tcp>;
+/// The byte stream of every party link: TCP (shaped or not), optionally
+/// sealed with a pre-shared key (`--psk`).
+pub enum Net {
+    /// In the clear (frames still carry a CRC).
+    Plain(Shaped<Tcp>),
+    /// ChaCha20-Poly1305 records (`transport::seal`).
+    Sealed(Box<Sealed<Shaped<Tcp>, Vec<u8>>>),
+}
+
+/// Record size of sealed links (plaintext bytes per record).
+const RECORD: usize = 16 << 10;
+
+impl mpcvit_conformance::embedded_io::ErrorType for Net {
+    type Error = SealError<std::io::Error>;
+}
+
+impl mpcvit_conformance::embedded_io::Read for Net {
+    fn read(&mut self, buf: &mut [u8]) -> Result<usize, Self::Error> {
+        match self {
+            Net::Plain(t) => t.read(buf).map_err(SealError::Io),
+            Net::Sealed(t) => t.read(buf),
+        }
+    }
+}
+
+impl mpcvit_conformance::embedded_io::Write for Net {
+    fn write(&mut self, buf: &[u8]) -> Result<usize, Self::Error> {
+        match self {
+            Net::Plain(t) => t.write(buf).map_err(SealError::Io),
+            Net::Sealed(t) => t.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> Result<(), Self::Error> {
+        match self {
+            Net::Plain(t) => t.flush().map_err(SealError::Io),
+            Net::Sealed(t) => t.flush(),
+        }
+    }
+}
+
+/// Which end of a sealed link this party is.
+#[derive(Clone, Copy)]
+enum Seal<'k> {
+    None,
+    Initiator(&'k [u8; 32]),
+    Responder(&'k [u8; 32]),
+}
 
 /// The desktop device's message buffers (lazily mapped; the report says how
 /// much an inference used).
@@ -187,9 +234,30 @@ fn connect(addr: &str, what: &str) -> Result<TcpStream, String> {
     TcpStream::connect(addr).map_err(|e| format!("cannot connect to the {what} at {addr}: {e} (is it running?)"))
 }
 
-fn link(s: TcpStream, timeout: Duration, profile: Option<Profile>) -> Result<Link<Net>, String> {
-    let t = Tcp::new(s, Some(timeout)).map_err(|e| format!("socket set-up failed: {e}"))?;
-    Ok(Link::new(Shaped::new(t, profile), 0))
+fn link(s: TcpStream, timeout: Duration, profile: Option<Profile>, seal: Seal<'_>) -> Result<Link<Net>, String> {
+    let t = Shaped::new(
+        Tcp::new(s, Some(timeout)).map_err(|e| format!("socket set-up failed: {e}"))?,
+        profile,
+    );
+    let bufs = || (vec![0u8; RECORD], vec![0u8; RECORD]);
+    let net = match seal {
+        Seal::None => Net::Plain(t),
+        Seal::Initiator(psk) => {
+            let mut salt = [0u8; mpcvit_transport::seal::SALT_LEN];
+            getrandom::fill(&mut salt).map_err(|e| format!("no OS randomness: {e}"))?;
+            let (tx, rx) = bufs();
+            Net::Sealed(Box::new(
+                Sealed::initiator(t, psk, salt, tx, rx).map_err(|e| format!("opening the sealed link failed: {e}"))?,
+            ))
+        }
+        Seal::Responder(psk) => {
+            let (tx, rx) = bufs();
+            Net::Sealed(Box::new(Sealed::responder(t, psk, tx, rx).map_err(|e| {
+                format!("the peer did not open a sealed link ({e}): is it running with the same --psk?")
+            })?))
+        }
+    };
+    Ok(Link::new(net, 0))
 }
 
 fn abort(l: &mut Link<Net>, why: &str) {
@@ -316,7 +384,7 @@ where
 }
 
 fn dealer_session(ctx: &DealerCtx, s: TcpStream) -> Result<String, String> {
-    let mut l = link(s, ctx.timeout, None)?;
+    let mut l = link(s, ctx.timeout, None, Seal::None)?;
     let mut buf = vec![0u8; SETUP_MAX];
     let p = recv_setup(&mut l, &mut buf, "host")?;
     let (setup, plan) = DealerSetup::decode(p).map_err(|e| format!("bad set-up message: {e}"))?;
@@ -388,6 +456,11 @@ pub struct HostArgs {
     /// Exit after this many sessions (default: serve forever).
     #[arg(long)]
     pub sessions: Option<u64>,
+    /// Seal the device links with ChaCha20-Poly1305 under this pre-shared
+    /// key file (64 hex digits, e.g. one written by `mpcvit keygen`); devices
+    /// must use the same `--psk`.
+    #[arg(long)]
+    pub psk: Option<PathBuf>,
 }
 
 struct HostCtx {
@@ -400,6 +473,7 @@ struct HostCtx {
     dealer: String,
     timeout: Duration,
     used: Mutex<HashSet<u64>>,
+    psk: Option<Seed>,
 }
 
 /// What one host session measured.
@@ -440,6 +514,7 @@ pub fn host(a: &HostArgs) -> Result<(), String> {
         dealer: a.dealer.clone(),
         timeout: seconds(a.timeout),
         used: Mutex::new(HashSet::new()),
+        psk: a.psk.as_deref().map(read_key).transpose()?,
     });
     let l = listen(&a.listen, "host")?;
     announce("host", &l)?;
@@ -457,7 +532,13 @@ pub fn host(a: &HostArgs) -> Result<(), String> {
 
 fn host_session(ctx: &HostCtx, s: TcpStream) -> Result<HostReport, String> {
     let t0 = Instant::now();
-    let mut dev = link(s, ctx.timeout, None)?;
+    let psk = ctx.psk.as_ref().map(|k| *k.expose());
+    let mut dev = link(
+        s,
+        ctx.timeout,
+        None,
+        psk.as_ref().map_or(Seal::None, Seal::Responder),
+    )?;
     let mut buf = vec![0u8; SETUP_MAX];
     let hello =
         DeviceHello::decode(recv_setup(&mut dev, &mut buf, "device")?).map_err(|e| format!("bad device hello: {e}"))?;
@@ -479,7 +560,7 @@ fn host_session(ctx: &HostCtx, s: TcpStream) -> Result<HostReport, String> {
             break s;
         }
     };
-    let mut dl = match connect(&ctx.dealer, "dealer").and_then(|s| link(s, ctx.timeout, None)) {
+    let mut dl = match connect(&ctx.dealer, "dealer").and_then(|s| link(s, ctx.timeout, None, Seal::None)) {
         Ok(l) => l,
         Err(e) => {
             abort(&mut dev, "the host cannot reach its dealer");
@@ -574,6 +655,10 @@ pub struct DeviceArgs {
     /// Print the result as one JSON object.
     #[arg(long)]
     pub json: bool,
+    /// Seal the link to the host with ChaCha20-Poly1305 under this
+    /// pre-shared key file (the host's `--psk`).
+    #[arg(long)]
+    pub psk: Option<PathBuf>,
 }
 
 /// Parses a link profile name.
@@ -751,6 +836,19 @@ pub fn device(a: &DeviceArgs) -> Result<(), String> {
     Ok(())
 }
 
+/// Whether a link error means the peer closed or reset the connection.
+fn peer_gone(e: &mpcvit_transport::Error<SealError<std::io::Error>>) -> bool {
+    use std::io::ErrorKind as K;
+    match e {
+        mpcvit_transport::Error::Closed | mpcvit_transport::Error::Transport(SealError::Closed) => true,
+        mpcvit_transport::Error::Transport(SealError::Io(io)) => matches!(
+            io.kind(),
+            K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe | K::UnexpectedEof
+        ),
+        _ => false,
+    }
+}
+
 /// Runs one private inference as the device.
 pub fn device_run(a: &DeviceArgs) -> Result<DeviceReport, String> {
     let t_start = Instant::now();
@@ -765,7 +863,13 @@ pub fn device_run(a: &DeviceArgs) -> Result<DeviceReport, String> {
     vit::patches_from_pixels(&arch, fp, &device_image(a, &arch)?, &mean, &std, &mut x).map_err(|e| e.to_string())?;
     let map = WeightMap::from_blob(&blob);
     let nonce = random_u64()?;
-    let mut l = link(connect(&a.connect, "host")?, seconds(a.timeout), a.link)?;
+    let psk = a.psk.as_deref().map(read_key).transpose()?.map(|k| *k.expose());
+    let mut l = link(
+        connect(&a.connect, "host")?,
+        seconds(a.timeout),
+        a.link,
+        psk.as_ref().map_or(Seal::None, Seal::Initiator),
+    )?;
     let mut buf = vec![0u8; 4096];
     let (sid, kd) =
         match mpcvit_device::session::open(&mut l, &key, nonce, blob.model_crc(), blob.frac_bits() as u8, &mut buf) {
@@ -781,6 +885,16 @@ pub fn device_run(a: &DeviceArgs) -> Result<DeviceReport, String> {
                     "the dealer's key confirmation failed: the host's dealer does not hold this device's key".into(),
                 );
             }
+            Err(DeviceError::Link(e)) if peer_gone(&e) => {
+                return Err(if a.psk.is_some() {
+                    "the host closed the connection during set-up: check that host and device use the same --psk \
+                     (sealed records that do not authenticate are refused; the host's log says why)"
+                        .into()
+                } else {
+                    "the host closed the connection during set-up (does it require --psk? the host's log says why)"
+                        .into()
+                });
+            }
             Err(e) => return Err(format!("set-up with the host failed: {e}")),
         };
     let m0: Meter = l.meter();
@@ -791,7 +905,7 @@ pub fn device_run(a: &DeviceArgs) -> Result<DeviceReport, String> {
     let mut out = vec![0; arch.classes];
     let mut scratch = vec![0; vit::scratch_len(&arch)];
     vit::forward(&mut d, &spec, &map, &x, &mut out, &mut scratch).map_err(|e| match e {
-        DeviceError::Link(mpcvit_transport::Error::Closed) => {
+        DeviceError::Link(e) if peer_gone(&e) => {
             "the host closed the connection during the inference (see the host's log)".to_string()
         }
         e => format!("inference failed: {e}"),

@@ -322,3 +322,30 @@ fn demo_ctrl_c_cleans_up() {
     }
     assert!(!std::env::temp_dir().join(format!("mpcvit-demo-{pid}")).exists());
 }
+
+/// `--psk`: host and device seal their link (ChaCha20-Poly1305); a device
+/// with another key or none fails with a clear line, and the host goes on.
+#[test]
+fn sealed_link_with_a_pre_shared_key() {
+    let st = setup("parties-psk");
+    let psk_dir = st.dir.join("psk");
+    let other_dir = st.dir.join("psk-other");
+    for d in [&psk_dir, &other_dir] {
+        let _ = std::fs::remove_dir_all(d);
+        assert!(bin().args(["keygen", "--out", s(d)]).output().expect("keygen").status.success());
+    }
+    let psk = psk_dir.join("host.key");
+    let dealer = server(&["dealer", "--listen", "127.0.0.1:0", "--keys", s(&st.keys)]);
+    let host = server(&[
+        "host", "--listen", "127.0.0.1:0", "--dealer", &dealer.1, "--model", s(&st.model), "--keys", s(&st.keys),
+        "--timeout", "5", "--psk", s(&psk),
+    ]);
+    let (p, _) = prediction(&device(&st, &host.1, 0, &["--psk", s(&psk)]));
+    assert_eq!(p, expected(&st, 0));
+    let o = device(&st, &host.1, 0, &["--psk", s(&other_dir.join("host.key")), "--timeout", "5"]);
+    fails_with(&o, 1, "same --psk");
+    let o = device(&st, &host.1, 0, &["--timeout", "5"]);
+    fails_with(&o, 1, "require --psk");
+    let (p, _) = prediction(&device(&st, &host.1, 1, &["--psk", s(&psk)]));
+    assert_eq!(p, expected(&st, 1));
+}

@@ -7,6 +7,7 @@
 pub mod fault;
 pub mod frame;
 pub mod link;
+pub mod seal;
 #[cfg(feature = "std")]
 pub mod mem;
 #[cfg(feature = "std")]

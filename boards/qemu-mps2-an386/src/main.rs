@@ -26,6 +26,7 @@ use mpcvit_core::prg::Seed;
 use mpcvit_core::provision::BlobView;
 use mpcvit_device::{DeviceError, DeviceParty};
 use mpcvit_transport::Link;
+use mpcvit_transport::seal::Sealed;
 
 // ------------------------------------------------------------ flash data
 
@@ -34,6 +35,8 @@ struct Aligned<T: ?Sized>(T);
 
 static BLOB: &Aligned<[u8]> = &Aligned(*include_bytes!(concat!(env!("OUT_DIR"), "/device.blob")));
 static KEY: [u8; 32] = *include_bytes!(concat!(env!("OUT_DIR"), "/device.key"));
+/// Pre-shared key of a sealed host link (`MPCVIT_PSK`), or empty.
+static PSK: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/psk.bin"));
 static IMAGES: &[u8] = include_bytes!("../../../models/fmnist-t10k-16-images-idx3-ubyte");
 
 // ------------------------------------------------------------ RAM buffers
@@ -51,6 +54,10 @@ static mut TX: [u8; TX_BYTES] = [0; TX_BYTES];
 static mut RX: [u8; RX_BYTES] = [0; RX_BYTES];
 static mut TMP: [u64; TMP_WORDS] = [0; TMP_WORDS];
 static mut PATCHES: [u64; PATCH_WORDS] = [0; PATCH_WORDS];
+/// Record buffers of the sealed link (unused without a PSK).
+const RECORD_BYTES: usize = 4 << 10;
+static mut SEAL_TX: [u8; RECORD_BYTES] = [0; RECORD_BYTES];
+static mut SEAL_RX: [u8; RECORD_BYTES] = [0; RECORD_BYTES];
 
 // ------------------------------------------------------------ UART0
 
@@ -293,10 +300,71 @@ fn main() -> ! {
         fail(5, "patch encoding");
     }
     let key = Seed::from_bytes(KEY);
-    let mut link = Link::new(Uart, 0);
+    let job = Job {
+        key: &key,
+        nonce,
+        blob,
+        weights: &weights,
+        fp,
+        patches,
+        scratch: &mut scratch[..],
+        tx: &mut tx[..],
+        rx: &mut rx[..],
+        tmp: &mut tmp[..],
+        t_start,
+    };
+    if PSK.len() == 32 {
+        let mut psk = [0u8; 32];
+        psk.copy_from_slice(PSK);
+        // The salt must be fresh per connection: derive it from the nonce.
+        let d = key.derive(mpcvit_core::prg::Domain::Other, nonce);
+        let mut salt = [0u8; 12];
+        salt.copy_from_slice(&d.expose()[..12]);
+        // SAFETY: the record buffers are borrowed once, here.
+        let (stx, srx) = unsafe { (&mut *(&raw mut SEAL_TX), &mut *(&raw mut SEAL_RX)) };
+        match Sealed::initiator(Uart, &psk, salt, &mut stx[..], &mut srx[..]) {
+            Ok(io) => run(io, job, true),
+            Err(_) => fail(6, "cannot open the sealed link"),
+        }
+    } else {
+        run(Uart, job, false)
+    }
+}
+
+/// Everything one inference needs besides the link.
+struct Job<'a> {
+    key: &'a Seed,
+    nonce: u64,
+    blob: BlobView<'static>,
+    weights: &'a FlashWeights,
+    fp: FixedPoint,
+    patches: &'a [u64],
+    scratch: &'a mut [u64],
+    tx: &'a mut [u8],
+    rx: &'a mut [u8],
+    tmp: &'a mut [u64],
+    t_start: u64,
+}
+
+fn run<T: embedded_io::Read + embedded_io::Write>(io: T, job: Job<'_>, sealed: bool) -> ! {
+    let Job {
+        key,
+        nonce,
+        blob,
+        weights,
+        fp,
+        patches,
+        scratch,
+        tx,
+        rx,
+        tmp,
+        t_start,
+    } = job;
+    let arch = blob.arch();
+    let mut link = Link::new(io, 0);
     let (sid, kd) = match mpcvit_device::session::open(
         &mut link,
-        &key,
+        key,
         nonce,
         blob.model_crc(),
         blob.frac_bits() as u8,
@@ -319,7 +387,7 @@ fn main() -> ! {
     let spec = VitSpec { arch, fp, model: &blob };
     let mut logits = [0u64; MAX_CLASSES];
     let logits = &mut logits[..arch.classes];
-    if let Err(e) = vit::forward(&mut party, &spec, &weights, patches, logits, &mut scratch[..]) {
+    if let Err(e) = vit::forward(&mut party, &spec, weights, patches, logits, scratch) {
         hprintln!("fw: error: inference failed: {}", e);
         qemu_exit(7);
     }
@@ -336,7 +404,7 @@ fn main() -> ! {
     // One line the harness parses. Ticks are SysTick at 25 MHz; under
     // `-icount shift=0` one tick is 40 instructions.
     hprintln!(
-        "fw: {{\"session\":\"{:016x}\",\"prediction\":{},\"logits\":{:?},\"ticks_total\":{},\"ticks_wait\":{},\"ticks_setup\":{},\"bytes_sent\":{},\"bytes_recv\":{},\"uart_bytes_out\":{},\"uart_bytes_in\":{},\"rounds\":{},\"stack_bytes\":{},\"static_bytes\":{},\"scratch_bytes\":{},\"tx_bytes\":{},\"rx_bytes\":{},\"tmp_bytes\":{},\"blob_bytes\":{}}}",
+        "fw: {{\"session\":\"{:016x}\",\"prediction\":{},\"logits\":{:?},\"ticks_total\":{},\"ticks_wait\":{},\"ticks_setup\":{},\"bytes_sent\":{},\"bytes_recv\":{},\"uart_bytes_out\":{},\"uart_bytes_in\":{},\"rounds\":{},\"stack_bytes\":{},\"static_bytes\":{},\"scratch_bytes\":{},\"tx_bytes\":{},\"rx_bytes\":{},\"tmp_bytes\":{},\"blob_bytes\":{},\"sealed\":{}}}",
         sid.0,
         best,
         LogitsI64(logits),
@@ -354,7 +422,8 @@ fn main() -> ! {
         hw.tx,
         hw.rx,
         8 * hw.tmp,
-        BLOB.0.len()
+        BLOB.0.len(),
+        sealed
     );
     qemu_exit(0)
 }
