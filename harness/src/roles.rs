@@ -42,8 +42,8 @@ pub enum Net {
     Sealed(Box<Sealed<Shaped<Tcp>, Vec<u8>>>),
 }
 
-/// Record size of sealed links (plaintext bytes per record).
-const RECORD: usize = 16 << 10;
+/// Record buffers of sealed links (plaintext bytes per record).
+const RECORD: usize = mpcvit_transport::seal::RECORD_MAX;
 
 impl mpcvit_conformance::embedded_io::ErrorType for Net {
     type Error = SealError<std::io::Error>;

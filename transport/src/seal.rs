@@ -32,6 +32,9 @@ pub const MAGIC: [u8; 4] = *b"MVS1";
 pub const SALT_LEN: usize = 12;
 /// Bytes a record adds to its plaintext.
 pub const RECORD_OVERHEAD: usize = 2 + 16;
+/// Largest record plaintext either side writes; a reader's buffer must hold
+/// this much (records up to its buffer size are accepted).
+pub const RECORD_MAX: usize = 4096;
 
 /// A sealed-stream failure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,8 +78,9 @@ impl<E: embedded_io::Error> embedded_io::Error for SealError<E> {
 }
 
 /// A byte stream sealed with ChaCha20-Poly1305. `B` is the buffer type
-/// (`&mut [u8]` on a microcontroller, `Vec<u8>` on a desktop); each buffer
-/// bounds one record's plaintext (at most 65535 bytes are used).
+/// (`&mut [u8]` on a microcontroller, `Vec<u8>` on a desktop); records
+/// carry at most [`RECORD_MAX`] bytes (or the write buffer's size, if
+/// smaller), so buffers of `RECORD_MAX` bytes on both sides always suffice.
 pub struct Sealed<T, B> {
     io: T,
     aead: ChaCha20Poly1305,
@@ -163,7 +167,7 @@ impl<T: Read + Write, B: AsMut<[u8]>> Sealed<T, B> {
     }
 
     fn cap(b: &mut B) -> usize {
-        b.as_mut().len().min(u16::MAX as usize)
+        b.as_mut().len().min(RECORD_MAX)
     }
 
     fn fail<R>(&mut self, e: SealError<T::Error>) -> Result<R, SealError<T::Error>> {
@@ -206,7 +210,7 @@ impl<T: Read + Write, B: AsMut<[u8]>> Sealed<T, B> {
             });
         }
         let n = u16::from_le_bytes(len) as usize;
-        if n == 0 || n > Self::cap(&mut self.rx) {
+        if n == 0 || n > self.rx.as_mut().len() {
             return self.fail(SealError::Malformed);
         }
         let mut tag = [0u8; 16];
