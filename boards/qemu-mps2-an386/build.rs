@@ -20,7 +20,9 @@ fn main() {
             let hex = fs::read_to_string(&p).expect("read MPCVIT_PSK");
             let hex = hex.trim();
             assert_eq!(hex.len(), 64, "a key file holds 64 hex digits");
-            (0..32).map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).expect("hex")).collect()
+            (0..32)
+                .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).expect("hex"))
+                .collect()
         }
         None => Vec::new(),
     };

@@ -152,7 +152,11 @@ fn print_firmware(elf: &Path, fw: &[crate::qemu::FwReport], n: usize) -> Result<
     println!();
     println!(
         "qemu mps2-an386 firmware (Cortex-M4F, static buffers, no heap), mean of {n}{}:",
-        if last.sealed { ", host link sealed with ChaCha20-Poly1305" } else { "" }
+        if last.sealed {
+            ", host link sealed with ChaCha20-Poly1305"
+        } else {
+            ""
+        }
     );
     println!(
         "  RAM: static {} B (.data {data} + .bss {bss}) + stack high-water {stack} B = {} B; used of it: activation scratch {} B, tx {} B, rx {} B, tmp {} B",

@@ -533,12 +533,7 @@ pub fn host(a: &HostArgs) -> Result<(), String> {
 fn host_session(ctx: &HostCtx, s: TcpStream) -> Result<HostReport, String> {
     let t0 = Instant::now();
     let psk = ctx.psk.as_ref().map(|k| *k.expose());
-    let mut dev = link(
-        s,
-        ctx.timeout,
-        None,
-        psk.as_ref().map_or(Seal::None, Seal::Responder),
-    )?;
+    let mut dev = link(s, ctx.timeout, None, psk.as_ref().map_or(Seal::None, Seal::Responder))?;
     let mut buf = vec![0u8; SETUP_MAX];
     let hello =
         DeviceHello::decode(recv_setup(&mut dev, &mut buf, "device")?).map_err(|e| format!("bad device hello: {e}"))?;

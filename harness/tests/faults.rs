@@ -10,7 +10,7 @@
 //! and recorded in README.
 
 mod common;
-use common::{Server, bin, expected, s, server, setup};
+use common::{Server, bin, expected, s, setup, start_dealer, start_host};
 use mpcvit_transport::fault::{Fault, FaultyWriter};
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -108,29 +108,9 @@ fn fault_matrix() {
     let st = setup("faults");
     let logs = st.dir.join("logs");
     std::fs::create_dir_all(&logs).expect("logs");
-    let dealer = server(&[
-        "dealer",
-        "--listen",
-        "127.0.0.1:0",
-        "--keys",
-        s(&st.keys),
-        "--timeout",
-        "3",
-    ]);
+    let dealer = start_dealer(&st, &["--timeout", "3"]);
     let to_dealer = relay(dealer.1.clone());
-    let host = server(&[
-        "host",
-        "--listen",
-        "127.0.0.1:0",
-        "--dealer",
-        &to_dealer.addr,
-        "--model",
-        s(&st.model),
-        "--keys",
-        s(&st.keys),
-        "--timeout",
-        "3",
-    ]);
+    let host = start_host(&st, &to_dealer.addr, &["--timeout", "3"]);
     let to_host = relay(host.1.clone());
     let want = expected(&st, 0);
 

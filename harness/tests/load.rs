@@ -6,7 +6,7 @@
 //! README; checked only for gross growth, not timed).
 
 mod common;
-use common::{device, expected, prediction, s, server, setup};
+use common::{device, expected, prediction, setup, start_dealer, start_host};
 
 #[cfg(target_os = "linux")]
 fn proc_stat(pid: u32) -> (u64, u64, usize) {
@@ -27,18 +27,8 @@ fn proc_stat(pid: u32) -> (u64, u64, usize) {
 #[test]
 fn host_serves_100_sequential_and_8_concurrent_sessions() {
     let st = setup("load");
-    let dealer = server(&["dealer", "--listen", "127.0.0.1:0", "--keys", s(&st.keys)]);
-    let host = server(&[
-        "host",
-        "--listen",
-        "127.0.0.1:0",
-        "--dealer",
-        &dealer.1,
-        "--model",
-        s(&st.model),
-        "--keys",
-        s(&st.keys),
-    ]);
+    let dealer = start_dealer(&st, &[]);
+    let host = start_host(&st, &dealer.1, &[]);
     let pid = host.0.id();
     let want: Vec<usize> = (0..4).map(|i| expected(&st, i)).collect();
     let h = host.1.as_str();

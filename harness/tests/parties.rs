@@ -5,7 +5,7 @@
 //! clear line with exit code 1 (2 for usage).
 
 mod common;
-use common::{Setup, bin, device, expected, prediction, s, server, setup, tiny_model_seeded};
+use common::{Setup, bin, device, expected, prediction, s, setup, start_dealer, start_host, tiny_model_seeded};
 use mpcvit_core::SessionId;
 use mpcvit_core::prg::Seed;
 use mpcvit_core::session::{self, Accept, DeviceHello};
@@ -61,20 +61,8 @@ fn half_device(st: &Setup, host: &str) -> Link<Tcp> {
 #[test]
 fn parties_as_processes() {
     let st = setup("parties");
-    let dealer = server(&["dealer", "--listen", "127.0.0.1:0", "--keys", s(&st.keys)]);
-    let host = server(&[
-        "host",
-        "--listen",
-        "127.0.0.1:0",
-        "--dealer",
-        &dealer.1,
-        "--model",
-        s(&st.model),
-        "--keys",
-        s(&st.keys),
-        "--timeout",
-        "10",
-    ]);
+    let dealer = start_dealer(&st, &[]);
+    let host = start_host(&st, &dealer.1, &["--timeout", "10"]);
     let h = host.1.as_str();
 
     // One inference: the fixed-point reference's prediction.
@@ -332,17 +320,26 @@ fn sealed_link_with_a_pre_shared_key() {
     let other_dir = st.dir.join("psk-other");
     for d in [&psk_dir, &other_dir] {
         let _ = std::fs::remove_dir_all(d);
-        assert!(bin().args(["keygen", "--out", s(d)]).output().expect("keygen").status.success());
+        assert!(
+            bin()
+                .args(["keygen", "--out", s(d)])
+                .output()
+                .expect("keygen")
+                .status
+                .success()
+        );
     }
     let psk = psk_dir.join("host.key");
-    let dealer = server(&["dealer", "--listen", "127.0.0.1:0", "--keys", s(&st.keys)]);
-    let host = server(&[
-        "host", "--listen", "127.0.0.1:0", "--dealer", &dealer.1, "--model", s(&st.model), "--keys", s(&st.keys),
-        "--timeout", "5", "--psk", s(&psk),
-    ]);
+    let dealer = start_dealer(&st, &[]);
+    let host = start_host(&st, &dealer.1, &["--timeout", "5", "--psk", s(&psk)]);
     let (p, _) = prediction(&device(&st, &host.1, 0, &["--psk", s(&psk)]));
     assert_eq!(p, expected(&st, 0));
-    let o = device(&st, &host.1, 0, &["--psk", s(&other_dir.join("host.key")), "--timeout", "5"]);
+    let o = device(
+        &st,
+        &host.1,
+        0,
+        &["--psk", s(&other_dir.join("host.key")), "--timeout", "5"],
+    );
     fails_with(&o, 1, "same --psk");
     let o = device(&st, &host.1, 0, &["--timeout", "5"]);
     fails_with(&o, 1, "require --psk");

@@ -7,9 +7,9 @@
 pub mod fault;
 pub mod frame;
 pub mod link;
-pub mod seal;
 #[cfg(feature = "std")]
 pub mod mem;
+pub mod seal;
 #[cfg(feature = "std")]
 pub mod shape;
 #[cfg(feature = "std")]

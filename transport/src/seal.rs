@@ -123,7 +123,13 @@ fn nonce(role: u8, ctr: u64) -> [u8; 12] {
 impl<T: Read + Write, B: AsMut<[u8]>> Sealed<T, B> {
     /// The initiating side: sends the opening with `salt` (fresh random
     /// bytes, never reused with the same key).
-    pub fn initiator(mut io: T, psk: &[u8; 32], salt: [u8; SALT_LEN], tx: B, rx: B) -> Result<Self, SealError<T::Error>> {
+    pub fn initiator(
+        mut io: T,
+        psk: &[u8; 32],
+        salt: [u8; SALT_LEN],
+        tx: B,
+        rx: B,
+    ) -> Result<Self, SealError<T::Error>> {
         io.write_all(&MAGIC).map_err(SealError::Io)?;
         io.write_all(&salt).map_err(SealError::Io)?;
         io.flush().map_err(SealError::Io)?;
@@ -183,7 +189,10 @@ impl<T: Read + Write, B: AsMut<[u8]>> Sealed<T, B> {
         let len = (n as u16).to_le_bytes();
         let nonce = nonce(self.role, self.tx_ctr);
         let buf = self.tx.as_mut().get_mut(..n).unwrap_or(&mut []);
-        let tag = match self.aead.encrypt_in_place_detached(Nonce::from_slice(&nonce), &len, buf) {
+        let tag = match self
+            .aead
+            .encrypt_in_place_detached(Nonce::from_slice(&nonce), &len, buf)
+        {
             Ok(t) => t,
             Err(_) => return self.fail(SealError::Malformed),
         };
@@ -357,7 +366,8 @@ mod tests {
     }
 
     fn sealed_hello(psk: [u8; 32]) -> Vec<u8> {
-        let mut s = Sealed::initiator(Wire::default(), &psk, [3; SALT_LEN], vec![0u8; 64], vec![0u8; 64]).expect("open");
+        let mut s =
+            Sealed::initiator(Wire::default(), &psk, [3; SALT_LEN], vec![0u8; 64], vec![0u8; 64]).expect("open");
         s.write_all(b"hello").expect("write");
         s.flush().expect("flush");
         s.io.data
@@ -396,7 +406,8 @@ mod tests {
         let mut wire = sealed_hello([1; 32]);
         let last = wire.len() - 1;
         wire[last] ^= 1;
-        let mut r = Sealed::responder(Wire { data: wire, pos: 0 }, &[1; 32], vec![0u8; 64], vec![0u8; 64]).expect("open");
+        let mut r =
+            Sealed::responder(Wire { data: wire, pos: 0 }, &[1; 32], vec![0u8; 64], vec![0u8; 64]).expect("open");
         let mut out = [0u8; 5];
         assert_eq!(r.read(&mut out).err(), Some(SealError::Auth));
         assert_eq!(r.read(&mut out).err(), Some(SealError::Poisoned));

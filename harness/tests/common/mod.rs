@@ -182,3 +182,19 @@ pub fn expected(st: &Setup, i: usize) -> usize {
     let q: Vec<f64> = reference(&view, fp, &h, &img).iter().map(|&v| fp.decode(v)).collect();
     mpcvit::roles::argmax(&q)
 }
+
+/// A dealer for the setup's keys on a free port, with `extra` options.
+pub fn start_dealer(st: &Setup, extra: &[&str]) -> Server {
+    let mut args = vec!["dealer", "--listen", "127.0.0.1:0", "--keys", s(&st.keys)];
+    args.extend(extra);
+    server(&args)
+}
+
+/// A host for the setup's model on a free port, using the dealer at
+/// `dealer`, with `extra` options.
+pub fn start_host(st: &Setup, dealer: &str, extra: &[&str]) -> Server {
+    let mut args = vec!["host", "--listen", "127.0.0.1:0", "--dealer", dealer];
+    args.extend(["--model", s(&st.model), "--keys", s(&st.keys)]);
+    args.extend(extra);
+    server(&args)
+}
