@@ -27,3 +27,7 @@ put("dealer_msg", "op0", struct.pack("<QQ", 7, 0) + b"\x00" * 32)
 im = struct.pack(">IIII", 2051, 2, 28, 28) + bytes(range(256)) * 6 + bytes(32)
 lb = struct.pack(">II", 2049, 2) + b"\x03\x07"
 put("dataset", "two-images", struct.pack("<H", len(im)) + im + lb)
+# checkpoint: the data.pkl of the test checkpoint
+import zipfile
+z = zipfile.ZipFile(os.path.join("harness", "tests", "data", "tiny-mpcvit.pth.tar"))
+put("checkpoint", "tiny-mpcvit-data.pkl", z.read([n for n in z.namelist() if n.endswith("data.pkl")][0]))

@@ -9,6 +9,7 @@ pub mod data;
 pub mod demo;
 pub mod eval;
 pub mod float;
+pub mod import;
 pub mod qemu;
 pub mod roles;
 #[cfg(feature = "train")]

@@ -2,7 +2,7 @@
 
 #[cfg(feature = "train")]
 use mpcvit::train;
-use mpcvit::{bench_ops, bench_vit, demo, eval, roles};
+use mpcvit::{bench_ops, bench_vit, demo, eval, import, roles};
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -37,6 +37,8 @@ enum Cmd {
     Provision(roles::ProvisionArgs),
     /// Creates a deployment's keys (host.key, device.key).
     Keygen(roles::KeygenArgs),
+    /// Converts an official MPCViT PyTorch checkpoint to a model file.
+    Import(import::Args),
     /// Benchmark every secure op: rounds, bytes each way, ns per element,
     /// and the ratio to plaintext int64.
     BenchOps(bench_ops::Args),
@@ -68,6 +70,7 @@ fn main() -> ExitCode {
         Cmd::Device(a) => roles::device(&a),
         Cmd::Provision(a) => roles::provision(&a),
         Cmd::Keygen(a) => roles::keygen(&a),
+        Cmd::Import(a) => import::run(&a),
         Cmd::BenchOps(a) => bench_ops::run(&a),
         Cmd::Bench(a) => bench_vit::run(&a),
         Cmd::Eval(a) => eval::run(&a),
