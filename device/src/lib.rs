@@ -29,8 +29,16 @@ use mpcvit_core::protocol::{scale, square, trunc};
 use mpcvit_core::{Correlations, FixedPoint, ProtocolError, Role, Seed, SessionId};
 use mpcvit_transport::{FrameKind, Link};
 
-/// Most lookup jobs (after chunking) or matrix products in one flight.
+/// Most lookup jobs (after chunking at 32 MiB of dealer corrections each)
+/// or matrix products in one flight. The open states live on the stack: a
+/// microcontroller's models are small (one chunk per job), while a desktop
+/// device may run vit_9_12_64, whose 792,588 attention scores per layer
+/// need hundreds of chunks.
+#[cfg(target_os = "none")]
 pub const MAX_JOBS: usize = 64;
+/// Most lookup jobs (after chunking) or matrix products in one flight.
+#[cfg(not(target_os = "none"))]
+pub const MAX_JOBS: usize = 2048;
 
 /// Why a device step failed.
 #[derive(Debug)]

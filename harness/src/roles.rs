@@ -532,8 +532,8 @@ pub fn host(a: &HostArgs) -> Result<(), String> {
 
 fn host_session(ctx: &HostCtx, s: TcpStream) -> Result<HostReport, String> {
     let t0 = Instant::now();
-    let psk = ctx.psk.as_ref().map(|k| *k.expose());
-    let mut dev = link(s, ctx.timeout, None, psk.as_ref().map_or(Seal::None, Seal::Responder))?;
+    let seal = ctx.psk.as_ref().map_or(Seal::None, |k| Seal::Responder(k.expose()));
+    let mut dev = link(s, ctx.timeout, None, seal)?;
     let mut buf = vec![0u8; SETUP_MAX];
     let hello =
         DeviceHello::decode(recv_setup(&mut dev, &mut buf, "device")?).map_err(|e| format!("bad device hello: {e}"))?;
@@ -858,13 +858,10 @@ pub fn device_run(a: &DeviceArgs) -> Result<DeviceReport, String> {
     vit::patches_from_pixels(&arch, fp, &device_image(a, &arch)?, &mean, &std, &mut x).map_err(|e| e.to_string())?;
     let map = WeightMap::from_blob(&blob);
     let nonce = random_u64()?;
-    let psk = a.psk.as_deref().map(read_key).transpose()?.map(|k| *k.expose());
-    let mut l = link(
-        connect(&a.connect, "host")?,
-        seconds(a.timeout),
-        a.link,
-        psk.as_ref().map_or(Seal::None, Seal::Initiator),
-    )?;
+    // The key stays in its zeroizing Seed; the link borrows it.
+    let psk = a.psk.as_deref().map(read_key).transpose()?;
+    let seal = psk.as_ref().map_or(Seal::None, |k| Seal::Initiator(k.expose()));
+    let mut l = link(connect(&a.connect, "host")?, seconds(a.timeout), a.link, seal)?;
     let mut buf = vec![0u8; 4096];
     let (sid, kd) =
         match mpcvit_device::session::open(&mut l, &key, nonce, blob.model_crc(), blob.frac_bits() as u8, &mut buf) {
