@@ -7,7 +7,10 @@
 //!
 //! Frames are recognised by their header's length field; bytes that do not
 //! parse as a frame header are passed through unchanged (the injector never
-//! makes a frame out of garbage).
+//! makes a frame out of garbage). It works on plain frame streams: under a
+//! sealed link (`crate::seal`) the frames are encrypted and the injector
+//! would misread the record bytes, so put it outside the seal only to test
+//! the seal itself.
 
 use crate::frame::{HEADER_LEN, TRAILER_LEN};
 use std::io::{self, Write};
