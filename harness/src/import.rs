@@ -46,9 +46,12 @@ pub struct Args {
     pub frac_bits: u32,
 }
 
-/// A decoded pickle value (the subset `torch.save` writes).
+/// A decoded pickle value (the subset `torch.save` writes). Containers hold
+/// indices into [`Pickle::nodes`]: the memo stores references, as Python's
+/// does, so nothing is ever copied and memory stays linear in the input
+/// (every opcode reads at least one byte and adds at most one node).
 #[derive(Debug, Clone)]
-pub enum Val {
+pub enum Node {
     /// None.
     None,
     /// bool.
@@ -60,17 +63,33 @@ pub enum Val {
     /// str or bytes.
     Str(String),
     /// tuple or list.
-    Seq(Vec<Val>),
+    Seq(Vec<usize>),
     /// dict / OrderedDict, in insertion order.
-    Dict(Vec<(Val, Val)>),
+    Dict(Vec<(usize, usize)>),
     /// A global `module.name`.
     Global(String),
     /// A persistent id (a storage reference).
-    PersId(Box<Val>),
+    PersId(usize),
     /// A tensor view of a storage.
     Tensor(TensorRef),
     /// Any other object.
     Opaque,
+}
+
+/// A decoded pickle: its nodes and the root's index.
+#[derive(Debug, Clone)]
+pub struct Pickle {
+    /// All nodes.
+    pub nodes: Vec<Node>,
+    /// The value `STOP` returned.
+    pub root: usize,
+}
+
+impl Pickle {
+    /// The node at `i` (`None` for a bad index).
+    pub fn get(&self, i: usize) -> &Node {
+        self.nodes.get(i).unwrap_or(&Node::None)
+    }
 }
 
 /// A tensor in the checkpoint.
@@ -88,302 +107,332 @@ pub struct TensorRef {
     pub stride: Vec<usize>,
 }
 
-const MAX_OPS: usize = 50_000_000;
-const MAX_LEN: usize = 1 << 28;
-
 fn err<T>(what: &str) -> Result<T, String> {
     Err(format!("checkpoint pickle: {what}"))
 }
 
-/// Runs the pickle machine on `data`.
-pub fn unpickle(data: &[u8]) -> Result<Val, String> {
-    let mut stack: Vec<Val> = Vec::new();
-    let mut marks: Vec<usize> = Vec::new();
-    let mut memo: BTreeMap<u64, Val> = BTreeMap::new();
-    let mut i = 0usize;
-    let take = |i: &mut usize, n: usize| -> Result<&[u8], String> {
-        let s = data
-            .get(*i..i.saturating_add(n))
+struct Machine<'a> {
+    data: &'a [u8],
+    i: usize,
+    nodes: Vec<Node>,
+    stack: Vec<usize>,
+    marks: Vec<usize>,
+    memo: BTreeMap<u64, usize>,
+}
+
+impl<'a> Machine<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+        let s = self
+            .data
+            .get(self.i..self.i.saturating_add(n))
             .ok_or("checkpoint pickle: truncated")?;
-        *i += n;
+        self.i += n;
         Ok(s)
-    };
-    let u = |b: &[u8]| -> u64 {
+    }
+
+    fn uint(&mut self, n: usize) -> Result<u64, String> {
+        let b = self.take(n)?;
         let mut a = [0u8; 8];
-        a[..b.len().min(8)].copy_from_slice(&b[..b.len().min(8)]);
-        u64::from_le_bytes(a)
+        a[..n.min(8)].copy_from_slice(&b[..n.min(8)]);
+        Ok(u64::from_le_bytes(a))
+    }
+
+    fn push(&mut self, n: Node) {
+        self.nodes.push(n);
+        self.stack.push(self.nodes.len() - 1);
+    }
+
+    fn pop(&mut self) -> Result<usize, String> {
+        self.stack
+            .pop()
+            .ok_or_else(|| "checkpoint pickle: stack underflow".to_string())
+    }
+
+    fn top(&self) -> Result<usize, String> {
+        self.stack
+            .last()
+            .copied()
+            .ok_or_else(|| "checkpoint pickle: empty stack".to_string())
+    }
+
+    fn since_mark(&mut self) -> Result<Vec<usize>, String> {
+        let m = self.marks.pop().ok_or("checkpoint pickle: no MARK")?;
+        if m > self.stack.len() {
+            return err("bad MARK");
+        }
+        Ok(self.stack.split_off(m))
+    }
+
+    fn string(&mut self, len_bytes: usize) -> Result<(), String> {
+        let n = self.uint(len_bytes)? as usize;
+        let b = self.take(n)?;
+        self.push(Node::Str(String::from_utf8_lossy(b).into_owned()));
+        Ok(())
+    }
+
+    fn line(&mut self) -> Result<String, String> {
+        let rest = self.data.get(self.i..).ok_or("checkpoint pickle: truncated")?;
+        let end = rest
+            .iter()
+            .position(|&b| b == b'\n')
+            .ok_or("checkpoint pickle: bad GLOBAL")?;
+        self.i += end + 1;
+        Ok(String::from_utf8_lossy(&rest[..end]).into_owned())
+    }
+
+    fn extend_top(&mut self, items: Vec<usize>, pairs: bool) -> Result<(), String> {
+        let t = self.top()?;
+        match self.nodes.get_mut(t) {
+            Some(Node::Dict(d)) if pairs => {
+                let mut it = items.into_iter();
+                while let (Some(k), Some(v)) = (it.next(), it.next()) {
+                    d.push((k, v));
+                }
+            }
+            Some(Node::Seq(s)) if !pairs => s.extend(items),
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// Runs the pickle machine on `data`.
+pub fn unpickle(data: &[u8]) -> Result<Pickle, String> {
+    let mut m = Machine {
+        data,
+        i: 0,
+        nodes: Vec::new(),
+        stack: Vec::new(),
+        marks: Vec::new(),
+        memo: BTreeMap::new(),
     };
-    for _ in 0..MAX_OPS {
-        let op = *take(&mut i, 1)?.first().ok_or("checkpoint pickle: truncated")?;
+    loop {
+        let op = m.uint(1)? as u8;
         match op {
             0x80 => {
-                take(&mut i, 1)?;
+                m.take(1)?;
             } // PROTO
             0x95 => {
-                take(&mut i, 8)?;
+                m.take(8)?;
             } // FRAME
             b'.' => {
-                return stack
-                    .pop()
-                    .ok_or_else(|| "checkpoint pickle: empty stack at STOP".to_string());
+                let root = m.pop()?;
+                return Ok(Pickle { nodes: m.nodes, root });
             }
-            b'}' => stack.push(Val::Dict(Vec::new())),
-            b']' => stack.push(Val::Seq(Vec::new())),
-            b')' => stack.push(Val::Seq(Vec::new())),
-            b'N' => stack.push(Val::None),
-            0x88 => stack.push(Val::Bool(true)),
-            0x89 => stack.push(Val::Bool(false)),
-            b'(' => marks.push(stack.len()),
+            b'}' => m.push(Node::Dict(Vec::new())),
+            b']' | b')' => m.push(Node::Seq(Vec::new())),
+            b'N' => m.push(Node::None),
+            0x88 => m.push(Node::Bool(true)),
+            0x89 => m.push(Node::Bool(false)),
+            b'(' => m.marks.push(m.stack.len()),
             b'J' => {
-                let v = u(take(&mut i, 4)?) as u32 as i32;
-                stack.push(Val::Int(v as i64));
+                let v = m.uint(4)? as u32 as i32;
+                m.push(Node::Int(v as i64));
             }
             b'K' => {
-                let v = u(take(&mut i, 1)?);
-                stack.push(Val::Int(v as i64));
+                let v = m.uint(1)?;
+                m.push(Node::Int(v as i64));
             }
             b'M' => {
-                let v = u(take(&mut i, 2)?);
-                stack.push(Val::Int(v as i64));
+                let v = m.uint(2)?;
+                m.push(Node::Int(v as i64));
             }
             0x8a => {
                 // LONG1: n-byte little-endian two's complement
-                let n = u(take(&mut i, 1)?) as usize;
-                let b = take(&mut i, n)?;
+                let n = m.uint(1)? as usize;
                 if n > 8 {
                     return err("integer too long");
                 }
-                let mut v = u(b) as i64;
+                let b = m.take(n)?;
+                let mut a = [0u8; 8];
+                a[..n].copy_from_slice(b);
+                let mut v = i64::from_le_bytes(a);
                 if n > 0 && n < 8 && b[n - 1] & 0x80 != 0 {
                     v -= 1i64 << (8 * n);
                 }
-                stack.push(Val::Int(v));
+                m.push(Node::Int(v));
             }
             b'G' => {
-                let b = take(&mut i, 8)?;
+                let b = m.take(8)?;
                 let mut a = [0u8; 8];
                 a.copy_from_slice(b);
-                stack.push(Val::Float(f64::from_be_bytes(a)));
+                m.push(Node::Float(f64::from_be_bytes(a)));
             }
-            b'X' | b'B' | b'T' => {
-                let n = u(take(&mut i, 4)?) as usize;
-                if n > MAX_LEN {
-                    return err("string too long");
-                }
-                stack.push(Val::Str(String::from_utf8_lossy(take(&mut i, n)?).into_owned()));
-            }
-            0x8c | b'C' | b'U' => {
-                let n = u(take(&mut i, 1)?) as usize;
-                stack.push(Val::Str(String::from_utf8_lossy(take(&mut i, n)?).into_owned()));
-            }
-            0x8d | 0x8e => {
-                let n = u(take(&mut i, 8)?) as usize;
-                if n > MAX_LEN {
-                    return err("string too long");
-                }
-                stack.push(Val::Str(String::from_utf8_lossy(take(&mut i, n)?).into_owned()));
-            }
+            b'X' | b'B' | b'T' => m.string(4)?,
+            0x8c | b'C' | b'U' => m.string(1)?,
+            0x8d | 0x8e => m.string(8)?,
             b'q' => {
-                let k = u(take(&mut i, 1)?);
-                memo.insert(
-                    k,
-                    stack
-                        .last()
-                        .cloned()
-                        .ok_or("checkpoint pickle: BINPUT on empty stack")?,
-                );
+                let k = m.uint(1)?;
+                let t = m.top()?;
+                m.memo.insert(k, t);
             }
             b'r' => {
-                let k = u(take(&mut i, 4)?);
-                memo.insert(
-                    k,
-                    stack
-                        .last()
-                        .cloned()
-                        .ok_or("checkpoint pickle: BINPUT on empty stack")?,
-                );
+                let k = m.uint(4)?;
+                let t = m.top()?;
+                m.memo.insert(k, t);
             }
             0x94 => {
-                let k = memo.len() as u64;
-                memo.insert(
-                    k,
-                    stack
-                        .last()
-                        .cloned()
-                        .ok_or("checkpoint pickle: MEMOIZE on empty stack")?,
-                );
+                let k = m.memo.len() as u64;
+                let t = m.top()?;
+                m.memo.insert(k, t);
             }
             b'h' | b'j' => {
-                let k = u(take(&mut i, if op == b'h' { 1 } else { 4 })?);
-                stack.push(memo.get(&k).cloned().ok_or("checkpoint pickle: unknown memo key")?);
+                let k = m.uint(if op == b'h' { 1 } else { 4 })?;
+                let v = *m.memo.get(&k).ok_or("checkpoint pickle: unknown memo key")?;
+                m.stack.push(v);
             }
             b'c' => {
-                let mut line = || -> Result<String, String> {
-                    let rest = data.get(i..).ok_or("checkpoint pickle: truncated")?;
-                    let end = rest
-                        .iter()
-                        .position(|&b| b == b'\n')
-                        .ok_or("checkpoint pickle: bad GLOBAL")?;
-                    let s = String::from_utf8_lossy(&rest[..end]).into_owned();
-                    i += end + 1;
-                    Ok(s)
-                };
-                let m = line()?;
-                let n = line()?;
-                stack.push(Val::Global(format!("{m}.{n}")));
+                let module = m.line()?;
+                let name = m.line()?;
+                m.push(Node::Global(format!("{module}.{name}")));
             }
             0x93 => {
-                let n = stack.pop();
-                let m = stack.pop();
-                match (m, n) {
-                    (Some(Val::Str(m)), Some(Val::Str(n))) => stack.push(Val::Global(format!("{m}.{n}"))),
+                let n = m.pop()?;
+                let md = m.pop()?;
+                match (m.nodes.get(md), m.nodes.get(n)) {
+                    (Some(Node::Str(a)), Some(Node::Str(b))) => {
+                        let g = format!("{a}.{b}");
+                        m.push(Node::Global(g));
+                    }
                     _ => return err("bad STACK_GLOBAL"),
                 }
             }
-            b't' | b'l' | b'd' | b'1' => {
-                let m = marks.pop().ok_or("checkpoint pickle: no MARK")?;
-                if m > stack.len() {
-                    return err("bad MARK");
-                }
-                let items = stack.split_off(m);
-                match op {
-                    b't' | b'l' => stack.push(Val::Seq(items)),
-                    b'd' => {
-                        let mut d = Vec::new();
-                        let mut it = items.into_iter();
-                        while let (Some(k), Some(v)) = (it.next(), it.next()) {
-                            d.push((k, v));
-                        }
-                        stack.push(Val::Dict(d));
-                    }
-                    _ => {}
-                }
+            b't' | b'l' => {
+                let items = m.since_mark()?;
+                m.push(Node::Seq(items));
+            }
+            b'd' => {
+                let items = m.since_mark()?;
+                let pairs = items.chunks_exact(2).map(|p| (p[0], p[1])).collect();
+                m.push(Node::Dict(pairs));
+            }
+            b'1' => {
+                m.since_mark()?;
             }
             0x85..=0x87 => {
                 let n = (op - 0x84) as usize;
-                if stack.len() < n {
+                if m.stack.len() < n {
                     return err("stack underflow");
                 }
-                let items = stack.split_off(stack.len() - n);
-                stack.push(Val::Seq(items));
+                let items = m.stack.split_off(m.stack.len() - n);
+                m.push(Node::Seq(items));
             }
             b'0' => {
-                stack.pop();
+                m.pop()?;
             }
             b'2' => {
-                let top = stack.last().cloned().ok_or("checkpoint pickle: DUP on empty stack")?;
-                stack.push(top);
+                let t = m.top()?;
+                m.stack.push(t);
             }
             b'Q' => {
-                let pid = stack.pop().ok_or("checkpoint pickle: stack underflow")?;
-                stack.push(Val::PersId(Box::new(pid)));
+                let pid = m.pop()?;
+                m.push(Node::PersId(pid));
             }
             b'R' | 0x81 => {
-                let args = stack.pop().ok_or("checkpoint pickle: stack underflow")?;
-                let f = stack.pop().ok_or("checkpoint pickle: stack underflow")?;
-                stack.push(reduce(f, args)?);
+                let args = m.pop()?;
+                let f = m.pop()?;
+                let n = reduce(&m.nodes, f, args)?;
+                match n {
+                    Reduced::Node(n) => m.push(n),
+                    Reduced::Same(i) => m.stack.push(i),
+                }
             }
             b'b' => {
-                // BUILD: state for the object below; tensors and dicts keep
-                // what they have.
-                stack.pop().ok_or("checkpoint pickle: stack underflow")?;
+                // BUILD: state for the object below; what we read keeps what
+                // it has.
+                m.pop()?;
             }
             b's' => {
-                let v = stack.pop().ok_or("checkpoint pickle: stack underflow")?;
-                let k = stack.pop().ok_or("checkpoint pickle: stack underflow")?;
-                match stack.last_mut() {
-                    Some(Val::Dict(d)) => d.push((k, v)),
-                    Some(_) => {}
-                    None => return err("SETITEM on empty stack"),
-                }
+                let v = m.pop()?;
+                let k = m.pop()?;
+                m.extend_top(vec![k, v], true)?;
             }
-            b'u' | b'e' => {
-                let m = marks.pop().ok_or("checkpoint pickle: no MARK")?;
-                if m > stack.len() || m == 0 {
-                    return err("bad MARK");
-                }
-                let items = stack.split_off(m);
-                match (op, stack.last_mut()) {
-                    (b'u', Some(Val::Dict(d))) => {
-                        let mut it = items.into_iter();
-                        while let (Some(k), Some(v)) = (it.next(), it.next()) {
-                            d.push((k, v));
-                        }
-                    }
-                    (b'e', Some(Val::Seq(s))) => s.extend(items),
-                    _ => {}
-                }
+            b'u' => {
+                let items = m.since_mark()?;
+                m.extend_top(items, true)?;
+            }
+            b'e' => {
+                let items = m.since_mark()?;
+                m.extend_top(items, false)?;
             }
             b'a' => {
-                let v = stack.pop().ok_or("checkpoint pickle: stack underflow")?;
-                if let Some(Val::Seq(s)) = stack.last_mut() {
-                    s.push(v);
-                }
+                let v = m.pop()?;
+                m.extend_top(vec![v], false)?;
             }
             o => {
                 return Err(format!(
                     "checkpoint pickle: unsupported opcode 0x{o:02x} at byte {}",
-                    i - 1
+                    m.i - 1
                 ));
             }
         }
-        if stack.len() > 1 << 22 {
-            return err("stack too deep");
-        }
     }
-    err("too many operations")
 }
 
-fn as_usize(v: &Val) -> Result<usize, String> {
+fn as_usize(v: &Node) -> Result<usize, String> {
     match v {
-        Val::Int(i) if *i >= 0 => Ok(*i as usize),
+        Node::Int(i) if *i >= 0 => Ok(*i as usize),
         _ => err("expected a non-negative integer"),
     }
 }
 
-fn usizes(v: &Val) -> Result<Vec<usize>, String> {
-    match v {
-        Val::Seq(s) => s.iter().map(as_usize).collect(),
+fn usizes(nodes: &[Node], i: usize) -> Result<Vec<usize>, String> {
+    match nodes.get(i) {
+        Some(Node::Seq(s)) => s
+            .iter()
+            .map(|&j| as_usize(nodes.get(j).unwrap_or(&Node::None)))
+            .collect(),
         _ => err("expected a tuple of integers"),
     }
 }
 
-fn reduce(f: Val, args: Val) -> Result<Val, String> {
-    let Val::Global(name) = f else { return Ok(Val::Opaque) };
-    let Val::Seq(a) = args else { return Ok(Val::Opaque) };
+enum Reduced {
+    Node(Node),
+    /// The call returns one of its arguments (`_rebuild_parameter`).
+    Same(usize),
+}
+
+fn reduce(nodes: &[Node], f: usize, args: usize) -> Result<Reduced, String> {
+    let (Some(Node::Global(name)), Some(Node::Seq(a))) = (nodes.get(f), nodes.get(args)) else {
+        return Ok(Reduced::Node(Node::Opaque));
+    };
+    let arg = |k: usize| a.get(k).and_then(|&j| nodes.get(j));
     Ok(match name.as_str() {
-        "collections.OrderedDict" => Val::Dict(Vec::new()),
+        "collections.OrderedDict" => Reduced::Node(Node::Dict(Vec::new())),
         "torch._utils._rebuild_tensor_v2" | "torch._utils._rebuild_tensor" => {
             // (storage persid, offset, size, stride, ...)
-            let (Some(Val::PersId(pid)), Some(off), Some(size), Some(stride)) =
-                (a.first(), a.get(1), a.get(2), a.get(3))
-            else {
+            let (Some(Node::PersId(pid)), Some(off)) = (arg(0), arg(1)) else {
+                return err("bad _rebuild_tensor_v2 arguments");
+            };
+            let (Some(&size), Some(&stride)) = (a.get(2), a.get(3)) else {
                 return err("bad _rebuild_tensor_v2 arguments");
             };
             // pid = ('storage', <StorageType>, key, location, numel)
-            let Val::Seq(p) = pid.as_ref() else {
+            let Some(Node::Seq(p)) = nodes.get(*pid) else {
                 return err("bad storage reference");
             };
-            let dtype = match p.get(1) {
-                Some(Val::Global(g)) => g.rsplit('.').next().unwrap_or("").to_string(),
+            let field = |k: usize| p.get(k).and_then(|&j| nodes.get(j));
+            let dtype = match field(1) {
+                Some(Node::Global(g)) => g.rsplit('.').next().unwrap_or("").to_string(),
                 _ => String::new(),
             };
-            let key = match p.get(2) {
-                Some(Val::Str(k)) => k.clone(),
+            let key = match field(2) {
+                Some(Node::Str(k)) => k.clone(),
                 _ => return err("bad storage key"),
             };
-            Val::Tensor(TensorRef {
+            Reduced::Node(Node::Tensor(TensorRef {
                 key,
                 dtype,
                 offset: as_usize(off)?,
-                size: usizes(size)?,
-                stride: usizes(stride)?,
-            })
+                size: usizes(nodes, size)?,
+                stride: usizes(nodes, stride)?,
+            }))
         }
-        "torch._utils._rebuild_parameter" | "torch._utils._rebuild_parameter_with_state" => {
-            a.into_iter().next().unwrap_or(Val::Opaque)
-        }
-        _ => Val::Opaque,
+        "torch._utils._rebuild_parameter" | "torch._utils._rebuild_parameter_with_state" => match a.first() {
+            Some(&j) => Reduced::Same(j),
+            None => Reduced::Node(Node::Opaque),
+        },
+        _ => Reduced::Node(Node::Opaque),
     })
 }
 
@@ -427,24 +476,28 @@ pub fn read_checkpoint(path: &Path) -> Result<Checkpoint, String> {
             .map_err(|e| format!("{}: {name}: {e}", path.display()))?;
         Ok(v)
     };
-    let root = unpickle(&read(&mut z, &pkl, 1 << 30)?)?;
+    let pk = unpickle(&read(&mut z, &pkl, 1 << 30)?)?;
     // Unwrap {'state_dict': ...} / {'model': ...}.
-    let mut dict = match root {
-        Val::Dict(d) => d,
-        _ => return Err(format!("{}: the checkpoint is not a dict", path.display())),
+    let Node::Dict(mut dict) = pk.get(pk.root).clone() else {
+        return Err(format!("{}: the checkpoint is not a dict", path.display()));
     };
     for wrapper in ["state_dict", "model"] {
-        if let Some((_, Val::Dict(inner))) = dict.iter().find(|(k, _)| matches!(k, Val::Str(s) if s == wrapper)) {
+        let inner = dict
+            .iter()
+            .find(|(k, _)| matches!(pk.get(*k), Node::Str(s) if s == wrapper))
+            .map(|&(_, v)| pk.get(v));
+        if let Some(Node::Dict(inner)) = inner {
             dict = inner.clone();
             break;
         }
     }
     let mut tensors = BTreeMap::new();
     for (k, v) in dict {
-        let (Val::Str(name), Val::Tensor(t)) = (k, v) else {
+        let (Node::Str(name), Node::Tensor(t)) = (pk.get(k), pk.get(v)) else {
             continue;
         };
-        let name = name.strip_prefix("module.").unwrap_or(&name).to_string();
+        let t = t.clone();
+        let name = name.strip_prefix("module.").unwrap_or(name).to_string();
         if t.dtype != "FloatStorage" {
             return Err(format!(
                 "{}: {name} is {}, only float32 is supported",

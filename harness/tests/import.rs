@@ -166,3 +166,25 @@ proptest! {
         let _ = unpickle(&p);
     }
 }
+
+/// The input on which libFuzzer found the first pickle machine using more
+/// than 2 GB (memo entries were copies, and copies of copies): the machine
+/// now shares nodes, so what it builds is bounded by the input's length.
+#[test]
+fn pickle_memory_is_linear_in_the_input() {
+    let bytes = std::fs::read(data("pickle-fuzz-oom.bin")).expect("read");
+    if let Ok(p) = unpickle(&bytes) {
+        assert!(
+            p.nodes.len() <= bytes.len(),
+            "{} nodes from {} bytes",
+            p.nodes.len(),
+            bytes.len()
+        );
+    }
+    // A list that holds itself many times over (BINGET of the same list).
+    let mut evil = vec![0x80, 2, b']', b'q', 0, b'('];
+    evil.extend(std::iter::repeat_n([b'h', 0], 2000).flatten());
+    evil.extend([b'e', b'.']);
+    let p = unpickle(&evil).expect("parses");
+    assert!(p.nodes.len() <= evil.len());
+}
