@@ -535,32 +535,13 @@ pub fn read_checkpoint(path: &Path) -> Result<Checkpoint, String> {
     Ok(Checkpoint { tensors })
 }
 
-/// The official shapes.
+/// The official shapes (`custom`: from the checkpoint).
 fn official(name: &str) -> Result<Option<Arch>, String> {
-    Ok(match name {
-        "custom" => None,
-        "vit_7_4_32" => Some(Arch {
-            image: 32,
-            channels: 3,
-            patch: 4,
-            dim: 256,
-            layers: 7,
-            heads: 4,
-            mlp: 512,
-            classes: 10,
-        }),
-        "vit_9_12_64" => Some(Arch {
-            image: 64,
-            channels: 3,
-            patch: 4,
-            dim: 192,
-            layers: 9,
-            heads: 12,
-            mlp: 384,
-            classes: 200,
-        }),
-        o => return Err(format!("unknown --arch {o:?} (vit_7_4_32, vit_9_12_64 or custom)")),
-    })
+    match name {
+        "custom" => Ok(None),
+        "vit_7_4_32" | "vit_9_12_64" => Ok(crate::bench_vit::named_arch(name)),
+        o => Err(format!("unknown --arch {o:?} (vit_7_4_32, vit_9_12_64 or custom)")),
+    }
 }
 
 /// Converts a checkpoint to a float model. `heads` must be given for
