@@ -94,13 +94,30 @@ pub fn secure(
     session: u64,
     image: &[f32],
 ) -> Res<Inference> {
+    let parties = drivers(fp, keys, session, mem::pair(), mem::pair());
+    run_parties(m, fp, maps, parties, image)
+}
+
+/// Host, device and dealer of `session` over two stream pairs: `dev` =
+/// (host end, device end), `dealer` = (host end, dealer end).
+fn drivers<T: embedded_io::Read + embedded_io::Write>(
+    fp: FixedPoint,
+    keys: &Keys,
+    session: u64,
+    dev: (T, T),
+    dealer: (T, T),
+) -> [Driver<T>; 3] {
     let sid = SessionId(session);
-    let (hd, dh) = mem::pair();
-    let (hdl, dlh) = mem::pair();
-    let host = Driver::host(fp, Link::new(hd, session), Link::new(hdl, session), &keys.host, sid);
-    let dev = Driver::device(fp, Link::new(dh, session), &keys.device, sid);
-    let dl = Driver::dealer(fp, Link::new(dlh, session), &keys.host, &keys.device, sid);
-    run_parties(m, fp, maps, [host, dev, dl], image)
+    let host = Driver::host(
+        fp,
+        Link::new(dev.0, session),
+        Link::new(dealer.0, session),
+        &keys.host,
+        sid,
+    );
+    let device = Driver::device(fp, Link::new(dev.1, session), &keys.device, sid);
+    let dl = Driver::dealer(fp, Link::new(dealer.1, session), &keys.host, &keys.device, sid);
+    [host, device, dl]
 }
 
 /// One secure inference with the three parties in threads over TCP on
@@ -115,7 +132,6 @@ pub fn secure_tcp(
 ) -> Res<Inference> {
     use mpcvit_transport::tcp::Tcp;
     use std::net::{TcpListener, TcpStream};
-    let sid = SessionId(session);
     let io = |e: std::io::Error| RunError::Link(e.to_string());
     let timeout = Some(std::time::Duration::from_secs(60));
     let l = TcpListener::bind("127.0.0.1:0").map_err(io)?;
@@ -127,16 +143,8 @@ pub fn secure_tcp(
     };
     let (dev_end, host_dev) = pair()?;
     let (dealer_end, host_dealer) = pair()?;
-    let host = Driver::host(
-        fp,
-        Link::new(host_dev, session),
-        Link::new(host_dealer, session),
-        &keys.host,
-        sid,
-    );
-    let dev = Driver::device(fp, Link::new(dev_end, session), &keys.device, sid);
-    let dl = Driver::dealer(fp, Link::new(dealer_end, session), &keys.host, &keys.device, sid);
-    run_parties(m, fp, maps, [host, dev, dl], image)
+    let parties = drivers(fp, keys, session, (host_dev, dev_end), (host_dealer, dealer_end));
+    run_parties(m, fp, maps, parties, image)
 }
 
 /// Runs host, device and dealer (in that order in `parties`) in three
