@@ -4,10 +4,12 @@
 //! 1. The device draws a fresh 64-bit nonce and derives its session key
 //!    `Kd = derive(device key, DeviceNonce, nonce)`; it sends the host a
 //!    [`DeviceHello`] with the model CRC of its blob, its fractional bits, the
-//!    nonce and a tag `derive(Kd, ConfirmDevice, 0)` that only a holder of the
-//!    device key can make.
+//!    [`Tile`] it runs (its working set), the nonce and a tag
+//!    `derive(Kd, ConfirmDevice, tile)` that only a holder of the device key
+//!    can make.
 //! 2. The host picks a session id that it has never used, and relays the
-//!    nonce and tag with the plan to the dealer ([`DealerSetup`] header).
+//!    nonce, tile and tag with the plan to the dealer ([`DealerSetup`]
+//!    header).
 //! 3. The dealer re-derives `Kd`, checks the tag, refuses a session id it has
 //!    seen, and answers with `derive(Kd, ConfirmDealer, sid)`.
 //! 4. The host forwards the session id and the dealer's tag ([`Accept`]); the
@@ -21,16 +23,17 @@
 
 use crate::ProtocolError;
 use crate::corr::SessionId;
+use crate::ops::vit::Tile;
 use crate::prg::{Domain, Seed};
 
 /// Set-up message version.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 /// Length of a [`DeviceHello`].
-pub const DEVICE_HELLO_LEN: usize = 30;
+pub const DEVICE_HELLO_LEN: usize = 35;
 /// Length of an [`Accept`].
 pub const ACCEPT_LEN: usize = 25;
 /// Length of the fixed part of a [`DealerSetup`] (the plan follows).
-pub const DEALER_SETUP_LEN: usize = 33;
+pub const DEALER_SETUP_LEN: usize = 38;
 /// Length of a tag.
 pub const TAG_LEN: usize = 16;
 
@@ -44,9 +47,11 @@ pub struct DeviceHello {
     pub model_crc: u32,
     /// Fractional bits of the device's blob.
     pub frac_bits: u8,
+    /// How the device cuts each layer (every party runs the same cut).
+    pub tile: Tile,
     /// Fresh nonce.
     pub nonce: u64,
-    /// `derive(Kd, ConfirmDevice, 0)`.
+    /// `derive(Kd, ConfirmDevice, tile)`.
     pub tag: Tag,
 }
 
@@ -66,6 +71,8 @@ pub struct DealerSetup {
     pub session: u64,
     /// The device's nonce.
     pub nonce: u64,
+    /// The device's tile.
+    pub tile: Tile,
     /// The device's tag.
     pub tag: Tag,
 }
@@ -114,9 +121,10 @@ pub fn device_session_key(device_key: &Seed, nonce: u64) -> Seed {
     device_key.derive(Domain::DeviceNonce, nonce)
 }
 
-/// The device's tag under its session key.
-pub fn device_tag(session_key: &Seed) -> Tag {
-    tag_of(&session_key.derive(Domain::ConfirmDevice, 0))
+/// The device's tag under its session key, bound to its tile (a relay that
+/// changed the tile would fail the dealer's check, not desynchronise).
+pub fn device_tag(session_key: &Seed, tile: Tile) -> Tag {
+    tag_of(&session_key.derive(Domain::ConfirmDevice, tile.code()))
 }
 
 /// The dealer's tag for `session` under the device's session key.
@@ -136,8 +144,9 @@ impl DeviceHello {
         out[0] = VERSION;
         put(out, 1, &self.model_crc.to_le_bytes());
         out[5] = self.frac_bits;
-        put(out, 6, &self.nonce.to_le_bytes());
-        put(out, 14, &self.tag);
+        put(out, 6, &self.tile.encode());
+        put(out, 11, &self.nonce.to_le_bytes());
+        put(out, 19, &self.tag);
     }
 
     /// Decodes and checks the length and version.
@@ -146,8 +155,9 @@ impl DeviceHello {
         Ok(Self {
             model_crc: u32::from_le_bytes(get(b, 1)),
             frac_bits: get::<1>(b, 5)[0],
-            nonce: u64::from_le_bytes(get(b, 6)),
-            tag: get(b, 14),
+            tile: Tile::decode(get(b, 6)),
+            nonce: u64::from_le_bytes(get(b, 11)),
+            tag: get(b, 19),
         })
     }
 }
@@ -176,7 +186,8 @@ impl DealerSetup {
         out[0] = VERSION;
         put(out, 1, &self.session.to_le_bytes());
         put(out, 9, &self.nonce.to_le_bytes());
-        put(out, 17, &self.tag);
+        put(out, 17, &self.tile.encode());
+        put(out, 22, &self.tag);
     }
 
     /// Decodes the fixed part; returns it and the rest (the plan).
@@ -186,7 +197,8 @@ impl DealerSetup {
             Self {
                 session: u64::from_le_bytes(get(b, 1)),
                 nonce: u64::from_le_bytes(get(b, 9)),
-                tag: get(b, 17),
+                tile: Tile::decode(get(b, 17)),
+                tag: get(b, 22),
             },
             b.get(DEALER_SETUP_LEN..).unwrap_or(&[]),
         ))

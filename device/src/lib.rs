@@ -20,7 +20,9 @@
 
 use core::fmt;
 use embedded_io::{Read, Write};
-use mpcvit_core::ops::{LutJob, Party, PartyKind};
+use mpcvit_core::model::Arch;
+use mpcvit_core::ops::vit::Tile;
+use mpcvit_core::ops::{LutJob, Party, PartyKind, wide};
 use mpcvit_core::protocol::linear::{LinearDevice, LinearShape};
 use mpcvit_core::protocol::lut::{self, Lut};
 use mpcvit_core::protocol::matmul::{Matmul, MatmulShape};
@@ -101,6 +103,57 @@ pub struct HighWater {
     pub rx: usize,
     /// Words of `tmp`.
     pub tmp: usize,
+}
+
+/// Buffers a device needs to run `arch` cut by `tile`: an upper bound on
+/// [`DeviceParty::high_water`] (bytes of `tx` and `rx`, words of `tmp`), so
+/// a firmware can size its static buffers at build time. The largest
+/// message of each step of `vit::forward`, in words: a linear layer sends
+/// its masked input and the truncation of its output; a flight of matrix
+/// products both operands; a lookup, product or truncation one or two words
+/// per element (the reciprocal's windows at most [`wide::MAX_WINDOWS`] per
+/// row). The host's answers are never longer than the device's message,
+/// except the logits.
+pub fn buffers(arch: &Arch, tile: Tile) -> HighWater {
+    let (n, d, m, hd, pl) = (arch.tokens(), arch.dim, arch.mlp, arch.head_dim(), arch.patch_len());
+    let (r, g, q) = (tile.rows_of(arch), tile.heads_of(arch), tile.queries_of(arch));
+    let w = wide::MAX_WINDOWS;
+    // per-token stages on r rows: linear layers, LayerNorm (squares, the
+    // rsqrt windows, the row product, the scale), GeLU and ReLU lookups
+    let rows = [
+        r * (pl + d),
+        r * (d + 3 * d),
+        r * (d + d),
+        r * (d + m),
+        r * (m + d),
+        2 * r * d + r,
+        2 * r * w,
+    ];
+    // attention on g heads x q query rows
+    let attn = [
+        g * (2 * hd * n + q * hd),
+        g * (q * n + n * hd),
+        g * (q * hd + hd * hd),
+        2 * g * q * n + g * q,
+        2 * g * q * w,
+    ];
+    let last = [d + arch.classes, 2 * d + 1, 2 * w];
+    let words = rows.iter().chain(&attn).chain(&last).copied().max().unwrap_or(0);
+    let tmp = [
+        3 * r * d,
+        r * m,
+        r * d,
+        2 * hd * n,
+        q * hd + hd * n,
+        q * n + n * hd,
+        q * hd + hd * hd,
+        arch.classes,
+    ];
+    HighWater {
+        tx: 8 * words,
+        rx: 8 * words.max(arch.classes),
+        tmp: tmp.iter().copied().max().unwrap_or(0),
+    }
 }
 
 /// The device party.
@@ -437,13 +490,15 @@ impl<T: Read + Write> Party for DeviceParty<'_, T> {
 /// The device's side of the session set-up (`spec/session.md`).
 pub mod session {
     use super::{DeviceError, Read, Write};
+    use mpcvit_core::ops::vit::Tile;
     use mpcvit_core::prg::Seed;
     use mpcvit_core::session::{self as s, Accept, DeviceHello};
     use mpcvit_core::{ProtocolError, SessionId};
     use mpcvit_transport::{FrameKind, Link};
 
-    /// Runs the set-up on `link` (session 0): sends the hello for `nonce`,
-    /// checks the dealer's tag, binds the link to the session. Returns the
+    /// Runs the set-up on `link` (session 0): sends the hello for `nonce`
+    /// announcing `tile` (the cut of each layer this device runs), checks
+    /// the dealer's tag, binds the link to the session. Returns the
     /// session id and the device's session key. `buf` receives the answer
     /// (64 bytes are enough; an abort reason longer than `buf` is a frame
     /// error).
@@ -453,6 +508,7 @@ pub mod session {
         nonce: u64,
         model_crc: u32,
         frac_bits: u8,
+        tile: Tile,
         buf: &mut [u8],
     ) -> Result<(SessionId, Seed), DeviceError<T::Error>> {
         let kd = s::device_session_key(device_key, nonce);
@@ -460,8 +516,9 @@ pub mod session {
         DeviceHello {
             model_crc,
             frac_bits,
+            tile,
             nonce,
-            tag: s::device_tag(&kd),
+            tag: s::device_tag(&kd, tile),
         }
         .encode(&mut hello);
         link.send(FrameKind::Hello, &hello)?;

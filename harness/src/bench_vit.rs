@@ -158,7 +158,7 @@ pub fn run(a: &Args) -> Result<(), String> {
     eprintln!(
         "bench: {}: forward-pass scratch per party {:.0} KiB (whole layers, not tiled)",
         a.arch,
-        mpcvit_core::ops::vit::scratch_len(&ar) as f64 * 8.0 / 1024.0
+        mpcvit_core::ops::vit::scratch_len(&ar, mpcvit_core::ops::vit::Tile::WHOLE) as f64 * 8.0 / 1024.0
     );
     println!(
         "| arch | mix | rounds | D->H MB | H->D MB | dealer->H MB | wall s (loopback, 3 threads) | LAN s (1 Gbit/s, 0.5 ms) | WAN s (400 Mbit/s, 40 ms) |"
@@ -194,7 +194,8 @@ pub fn run(a: &Args) -> Result<(), String> {
             wall_s: wall,
             lan_s: lan,
             wan_s: wan,
-            scratch_bytes_per_party: 8 * mpcvit_core::ops::vit::scratch_len(&ar) as u64,
+            scratch_bytes_per_party: 8 * mpcvit_core::ops::vit::scratch_len(&ar, mpcvit_core::ops::vit::Tile::WHOLE)
+                as u64,
         };
         println!(
             "| {} | {} | {} | {:.2} | {:.2} | {:.0} | {:.2} | {:.2} | {:.2} |",

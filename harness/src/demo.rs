@@ -61,6 +61,11 @@ pub struct Args {
     /// key made for the run.
     #[arg(long)]
     pub psk: bool,
+    /// How the device cuts each layer: `whole` or `ROWS,HEADS,QUERIES`
+    /// (`mpcvit device --tile`). Default: whole for a desktop device, the
+    /// firmware's `2,1,10` with `--device qemu`.
+    #[arg(long, value_parser = roles::parse_tile)]
+    pub tile: Option<mpcvit_core::ops::vit::Tile>,
 }
 
 /// Children and the scratch directory, cleaned up on every exit path (also
@@ -292,10 +297,12 @@ fn run_inner(a: &Args, verbose: u8) -> Result<(), String> {
         None
     };
     let elf = if qemu {
+        let t = a.tile.map(|t| format!("{},{},{}", t.rows, t.heads, t.queries));
         Some(crate::qemu::build_firmware(
             &blob_path,
             &keys.join(roles::DEVICE_KEY),
             psk.as_deref(),
+            t.as_deref(),
         )?)
     } else {
         None
@@ -399,6 +406,9 @@ fn run_inner(a: &Args, verbose: u8) -> Result<(), String> {
         }
         if let Some(k) = &psk {
             args.extend([s("--psk"), p(k)]);
+        }
+        if let Some(t) = a.tile {
+            args.extend([s("--tile"), format!("{},{},{}", t.rows, t.heads, t.queries)]);
         }
         let out = run_tracked(&exe, &args)?;
         if !out.status.success() {

@@ -10,6 +10,7 @@ pub mod demo;
 pub mod eval;
 pub mod float;
 pub mod import;
+pub mod memory;
 pub mod qemu;
 pub mod roles;
 #[cfg(feature = "train")]

@@ -2,7 +2,7 @@
 
 #[cfg(feature = "train")]
 use mpcvit::train;
-use mpcvit::{bench_ops, bench_vit, demo, eval, import, roles};
+use mpcvit::{bench_ops, bench_vit, demo, eval, import, memory, roles};
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -45,6 +45,9 @@ enum Cmd {
     /// Secure MPCViT inferences on paper-shaped configurations (random
     /// weights): rounds, bytes, wall time, modelled LAN/WAN latency.
     Bench(bench_vit::Args),
+    /// The device's working set per architecture and tile (how a layer is
+    /// cut into flights).
+    Memory(memory::Args),
     /// Accuracy of a model: float, fixed point, and secure on a subset.
     Eval(eval::Args),
     /// Train an MPCViT (teacher, search, binarize, retrain with KD, export).
@@ -73,6 +76,7 @@ fn main() -> ExitCode {
         Cmd::Import(a) => import::run(&a),
         Cmd::BenchOps(a) => bench_ops::run(&a),
         Cmd::Bench(a) => bench_vit::run(&a),
+        Cmd::Memory(a) => memory::run(&a),
         Cmd::Eval(a) => eval::run(&a),
         #[cfg(feature = "train")]
         Cmd::Train(a) => train::run(&a),

@@ -25,7 +25,12 @@ pub const INSTR_PER_TICK: u64 = 40;
 
 /// Builds the firmware with `blob` and the device key in flash; returns the
 /// ELF path.
-pub fn build_firmware(blob: &Path, device_key: &Path, psk: Option<&Path>) -> Result<PathBuf, String> {
+pub fn build_firmware(
+    blob: &Path,
+    device_key: &Path,
+    psk: Option<&Path>,
+    tile: Option<&str>,
+) -> Result<PathBuf, String> {
     let dir = board_dir();
     if !dir.join("Cargo.toml").exists() {
         return Err(format!(
@@ -44,6 +49,10 @@ pub fn build_firmware(blob: &Path, device_key: &Path, psk: Option<&Path>) -> Res
     match psk {
         Some(p) => cmd.env("MPCVIT_PSK", p),
         None => cmd.env_remove("MPCVIT_PSK"),
+    };
+    match tile {
+        Some(t) => cmd.env("MPCVIT_TILE", t),
+        None => cmd.env_remove("MPCVIT_TILE"),
     };
     let st = cmd
         .stdin(Stdio::null())
@@ -129,6 +138,9 @@ pub struct FwReport {
     /// Whether the host link was sealed (ChaCha20-Poly1305).
     #[serde(default)]
     pub sealed: bool,
+    /// The tile the firmware runs: rows, heads, queries (0 = all).
+    #[serde(default)]
+    pub tile: [u32; 3],
     /// Wall time of the QEMU run, s (relay view).
     #[serde(default)]
     pub wall_s: f64,

@@ -15,7 +15,7 @@ use log::{info, warn};
 use mpcvit_conformance::party::Driver;
 use mpcvit_conformance::vit::{WeightMap, weight_maps};
 use mpcvit_core::model::ModelView;
-use mpcvit_core::ops::vit::{self, VitSpec};
+use mpcvit_core::ops::vit::{self, Tile, VitSpec};
 use mpcvit_core::prg::Seed;
 use mpcvit_core::provision::{self, BlobView};
 use mpcvit_core::session::{self, Accept, DealerSetup, DeviceHello};
@@ -397,7 +397,7 @@ fn dealer_session(ctx: &DealerCtx, s: TcpStream) -> Result<String, String> {
         }
     };
     let kd = session::device_session_key(&ctx.device_key, setup.nonce);
-    if !session::tags_equal(&session::device_tag(&kd), &setup.tag) {
+    if !session::tags_equal(&session::device_tag(&kd, setup.tile), &setup.tag) {
         let why = "the device's key confirmation failed (device and dealer keys differ, or the relay changed it)";
         abort(&mut l, why);
         return Err(why.into());
@@ -424,10 +424,11 @@ fn dealer_session(ctx: &DealerCtx, s: TcpStream) -> Result<String, String> {
         arch: a,
         fp,
         model: &plan,
+        tile: setup.tile,
     };
     let zeros = vec![0u64; (a.tokens() - 1) * a.patch_len()];
     let mut out = vec![0; a.classes];
-    let mut scratch = vec![0; vit::scratch_len(&a)];
+    let mut scratch = vec![0; vit::scratch_len(&a, setup.tile)];
     vit::forward(&mut d, &spec, &map, &zeros, &mut out, &mut scratch).map_err(|e| e.to_string())?;
     Ok(format!("{:016x}", sid.0))
 }
@@ -566,6 +567,7 @@ fn host_session(ctx: &HostCtx, s: TcpStream) -> Result<HostReport, String> {
     DealerSetup {
         session: sid,
         nonce: hello.nonce,
+        tile: hello.tile,
         tag: hello.tag,
     }
     .encode(&mut setup);
@@ -598,11 +600,12 @@ fn host_session(ctx: &HostCtx, s: TcpStream) -> Result<HostReport, String> {
         arch: a,
         fp: ctx.fp,
         model: &view,
+        tile: hello.tile,
     };
     let mut h = Driver::host(ctx.fp, dev, dl, &ctx.key, SessionId(sid));
     let zeros = vec![0u64; (a.tokens() - 1) * a.patch_len()];
     let mut out = vec![0; a.classes];
-    let mut scratch = vec![0; vit::scratch_len(&a)];
+    let mut scratch = vec![0; vit::scratch_len(&a, hello.tile)];
     vit::forward(&mut h, &spec, &ctx.map, &zeros, &mut out, &mut scratch)
         .map_err(|e| format!("session {sid:016x}: {e}"))?;
     let m = h.link().meter().since(&m0);
@@ -654,6 +657,28 @@ pub struct DeviceArgs {
     /// pre-shared key file (the host's `--psk`).
     #[arg(long)]
     pub psk: Option<PathBuf>,
+    /// How each layer is cut into flights: `whole` (fewest rounds) or
+    /// `ROWS,HEADS,QUERIES` (token rows per flight in the per-token stages,
+    /// heads and query rows per flight in attention; smaller is a smaller
+    /// working set and more rounds). The host and dealer follow the device.
+    #[arg(long, value_parser = parse_tile, default_value = "whole")]
+    pub tile: Tile,
+}
+
+/// Parses a tile: `whole` or `ROWS,HEADS,QUERIES` (0 = all).
+pub fn parse_tile(s: &str) -> Result<Tile, String> {
+    if s == "whole" {
+        return Ok(Tile::WHOLE);
+    }
+    let v: Vec<&str> = s.split(',').collect();
+    let bad = || format!("bad tile {s:?}: use whole or ROWS,HEADS,QUERIES such as 10,1,10 (0 = all)");
+    if v.len() != 3 {
+        return Err(bad());
+    }
+    let rows = v[0].trim().parse::<u16>().map_err(|_| bad())?;
+    let heads = v[1].trim().parse::<u8>().map_err(|_| bad())?;
+    let queries = v[2].trim().parse::<u16>().map_err(|_| bad())?;
+    Ok(Tile { rows, heads, queries })
 }
 
 /// Parses a link profile name.
@@ -863,39 +888,50 @@ pub fn device_run(a: &DeviceArgs) -> Result<DeviceReport, String> {
     let seal = psk.as_ref().map_or(Seal::None, |k| Seal::Initiator(k.expose()));
     let mut l = link(connect(&a.connect, "host")?, seconds(a.timeout), a.link, seal)?;
     let mut buf = vec![0u8; 4096];
-    let (sid, kd) =
-        match mpcvit_device::session::open(&mut l, &key, nonce, blob.model_crc(), blob.frac_bits() as u8, &mut buf) {
-            Ok(v) => v,
-            Err(DeviceError::Refused { reason_len }) => {
-                return Err(format!(
-                    "the host refused the session: {}",
-                    String::from_utf8_lossy(buf.get(..reason_len).unwrap_or(&[]))
-                ));
-            }
-            Err(DeviceError::Protocol(ProtocolError::Unauthenticated)) => {
-                return Err(
-                    "the dealer's key confirmation failed: the host's dealer does not hold this device's key".into(),
-                );
-            }
-            Err(DeviceError::Link(e)) if peer_gone(&e) => {
-                return Err(if a.psk.is_some() {
-                    "the host closed the connection during set-up: check that host and device use the same --psk \
+    let (sid, kd) = match mpcvit_device::session::open(
+        &mut l,
+        &key,
+        nonce,
+        blob.model_crc(),
+        blob.frac_bits() as u8,
+        a.tile,
+        &mut buf,
+    ) {
+        Ok(v) => v,
+        Err(DeviceError::Refused { reason_len }) => {
+            return Err(format!(
+                "the host refused the session: {}",
+                String::from_utf8_lossy(buf.get(..reason_len).unwrap_or(&[]))
+            ));
+        }
+        Err(DeviceError::Protocol(ProtocolError::Unauthenticated)) => {
+            return Err(
+                "the dealer's key confirmation failed: the host's dealer does not hold this device's key".into(),
+            );
+        }
+        Err(DeviceError::Link(e)) if peer_gone(&e) => {
+            return Err(if a.psk.is_some() {
+                "the host closed the connection during set-up: check that host and device use the same --psk \
                      (sealed records that do not authenticate are refused; the host's log says why)"
-                        .into()
-                } else {
-                    "the host closed the connection during set-up (does it require --psk? the host's log says why)"
-                        .into()
-                });
-            }
-            Err(e) => return Err(format!("set-up with the host failed: {e}")),
-        };
+                    .into()
+            } else {
+                "the host closed the connection during set-up (does it require --psk? the host's log says why)".into()
+            });
+        }
+        Err(e) => return Err(format!("set-up with the host failed: {e}")),
+    };
     let m0: Meter = l.meter();
     let t0 = Instant::now();
     let (mut tx, mut rx, mut tmp) = (vec![0u8; BUF_BYTES], vec![0u8; BUF_BYTES], vec![0u64; BUF_BYTES / 8]);
     let mut d = DeviceParty::new(fp, l, &kd, sid, &mut tx, &mut rx, &mut tmp);
-    let spec = VitSpec { arch, fp, model: &blob };
+    let spec = VitSpec {
+        arch,
+        fp,
+        model: &blob,
+        tile: a.tile,
+    };
     let mut out = vec![0; arch.classes];
-    let mut scratch = vec![0; vit::scratch_len(&arch)];
+    let mut scratch = vec![0; vit::scratch_len(&arch, a.tile)];
     vit::forward(&mut d, &spec, &map, &x, &mut out, &mut scratch).map_err(|e| match e {
         DeviceError::Link(e) if peer_gone(&e) => {
             "the host closed the connection during the inference (see the host's log)".to_string()
@@ -916,7 +952,7 @@ pub fn device_run(a: &DeviceArgs) -> Result<DeviceReport, String> {
         total_s: t_start.elapsed().as_secs_f64(),
         link: a.link.map(|p| p.name.to_string()),
         working_set: WorkingSet {
-            scratch_bytes: 8 * vit::scratch_len(&arch),
+            scratch_bytes: 8 * vit::scratch_len(&arch, a.tile),
             tx_bytes: hw.tx,
             rx_bytes: hw.rx,
             tmp_bytes: 8 * hw.tmp,

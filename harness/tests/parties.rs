@@ -43,8 +43,9 @@ fn half_device(st: &Setup, host: &str) -> Link<Tcp> {
     DeviceHello {
         model_crc: b.model_crc(),
         frac_bits: 16,
+        tile: mpcvit_core::ops::vit::Tile::WHOLE,
         nonce,
-        tag: session::device_tag(&kd),
+        tag: session::device_tag(&kd, mpcvit_core::ops::vit::Tile::WHOLE),
     }
     .encode(&mut hello);
     l.send(FrameKind::Hello, &hello).expect("hello");
@@ -345,4 +346,56 @@ fn sealed_link_with_a_pre_shared_key() {
     fails_with(&o, 1, "require --psk");
     let (p, _) = prediction(&device(&st, &host.1, 1, &["--psk", s(&psk)]));
     assert_eq!(p, expected(&st, 1));
+}
+
+/// A device that cuts each layer into tiles (the host and dealer follow the
+/// tile it announces): the same prediction as the whole-layer run, more
+/// rounds, a smaller working set, and every buffer within the bound a
+/// firmware sizes its static buffers by (`mpcvit_device::buffers`).
+#[test]
+fn tiled_device_working_set() {
+    use mpcvit::roles::parse_tile;
+    use mpcvit_core::ops::vit;
+    let st = setup("tiled");
+    let dealer = start_dealer(&st, &[]);
+    let host = start_host(&st, &dealer.1, &["--timeout", "10"]);
+    let blob = std::fs::read(&st.blob).expect("blob");
+    let arch = mpcvit_core::provision::BlobView::parse(&blob).expect("blob").arch();
+    let want = expected(&st, 1);
+    let mut last: Option<(u64, u64)> = None;
+    for t in ["whole", "5,2,5", "2,1,2", "1,1,1"] {
+        let tile = parse_tile(t).expect("tile");
+        let o = device(&st, &host.1, 1, &["--tile", t]);
+        let (p, _) = prediction(&o);
+        assert_eq!(p, want, "tile {t}");
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+        let ws = &v["working_set"];
+        let get = |k: &str| ws[k].as_u64().expect("field");
+        let bound = mpcvit_device::buffers(&arch, tile);
+        assert!(
+            get("tx_bytes") <= bound.tx as u64,
+            "tile {t}: tx {} > {}",
+            get("tx_bytes"),
+            bound.tx
+        );
+        assert!(
+            get("rx_bytes") <= bound.rx as u64,
+            "tile {t}: rx {} > {}",
+            get("rx_bytes"),
+            bound.rx
+        );
+        assert!(get("tmp_bytes") <= 8 * bound.tmp as u64, "tile {t}: tmp");
+        assert_eq!(get("scratch_bytes"), 8 * vit::scratch_len(&arch, tile) as u64);
+        let total = get("scratch_bytes") + get("tx_bytes") + get("rx_bytes") + get("tmp_bytes");
+        let rounds = v["rounds"].as_u64().expect("rounds");
+        eprintln!("tile {t}: {rounds} rounds, working set {total} B");
+        if let Some((r0, b0)) = last {
+            assert!(
+                rounds > r0 && total < b0,
+                "tile {t}: {rounds} rounds / {total} B after {r0} / {b0}"
+            );
+        }
+        last = Some((rounds, total));
+    }
+    assert!(parse_tile("1,2").is_err() && parse_tile("a,1,1").is_err());
 }

@@ -5,9 +5,10 @@
 
 use mpcvit::float::FloatModel;
 use mpcvit_conformance::Keys;
-use mpcvit_conformance::vit::{reference, secure, weight_maps};
+use mpcvit_conformance::vit::{reference, secure, secure_tiled, weight_maps};
 use mpcvit_core::FixedPoint;
 use mpcvit_core::model::{Arch, AttnKind, ModelView, Tensor};
+use mpcvit_core::ops::vit::Tile;
 use mpcvit_core::prg::{Prg, Seed};
 use proptest::prelude::*;
 
@@ -102,50 +103,98 @@ fn argmax(v: &[f64]) -> usize {
         .map_or(0, |(i, _)| i)
 }
 
+/// Secure logits within 2^-7 of the fixed-point reference (the secure ops
+/// may read neighbouring lookup cells), the same argmax unless the
+/// reference's top two are within that bound; the fixed-point reference
+/// within 0.05 of the float model.
+fn check_model(seed: u64, tile: Tile) -> Result<(), TestCaseError> {
+    let fm = random_model(seed);
+    let bytes = fm.to_bytes().expect("encode");
+    let view = ModelView::parse(&bytes).expect("parse");
+    let fp = FixedPoint::new(16).expect("fp");
+    let keys = Keys::test(5);
+    let maps = weight_maps(&view, fp, &keys.model).expect("weights");
+    let img = image(&fm.arch, seed);
+    let got = secure_tiled(&view, fp, &maps, &keys, seed, &img, tile).expect("secure inference");
+    let want = reference(&view, fp, &maps[0], &img);
+    let dec = |v: &[u64]| v.iter().map(|&x| fp.decode(x)).collect::<Vec<f64>>();
+    let (g, w) = (dec(&got.logits), dec(&want));
+    let float: Vec<f64> = fm.forward(&img).iter().map(|&v| v as f64).collect();
+    for ((gv, wv), fv) in g.iter().zip(&w).zip(&float) {
+        prop_assert!(
+            (gv - wv).abs() <= 2f64.powi(-7),
+            "secure {gv} vs fixed {wv} (float {fv}), kinds {:?}",
+            fm.kinds
+        );
+        prop_assert!(
+            (wv - fv).abs() <= 0.05,
+            "fixed {wv} vs float {fv}, kinds {:?}",
+            fm.kinds
+        );
+    }
+    let mut sorted = w.clone();
+    sorted.sort_by(|a, b| b.total_cmp(a));
+    if sorted.len() < 2 || sorted[0] - sorted[1] > 2f64.powi(-6) {
+        prop_assert_eq!(argmax(&g), argmax(&w));
+    }
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(16))]
 
-    /// Secure logits within 2^-7 of the fixed-point reference (the secure ops
-    /// may read neighbouring lookup cells), the same argmax unless the
-    /// reference's top two are within that bound; the fixed-point reference
-    /// within 0.05 of the float model.
     #[test]
     fn secure_matches_fixed_point_and_float(seed in any::<u64>()) {
-        let fm = random_model(seed);
-        let bytes = fm.to_bytes().expect("encode");
-        let view = ModelView::parse(&bytes).expect("parse");
-        let fp = FixedPoint::new(16).expect("fp");
-        let keys = Keys::test(5);
-        let maps = weight_maps(&view, fp, &keys.model).expect("weights");
-        let img = image(&fm.arch, seed);
-        let got = secure(&view, fp, &maps, &keys, seed, &img).expect("secure inference");
-        let want = reference(&view, fp, &maps[0], &img);
-        let dec = |v: &[u64]| v.iter().map(|&x| fp.decode(x)).collect::<Vec<f64>>();
-        let (g, w) = (dec(&got.logits), dec(&want));
-        let float: Vec<f64> = fm.forward(&img).iter().map(|&v| v as f64).collect();
-        for ((gv, wv), fv) in g.iter().zip(&w).zip(&float) {
-            prop_assert!((gv - wv).abs() <= 2f64.powi(-7), "secure {gv} vs fixed {wv} (float {fv}), kinds {:?}", fm.kinds);
-            prop_assert!((wv - fv).abs() <= 0.05, "fixed {wv} vs float {fv}, kinds {:?}", fm.kinds);
-        }
-        let mut sorted = w.clone();
-        sorted.sort_by(|a, b| b.total_cmp(a));
-        if sorted.len() < 2 || sorted[0] - sorted[1] > 2f64.powi(-6) {
-            prop_assert_eq!(argmax(&g), argmax(&w));
-        }
+        check_model(seed, Tile::WHOLE)?;
     }
+
+    /// The same bounds when every party cuts each layer into tiles (random
+    /// rows, heads and query rows per flight, down to one).
+    #[test]
+    fn tiled_matches_fixed_point(seed in any::<u64>(), rows in 0u16..8, heads in 0u8..3, queries in 0u16..8) {
+        check_model(seed, Tile { rows, heads, queries })?;
+    }
+}
+
+/// A model proptest found: an RSAttn row (layer 1) whose only positive
+/// score is 1.3e-3, so its sum is 85 units at f = 16, where the reciprocal
+/// `1 / (S + 1e-5)` is steep. With the row-sum reciprocal starting at 2^-8
+/// its last window's cells spanned 8 units: fixed point was 0.27 off the
+/// float model and secure 0.019 off fixed point. The reciprocal now reaches
+/// down to one unit.
+#[test]
+fn small_rsattn_row_sum() {
+    check_model(6208110792261035052, Tile::WHOLE).expect("within bounds");
 }
 
 #[test]
 #[ignore = "debug"]
 fn one_case() {
-    let fm = random_model(1);
+    let case: u64 = std::env::var("MPCVIT_CASE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    let mut fm = random_model(case);
+    if let Ok(k) = std::env::var("MPCVIT_KINDS") {
+        for (i, c) in k.chars().enumerate() {
+            fm.kinds[i] = match c {
+                's' => AttnKind::Softmax,
+                'r' => AttnKind::ReluSoftmax,
+                'c' => AttnKind::Scale,
+                _ => AttnKind::Quad,
+            };
+        }
+    }
+    if std::env::var("MPCVIT_NOPLUS").is_ok() {
+        fm.gelu.iter_mut().for_each(|g| *g = true);
+    }
     eprintln!("arch {:?} kinds {:?}", fm.arch, fm.kinds);
     let bytes = fm.to_bytes().expect("encode");
     let view = ModelView::parse(&bytes).expect("parse");
     let fp = FixedPoint::new(16).expect("fp");
     let keys = Keys::test(5);
     let maps = weight_maps(&view, fp, &keys.model).expect("weights");
-    let img = image(&fm.arch, 1);
+    let img = image(&fm.arch, case);
     let t = std::time::Instant::now();
     let want = reference(&view, fp, &maps[0], &img);
     eprintln!(
@@ -154,7 +203,7 @@ fn one_case() {
         t.elapsed()
     );
     eprintln!("float {:?}", fm.forward(&img));
-    let got = secure(&view, fp, &maps, &keys, 1, &img);
+    let got = secure(&view, fp, &maps, &keys, case, &img);
     eprintln!(
         "secure {:?} in {:?}",
         got.as_ref()

@@ -6,7 +6,7 @@ use crate::party::Driver;
 use crate::{Keys, Res, RunError};
 use mpcvit_core::model::{Arch, AttnKind, ModelView};
 use mpcvit_core::ops::layernorm::{self, LnSpec};
-use mpcvit_core::ops::vit::{self, MLP_RANGE_LOG2, SCORE_RANGE_LOG2, VitSpec, Weights, Wid};
+use mpcvit_core::ops::vit::{self, MLP_RANGE_LOG2, SCORE_RANGE_LOG2, Tile, VitSpec, Weights, Wid};
 use mpcvit_core::ops::{activation, softmax};
 use mpcvit_core::prg::Seed;
 use mpcvit_core::protocol::linear::model_mask;
@@ -94,8 +94,21 @@ pub fn secure(
     session: u64,
     image: &[f32],
 ) -> Res<Inference> {
+    secure_tiled(m, fp, maps, keys, session, image, Tile::WHOLE)
+}
+
+/// [`secure`] with each layer cut by `tile`.
+pub fn secure_tiled(
+    m: &ModelView<'_>,
+    fp: FixedPoint,
+    maps: &[WeightMap; 3],
+    keys: &Keys,
+    session: u64,
+    image: &[f32],
+    tile: Tile,
+) -> Res<Inference> {
     let parties = drivers(fp, keys, session, mem::pair(), mem::pair());
-    run_parties(m, fp, maps, parties, image)
+    run_parties(m, fp, maps, parties, image, tile)
 }
 
 /// Host, device and dealer of `session` over two stream pairs: `dev` =
@@ -144,26 +157,32 @@ pub fn secure_tcp(
     let (dev_end, host_dev) = pair()?;
     let (dealer_end, host_dealer) = pair()?;
     let parties = drivers(fp, keys, session, (host_dev, dev_end), (host_dealer, dealer_end));
-    run_parties(m, fp, maps, parties, image)
+    run_parties(m, fp, maps, parties, image, Tile::WHOLE)
 }
 
 /// Runs host, device and dealer (in that order in `parties`) in three
-/// threads; the device holds the image.
+/// threads; the device holds the image; every party cuts layers by `tile`.
 pub fn run_parties<T: embedded_io::Read + embedded_io::Write + Send>(
     m: &ModelView<'_>,
     fp: FixedPoint,
     maps: &[WeightMap; 3],
     parties: [Driver<T>; 3],
     image: &[f32],
+    tile: Tile,
 ) -> Res<Inference> {
     let a = m.arch();
-    let spec = VitSpec { arch: a, fp, model: m };
+    let spec = VitSpec {
+        arch: a,
+        fp,
+        model: m,
+        tile,
+    };
     let x1 = patches(m, fp, image);
     let zeros = vec![0u64; x1.len()];
     let [mut host, mut dev, mut dl] = parties;
     let run = |p: &mut Driver<T>, w: &WeightMap, x: &[u64]| -> Res<Vec<u64>> {
         let mut out = vec![0; a.classes];
-        let mut scratch = vec![0; vit::scratch_len(&a)];
+        let mut scratch = vec![0; vit::scratch_len(&a, tile)];
         vit::forward(p, &spec, w, x, &mut out, &mut scratch)?;
         Ok(out)
     };

@@ -21,7 +21,7 @@ use cortex_m::peripheral::{SYST, syst::SystClkSource};
 use cortex_m_rt::{ExceptionFrame, entry, exception};
 use cortex_m_semihosting::hprintln;
 use mpcvit_core::FixedPoint;
-use mpcvit_core::ops::vit::{self, VitSpec, Weights, Wid};
+use mpcvit_core::ops::vit::{self, Tile, VitSpec, Weights, Wid};
 use mpcvit_core::prg::Seed;
 use mpcvit_core::provision::BlobView;
 use mpcvit_device::{DeviceError, DeviceParty};
@@ -41,12 +41,8 @@ static IMAGES: &[u8] = include_bytes!("../../../models/fmnist-t10k-16-images-idx
 
 // ------------------------------------------------------------ RAM buffers
 
-/// Forward-pass activation scratch (whole layers; see README).
-const SCRATCH_WORDS: usize = 393_216;
-const TX_BYTES: usize = 128 << 10;
-const RX_BYTES: usize = 128 << 10;
-const TMP_WORDS: usize = 16 << 10;
-const PATCH_WORDS: usize = 4096;
+// TILE and the buffer sizes it needs for the blob's model (build.rs).
+include!(concat!(env!("OUT_DIR"), "/sizes.rs"));
 const MAX_CLASSES: usize = 256;
 
 static mut SCRATCH: [u64; SCRATCH_WORDS] = [0; SCRATCH_WORDS];
@@ -264,7 +260,7 @@ fn main() -> ! {
         fail(2, "this firmware's test images are 28x28 grey");
     }
     let np = (arch.tokens() - 1) * arch.patch_len();
-    if vit::scratch_len(&arch) > SCRATCH_WORDS || np > PATCH_WORDS {
+    if vit::scratch_len(&arch, TILE) > SCRATCH_WORDS || np > PATCH_WORDS {
         fail(3, "the model needs more RAM than this firmware reserves");
     }
 
@@ -368,6 +364,7 @@ fn run<T: embedded_io::Read + embedded_io::Write>(io: T, job: Job<'_>, sealed: b
         nonce,
         blob.model_crc(),
         blob.frac_bits() as u8,
+        TILE,
         &mut rx[..],
     ) {
         Ok(v) => v,
@@ -384,7 +381,12 @@ fn run<T: embedded_io::Read + embedded_io::Write>(io: T, job: Job<'_>, sealed: b
     let m0 = link.meter();
     let (w0, t0) = (WAIT_TICKS.get(), now_ticks());
     let mut party = DeviceParty::new(fp, link, &kd, sid, tx, rx, tmp);
-    let spec = VitSpec { arch, fp, model: &blob };
+    let spec = VitSpec {
+        arch,
+        fp,
+        model: &blob,
+        tile: TILE,
+    };
     let mut logits = [0u64; MAX_CLASSES];
     let logits = &mut logits[..arch.classes];
     if let Err(e) = vit::forward(&mut party, &spec, weights, patches, logits, scratch) {
@@ -404,7 +406,7 @@ fn run<T: embedded_io::Read + embedded_io::Write>(io: T, job: Job<'_>, sealed: b
     // One line the harness parses. Ticks are SysTick at 25 MHz; under
     // `-icount shift=0` one tick is 40 instructions.
     hprintln!(
-        "fw: {{\"session\":\"{:016x}\",\"prediction\":{},\"logits\":{:?},\"ticks_total\":{},\"ticks_wait\":{},\"ticks_setup\":{},\"bytes_sent\":{},\"bytes_recv\":{},\"uart_bytes_out\":{},\"uart_bytes_in\":{},\"rounds\":{},\"stack_bytes\":{},\"static_bytes\":{},\"scratch_bytes\":{},\"tx_bytes\":{},\"rx_bytes\":{},\"tmp_bytes\":{},\"blob_bytes\":{},\"sealed\":{}}}",
+        "fw: {{\"session\":\"{:016x}\",\"prediction\":{},\"logits\":{:?},\"ticks_total\":{},\"ticks_wait\":{},\"ticks_setup\":{},\"bytes_sent\":{},\"bytes_recv\":{},\"uart_bytes_out\":{},\"uart_bytes_in\":{},\"rounds\":{},\"stack_bytes\":{},\"static_bytes\":{},\"scratch_bytes\":{},\"tx_bytes\":{},\"rx_bytes\":{},\"tmp_bytes\":{},\"blob_bytes\":{},\"sealed\":{},\"tile\":[{},{},{}]}}",
         sid.0,
         best,
         LogitsI64(logits),
@@ -418,12 +420,15 @@ fn run<T: embedded_io::Read + embedded_io::Write>(io: T, job: Job<'_>, sealed: b
         m.rounds,
         stack_used(),
         static_bytes(),
-        8 * vit::scratch_len(&arch),
+        8 * vit::scratch_len(&arch, TILE),
         hw.tx,
         hw.rx,
         8 * hw.tmp,
         BLOB.0.len(),
-        sealed
+        sealed,
+        TILE.rows,
+        TILE.heads,
+        TILE.queries
     );
     qemu_exit(0)
 }

@@ -88,7 +88,8 @@ impl NormSpec {
         let r = libm::exp2(self.range_log2 as f64);
         let (lo, hi, eps) = match self.kind {
             AttnKind::Softmax => (0.5, n * libm::exp(r) * 1.01, 0.0),
-            AttnKind::ReluSoftmax => (libm::exp2(-8.0), n * r * 1.01, RS_EPS),
+            // down to one unit, as `vit::row_recip`
+            AttnKind::ReluSoftmax => (libm::exp2(-(f as f64)), n * r * 1.01, RS_EPS),
             _ => (libm::exp2(-8.0), n * (r + QUAD_C) * (r + QUAD_C) * 1.01, 0.0),
         };
         WideSpec {

@@ -290,6 +290,83 @@ pub struct VitSpec<'a> {
     pub fp: FixedPoint,
     /// The attention kinds and MPCViT+ flags.
     pub model: &'a (dyn Layout + Sync),
+    /// How each layer is cut into flights.
+    pub tile: Tile,
+}
+
+/// How a layer is cut into flights: fewer rounds against a smaller working
+/// set. Every party runs the same cut (the device announces it at set-up,
+/// `spec/session.md`); the values computed do not depend on it, only the
+/// rounds, the messages and the scratch ([`scratch_len`]).
+///
+/// * `rows`: token rows per flight in the per-token stages (LayerNorms,
+///   `qkv`, projection, MLP);
+/// * `heads`: heads per flight in attention;
+/// * `queries`: query rows per flight in attention (each flight re-opens
+///   the group's `K^T`, `hd n` words, a cost only tiles pay).
+///
+/// 0 means all (the whole layer in one flight per step, [`Tile::WHOLE`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Tile {
+    /// Token rows per flight in the per-token stages (0: all).
+    pub rows: u16,
+    /// Heads per flight in attention (0: all).
+    pub heads: u8,
+    /// Query rows per flight in attention (0: all).
+    pub queries: u16,
+}
+
+impl Tile {
+    /// The whole layer in one flight per step: fewest rounds.
+    pub const WHOLE: Tile = Tile {
+        rows: 0,
+        heads: 0,
+        queries: 0,
+    };
+
+    /// Encoded length.
+    pub const LEN: usize = 5;
+
+    fn clamp(v: usize, all: usize) -> usize {
+        if v == 0 || v > all { all } else { v }
+    }
+
+    /// Token rows per flight for `a`.
+    pub fn rows_of(&self, a: &Arch) -> usize {
+        Self::clamp(self.rows as usize, a.tokens())
+    }
+
+    /// Heads per flight for `a`.
+    pub fn heads_of(&self, a: &Arch) -> usize {
+        Self::clamp(self.heads as usize, a.heads)
+    }
+
+    /// Query rows per flight for `a`.
+    pub fn queries_of(&self, a: &Arch) -> usize {
+        Self::clamp(self.queries as usize, a.tokens())
+    }
+
+    /// Little-endian `rows (2) | heads (1) | queries (2)`.
+    pub fn encode(&self) -> [u8; Self::LEN] {
+        let [r0, r1] = self.rows.to_le_bytes();
+        let [q0, q1] = self.queries.to_le_bytes();
+        [r0, r1, self.heads, q0, q1]
+    }
+
+    /// The inverse of [`Tile::encode`].
+    pub fn decode(b: [u8; Self::LEN]) -> Self {
+        Self {
+            rows: u16::from_le_bytes([b[0], b[1]]),
+            heads: b[2],
+            queries: u16::from_le_bytes([b[3], b[4]]),
+        }
+    }
+
+    /// As one integer (bound into the device's set-up tag).
+    pub fn code(&self) -> u64 {
+        let b = self.encode();
+        u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], 0, 0, 0])
+    }
 }
 
 impl core::fmt::Debug for VitSpec<'_> {
@@ -297,6 +374,7 @@ impl core::fmt::Debug for VitSpec<'_> {
         f.debug_struct("VitSpec")
             .field("arch", &self.arch)
             .field("fp", &self.fp)
+            .field("tile", &self.tile)
             .finish_non_exhaustive()
     }
 }
@@ -307,11 +385,23 @@ pub const SCORE_RANGE_LOG2: i32 = 5;
 pub const MLP_RANGE_LOG2: i32 = 5;
 
 /// The reciprocal of attention row sums shared by Softmax and RSAttn heads.
+///
+/// Its range reaches down to one unit (`2^-f`): an RSAttn row with a single
+/// small positive score has a sum of a few units, where `1 / (S + eps)` is
+/// steep, and a window whose cells span several units would read a chord
+/// far off the function there (and the secure op, reading a neighbouring
+/// cell, farther still). The last window then has shift 0: exact cells.
 pub fn row_recip(n: usize, f: u32) -> WideSpec {
     let top = libm::exp(crate::protocol::pwl::EXP_MAX).max(libm::exp2(SCORE_RANGE_LOG2 as f64));
     WideSpec {
         eps: RS_EPS,
-        ..WideSpec::new(Func::Recip, libm::exp2(-8.0), n as f64 * top * 1.01, f, 61 - f - 2)
+        ..WideSpec::new(
+            Func::Recip,
+            libm::exp2(-(f as f64)),
+            n as f64 * top * 1.01,
+            f,
+            61 - f - 2,
+        )
     }
 }
 
@@ -331,25 +421,31 @@ impl<'a> Arena<'a> {
     }
 }
 
-/// Scratch words [`normalize_heads`] needs for `heads` heads of `n x n`.
-pub fn norm_scratch_len(heads: usize, n: usize) -> usize {
-    12 * heads * n * n + wide::scratch_len(heads * n) + 8 * heads * n
+/// Scratch words [`normalize_heads`] needs for `heads` heads of `rows x n`.
+pub fn norm_scratch_len(heads: usize, rows: usize, n: usize) -> usize {
+    12 * heads * rows * n + wide::scratch_len(heads * rows) + 8 * heads * rows
 }
 
-/// Scratch words [`forward`] needs.
-pub fn scratch_len(a: &Arch) -> usize {
-    let (n, d, h, m) = (a.tokens(), a.dim, a.heads, a.mlp);
-    let hd = a.head_dim();
-    let m2 = n.max(hd) * n.max(hd);
-    let attn = 6 * h * n * n + 8 * h * n * hd + 4 * h * m2 + norm_scratch_len(h, n);
-    let ln = LnSpec::new(n, d).scratch_len();
-    24 * n * d + 4 * n * m + attn + ln + a.patch_len() * n + 64
+/// Scratch words [`forward`] needs with `tile`: the activations that live
+/// through a layer (`x`, `qkv` and the attention output: `5 n d`) plus the
+/// largest stage's temporaries.
+pub fn scratch_len(a: &Arch, tile: Tile) -> usize {
+    let (n, d, m, hd) = (a.tokens(), a.dim, a.mlp, a.head_dim());
+    let (r, g, q) = (tile.rows_of(a), tile.heads_of(a), tile.queries_of(a));
+    let ln = LnSpec::new(r, d).scratch_len();
+    let stage_a = r * d + ln;
+    let big = q.max(hd) * n.max(hd);
+    let stage_b = g * hd * hd + 4 * g * big + g * q * n + norm_scratch_len(g, q, n);
+    let stage_c = 4 * r * d + ln + 2 * r * m + 2 * r * m.max(d) + 5 * r * d;
+    let last = d + LnSpec::new(1, d).scratch_len() + a.classes;
+    5 * n * d + stage_a.max(stage_b).max(stage_c).max(last)
 }
 
-/// Row normalization of `heads.len()` heads of `n x n` scores at `f` bits
-/// (none of them ScaleAttn), all in the same rounds.
+/// Row normalization of `heads.len()` heads of `rows x n` scores at `f`
+/// bits (none of them ScaleAttn), all in the same rounds.
 pub fn normalize_heads<P: Party>(
     p: &mut P,
+    rows: usize,
     n: usize,
     heads: &[AttnKind],
     x: &[u64],
@@ -358,10 +454,13 @@ pub fn normalize_heads<P: Party>(
 ) -> Result<(), P::Error> {
     let fp = p.fp();
     let f = fp.frac_bits();
-    let nn = n * n;
+    let nn = rows * n;
     let hcount = heads.len();
     if hcount == 0 {
         return Ok(());
+    }
+    if x.len() != hcount * nn || out.len() != x.len() {
+        return Err(ProtocolError::BadBuffer.into());
     }
     let host = p.kind().role() == crate::Role::Host;
     let mut ar = Arena { rest: scratch };
@@ -451,7 +550,7 @@ pub fn normalize_heads<P: Party>(
         }
     }
     // reciprocal of every row sum, one batch
-    let rows = hcount * n;
+    let rows = hcount * rows;
     let sums = ar.take(rows)?;
     let inv = ar.take(rows)?;
     for (s, row) in sums.iter_mut().zip(e.chunks_exact(n)) {
@@ -468,8 +567,7 @@ pub fn normalize_heads<P: Party>(
 /// The secure forward pass: `patches` (`(n-1) x patch_len`, this party's
 /// share; the device holds the image, so the host's share is zero) to the
 /// logits, revealed to the device (the host and the dealer get zeros).
-// The head loops index several per-head arrays in step.
-#[allow(clippy::needless_range_loop)]
+/// `scratch` holds [`scratch_len`]`(arch, spec.tile)` words.
 pub fn forward<P: Party>(
     p: &mut P,
     spec: &VitSpec<'_>,
@@ -479,29 +577,33 @@ pub fn forward<P: Party>(
     scratch: &mut [u64],
 ) -> Result<(), P::Error> {
     let a = spec.arch;
-    let (n, d, nh, hd, mlp) = (a.tokens(), a.dim, a.heads, a.head_dim(), a.mlp);
+    let (n, d, pl) = (a.tokens(), a.dim, a.patch_len());
     let f = spec.fp.frac_bits();
     let host = p.kind() == super::PartyKind::Host;
-    if patches.len() != (n - 1) * a.patch_len() || logits.len() != a.classes {
+    if patches.len() != (n - 1) * pl || logits.len() != a.classes || scratch.len() < scratch_len(&a, spec.tile) {
         return Err(ProtocolError::BadBuffer.into());
     }
-    let mut ar = Arena { rest: scratch };
-    let x = ar.take(n * d)?;
-    // patch embedding, class token, positions
-    let emb = ar.take((n - 1) * d)?;
-    p.linear_trunc(
-        LinearShape {
-            n: n - 1,
-            din: a.patch_len(),
-            dout: d,
-        },
-        patches,
-        w.get(Wid::PatchW),
-        w.get(Wid::PatchB),
-        f,
-        emb,
-    )?;
-    x[d..].copy_from_slice(emb);
+    let (x, rest) = scratch.split_at_mut(n * d);
+    let (qkv, rest) = rest.split_at_mut(3 * n * d);
+    let (att, stage) = rest.split_at_mut(n * d);
+    x.fill(0);
+    // patch embedding (row tiles), class token, positions
+    let r = spec.tile.rows_of(&a);
+    for r0 in (0..n - 1).step_by(r) {
+        let r1 = (r0 + r).min(n - 1);
+        p.linear_trunc(
+            LinearShape {
+                n: r1 - r0,
+                din: pl,
+                dout: d,
+            },
+            &patches[r0 * pl..r1 * pl],
+            w.get(Wid::PatchW),
+            w.get(Wid::PatchB),
+            f,
+            &mut x[(r0 + 1) * d..(r1 + 1) * d],
+        )?;
+    }
     if host {
         let (cls, pos) = (w.get(Wid::Cls), w.get(Wid::Pos));
         for (j, v) in x[..d].iter_mut().enumerate() {
@@ -511,196 +613,53 @@ pub fn forward<P: Party>(
             *v = v.wrapping_add(pv);
         }
     }
-    let ln = LnSpec::new(n, d);
-    let lns = ar.take(ln.scratch_len())?;
-    let hln = ar.take(n * d)?;
-    let qkv = ar.take(n * 3 * d)?;
-    let big = nh * n.max(hd) * n.max(hd);
-    let mm_x = ar.take(big)?;
-    let mm_y = ar.take(big)?;
-    let mm_z = ar.take(big)?;
-    let mm_t = ar.take(big)?;
-    let probs = ar.take(nh * n * n)?;
-    let nscratch = ar.take(norm_scratch_len(nh, n))?;
-    let att = ar.take(n * d)?;
-    let proj = ar.take(n * d)?;
-    let hid = ar.take(n * mlp)?;
-    let hid2 = ar.take(n * mlp)?;
-    let y = ar.take(n * d)?;
-    let sel_in = ar.take(n * mlp.max(d))?;
-    let sel_out = ar.take(n * mlp.max(d))?;
-    let relu_scratch = ar.take(5 * n * d)?;
     for l in 0..a.layers {
-        // 1-2. LayerNorm 0 (affine folded), qkv
-        layernorm::layernorm(p, &ln, x, None, &[], hln, lns)?;
-        p.linear_trunc(
-            LinearShape { n, din: d, dout: 3 * d },
-            hln,
-            w.get(Wid::Qkv(l)),
-            w.get(Wid::QkvB(l)),
-            f,
-            qkv,
-        )?;
-        let col = |t: usize, blk: usize, h: usize, c: usize| qkv[t * 3 * d + blk * d + h * hd + c];
-        // 3. Q K^T (or K^T V for ScaleAttn), one flight; truncate all
-        let mut shapes = [MatmulShape { n: 0, k: 0, m: 0 }; crate::model::MAX_HEADS];
-        let (mut xo, mut yo, mut zo) = (0, 0, 0);
-        for h in 0..nh {
-            if spec.model.attn(l, h) == AttnKind::Scale {
-                // K^T (hd x n) times V (n x hd)
-                for c in 0..hd {
-                    for t in 0..n {
-                        mm_x[xo + c * n + t] = col(t, 1, h, c);
-                    }
-                }
-                for t in 0..n {
-                    for c in 0..hd {
-                        mm_y[yo + t * hd + c] = col(t, 2, h, c);
-                    }
-                }
-                shapes[h] = MatmulShape { n: hd, k: n, m: hd };
-            } else {
-                // Q (n x hd) times K^T (hd x n)
-                for t in 0..n {
-                    for c in 0..hd {
-                        mm_x[xo + t * hd + c] = col(t, 0, h, c);
-                    }
-                }
-                for c in 0..hd {
-                    for t in 0..n {
-                        mm_y[yo + c * n + t] = col(t, 1, h, c);
-                    }
-                }
-                shapes[h] = MatmulShape { n, k: hd, m: n };
-            }
-            xo += shapes[h].n * shapes[h].k;
-            yo += shapes[h].k * shapes[h].m;
-            zo += shapes[h].n * shapes[h].m;
+        // 1-2. LayerNorm 0 (affine folded) and qkv, by row tiles
+        for r0 in (0..n).step_by(r) {
+            let r1 = (r0 + r).min(n);
+            let rr = r1 - r0;
+            let mut ar = Arena { rest: &mut *stage };
+            let ln = LnSpec::new(rr, d);
+            let hln = ar.take(rr * d)?;
+            let lns = ar.take(ln.scratch_len())?;
+            layernorm::layernorm(p, &ln, &x[r0 * d..r1 * d], None, &[], hln, lns)?;
+            p.linear_trunc(
+                LinearShape {
+                    n: rr,
+                    din: d,
+                    dout: 3 * d,
+                },
+                hln,
+                w.get(Wid::Qkv(l)),
+                w.get(Wid::QkvB(l)),
+                f,
+                &mut qkv[r0 * 3 * d..r1 * 3 * d],
+            )?;
         }
-        p.matmuls(&shapes[..nh], &mm_x[..xo], &mm_y[..yo], &mut mm_z[..zo])?;
-        p.trunc(f, &mm_z[..zo], &mut mm_t[..zo])?;
-        // 4. normalize the non-Scale heads
-        let mut kinds = [AttnKind::Softmax; crate::model::MAX_HEADS];
-        let mut nk = 0;
-        let mut zo = 0;
-        let mut so = 0;
-        for h in 0..nh {
-            let len = shapes[h].n * shapes[h].m;
-            if spec.model.attn(l, h) != AttnKind::Scale {
-                kinds[nk] = spec.model.attn(l, h);
-                mm_z[so..so + len].copy_from_slice(&mm_t[zo..zo + len]);
-                so += len;
-                nk += 1;
-            }
-            zo += len;
-        }
-        normalize_heads(p, n, &kinds[..nk], &mm_z[..so], &mut probs[..so], nscratch)?;
-        // 5. P V and Q (K^T V), one flight
-        let (mut xo, mut yo, mut po, mut ko, mut zo2) = (0, 0, 0, 0, 0);
-        let mut shapes2 = [MatmulShape { n: 0, k: 0, m: 0 }; crate::model::MAX_HEADS];
-        for h in 0..nh {
-            let scale = spec.model.attn(l, h) == AttnKind::Scale;
-            let len1 = shapes[h].n * shapes[h].m;
-            if scale {
-                for t in 0..n {
-                    for c in 0..hd {
-                        mm_x[xo + t * hd + c] = col(t, 0, h, c);
-                    }
-                }
-                mm_y[yo..yo + hd * hd].copy_from_slice(&mm_t[ko..ko + hd * hd]);
-                shapes2[h] = MatmulShape { n, k: hd, m: hd };
-            } else {
-                mm_x[xo..xo + n * n].copy_from_slice(&probs[po..po + n * n]);
-                po += n * n;
-                for t in 0..n {
-                    for c in 0..hd {
-                        mm_y[yo + t * hd + c] = col(t, 2, h, c);
-                    }
-                }
-                shapes2[h] = MatmulShape { n, k: n, m: hd };
-            }
-            ko += len1;
-            xo += shapes2[h].n * shapes2[h].k;
-            yo += shapes2[h].k * shapes2[h].m;
-            zo2 += n * hd;
-        }
-        p.matmuls(&shapes2[..nh], &mm_x[..xo], &mm_y[..yo], &mut mm_z[..zo2])?;
-        for h in 0..nh {
-            for t in 0..n {
-                att[t * d + h * hd..t * d + (h + 1) * hd]
-                    .copy_from_slice(&mm_z[h * n * hd + t * hd..h * n * hd + (t + 1) * hd]);
-            }
-        }
-        // 6. projection (input at 2f), residual
-        p.linear_trunc(
-            LinearShape { n, din: d, dout: d },
-            att,
-            w.get(Wid::Proj(l)),
-            w.get(Wid::ProjB(l)),
-            2 * f,
-            proj,
-        )?;
-        for (v, &pv) in x.iter_mut().zip(proj.iter()) {
-            *v = v.wrapping_add(pv);
-        }
-        // 7. LayerNorm 1 (affine, host-private scale)
-        layernorm::layernorm(p, &ln, x, Some(w.get(Wid::Ln1G(l))), w.get(Wid::Ln1B(l)), hln, lns)?;
-        x.copy_from_slice(hln);
-        // 8. MLP: GeLU tokens through the GeLU lookup, linearized tokens not
-        p.linear_trunc(
-            LinearShape { n, din: d, dout: mlp },
-            x,
-            w.get(Wid::Fc1(l)),
-            w.get(Wid::Fc1B(l)),
-            f,
-            hid,
-        )?;
-        hid2.copy_from_slice(hid);
-        let g_rows = (0..n).filter(|&t| spec.model.gelu(l, t)).count();
-        if g_rows > 0 {
-            let mut o = 0;
-            for t in (0..n).filter(|&t| spec.model.gelu(l, t)) {
-                sel_in[o..o + mlp].copy_from_slice(&hid[t * mlp..(t + 1) * mlp]);
-                o += mlp;
-            }
-            let grid = activation::grid(o, f, MLP_RANGE_LOG2, 10)?;
-            activation::fitted(p, Func::Gelu, grid, &sel_in[..o], &mut sel_out[..o])?;
-            let mut o = 0;
-            for t in (0..n).filter(|&t| spec.model.gelu(l, t)) {
-                hid2[t * mlp..(t + 1) * mlp].copy_from_slice(&sel_out[o..o + mlp]);
-                o += mlp;
-            }
-        }
-        p.linear_trunc(
-            LinearShape { n, din: mlp, dout: d },
-            hid2,
-            w.get(Wid::Fc2(l)),
-            w.get(Wid::Fc2B(l)),
-            f,
-            y,
-        )?;
-        let lin_rows = n - g_rows;
-        if lin_rows > 0 {
-            let mut o = 0;
-            for t in (0..n).filter(|&t| !spec.model.gelu(l, t)) {
-                sel_in[o..o + d].copy_from_slice(&y[t * d..(t + 1) * d]);
-                o += d;
-            }
-            let grid = activation::grid(o, f, MLP_RANGE_LOG2, 10)?;
-            activation::relu_precise(p, grid, &sel_in[..o], &mut sel_out[..o], &mut relu_scratch[..5 * o])?;
-            let mut o = 0;
-            for t in (0..n).filter(|&t| !spec.model.gelu(l, t)) {
-                y[t * d..(t + 1) * d].copy_from_slice(&sel_out[o..o + d]);
-                o += d;
-            }
-        }
-        for (v, &yv) in x.iter_mut().zip(y.iter()) {
-            *v = v.wrapping_add(yv);
+        // 3-5. attention by head groups and query tiles
+        attention(p, spec, l, qkv, att, stage)?;
+        // 6-8. projection, residual, LayerNorm 1, MLP, residual, by row tiles
+        for r0 in (0..n).step_by(r) {
+            let r1 = (r0 + r).min(n);
+            mlp_rows(
+                p,
+                spec,
+                w,
+                l,
+                r0,
+                r1,
+                &att[r0 * d..r1 * d],
+                &mut x[r0 * d..r1 * d],
+                stage,
+            )?;
         }
     }
     // final LayerNorm on the class token, head, reveal
+    let mut ar = Arena { rest: stage };
     let ln1 = LnSpec::new(1, d);
-    layernorm::layernorm(p, &ln1, &x[..d], None, &[], &mut hln[..d], lns)?;
+    let hln = ar.take(d)?;
+    let lns = ar.take(ln1.scratch_len())?;
+    layernorm::layernorm(p, &ln1, &x[..d], None, &[], hln, lns)?;
     let out = ar.take(a.classes)?;
     p.linear_trunc(
         LinearShape {
@@ -708,13 +667,261 @@ pub fn forward<P: Party>(
             din: d,
             dout: a.classes,
         },
-        &hln[..d],
+        hln,
         w.get(Wid::Head),
         w.get(Wid::HeadB),
         f,
         out,
     )?;
     p.reveal_to_device(out, logits)
+}
+
+/// Steps 3-5 of layer `l` (see the module docs) for every head group and
+/// query tile of `spec.tile`: `qkv` (`n x 3d`) to `att` (`n x d`).
+// The head loops index several per-head arrays in step.
+#[allow(clippy::needless_range_loop)]
+fn attention<P: Party>(
+    p: &mut P,
+    spec: &VitSpec<'_>,
+    l: usize,
+    qkv: &[u64],
+    att: &mut [u64],
+    stage: &mut [u64],
+) -> Result<(), P::Error> {
+    let a = spec.arch;
+    let (n, d, nh, hd) = (a.tokens(), a.dim, a.heads, a.head_dim());
+    let f = spec.fp.frac_bits();
+    let (g, q) = (spec.tile.heads_of(&a), spec.tile.queries_of(&a));
+    let col = |t: usize, blk: usize, h: usize, c: usize| qkv[t * 3 * d + blk * d + h * hd + c];
+    let scale_head = |h: usize| spec.model.attn(l, h) == AttnKind::Scale;
+    for g0 in (0..nh).step_by(g) {
+        let g1 = (g0 + g).min(nh);
+        let mut ar = Arena { rest: &mut *stage };
+        // K^T V of the group's ScaleAttn heads, kept over its query tiles
+        let ktv = ar.take(g * hd * hd)?;
+        let big = g * q.max(hd) * n.max(hd);
+        let mm_x = ar.take(big)?;
+        let mm_y = ar.take(big)?;
+        let mm_z = ar.take(big)?;
+        let mm_t = ar.take(big)?;
+        let probs = ar.take(g * q * n)?;
+        let nscratch = ar.take(norm_scratch_len(g, q, n))?;
+        for q0 in (0..n).step_by(q) {
+            let q1 = (q0 + q).min(n);
+            let qr = q1 - q0;
+            // 3. Q K^T for the normalized heads, K^T V for the ScaleAttn
+            //    heads (first tile only), one flight; truncate them all
+            let mut shapes = [MatmulShape { n: 0, k: 0, m: 0 }; crate::model::MAX_HEADS];
+            let mut ns = 0;
+            let (mut xo, mut yo, mut zo) = (0, 0, 0);
+            for h in g0..g1 {
+                let s = if scale_head(h) {
+                    if q0 > 0 {
+                        continue;
+                    }
+                    for c in 0..hd {
+                        for t in 0..n {
+                            mm_x[xo + c * n + t] = col(t, 1, h, c);
+                        }
+                    }
+                    for t in 0..n {
+                        for c in 0..hd {
+                            mm_y[yo + t * hd + c] = col(t, 2, h, c);
+                        }
+                    }
+                    MatmulShape { n: hd, k: n, m: hd }
+                } else {
+                    for t in q0..q1 {
+                        for c in 0..hd {
+                            mm_x[xo + (t - q0) * hd + c] = col(t, 0, h, c);
+                        }
+                    }
+                    for c in 0..hd {
+                        for t in 0..n {
+                            mm_y[yo + c * n + t] = col(t, 1, h, c);
+                        }
+                    }
+                    MatmulShape { n: qr, k: hd, m: n }
+                };
+                shapes[ns] = s;
+                ns += 1;
+                xo += s.n * s.k;
+                yo += s.k * s.m;
+                zo += s.n * s.m;
+            }
+            if ns > 0 {
+                p.matmuls(&shapes[..ns], &mm_x[..xo], &mm_y[..yo], &mut mm_z[..zo])?;
+                p.trunc(f, &mm_z[..zo], &mut mm_t[..zo])?;
+            }
+            // 4. normalize the non-Scale heads; keep K^T V
+            let mut kinds = [AttnKind::Softmax; crate::model::MAX_HEADS];
+            let (mut nk, mut zo, mut so, mut si) = (0, 0, 0, 0);
+            for h in g0..g1 {
+                if scale_head(h) {
+                    if q0 == 0 {
+                        let at = (h - g0) * hd * hd;
+                        ktv[at..at + hd * hd].copy_from_slice(&mm_t[zo..zo + hd * hd]);
+                        zo += hd * hd;
+                    }
+                } else {
+                    let len = shapes[si].n * shapes[si].m;
+                    kinds[nk] = spec.model.attn(l, h);
+                    mm_z[so..so + len].copy_from_slice(&mm_t[zo..zo + len]);
+                    so += len;
+                    zo += len;
+                    nk += 1;
+                }
+                if !scale_head(h) || q0 == 0 {
+                    si += 1;
+                }
+            }
+            normalize_heads(p, qr, n, &kinds[..nk], &mm_z[..so], &mut probs[..so], nscratch)?;
+            // 5. P V and Q (K^T V), one flight
+            let (mut xo, mut yo, mut po) = (0, 0, 0);
+            let mut shapes2 = [MatmulShape { n: 0, k: 0, m: 0 }; crate::model::MAX_HEADS];
+            for h in g0..g1 {
+                let s = if scale_head(h) {
+                    for t in q0..q1 {
+                        for c in 0..hd {
+                            mm_x[xo + (t - q0) * hd + c] = col(t, 0, h, c);
+                        }
+                    }
+                    let at = (h - g0) * hd * hd;
+                    mm_y[yo..yo + hd * hd].copy_from_slice(&ktv[at..at + hd * hd]);
+                    MatmulShape { n: qr, k: hd, m: hd }
+                } else {
+                    mm_x[xo..xo + qr * n].copy_from_slice(&probs[po..po + qr * n]);
+                    po += qr * n;
+                    for t in 0..n {
+                        for c in 0..hd {
+                            mm_y[yo + t * hd + c] = col(t, 2, h, c);
+                        }
+                    }
+                    MatmulShape { n: qr, k: n, m: hd }
+                };
+                shapes2[h - g0] = s;
+                xo += s.n * s.k;
+                yo += s.k * s.m;
+            }
+            let gh = g1 - g0;
+            p.matmuls(&shapes2[..gh], &mm_x[..xo], &mm_y[..yo], &mut mm_z[..gh * qr * hd])?;
+            for h in g0..g1 {
+                let o = (h - g0) * qr * hd;
+                for t in q0..q1 {
+                    att[t * d + h * hd..t * d + (h + 1) * hd]
+                        .copy_from_slice(&mm_z[o + (t - q0) * hd..o + (t - q0 + 1) * hd]);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Steps 6-8 of layer `l` for token rows `r0..r1`: projection of `att`
+/// (input at 2f), residual into `x`, LayerNorm 1 (host-private scale), the
+/// MLP with GeLU or MPCViT+ linearized tokens, residual.
+#[allow(clippy::too_many_arguments)]
+fn mlp_rows<P: Party>(
+    p: &mut P,
+    spec: &VitSpec<'_>,
+    w: &dyn Weights,
+    l: usize,
+    r0: usize,
+    r1: usize,
+    att: &[u64],
+    x: &mut [u64],
+    stage: &mut [u64],
+) -> Result<(), P::Error> {
+    let a = spec.arch;
+    let (d, mlp) = (a.dim, a.mlp);
+    let f = spec.fp.frac_bits();
+    let rr = r1 - r0;
+    let mut ar = Arena { rest: stage };
+    let ln = LnSpec::new(rr, d);
+    let proj = ar.take(rr * d)?;
+    let hln = ar.take(rr * d)?;
+    let lns = ar.take(ln.scratch_len())?;
+    let hid = ar.take(rr * mlp)?;
+    let hid2 = ar.take(rr * mlp)?;
+    let y = ar.take(rr * d)?;
+    let sel_in = ar.take(rr * mlp.max(d))?;
+    let sel_out = ar.take(rr * mlp.max(d))?;
+    let relu_scratch = ar.take(5 * rr * d)?;
+    // 6. projection, residual
+    p.linear_trunc(
+        LinearShape { n: rr, din: d, dout: d },
+        att,
+        w.get(Wid::Proj(l)),
+        w.get(Wid::ProjB(l)),
+        2 * f,
+        proj,
+    )?;
+    for (v, &pv) in x.iter_mut().zip(proj.iter()) {
+        *v = v.wrapping_add(pv);
+    }
+    // 7. LayerNorm 1 (affine, host-private scale)
+    layernorm::layernorm(p, &ln, x, Some(w.get(Wid::Ln1G(l))), w.get(Wid::Ln1B(l)), hln, lns)?;
+    x.copy_from_slice(hln);
+    // 8. MLP: GeLU tokens through the GeLU lookup, linearized tokens not
+    p.linear_trunc(
+        LinearShape {
+            n: rr,
+            din: d,
+            dout: mlp,
+        },
+        x,
+        w.get(Wid::Fc1(l)),
+        w.get(Wid::Fc1B(l)),
+        f,
+        hid,
+    )?;
+    hid2.copy_from_slice(hid);
+    let gelu = |t: usize| spec.model.gelu(l, r0 + t);
+    let g_rows = (0..rr).filter(|&t| gelu(t)).count();
+    if g_rows > 0 {
+        let mut o = 0;
+        for t in (0..rr).filter(|&t| gelu(t)) {
+            sel_in[o..o + mlp].copy_from_slice(&hid[t * mlp..(t + 1) * mlp]);
+            o += mlp;
+        }
+        let grid = activation::grid(o, f, MLP_RANGE_LOG2, 10)?;
+        activation::fitted(p, Func::Gelu, grid, &sel_in[..o], &mut sel_out[..o])?;
+        let mut o = 0;
+        for t in (0..rr).filter(|&t| gelu(t)) {
+            hid2[t * mlp..(t + 1) * mlp].copy_from_slice(&sel_out[o..o + mlp]);
+            o += mlp;
+        }
+    }
+    p.linear_trunc(
+        LinearShape {
+            n: rr,
+            din: mlp,
+            dout: d,
+        },
+        hid2,
+        w.get(Wid::Fc2(l)),
+        w.get(Wid::Fc2B(l)),
+        f,
+        y,
+    )?;
+    if g_rows < rr {
+        let mut o = 0;
+        for t in (0..rr).filter(|&t| !gelu(t)) {
+            sel_in[o..o + d].copy_from_slice(&y[t * d..(t + 1) * d]);
+            o += d;
+        }
+        let grid = activation::grid(o, f, MLP_RANGE_LOG2, 10)?;
+        activation::relu_precise(p, grid, &sel_in[..o], &mut sel_out[..o], &mut relu_scratch[..5 * o])?;
+        let mut o = 0;
+        for t in (0..rr).filter(|&t| !gelu(t)) {
+            y[t * d..(t + 1) * d].copy_from_slice(&sel_out[o..o + d]);
+            o += d;
+        }
+    }
+    for (v, &yv) in x.iter_mut().zip(y.iter()) {
+        *v = v.wrapping_add(yv);
+    }
+    Ok(())
 }
 
 /// The device's input: 8-bit pixels `[c, h, w]`, normalised per channel as

@@ -1,0 +1,72 @@
+//! `mpcvit memory`: the device party's working set for an architecture
+//! under each tile (`vit::Tile`): the forward pass's scratch
+//! (`vit::scratch_len`) plus the message and temporary buffers
+//! (`mpcvit_device::buffers`, the bound a firmware sizes its static buffers
+//! by; a desktop device reports what it used in `--json`'s `working_set`).
+
+use crate::bench_vit::named_arch;
+use crate::roles::parse_tile;
+use mpcvit_core::model::{Arch, ModelView};
+use mpcvit_core::ops::vit::{self, Tile};
+
+/// Options of `mpcvit memory`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Args {
+    /// Architectures by name (fmnist, vit_7_4_32, vit_9_12_64).
+    #[arg(long, value_delimiter = ',', default_value = "fmnist,vit_7_4_32,vit_9_12_64")]
+    pub arch: Vec<String>,
+    /// Or a model file (its architecture).
+    #[arg(long, conflicts_with = "arch")]
+    pub model: Option<std::path::PathBuf>,
+    /// Tiles (`whole` or `ROWS,HEADS,QUERIES`), separated by `;`.
+    #[arg(long, default_value = "whole;10,1,10;2,1,10;1,1,5")]
+    pub tiles: String,
+}
+
+/// The working set of `arch` under `tile`, bytes: scratch, tx, rx, tmp.
+pub fn working_set(arch: &Arch, tile: Tile) -> [usize; 4] {
+    let b = mpcvit_device::buffers(arch, tile);
+    [8 * vit::scratch_len(arch, tile), b.tx, b.rx, 8 * b.tmp]
+}
+
+/// Runs `mpcvit memory`.
+pub fn run(a: &Args) -> Result<(), String> {
+    let tiles: Vec<(String, Tile)> = a
+        .tiles
+        .split(';')
+        .map(|t| parse_tile(t.trim()).map(|v| (t.trim().to_string(), v)))
+        .collect::<Result<_, _>>()?;
+    let archs: Vec<(String, Arch)> = match &a.model {
+        Some(p) => {
+            let bytes = std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()))?;
+            let m = ModelView::parse(&bytes).map_err(|e| format!("{}: {e}", p.display()))?;
+            vec![(p.display().to_string(), m.arch())]
+        }
+        None => a
+            .arch
+            .iter()
+            .map(|n| {
+                named_arch(n)
+                    .map(|v| (n.clone(), v))
+                    .ok_or_else(|| format!("unknown architecture {n:?}"))
+            })
+            .collect::<Result<_, _>>()?,
+    };
+    println!("| model | tile | scratch | tx | rx | tmp | total |");
+    println!("|---|---|---:|---:|---:|---:|---:|");
+    let kib = |b: usize| format!("{:.1} KiB", b as f64 / 1024.0);
+    for (name, arch) in &archs {
+        for (t, tile) in &tiles {
+            let w = working_set(arch, *tile);
+            println!(
+                "| {name} | {t} | {} | {} | {} | {} | {} |",
+                kib(w[0]),
+                kib(w[1]),
+                kib(w[2]),
+                kib(w[3]),
+                kib(w.iter().sum())
+            );
+        }
+    }
+    Ok(())
+}
