@@ -12,44 +12,27 @@
 
 #![no_std]
 #![no_main]
+// `&mut *(&raw mut STATIC)` is how a `static mut` buffer is borrowed once
+// without a reference to the static itself (the `static_mut_refs` lint).
+#![allow(clippy::deref_addrof)]
 
 use core::cell::Cell;
 use core::ptr::{read_volatile, write_volatile};
 use core::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use cortex_m::interrupt::Mutex;
-use cortex_m::peripheral::{SYST, syst::SystClkSource};
+use cortex_m::peripheral::{SCB, SYST, syst::SystClkSource};
 use cortex_m_rt::{ExceptionFrame, entry, exception};
 use cortex_m_semihosting::hprintln;
-use mpcvit_core::FixedPoint;
-use mpcvit_core::ops::vit::{self, Tile, VitSpec, Weights, Wid};
+use mpcvit_board::{FMNIST_MEAN, FMNIST_STD, Failure, FlashWeights, Outcome, infer};
 use mpcvit_core::prg::Seed;
-use mpcvit_core::provision::BlobView;
-use mpcvit_device::{DeviceError, DeviceParty};
-use mpcvit_transport::Link;
 use mpcvit_transport::seal::Sealed;
 
 // ------------------------------------------------------------ flash data
 
-#[repr(C, align(8))]
-struct Aligned<T: ?Sized>(T);
+// BLOB, KEY, PSK, IMAGES, TILE and the static buffers sized for the blob's
+// model and the tile (build.rs).
+mpcvit_board::deployment!();
 
-static BLOB: &Aligned<[u8]> = &Aligned(*include_bytes!(concat!(env!("OUT_DIR"), "/device.blob")));
-static KEY: [u8; 32] = *include_bytes!(concat!(env!("OUT_DIR"), "/device.key"));
-/// Pre-shared key of a sealed host link (`MPCVIT_PSK`), or empty.
-static PSK: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/psk.bin"));
-static IMAGES: &[u8] = include_bytes!("../../../models/fmnist-t10k-16-images-idx3-ubyte");
-
-// ------------------------------------------------------------ RAM buffers
-
-// TILE and the buffer sizes it needs for the blob's model (build.rs).
-include!(concat!(env!("OUT_DIR"), "/sizes.rs"));
-const MAX_CLASSES: usize = 256;
-
-static mut SCRATCH: [u64; SCRATCH_WORDS] = [0; SCRATCH_WORDS];
-static mut TX: [u8; TX_BYTES] = [0; TX_BYTES];
-static mut RX: [u8; RX_BYTES] = [0; RX_BYTES];
-static mut TMP: [u64; TMP_WORDS] = [0; TMP_WORDS];
-static mut PATCHES: [u64; PATCH_WORDS] = [0; PATCH_WORDS];
 /// Record buffers of the sealed link (unused without a PSK).
 const RECORD_BYTES: usize = 4 << 10;
 static mut SEAL_TX: [u8; RECORD_BYTES] = [0; RECORD_BYTES];
@@ -164,13 +147,17 @@ fn SysTick() {
 }
 
 fn now_ticks() -> u64 {
-    loop {
-        let w = WRAPS.load(Relaxed);
+    cortex_m::interrupt::free(|_| {
+        let mut w = u64::from(WRAPS.load(Relaxed));
         let cvr = SYST::get_current();
-        if w == WRAPS.load(Relaxed) {
-            return ((w as u64) << 24) | (0x00FF_FFFF - cvr) as u64;
+        // A reload whose exception has not run yet (interrupts are off here,
+        // and QEMU delivers them only between translation blocks): without
+        // this, a reading could fall 2^24 ticks into the past.
+        if SCB::is_pendst_pending() && cvr > 0x0080_0000 {
+            w += 1;
         }
-    }
+        (w << 24) | u64::from(0x00FF_FFFF - cvr)
+    })
 }
 
 unsafe extern "C" {
@@ -208,18 +195,6 @@ fn qemu_exit(code: u32) -> ! {
 
 // ------------------------------------------------------------ the device
 
-/// The device's words, read in place from the blob in flash.
-struct FlashWeights {
-    view: BlobView<'static>,
-    words: &'static [u64],
-}
-
-impl Weights for FlashWeights {
-    fn get(&self, id: Wid) -> &[u64] {
-        self.view.word_range(id).and_then(|r| self.words.get(r)).unwrap_or(&[])
-    }
-}
-
 fn fail(code: u32, what: &str) -> ! {
     hprintln!("fw: error: {}", what);
     qemu_exit(code)
@@ -239,29 +214,13 @@ fn main() -> ! {
     syst.enable_interrupt();
     syst.enable_counter();
 
-    let blob = match BlobView::parse(&BLOB.0) {
-        Ok(b) => b,
-        Err(_) => fail(2, "the provisioning blob in flash is damaged"),
+    let weights = match FlashWeights::new(&BLOB.0) {
+        Ok(w) => w,
+        Err(e) => fail(2, e),
     };
-    let off = blob.words_offset();
-    let nwords = (BLOB.0.len() - off - 4) / 8;
-    let ptr = BLOB.0[off..].as_ptr();
-    if ptr as usize % 8 != 0 {
-        fail(2, "blob words are not aligned");
-    }
-    // SAFETY: 8-aligned, in bounds, immutable flash data; LE words on a LE core.
-    let words: &'static [u64] = unsafe { core::slice::from_raw_parts(ptr as *const u64, nwords) };
-    let weights = FlashWeights { view: blob, words };
-    let arch = blob.arch();
-    let Ok(fp) = FixedPoint::new(blob.frac_bits()) else {
-        fail(2, "fractional bits")
-    };
-    if arch.channels != 1 || arch.image != 28 || arch.classes > MAX_CLASSES {
+    let arch = weights.blob().arch();
+    if arch.channels != 1 || arch.image != 28 {
         fail(2, "this firmware's test images are 28x28 grey");
-    }
-    let np = (arch.tokens() - 1) * arch.patch_len();
-    if vit::scratch_len(&arch, TILE) > SCRATCH_WORDS || np > PATCH_WORDS {
-        fail(3, "the model needs more RAM than this firmware reserves");
     }
 
     // Preamble: "MVQ1", nonce, image index.
@@ -275,39 +234,20 @@ fn main() -> ! {
     nb.copy_from_slice(&pre[4..12]);
     let nonce = u64::from_le_bytes(nb);
     let index = pre[12] as usize;
-    let image = match IMAGES.get(16 + index * 784..16 + (index + 1) * 784) {
-        Some(i) => i,
-        None => fail(4, "image index out of range"),
+    let Some(image) = image(index) else {
+        fail(4, "image index out of range")
     };
-
-    // SAFETY: each static buffer is borrowed once, here, for the whole run.
-    let (scratch, tx, rx, tmp, patches) = unsafe {
-        (
-            &mut *(&raw mut SCRATCH),
-            &mut *(&raw mut TX),
-            &mut *(&raw mut RX),
-            &mut *(&raw mut TMP),
-            &mut *(&raw mut PATCHES),
-        )
-    };
-    let patches = &mut patches[..np];
-    let t_start = now_ticks();
-    if vit::patches_from_pixels(&arch, fp, image, &[0.2860], &[0.3530], patches).is_err() {
-        fail(5, "patch encoding");
-    }
+    let bufs = take_buffers();
     let key = Seed::from_bytes(KEY);
-    let job = Job {
-        key: &key,
-        nonce,
-        blob,
-        weights: &weights,
-        fp,
-        patches,
-        scratch: &mut scratch[..],
-        tx: &mut tx[..],
-        rx: &mut rx[..],
-        tmp: &mut tmp[..],
-        t_start,
+    let norm = (&FMNIST_MEAN[..], &FMNIST_STD[..]);
+    // UART waits at each clock reading: the inference's own are the last
+    // two readings apart.
+    let mut waits = [0u64; 3];
+    let mut k = 0;
+    let mut clock = || {
+        waits[k.min(2)] = WAIT_TICKS.get();
+        k += 1;
+        now_ticks()
     };
     if PSK.len() == 32 {
         let mut psk = [0u8; 32];
@@ -319,96 +259,43 @@ fn main() -> ! {
         // SAFETY: the record buffers are borrowed once, here.
         let (stx, srx) = unsafe { (&mut *(&raw mut SEAL_TX), &mut *(&raw mut SEAL_RX)) };
         match Sealed::initiator(Uart, &psk, salt, &mut stx[..], &mut srx[..]) {
-            Ok(io) => run(io, job, true),
+            Ok(io) => {
+                let r = infer(&mut clock, io, &weights, &key, nonce, TILE, image, norm, bufs);
+                report(r, true, waits[2] - waits[1])
+            }
             Err(_) => fail(6, "cannot open the sealed link"),
         }
     } else {
-        run(Uart, job, false)
+        let r = infer(&mut clock, Uart, &weights, &key, nonce, TILE, image, norm, bufs);
+        report(r, false, waits[2] - waits[1])
     }
 }
 
-/// Everything one inference needs besides the link.
-struct Job<'a> {
-    key: &'a Seed,
-    nonce: u64,
-    blob: BlobView<'static>,
-    weights: &'a FlashWeights,
-    fp: FixedPoint,
-    patches: &'a [u64],
-    scratch: &'a mut [u64],
-    tx: &'a mut [u8],
-    rx: &'a mut [u8],
-    tmp: &'a mut [u64],
-    t_start: u64,
-}
-
-fn run<T: embedded_io::Read + embedded_io::Write>(io: T, job: Job<'_>, sealed: bool) -> ! {
-    let Job {
-        key,
-        nonce,
-        blob,
-        weights,
-        fp,
-        patches,
-        scratch,
-        tx,
-        rx,
-        tmp,
-        t_start,
-    } = job;
-    let arch = blob.arch();
-    let mut link = Link::new(io, 0);
-    let (sid, kd) = match mpcvit_device::session::open(
-        &mut link,
-        key,
-        nonce,
-        blob.model_crc(),
-        blob.frac_bits() as u8,
-        TILE,
-        &mut rx[..],
-    ) {
-        Ok(v) => v,
-        Err(DeviceError::Refused { reason_len }) => {
-            let why = core::str::from_utf8(&rx[..reason_len.min(RX_BYTES)]).unwrap_or("?");
-            hprintln!("fw: error: the host refused the session: {}", why);
+/// Prints the outcome as one `fw: {...}` line (or an error line) and exits.
+fn report<E: core::fmt::Debug>(res: Result<Outcome, Failure<E>>, sealed: bool, wait: u64) -> ! {
+    let o = match res {
+        Ok(o) => o,
+        Err(Failure::Setup(e)) => fail(3, e),
+        Err(f @ Failure::Refused { .. }) => {
+            hprintln!("fw: error: the host refused the session: {}", f.reason().unwrap_or("?"));
             qemu_exit(6)
         }
-        Err(e) => {
-            hprintln!("fw: error: set-up failed: {}", e);
-            qemu_exit(6)
+        Err(Failure::Device(e)) => {
+            hprintln!("fw: error: set-up or inference failed: {}", e);
+            qemu_exit(7)
         }
     };
-    let m0 = link.meter();
-    let (w0, t0) = (WAIT_TICKS.get(), now_ticks());
-    let mut party = DeviceParty::new(fp, link, &kd, sid, tx, rx, tmp);
-    let spec = VitSpec {
-        arch,
-        fp,
-        model: &blob,
-        tile: TILE,
-    };
-    let mut logits = [0u64; MAX_CLASSES];
-    let logits = &mut logits[..arch.classes];
-    if let Err(e) = vit::forward(&mut party, &spec, weights, patches, logits, scratch) {
-        hprintln!("fw: error: inference failed: {}", e);
-        qemu_exit(7);
-    }
-    let t1 = now_ticks();
-    let wait = WAIT_TICKS.get() - w0;
-    let m = party.link().meter().since(&m0);
-    let hw = party.high_water();
-    let mut best = 0;
-    for (i, &v) in logits.iter().enumerate() {
-        if (v as i64) > (logits[best] as i64) {
-            best = i;
-        }
-    }
+    // SAFETY: the inference is over; nothing else borrows LOGITS now.
+    let logits: &[u64] = unsafe { &*(&raw const LOGITS) };
+    let logits = &logits[..o.classes.min(CLASSES)];
+    let [t_start, t0, t1] = o.ticks;
+    let (m, hw) = (o.meter, o.high_water);
     // One line the harness parses. Ticks are SysTick at 25 MHz; under
     // `-icount shift=0` one tick is 40 instructions.
     hprintln!(
         "fw: {{\"session\":\"{:016x}\",\"prediction\":{},\"logits\":{:?},\"ticks_total\":{},\"ticks_wait\":{},\"ticks_setup\":{},\"bytes_sent\":{},\"bytes_recv\":{},\"uart_bytes_out\":{},\"uart_bytes_in\":{},\"rounds\":{},\"stack_bytes\":{},\"static_bytes\":{},\"scratch_bytes\":{},\"tx_bytes\":{},\"rx_bytes\":{},\"tmp_bytes\":{},\"blob_bytes\":{},\"sealed\":{},\"tile\":[{},{},{}]}}",
-        sid.0,
-        best,
+        o.session,
+        o.prediction,
         LogitsI64(logits),
         t1 - t0,
         wait,
@@ -420,7 +307,7 @@ fn run<T: embedded_io::Read + embedded_io::Write>(io: T, job: Job<'_>, sealed: b
         m.rounds,
         stack_used(),
         static_bytes(),
-        8 * vit::scratch_len(&arch, TILE),
+        8 * SCRATCH_WORDS,
         hw.tx,
         hw.rx,
         8 * hw.tmp,
