@@ -204,3 +204,49 @@ impl DealerSetup {
         ))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hello_and_setup_roundtrip_with_the_tile_bound_into_the_tag() {
+        let kd = device_session_key(&Seed::from_bytes([7; 32]), 99);
+        let tile = Tile {
+            rows: 2,
+            heads: 1,
+            queries: 10,
+        };
+        let h = DeviceHello {
+            model_crc: 0xDEAD_BEEF,
+            frac_bits: 16,
+            tile,
+            nonce: 99,
+            tag: device_tag(&kd, tile),
+        };
+        let mut b = [0u8; DEVICE_HELLO_LEN];
+        h.encode(&mut b);
+        assert_eq!(DeviceHello::decode(&b), Ok(h));
+        let d = DealerSetup {
+            session: 5,
+            nonce: 99,
+            tile,
+            tag: h.tag,
+        };
+        let mut s = [0u8; DEALER_SETUP_LEN];
+        d.encode(&mut s);
+        assert_eq!(DealerSetup::decode(&s).map(|x| x.0), Ok(d));
+        // a relay that changes the tile no longer matches the device's tag
+        for other in [
+            Tile::WHOLE,
+            Tile { rows: 3, ..tile },
+            Tile { heads: 2, ..tile },
+            Tile { queries: 9, ..tile },
+        ] {
+            assert!(!tags_equal(&device_tag(&kd, other), &h.tag));
+        }
+        // version 1 hellos are refused
+        b[0] = 1;
+        assert_eq!(DeviceHello::decode(&b), Err(ProtocolError::BadVersion(1)));
+    }
+}
