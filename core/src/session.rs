@@ -29,7 +29,7 @@ use crate::prg::{Domain, Seed};
 /// Set-up message version.
 pub const VERSION: u8 = 2;
 /// Length of a [`DeviceHello`].
-pub const DEVICE_HELLO_LEN: usize = 35;
+pub const DEVICE_HELLO_LEN: usize = 36;
 /// Length of an [`Accept`].
 pub const ACCEPT_LEN: usize = 25;
 /// Length of the fixed part of a [`DealerSetup`] (the plan follows).
@@ -47,6 +47,9 @@ pub struct DeviceHello {
     pub model_crc: u32,
     /// Fractional bits of the device's blob.
     pub frac_bits: u8,
+    /// Also reveal the logits to the host (the device's choice; the device
+    /// enforces it: it sends its share only when it asked for this).
+    pub logits_to_host: bool,
     /// How the device cuts each layer (every party runs the same cut).
     pub tile: Tile,
     /// Fresh nonce.
@@ -144,20 +147,27 @@ impl DeviceHello {
         out[0] = VERSION;
         put(out, 1, &self.model_crc.to_le_bytes());
         out[5] = self.frac_bits;
-        put(out, 6, &self.tile.encode());
-        put(out, 11, &self.nonce.to_le_bytes());
-        put(out, 19, &self.tag);
+        out[6] = u8::from(self.logits_to_host);
+        put(out, 7, &self.tile.encode());
+        put(out, 12, &self.nonce.to_le_bytes());
+        put(out, 20, &self.tag);
     }
 
     /// Decodes and checks the length and version.
     pub fn decode(b: &[u8]) -> Result<Self, ProtocolError> {
         check(b, DEVICE_HELLO_LEN, true)?;
+        let logits_to_host = match get::<1>(b, 6)[0] {
+            0 => false,
+            1 => true,
+            _ => return Err(ProtocolError::BadParameter),
+        };
         Ok(Self {
             model_crc: u32::from_le_bytes(get(b, 1)),
             frac_bits: get::<1>(b, 5)[0],
-            tile: Tile::decode(get(b, 6)),
-            nonce: u64::from_le_bytes(get(b, 11)),
-            tag: get(b, 19),
+            logits_to_host,
+            tile: Tile::decode(get(b, 7)),
+            nonce: u64::from_le_bytes(get(b, 12)),
+            tag: get(b, 20),
         })
     }
 }
@@ -220,6 +230,7 @@ mod tests {
         let h = DeviceHello {
             model_crc: 0xDEAD_BEEF,
             frac_bits: 16,
+            logits_to_host: true,
             tile,
             nonce: 99,
             tag: device_tag(&kd, tile),

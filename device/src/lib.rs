@@ -373,6 +373,15 @@ impl<T: Read + Write> Party for DeviceParty<'_, T> {
         Ok(())
     }
 
+    fn reveal_to_host(&mut self, x: &[u64], out: &mut [u64]) -> Result<(), Self::Error> {
+        let n = 8 * x.len();
+        self.use_tx(n)?;
+        mpcvit_core::wire::put_words(self.tx.get_mut(..n).unwrap_or(&mut []), x.iter().copied());
+        self.send(n)?;
+        out.fill(0);
+        Ok(())
+    }
+
     fn luts(&mut self, jobs: &[LutJob<'_>], x: &[u64], out: &mut [u64]) -> Result<(), Self::Error> {
         // The same chunks as every party (core::ops::lut_chunk).
         let mut split: heapless::Vec<LutJob<'_>, MAX_JOBS> = heapless::Vec::new();
@@ -496,29 +505,40 @@ pub mod session {
     use mpcvit_core::{ProtocolError, SessionId};
     use mpcvit_transport::{FrameKind, Link};
 
+    /// What the device offers at set-up besides its nonce.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct Offer {
+        /// CRC of the model its blob was made from.
+        pub model_crc: u32,
+        /// Fractional bits of its blob.
+        pub frac_bits: u8,
+        /// The cut of each layer it runs.
+        pub tile: Tile,
+        /// Whether the host sees the logits too.
+        pub logits_to_host: bool,
+    }
+
     /// Runs the set-up on `link` (session 0): sends the hello for `nonce`
-    /// announcing `tile` (the cut of each layer this device runs), checks
-    /// the dealer's tag, binds the link to the session. Returns the
-    /// session id and the device's session key. `buf` receives the answer
-    /// (64 bytes are enough; an abort reason longer than `buf` is a frame
-    /// error).
+    /// with `offer`, checks the dealer's tag, binds the link to the session.
+    /// Returns the session id and the device's session key. `buf` receives
+    /// the answer (64 bytes are enough; an abort reason longer than `buf` is
+    /// a frame error).
     pub fn open<T: Read + Write>(
         link: &mut Link<T>,
         device_key: &Seed,
         nonce: u64,
-        model_crc: u32,
-        frac_bits: u8,
-        tile: Tile,
+        offer: &Offer,
         buf: &mut [u8],
     ) -> Result<(SessionId, Seed), DeviceError<T::Error>> {
         let kd = s::device_session_key(device_key, nonce);
         let mut hello = [0u8; s::DEVICE_HELLO_LEN];
         DeviceHello {
-            model_crc,
-            frac_bits,
-            tile,
+            model_crc: offer.model_crc,
+            frac_bits: offer.frac_bits,
+            logits_to_host: offer.logits_to_host,
+            tile: offer.tile,
             nonce,
-            tag: s::device_tag(&kd, tile),
+            tag: s::device_tag(&kd, offer.tile),
         }
         .encode(&mut hello);
         link.send(FrameKind::Hello, &hello)?;

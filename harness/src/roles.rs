@@ -425,6 +425,8 @@ fn dealer_session(ctx: &DealerCtx, s: TcpStream) -> Result<String, String> {
         fp,
         model: &plan,
         tile: setup.tile,
+        // revealing to the host is between host and device: no correlations
+        logits_to_host: false,
     };
     let zeros = vec![0u64; (a.tokens() - 1) * a.patch_len()];
     let mut out = vec![0; a.classes];
@@ -492,6 +494,8 @@ pub struct HostReport {
     pub rounds: u64,
     /// Wall time of the session, s.
     pub wall_s: f64,
+    /// The prediction and logits, when the device revealed them to the host.
+    pub revealed: Option<(usize, Vec<f64>)>,
 }
 
 /// `mpcvit host`.
@@ -522,10 +526,19 @@ pub fn host(a: &HostArgs) -> Result<(), String> {
     serve(&l, a.sessions, move |s| {
         let ctx = ctx.clone();
         move || match host_session(&ctx, s) {
-            Ok(r) => info!(
-                "host: session {} done: {} rounds, device->host {} B, host->device {} B, dealer->host {} B, {:.2} s",
-                r.session, r.rounds, r.device_bytes_in, r.device_bytes_out, r.dealer_bytes_in, r.wall_s
-            ),
+            Ok(r) => {
+                info!(
+                    "host: session {} done: {} rounds, device->host {} B, host->device {} B, dealer->host {} B, {:.2} s",
+                    r.session, r.rounds, r.device_bytes_in, r.device_bytes_out, r.dealer_bytes_in, r.wall_s
+                );
+                // the device chose to show its result: one JSON line on stdout
+                // (a closed stdout must not end the host: write errors are ignored)
+                if let Some((prediction, logits)) = &r.revealed {
+                    let line = serde_json::json!({"session": r.session, "prediction": prediction, "logits": logits});
+                    let mut o = std::io::stdout().lock();
+                    let _ = writeln!(o, "{line}").and_then(|()| o.flush());
+                }
+            }
             Err(e) => warn!("host: session failed: {e}"),
         }
     })
@@ -601,6 +614,7 @@ fn host_session(ctx: &HostCtx, s: TcpStream) -> Result<HostReport, String> {
         fp: ctx.fp,
         model: &view,
         tile: hello.tile,
+        logits_to_host: hello.logits_to_host,
     };
     let mut h = Driver::host(ctx.fp, dev, dl, &ctx.key, SessionId(sid));
     let zeros = vec![0u64; (a.tokens() - 1) * a.patch_len()];
@@ -617,6 +631,10 @@ fn host_session(ctx: &HostCtx, s: TcpStream) -> Result<HostReport, String> {
         dealer_bytes_in: d.bytes_recv,
         rounds: m.rounds,
         wall_s: t0.elapsed().as_secs_f64(),
+        revealed: hello.logits_to_host.then(|| {
+            let l: Vec<f64> = out.iter().map(|&v| ctx.fp.decode(v)).collect();
+            (argmax(&l), l)
+        }),
     })
 }
 
@@ -663,6 +681,10 @@ pub struct DeviceArgs {
     /// working set and more rounds). The host and dealer follow the device.
     #[arg(long, value_parser = parse_tile, default_value = "whole")]
     pub tile: Tile,
+    /// Also reveal the logits to the host (which prints them as one JSON
+    /// line per session); by default only the device learns them.
+    #[arg(long)]
+    pub logits_to_host: bool,
 }
 
 /// Parses a tile: `whole` or `ROWS,HEADS,QUERIES` (0 = all).
@@ -888,15 +910,13 @@ pub fn device_run(a: &DeviceArgs) -> Result<DeviceReport, String> {
     let seal = psk.as_ref().map_or(Seal::None, |k| Seal::Initiator(k.expose()));
     let mut l = link(connect(&a.connect, "host")?, seconds(a.timeout), a.link, seal)?;
     let mut buf = vec![0u8; 4096];
-    let (sid, kd) = match mpcvit_device::session::open(
-        &mut l,
-        &key,
-        nonce,
-        blob.model_crc(),
-        blob.frac_bits() as u8,
-        a.tile,
-        &mut buf,
-    ) {
+    let offer = mpcvit_device::session::Offer {
+        model_crc: blob.model_crc(),
+        frac_bits: blob.frac_bits() as u8,
+        tile: a.tile,
+        logits_to_host: a.logits_to_host,
+    };
+    let (sid, kd) = match mpcvit_device::session::open(&mut l, &key, nonce, &offer, &mut buf) {
         Ok(v) => v,
         Err(DeviceError::Refused { reason_len }) => {
             return Err(format!(
@@ -929,6 +949,7 @@ pub fn device_run(a: &DeviceArgs) -> Result<DeviceReport, String> {
         fp,
         model: &blob,
         tile: a.tile,
+        logits_to_host: a.logits_to_host,
     };
     let mut out = vec![0; arch.classes];
     let mut scratch = vec![0; vit::scratch_len(&arch, a.tile)];

@@ -43,6 +43,7 @@ fn half_device(st: &Setup, host: &str) -> Link<Tcp> {
     DeviceHello {
         model_crc: b.model_crc(),
         frac_bits: 16,
+        logits_to_host: false,
         tile: mpcvit_core::ops::vit::Tile::WHOLE,
         nonce,
         tag: session::device_tag(&kd, mpcvit_core::ops::vit::Tile::WHOLE),
@@ -398,4 +399,29 @@ fn tiled_device_working_set() {
         last = Some((rounds, total));
     }
     assert!(parse_tile("1,2").is_err() && parse_tile("a,1,1").is_err());
+}
+
+/// By default the host learns nothing of the result; with
+/// `--logits-to-host` the device also reveals the logits to the host, which
+/// prints the same prediction as one JSON line.
+#[test]
+fn logits_revealed_to_the_host_on_request() {
+    use std::io::BufRead;
+    let st = setup("reveal");
+    let dealer = start_dealer(&st, &[]);
+    let mut host = start_host(&st, &dealer.1, &["--timeout", "10"]);
+    let (p, sid) = prediction(&device(&st, &host.1, 2, &["--logits-to-host"]));
+    assert_eq!(p, expected(&st, 2));
+    let (_, sid_quiet) = prediction(&device(&st, &host.1, 1, &[]));
+    let out = host.2.take().expect("host stdout");
+    drop(host);
+    let lines: Vec<String> = out.lines().map_while(Result::ok).collect();
+    let shown: Vec<serde_json::Value> = lines.iter().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    assert_eq!(shown.len(), 1, "one revealed session: {lines:?}");
+    assert_eq!(shown[0]["session"].as_str(), Some(sid.as_str()));
+    assert_eq!(shown[0]["prediction"].as_u64(), Some(p as u64));
+    assert!(
+        !lines.iter().any(|l| l.contains(&sid_quiet)),
+        "the quiet session stays private"
+    );
 }

@@ -115,7 +115,14 @@ fn check_model(seed: u64, tile: Tile) -> Result<(), TestCaseError> {
     let keys = Keys::test(5);
     let maps = weight_maps(&view, fp, &keys.model).expect("weights");
     let img = image(&fm.arch, seed);
-    let got = secure_tiled(&view, fp, &maps, &keys, seed, &img, tile).expect("secure inference");
+    let got =
+        secure_tiled(&view, fp, &maps, &keys, seed, &img, tile, seed.is_multiple_of(2)).expect("secure inference");
+    // revealed to the host only on request, and then the same logits
+    if seed.is_multiple_of(2) {
+        prop_assert_eq!(&got.host_logits, &got.logits);
+    } else {
+        prop_assert!(got.host_logits.iter().all(|&v| v == 0));
+    }
     let want = reference(&view, fp, &maps[0], &img);
     let dec = |v: &[u64]| v.iter().map(|&x| fp.decode(x)).collect::<Vec<f64>>();
     let (g, w) = (dec(&got.logits), dec(&want));

@@ -335,6 +335,30 @@ impl<T: Read + Write> Party for Driver<T> {
         }
     }
 
+    fn reveal_to_host(&mut self, x: &[u64], out: &mut [u64]) -> Res<()> {
+        match self.kind {
+            PartyKind::Dealer => {
+                out.fill(0);
+                Ok(())
+            }
+            PartyKind::Device => {
+                let mut b = vec![0u8; 8 * x.len()];
+                mpcvit_core::wire::put_words(&mut b, x.iter().copied());
+                self.peer.send(FrameKind::Data, &b)?;
+                out.fill(0);
+                Ok(())
+            }
+            PartyKind::Host => {
+                let peer = self.recv_peer()?;
+                mpcvit_core::wire::expect_len(&peer, 8 * x.len())?;
+                for ((o, &v), w) in out.iter_mut().zip(x).zip(mpcvit_core::wire::words(&peer)) {
+                    *o = v.wrapping_add(w);
+                }
+                Ok(())
+            }
+        }
+    }
+
     fn luts(&mut self, jobs: &[LutJob<'_>], x: &[u64], out: &mut [u64]) -> Res<()> {
         // split big jobs so that no dealer message exceeds CHUNK_BYTES
         let mut split = Vec::new();

@@ -76,6 +76,8 @@ pub fn patches_for(a: &Arch, fp: FixedPoint, image: &[f32]) -> Vec<u64> {
 pub struct Inference {
     /// The logits the device received (fixed point).
     pub logits: Vec<u64>,
+    /// The host's logits: zeros unless the run revealed them to the host.
+    pub host_logits: Vec<u64>,
     /// The device's link meter.
     pub device: Meter,
     /// The host's dealer-link meter.
@@ -94,10 +96,12 @@ pub fn secure(
     session: u64,
     image: &[f32],
 ) -> Res<Inference> {
-    secure_tiled(m, fp, maps, keys, session, image, Tile::WHOLE)
+    secure_tiled(m, fp, maps, keys, session, image, Tile::WHOLE, false)
 }
 
-/// [`secure`] with each layer cut by `tile`.
+/// [`secure`] with each layer cut by `tile`, and the logits revealed to
+/// the host too if `logits_to_host`.
+#[allow(clippy::too_many_arguments)]
 pub fn secure_tiled(
     m: &ModelView<'_>,
     fp: FixedPoint,
@@ -106,9 +110,10 @@ pub fn secure_tiled(
     session: u64,
     image: &[f32],
     tile: Tile,
+    logits_to_host: bool,
 ) -> Res<Inference> {
     let parties = drivers(fp, keys, session, mem::pair(), mem::pair());
-    run_parties(m, fp, maps, parties, image, tile)
+    run_parties(m, fp, maps, parties, image, (tile, logits_to_host))
 }
 
 /// Host, device and dealer of `session` over two stream pairs: `dev` =
@@ -157,18 +162,19 @@ pub fn secure_tcp(
     let (dev_end, host_dev) = pair()?;
     let (dealer_end, host_dealer) = pair()?;
     let parties = drivers(fp, keys, session, (host_dev, dev_end), (host_dealer, dealer_end));
-    run_parties(m, fp, maps, parties, image, Tile::WHOLE)
+    run_parties(m, fp, maps, parties, image, (Tile::WHOLE, false))
 }
 
 /// Runs host, device and dealer (in that order in `parties`) in three
-/// threads; the device holds the image; every party cuts layers by `tile`.
+/// threads; the device holds the image; every party cuts layers by the
+/// tile, and the host sees the logits too if the flag says so.
 pub fn run_parties<T: embedded_io::Read + embedded_io::Write + Send>(
     m: &ModelView<'_>,
     fp: FixedPoint,
     maps: &[WeightMap; 3],
     parties: [Driver<T>; 3],
     image: &[f32],
-    tile: Tile,
+    (tile, logits_to_host): (Tile, bool),
 ) -> Res<Inference> {
     let a = m.arch();
     let spec = VitSpec {
@@ -176,6 +182,7 @@ pub fn run_parties<T: embedded_io::Read + embedded_io::Write + Send>(
         fp,
         model: m,
         tile,
+        logits_to_host,
     };
     let x1 = patches(m, fp, image);
     let zeros = vec![0u64; x1.len()];
@@ -197,11 +204,12 @@ pub fn run_parties<T: embedded_io::Read + embedded_io::Write + Send>(
         let dlr = dealer
             .join()
             .map_err(|_| RunError::Link("dealer thread panicked".into()))?;
-        h?;
+        let host_logits = h?;
         dlr?;
         let (logits, meter) = d?;
         Ok(Inference {
             logits,
+            host_logits,
             device: meter,
             dealer: host.dealer_link().map(|l| l.meter()).unwrap_or_default(),
             wall_ns: u64::try_from(t0.elapsed().as_nanos()).unwrap_or(u64::MAX),

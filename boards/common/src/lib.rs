@@ -151,15 +151,13 @@ pub fn infer<T: Read + Write>(
     vit::patches_from_pixels(&arch, fp, pixels, mean, std, patches)
         .map_err(|_| Failure::Setup("the image does not fit the model"))?;
     let mut link = Link::new(io, 0);
-    let (sid, kd) = match mpcvit_device::session::open(
-        &mut link,
-        key,
-        nonce,
-        blob.model_crc(),
-        blob.frac_bits() as u8,
+    let offer = mpcvit_device::session::Offer {
+        model_crc: blob.model_crc(),
+        frac_bits: blob.frac_bits() as u8,
         tile,
-        &mut b.rx[..],
-    ) {
+        logits_to_host: false,
+    };
+    let (sid, kd) = match mpcvit_device::session::open(&mut link, key, nonce, &offer, &mut b.rx[..]) {
         Ok(v) => v,
         Err(DeviceError::Refused { reason_len }) => {
             let mut reason = [0u8; REASON_MAX];
@@ -177,6 +175,7 @@ pub fn infer<T: Read + Write>(
         fp,
         model: blob,
         tile,
+        logits_to_host: false,
     };
     let logits = &mut b.logits[..arch.classes];
     vit::forward(&mut party, &spec, weights, patches, logits, b.scratch).map_err(Failure::Device)?;

@@ -113,6 +113,9 @@ pub trait Party {
     /// Reveals `x` to the device only: the host sends its share; the device
     /// outputs the value, the host and the dealer get zeros.
     fn reveal_to_device(&mut self, x: &[u64], out: &mut [u64]) -> Result<(), Self::Error>;
+    /// Reveals `x` to the host: the device sends its share; the host outputs
+    /// the value, the device and the dealer get zeros.
+    fn reveal_to_host(&mut self, x: &[u64], out: &mut [u64]) -> Result<(), Self::Error>;
     /// Lookups, all opened in one flight: `x` holds the jobs' inputs one
     /// after the other, `out` their outputs.
     fn luts(&mut self, jobs: &[LutJob<'_>], x: &[u64], out: &mut [u64]) -> Result<(), Self::Error>;

@@ -292,6 +292,9 @@ pub struct VitSpec<'a> {
     pub model: &'a (dyn Layout + Sync),
     /// How each layer is cut into flights.
     pub tile: Tile,
+    /// Also reveal the logits to the host (the device's choice, announced at
+    /// set-up): after the device has them, it sends its share.
+    pub logits_to_host: bool,
 }
 
 /// How a layer is cut into flights: fewer rounds against a smaller working
@@ -375,6 +378,7 @@ impl core::fmt::Debug for VitSpec<'_> {
             .field("arch", &self.arch)
             .field("fp", &self.fp)
             .field("tile", &self.tile)
+            .field("logits_to_host", &self.logits_to_host)
             .finish_non_exhaustive()
     }
 }
@@ -437,7 +441,7 @@ pub fn scratch_len(a: &Arch, tile: Tile) -> usize {
     let big = q.max(hd) * n.max(hd);
     let stage_b = g * hd * hd + 4 * g * big + g * q * n + norm_scratch_len(g, q, n);
     let stage_c = 4 * r * d + ln + 2 * r * m + 2 * r * m.max(d) + 5 * r * d;
-    let last = d + LnSpec::new(1, d).scratch_len() + a.classes;
+    let last = d + LnSpec::new(1, d).scratch_len() + 2 * a.classes;
     5 * n * d + stage_a.max(stage_b).max(stage_c).max(last)
 }
 
@@ -673,7 +677,15 @@ pub fn forward<P: Party>(
         f,
         out,
     )?;
-    p.reveal_to_device(out, logits)
+    p.reveal_to_device(out, logits)?;
+    if spec.logits_to_host {
+        let shown = ar.take(a.classes)?;
+        p.reveal_to_host(out, shown)?;
+        if host {
+            logits.copy_from_slice(shown);
+        }
+    }
+    Ok(())
 }
 
 /// Steps 3-5 of layer `l` (see the module docs) for every head group and

@@ -73,7 +73,8 @@ pub fn tiny_model_seeded(path: &std::path::Path, k: usize) {
 }
 
 /// A listening child, killed when dropped.
-pub struct Server(pub Child, pub String);
+/// A server process, its address, and its stdout after the first line.
+pub struct Server(pub Child, pub String, pub Option<BufReader<std::process::ChildStdout>>);
 
 impl Drop for Server {
     fn drop(&mut self) {
@@ -90,12 +91,11 @@ pub fn server(args: &[&str]) -> Server {
         .spawn()
         .expect("spawn");
     let mut line = String::new();
-    BufReader::new(c.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("first line");
+    let mut out = BufReader::new(c.stdout.take().expect("stdout"));
+    out.read_line(&mut line).expect("first line");
     assert!(line.contains("listening on"), "{line:?}");
     let addr = line.trim().rsplit(' ').next().expect("addr").to_string();
-    Server(c, addr)
+    Server(c, addr, Some(out))
 }
 
 pub fn s(p: &Path) -> &str {
