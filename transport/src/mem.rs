@@ -2,16 +2,26 @@
 //!
 //! Reads block until data arrives, the peer end is dropped (end of stream),
 //! or the read timeout passes (`std::io::ErrorKind::TimedOut`), so a
-//! protocol bug shows as an error, never as a hang.
+//! protocol bug shows as an error, never as a hang. Like a socket, a pipe
+//! holds at most [`CAPACITY`] unread bytes: a writer that runs ahead (the
+//! dealer, whole inferences ahead of the host) waits for the reader instead
+//! of buffering without bound (vit_9_12_64's dealer traffic, tens of GB,
+//! once filled 24 GB of RAM this way); it gives up with `TimedOut` only when
+//! the reader makes no progress for a whole timeout.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
+/// Most unread bytes a pipe holds before writers wait.
+pub const CAPACITY: usize = 64 << 20;
+
 #[derive(Default)]
 struct Pipe {
     data: VecDeque<u8>,
     closed: bool,
+    /// Bytes read so far (the writer's sign of progress).
+    taken: u64,
 }
 
 type Shared = Arc<(Mutex<Pipe>, Condvar)>;
@@ -100,23 +110,94 @@ impl embedded_io::Read for MemEnd {
             debug_assert!(res.timed_out());
             return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "read timed out"));
         }
-        std::io::Read::read(&mut p.data, buf)
+        let n = std::io::Read::read(&mut p.data, buf)?;
+        p.taken += n as u64;
+        cv.notify_all();
+        Ok(n)
     }
 }
 
 impl embedded_io::Write for MemEnd {
     fn write(&mut self, buf: &[u8]) -> Result<usize, Self::Error> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
         let (lock, cv) = &*self.tx;
         let mut p = lock.lock().map_err(|_| poisoned())?;
-        if p.closed {
-            return Err(std::io::Error::new(std::io::ErrorKind::BrokenPipe, "peer closed"));
+        loop {
+            if p.closed {
+                return Err(std::io::Error::new(std::io::ErrorKind::BrokenPipe, "peer closed"));
+            }
+            if p.data.len() < CAPACITY {
+                break;
+            }
+            let seen = p.taken;
+            let (q, _) = cv
+                .wait_timeout_while(p, self.timeout, |q| {
+                    q.data.len() >= CAPACITY && !q.closed && q.taken == seen
+                })
+                .map_err(|_| poisoned())?;
+            p = q;
+            if p.data.len() >= CAPACITY && !p.closed && p.taken == seen {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "write timed out: the reader took nothing",
+                ));
+            }
         }
-        p.data.extend(buf);
+        let n = buf.len().min(CAPACITY - p.data.len());
+        p.data.extend(buf.iter().take(n));
         cv.notify_all();
-        Ok(buf.len())
+        Ok(n)
     }
 
     fn flush(&mut self) -> Result<(), Self::Error> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use embedded_io::{Read, Write};
+
+    #[test]
+    fn a_writer_ahead_of_its_reader_waits_at_capacity() {
+        let (mut a, mut b) = pair();
+        let total = 3 * CAPACITY + 12345;
+        let writer = std::thread::spawn(move || {
+            let chunk = vec![7u8; 1 << 20];
+            let mut left = total;
+            while left > 0 {
+                let n = a.write(&chunk[..left.min(chunk.len())]).expect("write");
+                left -= n;
+            }
+            a
+        });
+        let mut got = 0;
+        let mut buf = vec![0u8; 1 << 16];
+        let mut most = 0;
+        while got < total {
+            most = most.max(b.available());
+            got += b.read(&mut buf).expect("read");
+        }
+        let _a = writer.join().expect("writer");
+        assert_eq!(got, total);
+        assert!(most <= CAPACITY, "held {most} bytes");
+    }
+
+    #[test]
+    fn a_writer_whose_reader_takes_nothing_times_out() {
+        let (mut a, _b) = pair();
+        a.set_timeout(Duration::from_millis(50));
+        let chunk = vec![1u8; 1 << 20];
+        let mut err = None;
+        for _ in 0..(CAPACITY >> 20) + 2 {
+            if let Err(e) = a.write(&chunk) {
+                err = Some(e);
+                break;
+            }
+        }
+        assert_eq!(err.map(|e| e.kind()), Some(std::io::ErrorKind::TimedOut));
     }
 }
