@@ -157,6 +157,7 @@ impl embedded_io::Write for MemEnd {
 }
 
 #[cfg(test)]
+#[allow(clippy::expect_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
     use embedded_io::{Read, Write};
