@@ -7,7 +7,7 @@
 //! dealer, whole inferences ahead of the host) waits for the reader instead
 //! of buffering without bound (vit_9_12_64's dealer traffic, tens of GB,
 //! once filled 24 GB of RAM this way); it gives up with `TimedOut` only when
-//! the reader makes no progress for a whole timeout.
+//! the reader takes nothing for [`WRITE_PATIENCE`] read timeouts.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex};
@@ -15,6 +15,9 @@ use std::time::Duration;
 
 /// Most unread bytes a pipe holds before writers wait.
 pub const CAPACITY: usize = 64 << 20;
+/// A writer at capacity gives up after this many read timeouts without the
+/// reader taking anything.
+pub const WRITE_PATIENCE: u32 = 20;
 
 #[derive(Default)]
 struct Pipe {
@@ -131,9 +134,12 @@ impl embedded_io::Write for MemEnd {
             if p.data.len() < CAPACITY {
                 break;
             }
+            // The reader may be busy with a long local step (a host op of
+            // vit_9_12_64 takes more than 30 s): a writer waits many read
+            // timeouts for it to take anything.
             let seen = p.taken;
             let (q, _) = cv
-                .wait_timeout_while(p, self.timeout, |q| {
+                .wait_timeout_while(p, self.timeout.saturating_mul(WRITE_PATIENCE), |q| {
                     q.data.len() >= CAPACITY && !q.closed && q.taken == seen
                 })
                 .map_err(|_| poisoned())?;
@@ -190,7 +196,7 @@ mod tests {
     #[test]
     fn a_writer_whose_reader_takes_nothing_times_out() {
         let (mut a, _b) = pair();
-        a.set_timeout(Duration::from_millis(50));
+        a.set_timeout(Duration::from_millis(5));
         let chunk = vec![1u8; 1 << 20];
         let mut err = None;
         for _ in 0..(CAPACITY >> 20) + 2 {
