@@ -4,7 +4,7 @@
 
 use crate::float::FloatModel;
 use mpcvit_conformance::Keys;
-use mpcvit_conformance::vit::{secure, weight_maps};
+use mpcvit_conformance::vit::{secure_tiled, weight_maps};
 use mpcvit_core::FixedPoint;
 use mpcvit_core::model::{Arch, AttnKind, ModelView};
 use mpcvit_core::prg::{Prg, Seed};
@@ -39,6 +39,13 @@ pub struct Args {
     /// file.
     #[arg(long)]
     replot: bool,
+    /// Cut each layer into flights (`whole`, or `ROWS,HEADS,QUERIES` as
+    /// `mpcvit device --tile`): fewer bytes held at once by every party (the
+    /// host holds a flight's dealer corrections: ~13 GB for a whole
+    /// vit_9_12_64 layer with lookups), more rounds. Rows of a tiled run are
+    /// labelled `MIX@TILE`.
+    #[arg(long, value_parser = crate::roles::parse_tile, default_value = "whole")]
+    tile: mpcvit_core::ops::vit::Tile,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone)]
@@ -155,10 +162,17 @@ pub fn run(a: &Args) -> Result<(), String> {
     let fp = FixedPoint::default();
     let keys = Keys::test(1);
     let mut rows = Vec::new();
+    let t = a.tile;
+    let tile_label = if t == mpcvit_core::ops::vit::Tile::WHOLE {
+        String::new()
+    } else {
+        format!("@{},{},{}", t.rows, t.heads, t.queries)
+    };
     eprintln!(
-        "bench: {}: forward-pass scratch per party {:.0} KiB (whole layers, not tiled)",
+        "bench: {}: forward-pass scratch per party {:.0} KiB (tile {:?})",
         a.arch,
-        mpcvit_core::ops::vit::scratch_len(&ar, mpcvit_core::ops::vit::Tile::WHOLE) as f64 * 8.0 / 1024.0
+        mpcvit_core::ops::vit::scratch_len(&ar, t) as f64 * 8.0 / 1024.0,
+        t
     );
     println!(
         "| arch | mix | rounds | D->H MB | H->D MB | dealer->H MB | wall s (loopback, 3 threads) | LAN s (1 Gbit/s, 0.5 ms) | WAN s (400 Mbit/s, 40 ms) |"
@@ -179,14 +193,15 @@ pub fn run(a: &Args) -> Result<(), String> {
             .map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0)
             .collect();
         eprintln!("bench: {} {mix} ...", a.arch);
-        let inf = secure(&view, fp, &maps, &keys, 1, &img).map_err(|e| format!("{mix}: {e:?}"))?;
+        let inf =
+            secure_tiled(&view, fp, &maps, &keys, 1, &img, t, false).map_err(|e| format!("{mix}: {e:?}"))?;
         let wall = inf.wall_ns as f64 / 1e9;
         let online = (inf.device.bytes_sent + inf.device.bytes_recv) as f64 * 8.0;
         let lan = wall + inf.device.rounds as f64 * 0.5e-3 + online / 1e9;
         let wan = wall + inf.device.rounds as f64 * 40e-3 + online / 400e6;
         let row = Row {
             arch: a.arch.clone(),
-            mix: mix.to_string(),
+            mix: format!("{mix}{tile_label}"),
             rounds: inf.device.rounds,
             device_to_host_bytes: inf.device.bytes_sent,
             host_to_device_bytes: inf.device.bytes_recv,
@@ -194,8 +209,7 @@ pub fn run(a: &Args) -> Result<(), String> {
             wall_s: wall,
             lan_s: lan,
             wan_s: wan,
-            scratch_bytes_per_party: 8 * mpcvit_core::ops::vit::scratch_len(&ar, mpcvit_core::ops::vit::Tile::WHOLE)
-                as u64,
+            scratch_bytes_per_party: 8 * mpcvit_core::ops::vit::scratch_len(&ar, t) as u64,
         };
         println!(
             "| {} | {} | {} | {:.2} | {:.2} | {:.0} | {:.2} | {:.2} | {:.2} |",
@@ -272,7 +286,8 @@ fn parse_accuracy(s: Option<&str>) -> Result<Vec<(String, f64)>, String> {
 
 /// RSAttn fraction of a mix name.
 fn mix_fraction(mix: &str) -> f64 {
-    match mix {
+    // a tiled run's row is `MIX@TILE`
+    match mix.split('@').next().unwrap_or(mix) {
         "rsattn" | "softmax" => 1.0,
         "scale" => 0.0,
         m => m.trim_start_matches("mu").parse().unwrap_or(0.0),
