@@ -193,8 +193,7 @@ pub fn run(a: &Args) -> Result<(), String> {
             .map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0)
             .collect();
         eprintln!("bench: {} {mix} ...", a.arch);
-        let inf =
-            secure_tiled(&view, fp, &maps, &keys, 1, &img, t, false).map_err(|e| format!("{mix}: {e:?}"))?;
+        let inf = secure_tiled(&view, fp, &maps, &keys, 1, &img, t, false).map_err(|e| format!("{mix}: {e:?}"))?;
         let wall = inf.wall_ns as f64 / 1e9;
         let online = (inf.device.bytes_sent + inf.device.bytes_recv) as f64 * 8.0;
         let lan = wall + inf.device.rounds as f64 * 0.5e-3 + online / 1e9;
