@@ -11,6 +11,16 @@
 // * `MPCVIT_IMAGE` (optional, default 0): which bundled test image a board
 //   classifies -> `IMAGE_INDEX` in sizes.rs
 
+/// Puts the board's linker memory map (`file`, in the crate's directory)
+/// into OUT_DIR as `memory.x`, where cortex-m-rt's `link.x` looks for it.
+#[allow(dead_code)]
+fn memory_map(file: &str) {
+    let out = std::path::PathBuf::from(std::env::var_os("OUT_DIR").expect("OUT_DIR"));
+    std::fs::copy(file, out.join("memory.x")).expect("memory map");
+    println!("cargo:rustc-link-search={}", out.display());
+    println!("cargo:rerun-if-changed={file}");
+}
+
 /// Reads a 64-hex-digit key file.
 fn key_file(path: &std::path::Path, what: &str) -> Vec<u8> {
     let hex = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {what} {}: {e}", path.display()));
@@ -24,6 +34,7 @@ fn key_file(path: &std::path::Path, what: &str) -> Vec<u8> {
 /// Writes the deployment into OUT_DIR; `default_tile` applies without
 /// `MPCVIT_TILE`.
 fn deploy(default_tile: &str) {
+    println!("cargo:rerun-if-changed=../common/build_support.rs");
     use mpcvit_core::ops::vit::{self, Tile};
     use std::{env, fs, path::PathBuf};
     let out = PathBuf::from(env::var_os("OUT_DIR").expect("OUT_DIR"));

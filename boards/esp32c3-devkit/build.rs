@@ -6,6 +6,5 @@
 include!("../common/build_support.rs");
 
 fn main() {
-    println!("cargo:rerun-if-changed=../common/build_support.rs");
     deploy("2,1,10");
 }
