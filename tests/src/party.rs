@@ -170,6 +170,28 @@ impl<T: Read + Write> Driver<T> {
     }
 }
 
+impl<T: Read + Write> Driver<T> {
+    /// Reveals `x` to `to` (host or device): the other one sends its share,
+    /// `to` outputs the value; everyone else gets zeros.
+    fn reveal_to(&mut self, to: PartyKind, x: &[u64], out: &mut [u64]) -> Res<()> {
+        if self.kind == to {
+            let peer = self.recv_peer()?;
+            mpcvit_core::wire::expect_len(&peer, 8 * x.len())?;
+            for ((o, &v), w) in out.iter_mut().zip(x).zip(mpcvit_core::wire::words(&peer)) {
+                *o = v.wrapping_add(w);
+            }
+            return Ok(());
+        }
+        if self.kind != PartyKind::Dealer {
+            let mut b = vec![0u8; 8 * x.len()];
+            mpcvit_core::wire::put_words(&mut b, x.iter().copied());
+            self.peer.send(FrameKind::Data, &b)?;
+        }
+        out.fill(0);
+        Ok(())
+    }
+}
+
 impl<T: Read + Write> Party for Driver<T> {
     type Error = RunError;
 
@@ -312,51 +334,11 @@ impl<T: Read + Write> Party for Driver<T> {
     }
 
     fn reveal_to_device(&mut self, x: &[u64], out: &mut [u64]) -> Res<()> {
-        match self.kind {
-            PartyKind::Dealer => {
-                out.fill(0);
-                Ok(())
-            }
-            PartyKind::Host => {
-                let mut b = vec![0u8; 8 * x.len()];
-                mpcvit_core::wire::put_words(&mut b, x.iter().copied());
-                self.peer.send(FrameKind::Data, &b)?;
-                out.fill(0);
-                Ok(())
-            }
-            PartyKind::Device => {
-                let peer = self.recv_peer()?;
-                mpcvit_core::wire::expect_len(&peer, 8 * x.len())?;
-                for ((o, &v), w) in out.iter_mut().zip(x).zip(mpcvit_core::wire::words(&peer)) {
-                    *o = v.wrapping_add(w);
-                }
-                Ok(())
-            }
-        }
+        self.reveal_to(PartyKind::Device, x, out)
     }
 
     fn reveal_to_host(&mut self, x: &[u64], out: &mut [u64]) -> Res<()> {
-        match self.kind {
-            PartyKind::Dealer => {
-                out.fill(0);
-                Ok(())
-            }
-            PartyKind::Device => {
-                let mut b = vec![0u8; 8 * x.len()];
-                mpcvit_core::wire::put_words(&mut b, x.iter().copied());
-                self.peer.send(FrameKind::Data, &b)?;
-                out.fill(0);
-                Ok(())
-            }
-            PartyKind::Host => {
-                let peer = self.recv_peer()?;
-                mpcvit_core::wire::expect_len(&peer, 8 * x.len())?;
-                for ((o, &v), w) in out.iter_mut().zip(x).zip(mpcvit_core::wire::words(&peer)) {
-                    *o = v.wrapping_add(w);
-                }
-                Ok(())
-            }
-        }
+        self.reveal_to(PartyKind::Host, x, out)
     }
 
     fn luts(&mut self, jobs: &[LutJob<'_>], x: &[u64], out: &mut [u64]) -> Res<()> {

@@ -10,9 +10,6 @@
 
 #![no_std]
 #![no_main]
-// `&mut *(&raw mut STATIC)` is how a `static mut` buffer is borrowed once
-// without a reference to the static itself (the `static_mut_refs` lint).
-#![allow(clippy::deref_addrof)]
 
 use defmt::{error, info};
 use defmt_rtt as _;
