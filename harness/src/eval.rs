@@ -10,7 +10,8 @@ use mpcvit_conformance::Keys;
 use mpcvit_conformance::vit::{reference, secure, weight_maps};
 use mpcvit_core::FixedPoint;
 use mpcvit_core::model::ModelView;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use std::io::Write;
 use std::path::PathBuf;
 
 /// Options of `eval`.
@@ -37,6 +38,55 @@ pub struct Args {
     /// Write the figures as JSON.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Journal of the secure runs, one JSON line per image: an interrupted
+    /// evaluation started again with the same journal skips the images it
+    /// already ran (lines of another model are ignored and dropped).
+    #[arg(long)]
+    journal: Option<PathBuf>,
+}
+
+/// One secure inference, as the journal records it.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy)]
+struct Run {
+    model_crc: u32,
+    image: usize,
+    label: usize,
+    secure: usize,
+    fixed: usize,
+    seconds: f64,
+    device_to_host: u64,
+    host_to_device: u64,
+    rounds: u64,
+}
+
+/// Reads a journal: the runs of this model (by CRC) on images below `n`,
+/// at most one per image. Torn or foreign lines are dropped, and the file is
+/// rewritten without them so that appending starts on a clean line.
+fn read_journal(path: &std::path::Path, model_crc: u32, n: usize) -> Result<Vec<Option<Run>>, String> {
+    let mut done: Vec<Option<Run>> = vec![None; n];
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(done),
+        Err(e) => return Err(format!("cannot read journal {}: {e}", path.display())),
+    };
+    let mut kept = String::new();
+    for line in text.lines() {
+        let Ok(r) = serde_json::from_str::<Run>(line) else {
+            continue;
+        };
+        if r.model_crc != model_crc {
+            continue;
+        }
+        if let Some(slot @ None) = done.get_mut(r.image) {
+            *slot = Some(r);
+            kept.push_str(line);
+            kept.push('\n');
+        }
+    }
+    if kept != text {
+        crate::float::write_atomic(path, kept.as_bytes())?;
+    }
+    Ok(done)
 }
 
 #[derive(Serialize, Debug)]
@@ -111,25 +161,73 @@ pub fn run(a: &Args) -> Result<(), String> {
     }
     pb.finish_and_clear();
     let ns = a.secure.min(n);
-    let (mut sec_ok, mut agree, mut secs, mut dh, mut hd, mut rounds) = (0usize, 0usize, 0f64, 0u64, 0u64, 0u64);
+    let model_crc = mpcvit_core::checksum::crc32(&bytes);
+    let mut runs = match &a.journal {
+        Some(p) => read_journal(p, model_crc, ns)?,
+        None => vec![None; ns],
+    };
+    let mut journal = match &a.journal {
+        Some(p) => Some(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .map_err(|e| format!("cannot open journal {}: {e}", p.display()))?,
+        ),
+        None => None,
+    };
+    let resumed = runs.iter().flatten().count();
     let pb = bar(ns, "secure");
+    pb.set_position(resumed as u64);
+    if resumed > 0 {
+        pb.println(format!("journal: {resumed} of {ns} images already run"));
+    }
     for (i, &fixed) in fixed_pred.iter().enumerate().take(ns) {
+        if runs.get(i).is_some_and(Option::is_some) {
+            continue;
+        }
         let img = ds.image(i);
         let inf = secure(&view, fp, &maps, &keys, i as u64 + 1, &img).map_err(|e| format!("image {i}: {e:?}"))?;
         let g: Vec<f64> = inf.logits.iter().map(|&v| fp.decode(v)).collect();
-        sec_ok += (argmax(&g) == ds.labels[i] as usize) as usize;
-        agree += (argmax(&g) == fixed) as usize;
-        secs += inf.wall_ns as f64 / 1e9;
-        dh += inf.device.bytes_sent;
-        hd += inf.device.bytes_recv;
-        rounds = inf.device.rounds;
-        pb.set_message(format!(
-            "acc {:.3} agree {}/{}",
-            sec_ok as f64 / (i + 1) as f64,
-            agree,
-            i + 1
-        ));
+        let run = Run {
+            model_crc,
+            image: i,
+            label: ds.labels[i] as usize,
+            secure: argmax(&g),
+            fixed,
+            seconds: inf.wall_ns as f64 / 1e9,
+            device_to_host: inf.device.bytes_sent,
+            host_to_device: inf.device.bytes_recv,
+            rounds: inf.device.rounds,
+        };
+        if let (Some(f), Some(p)) = (journal.as_mut(), &a.journal) {
+            let line = serde_json::to_string(&run).map_err(|e| e.to_string())?;
+            writeln!(f, "{line}")
+                .and_then(|()| f.flush())
+                .map_err(|e| format!("cannot append to journal {}: {e}", p.display()))?;
+        }
+        if let Some(slot) = runs.get_mut(i) {
+            *slot = Some(run);
+        }
+        let so_far = runs.iter().flatten();
+        let (ok, agree, seen) = so_far.fold((0, 0, 0), |(o, g, c), r| {
+            (
+                o + (r.secure == r.label) as usize,
+                g + (r.secure == r.fixed) as usize,
+                c + 1,
+            )
+        });
+        pb.set_message(format!("acc {:.3} agree {agree}/{seen}", ok as f64 / seen as f64));
         pb.inc(1);
+    }
+    let (mut sec_ok, mut agree, mut secs, mut dh, mut hd, mut rounds) = (0usize, 0usize, 0f64, 0u64, 0u64, 0u64);
+    for r in runs.iter().flatten() {
+        sec_ok += (r.secure == r.label) as usize;
+        agree += (r.secure == r.fixed) as usize;
+        secs += r.seconds;
+        dh += r.device_to_host;
+        hd += r.host_to_device;
+        rounds = r.rounds;
     }
     pb.finish_and_clear();
     let r = Report {

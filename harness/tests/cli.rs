@@ -37,6 +37,58 @@ fn eval_runs_and_reports_all_three_accuracies() {
 }
 
 #[test]
+fn an_interrupted_secure_eval_resumes_from_its_journal() {
+    let d = tmpdir("eval-journal");
+    fake_fmnist(&d, 6);
+    let m = d.join("m.mpcvit");
+    tiny_model(&m);
+    let j = d.join("runs.jsonl");
+    let eval = |secure: &str| {
+        let out = bin()
+            .args([
+                "eval",
+                "--model",
+                m.to_str().unwrap(),
+                "--data-dir",
+                d.to_str().unwrap(),
+            ])
+            .args(["--secure", secure, "--journal", j.to_str().unwrap()])
+            .output()
+            .expect("run");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    eval("2");
+    let first = std::fs::read_to_string(&j).expect("journal");
+    assert_eq!(first.lines().count(), 2, "{first}");
+    // a torn last line and a line of another model are dropped on resume
+    let mut torn = first.clone();
+    torn.push_str(
+        &first
+            .lines()
+            .next()
+            .unwrap()
+            .replace("\"model_crc\":", "\"model_crc\":1"),
+    );
+    torn.push_str("\n{\"model_crc\":");
+    std::fs::write(&j, torn).expect("write");
+    let text = eval("4");
+    assert!(text.contains("agreement with fixed point 4/4"), "{text}");
+    let second = std::fs::read_to_string(&j).expect("journal");
+    assert!(second.starts_with(&first), "the runs already made are kept:\n{second}");
+    let images: Vec<u64> = second
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).expect("whole lines")["image"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(images, [0, 1, 2, 3], "each image once, the first two not run again");
+    std::fs::remove_dir_all(&d).ok();
+}
+
+#[test]
 fn errors_say_what_failed_with_exit_codes() {
     let d = tmpdir("err");
     let out = bin()
