@@ -92,6 +92,9 @@ fn read_journal(path: &std::path::Path, model_crc: u32, n: usize) -> Result<Vec<
 #[derive(Serialize, Debug)]
 struct Report {
     model: String,
+    /// Attention heads by kind, e.g. "8 RSAttn + 8 Scale", and the MLPs
+    /// MPCViT+ linearized.
+    attention: String,
     images: usize,
     float_accuracy: f64,
     fixed_point_accuracy: f64,
@@ -119,6 +122,34 @@ fn bar(n: usize, what: &str) -> ProgressBar {
     );
     pb.set_prefix(what.to_string());
     pb
+}
+
+/// The model's attention heads by kind, and its linearized MLPs if any.
+fn attention(v: &ModelView<'_>) -> String {
+    use mpcvit_core::model::AttnKind;
+    let ar = v.arch();
+    let kinds = [
+        (AttnKind::ReluSoftmax, "RSAttn"),
+        (AttnKind::Scale, "Scale"),
+        (AttnKind::Softmax, "Softmax"),
+        (AttnKind::Quad, "2Quad"),
+    ];
+    let heads = || (0..ar.layers).flat_map(|l| (0..ar.heads).map(move |h| v.attn(l, h)));
+    let mut parts: Vec<String> = kinds
+        .iter()
+        .filter_map(|&(k, name)| {
+            let c = heads().filter(|&x| x == k).count();
+            (c > 0).then(|| format!("{c} {name}"))
+        })
+        .collect();
+    let linear = (0..ar.layers)
+        .flat_map(|l| (0..ar.tokens()).map(move |t| (l, t)))
+        .filter(|&(l, t)| !v.gelu(l, t))
+        .count();
+    if linear > 0 {
+        parts.push(format!("{linear} linear MLP tokens"));
+    }
+    parts.join(" + ")
 }
 
 /// Runs the evaluation.
@@ -232,6 +263,7 @@ pub fn run(a: &Args) -> Result<(), String> {
     pb.finish_and_clear();
     let r = Report {
         model: a.model.display().to_string(),
+        attention: attention(&view),
         images: n,
         float_accuracy: float_ok as f64 / n.max(1) as f64,
         fixed_point_accuracy: fixed_ok as f64 / n.max(1) as f64,

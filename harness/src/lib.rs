@@ -13,5 +13,6 @@ pub mod import;
 pub mod memory;
 pub mod qemu;
 pub mod roles;
+pub mod table;
 #[cfg(feature = "train")]
 pub mod train;

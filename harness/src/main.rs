@@ -2,7 +2,7 @@
 
 #[cfg(feature = "train")]
 use mpcvit::train;
-use mpcvit::{bench_ops, bench_vit, demo, eval, import, memory, roles};
+use mpcvit::{bench_ops, bench_vit, demo, eval, import, memory, roles, table};
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -50,6 +50,8 @@ enum Cmd {
     Memory(memory::Args),
     /// Accuracy of a model: float, fixed point, and secure on a subset.
     Eval(eval::Args),
+    /// The Fashion-MNIST results table from scripts/results-table.sh's runs.
+    Table(table::Args),
     /// Train an MPCViT (teacher, search, binarize, retrain with KD, export).
     #[cfg(feature = "train")]
     Train(train::Args),
@@ -78,6 +80,7 @@ fn main() -> ExitCode {
         Cmd::Bench(a) => bench_vit::run(&a),
         Cmd::Memory(a) => memory::run(&a),
         Cmd::Eval(a) => eval::run(&a),
+        Cmd::Table(a) => table::run(&a),
         #[cfg(feature = "train")]
         Cmd::Train(a) => train::run(&a),
     };

@@ -1,0 +1,150 @@
+//! `mpcvit table`: the Fashion-MNIST results table (README) from the
+//! evaluation reports `scripts/results-table.sh` leaves in its run
+//! directory, one sub-directory per row. A row whose report is missing is
+//! listed as not run: the table only carries measured figures.
+
+use serde::Deserialize;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+/// Options of `table`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// The run directory (one sub-directory per row, each with `eval.json`).
+    #[arg(long, default_value = "runs/table")]
+    runs: PathBuf,
+    /// Write the table here (Markdown) as well as to stdout.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+/// The rows, in table order: sub-directory and label.
+pub const ROWS: [(&str, &str); 11] = [
+    ("teacher", "Softmax (teacher)"),
+    ("scale-kd", "all ScaleAttn, KD"),
+    ("rsattn-kd", "all RSAttn, KD"),
+    ("mu0.1", "mu = 0.1"),
+    ("mu0.3", "mu = 0.3"),
+    ("mu0.5", "mu = 0.5"),
+    ("mu0.7", "mu = 0.7"),
+    ("mu0.1-kd", "mu = 0.1, KD"),
+    ("mu0.3-kd", "mu = 0.3, KD"),
+    ("mu0.5-kd", "mu = 0.5, KD"),
+    ("mu0.7-kd", "mu = 0.7, KD"),
+];
+
+/// What the table reads of an `eval --json` report.
+#[derive(Deserialize, Debug)]
+struct Eval {
+    images: usize,
+    float_accuracy: f64,
+    fixed_point_accuracy: f64,
+    secure_images: usize,
+    secure_accuracy: f64,
+    secure_fixed_point_agreement: f64,
+    mean_secure_seconds: f64,
+    mean_device_to_host_bytes: f64,
+    mean_host_to_device_bytes: f64,
+    rounds: u64,
+    #[serde(default)]
+    attention: String,
+}
+
+fn read(dir: &Path) -> Result<Option<Eval>, String> {
+    let p = dir.join("eval.json");
+    match std::fs::read(&p) {
+        Ok(b) => serde_json::from_slice(&b)
+            .map(Some)
+            .map_err(|e| format!("{}: {e}", p.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!("cannot read {}: {e}", p.display())),
+    }
+}
+
+fn pct(v: f64) -> String {
+    format!("{:.2} %", 100.0 * v)
+}
+
+/// Renders the table (Markdown).
+pub fn render(runs: &Path) -> Result<String, String> {
+    let mut t = String::from(
+        "| model | attention heads | test images | float | fixed point | secure (images) | secure = fixed point | s / inference | rounds | MB device->host | MB host->device |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for (dir, label) in ROWS {
+        match read(&runs.join(dir))? {
+            Some(e) => {
+                let _ = writeln!(
+                    t,
+                    "| {label} | {} | {} | {} | {} | {} ({}) | {} | {:.2} | {} | {:.2} | {:.2} |",
+                    if e.attention.is_empty() { "?" } else { &e.attention },
+                    e.images,
+                    pct(e.float_accuracy),
+                    pct(e.fixed_point_accuracy),
+                    pct(e.secure_accuracy),
+                    e.secure_images,
+                    pct(e.secure_fixed_point_agreement),
+                    e.mean_secure_seconds,
+                    e.rounds,
+                    e.mean_device_to_host_bytes / 1e6,
+                    e.mean_host_to_device_bytes / 1e6,
+                );
+            }
+            None => {
+                let _ = writeln!(t, "| {label} | not run yet | | | | | | | | | |");
+            }
+        }
+    }
+    Ok(t)
+}
+
+/// Runs `table`.
+pub fn run(a: &Args) -> Result<(), String> {
+    if !a.runs.is_dir() {
+        return Err(format!(
+            "{} is not a directory (run scripts/results-table.sh first)",
+            a.runs.display()
+        ));
+    }
+    let t = render(&a.runs)?;
+    print!("{t}");
+    if let Some(p) = &a.out {
+        crate::float::write_atomic(p, t.as_bytes())?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_with_reports_are_filled_the_others_marked_not_run() {
+        let d = std::env::temp_dir().join(format!("mpcvit-table-{}", std::process::id()));
+        let report = |dir: &str, acc: f64| {
+            std::fs::create_dir_all(d.join(dir)).unwrap();
+            let j = serde_json::json!({
+                "model": "m", "attention": "8 RSAttn + 8 Scale", "images": 10000,
+                "float_accuracy": acc, "fixed_point_accuracy": acc, "secure_images": 1000,
+                "secure_accuracy": acc, "secure_fixed_point_agreement": 1.0,
+                "mean_secure_seconds": 1.5, "mean_device_to_host_bytes": 3.85e6,
+                "mean_host_to_device_bytes": 1.97e6, "rounds": 116
+            });
+            std::fs::write(d.join(dir).join("eval.json"), j.to_string()).unwrap();
+        };
+        report("teacher", 0.9);
+        report("mu0.5-kd", 0.8912);
+        let t = render(&d).unwrap();
+        assert_eq!(t.lines().count(), 2 + ROWS.len(), "{t}");
+        assert_eq!(t.matches("not run yet").count(), ROWS.len() - 2, "{t}");
+        let row = t.lines().find(|l| l.starts_with("| mu = 0.5, KD |")).unwrap();
+        assert!(
+            row.contains("| 8 RSAttn + 8 Scale | 10000 | 89.12 % |") && row.contains("89.12 % (1000)"),
+            "{row}"
+        );
+        std::fs::create_dir_all(d.join("mu0.3")).unwrap();
+        std::fs::write(d.join("mu0.3").join("eval.json"), "{").unwrap();
+        assert!(render(&d).unwrap_err().contains("mu0.3"));
+        std::fs::remove_dir_all(&d).ok();
+    }
+}
