@@ -18,7 +18,9 @@
 # (2), EPOCHS_RETRAIN (12), SECURE (secure images per row, 1000), SEED (1),
 # RAYON_NUM_THREADS (1: two rows in two processes use the 2 cores better than
 # one row with two threads); TRAIN_ARGS and EVAL_ARGS are added to every
-# `mpcvit train` and `mpcvit eval` (CI's smoke run: a tiny model, few images).
+# `mpcvit train` and `mpcvit eval` (CI's smoke run: a tiny model, few images);
+# MPCVIT names a binary built with `--features train` to use instead of
+# building one (so that builds in the tree do not swap it under a long run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -33,8 +35,12 @@ all=(teacher mu0.5-kd scale-kd rsattn-kd mu0.5 mu0.1-kd mu0.3-kd mu0.7-kd mu0.1 
 rows=("$@")
 [ "${#rows[@]}" -gt 0 ] || rows=("${all[@]}")
 
-cargo build -q --release -p mpcvit --features train
-bin=target/release/mpcvit
+if [ -n "${MPCVIT:-}" ]; then
+  bin=$MPCVIT
+else
+  cargo build -q --release -p mpcvit --features train
+  bin=target/release/mpcvit
+fi
 mkdir -p "$RUNS"
 
 train_row() {
