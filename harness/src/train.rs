@@ -225,9 +225,19 @@ impl Attention {
         let (any_rs, c_rs) = self.coef(Mode::Relu, &dev);
         let (any_sc, c_sc) = self.coef(Mode::Scale, &dev);
         let (any_mx, c_mx) = self.coef(Mode::Search, &dev);
-        let alpha = self.alpha.val().clamp(0.0, 1.0).reshape([1, h, 1, 1]);
-        let w_rs = c_rs + c_mx.clone() * alpha.clone();
-        let w_sc = c_sc + c_mx * alpha.neg().add_scalar(1.0);
+        // alpha enters the graph only when a head searches: an all-Softmax
+        // teacher that computed it anyway left one unreachable autodiff graph
+        // per step, and burn's sweep of them on every backward made training
+        // slower the longer it ran (5x slower after 900 steps)
+        let (w_rs, w_sc) = if any_mx {
+            let alpha = self.alpha.val().clamp(0.0, 1.0).reshape([1, h, 1, 1]);
+            (
+                c_rs + c_mx.clone() * alpha.clone(),
+                c_sc + c_mx * alpha.neg().add_scalar(1.0),
+            )
+        } else {
+            (c_rs, c_sc)
+        };
         let mut p = Tensor::<4>::zeros([b, h, n, n], &dev);
         if any_sm {
             p = p + softmax(a.clone(), 3) * c_sm;
@@ -581,10 +591,10 @@ fn run_stage(
                 let mse = (diff.clone() * diff).mean();
                 loss = loss + soft + mse.mul_scalar(0.5);
             }
-            if st.lambda > 0.0 {
-                if let Some(l1) = model.l1() {
-                    loss = loss + l1.mul_scalar(st.lambda);
-                }
+            if st.lambda > 0.0
+                && let Some(l1) = model.l1()
+            {
+                loss = loss + l1.mul_scalar(st.lambda);
             }
             let correct: i64 = logits
                 .argmax(1)
