@@ -89,22 +89,35 @@ fn read_journal(path: &std::path::Path, model_crc: u32, n: usize) -> Result<Vec<
     Ok(done)
 }
 
-#[derive(Serialize, Debug)]
-struct Report {
-    model: String,
+/// What `eval --json` writes (and `mpcvit table` reads).
+#[derive(Serialize, Deserialize, Debug)]
+pub struct Report {
+    /// The model file.
+    pub model: String,
     /// Attention heads by kind, e.g. "8 RSAttn + 8 Scale", and the MLPs
-    /// MPCViT+ linearized.
-    attention: String,
-    images: usize,
-    float_accuracy: f64,
-    fixed_point_accuracy: f64,
-    secure_images: usize,
-    secure_accuracy: f64,
-    secure_fixed_point_agreement: f64,
-    mean_secure_seconds: f64,
-    mean_device_to_host_bytes: f64,
-    mean_host_to_device_bytes: f64,
-    rounds: u64,
+    /// MPCViT+ linearized (empty in reports written before it was added).
+    #[serde(default)]
+    pub attention: String,
+    /// Test images of the plaintext accuracies.
+    pub images: usize,
+    /// Float accuracy on them.
+    pub float_accuracy: f64,
+    /// Fixed-point accuracy on them.
+    pub fixed_point_accuracy: f64,
+    /// Images run securely (the first of the test split).
+    pub secure_images: usize,
+    /// Secure accuracy on them.
+    pub secure_accuracy: f64,
+    /// Fraction of them where the secure top-1 = the fixed-point top-1.
+    pub secure_fixed_point_agreement: f64,
+    /// Mean wall time of a secure inference (three threads, in-memory pipes).
+    pub mean_secure_seconds: f64,
+    /// Mean device -> host bytes per inference.
+    pub mean_device_to_host_bytes: f64,
+    /// Mean host -> device bytes per inference.
+    pub mean_host_to_device_bytes: f64,
+    /// Rounds per inference.
+    pub rounds: u64,
 }
 
 fn argmax(v: &[f64]) -> usize {

@@ -3,7 +3,7 @@
 //! directory, one sub-directory per row. A row whose report is missing is
 //! listed as not run: the table only carries measured figures.
 
-use serde::Deserialize;
+use crate::eval::Report as Eval;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -32,23 +32,6 @@ pub const ROWS: [(&str, &str); 11] = [
     ("mu0.5-kd", "mu = 0.5, KD"),
     ("mu0.7-kd", "mu = 0.7, KD"),
 ];
-
-/// What the table reads of an `eval --json` report.
-#[derive(Deserialize, Debug)]
-struct Eval {
-    images: usize,
-    float_accuracy: f64,
-    fixed_point_accuracy: f64,
-    secure_images: usize,
-    secure_accuracy: f64,
-    secure_fixed_point_agreement: f64,
-    mean_secure_seconds: f64,
-    mean_device_to_host_bytes: f64,
-    mean_host_to_device_bytes: f64,
-    rounds: u64,
-    #[serde(default)]
-    attention: String,
-}
 
 fn read(dir: &Path) -> Result<Option<Eval>, String> {
     let p = dir.join("eval.json");
