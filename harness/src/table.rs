@@ -56,6 +56,16 @@ pub fn render(runs: &Path) -> Result<String, String> {
     );
     for (dir, label) in ROWS {
         match read(&runs.join(dir))? {
+            Some(e) if e.secure_images == 0 => {
+                let _ = writeln!(
+                    t,
+                    "| {label} | {} | {} | {} | {} | not run | | | | | |",
+                    e.attention,
+                    e.images,
+                    pct(e.float_accuracy),
+                    pct(e.fixed_point_accuracy),
+                );
+            }
             Some(e) => {
                 let _ = writeln!(
                     t,
@@ -116,10 +126,17 @@ mod tests {
             std::fs::write(d.join(dir).join("eval.json"), j.to_string()).unwrap();
         };
         report("teacher", 0.9);
+        report("scale-kd", 0.85);
+        let plain_only = std::fs::read_to_string(d.join("scale-kd").join("eval.json"))
+            .unwrap()
+            .replace("\"secure_images\":1000", "\"secure_images\":0");
+        std::fs::write(d.join("scale-kd").join("eval.json"), plain_only).unwrap();
         report("mu0.5-kd", 0.8912);
         let t = render(&d).unwrap();
         assert_eq!(t.lines().count(), 2 + ROWS.len(), "{t}");
-        assert_eq!(t.matches("not run yet").count(), ROWS.len() - 2, "{t}");
+        assert_eq!(t.matches("not run yet").count(), ROWS.len() - 3, "{t}");
+        let scale = t.lines().find(|l| l.starts_with("| all ScaleAttn, KD |")).unwrap();
+        assert!(scale.contains("| 85.00 % | 85.00 % | not run |"), "{scale}");
         let row = t.lines().find(|l| l.starts_with("| mu = 0.5, KD |")).unwrap();
         assert!(
             row.contains("| 8 RSAttn + 8 Scale | 10000 | 89.12 % |") && row.contains("89.12 % (1000)"),
