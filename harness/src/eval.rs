@@ -59,6 +59,30 @@ struct Run {
     rounds: u64,
 }
 
+/// Sums over the secure runs so far (resumed and new alike).
+#[derive(Default)]
+struct Tally {
+    seen: usize,
+    correct: usize,
+    agree: usize,
+    seconds: f64,
+    device_to_host: u64,
+    host_to_device: u64,
+    rounds: u64,
+}
+
+impl Tally {
+    fn add(&mut self, r: &Run) {
+        self.seen += 1;
+        self.correct += (r.secure == r.label) as usize;
+        self.agree += (r.secure == r.fixed) as usize;
+        self.seconds += r.seconds;
+        self.device_to_host += r.device_to_host;
+        self.host_to_device += r.host_to_device;
+        self.rounds = r.rounds;
+    }
+}
+
 /// Reads a journal: the runs of this model (by CRC) on images below `n`,
 /// at most one per image. Torn or foreign lines are dropped, and the file is
 /// rewritten without them so that appending starts on a clean line.
@@ -206,7 +230,7 @@ pub fn run(a: &Args) -> Result<(), String> {
     pb.finish_and_clear();
     let ns = a.secure.min(n);
     let model_crc = mpcvit_core::checksum::crc32(&bytes);
-    let mut runs = match &a.journal {
+    let runs = match &a.journal {
         Some(p) => read_journal(p, model_crc, ns)?,
         None => vec![None; ns],
     };
@@ -220,7 +244,9 @@ pub fn run(a: &Args) -> Result<(), String> {
         ),
         None => None,
     };
-    let resumed = runs.iter().flatten().count();
+    let mut tally = Tally::default();
+    runs.iter().flatten().for_each(|r| tally.add(r));
+    let resumed = tally.seen;
     let pb = bar(ns, "secure");
     pb.set_position(resumed as u64);
     if resumed > 0 {
@@ -250,29 +276,24 @@ pub fn run(a: &Args) -> Result<(), String> {
                 .and_then(|()| f.flush())
                 .map_err(|e| format!("cannot append to journal {}: {e}", p.display()))?;
         }
-        if let Some(slot) = runs.get_mut(i) {
-            *slot = Some(run);
-        }
-        let so_far = runs.iter().flatten();
-        let (ok, agree, seen) = so_far.fold((0, 0, 0), |(o, g, c), r| {
-            (
-                o + (r.secure == r.label) as usize,
-                g + (r.secure == r.fixed) as usize,
-                c + 1,
-            )
-        });
-        pb.set_message(format!("acc {:.3} agree {agree}/{seen}", ok as f64 / seen as f64));
+        tally.add(&run);
+        pb.set_message(format!(
+            "acc {:.3} agree {}/{}",
+            tally.correct as f64 / tally.seen as f64,
+            tally.agree,
+            tally.seen
+        ));
         pb.inc(1);
     }
-    let (mut sec_ok, mut agree, mut secs, mut dh, mut hd, mut rounds) = (0usize, 0usize, 0f64, 0u64, 0u64, 0u64);
-    for r in runs.iter().flatten() {
-        sec_ok += (r.secure == r.label) as usize;
-        agree += (r.secure == r.fixed) as usize;
-        secs += r.seconds;
-        dh += r.device_to_host;
-        hd += r.host_to_device;
-        rounds = r.rounds;
-    }
+    let Tally {
+        correct: sec_ok,
+        agree,
+        seconds: secs,
+        device_to_host: dh,
+        host_to_device: hd,
+        rounds,
+        ..
+    } = tally;
     pb.finish_and_clear();
     let r = Report {
         model: a.model.display().to_string(),
