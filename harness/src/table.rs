@@ -55,12 +55,15 @@ pub fn render(runs: &Path) -> Result<String, String> {
          |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for (dir, label) in ROWS {
-        match read(&runs.join(dir))? {
+        let report = read(&runs.join(dir))?;
+        let heads = report
+            .as_ref()
+            .map_or("", |e| if e.attention.is_empty() { "?" } else { &e.attention });
+        match &report {
             Some(e) if e.secure_images == 0 => {
                 let _ = writeln!(
                     t,
-                    "| {label} | {} | {} | {} | {} | not run | | | | | |",
-                    e.attention,
+                    "| {label} | {heads} | {} | {} | {} | not run | | | | | |",
                     e.images,
                     pct(e.float_accuracy),
                     pct(e.fixed_point_accuracy),
@@ -69,8 +72,7 @@ pub fn render(runs: &Path) -> Result<String, String> {
             Some(e) => {
                 let _ = writeln!(
                     t,
-                    "| {label} | {} | {} | {} | {} | {} ({}) | {} | {:.2} | {} | {:.2} | {:.2} |",
-                    if e.attention.is_empty() { "?" } else { &e.attention },
+                    "| {label} | {heads} | {} | {} | {} | {} ({}) | {} | {:.2} | {} | {:.2} | {:.2} |",
                     e.images,
                     pct(e.float_accuracy),
                     pct(e.fixed_point_accuracy),
