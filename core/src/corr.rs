@@ -199,6 +199,12 @@ impl<'d> OpCorr<'d> {
         Prg::at(&self.seed, self.op, lane, word)
     }
 
+    /// Overwrites `out` with words `word, word + 1, ...` of random lane `lane`
+    /// (little-endian), expanded in bulk.
+    pub fn keystream_at(&self, lane: u32, word: u64, out: &mut [u8]) {
+        Prg::keystream_at(&self.seed, self.op, lane, word, out)
+    }
+
     /// Checks that the host has exactly `words` correction words for this op
     /// (the device has none and always passes).
     pub fn expect_corrections(&self, words: usize) -> Result<(), ProtocolError> {
@@ -343,6 +349,7 @@ impl DealerOp {
         Ok(CorrectionWriter {
             out,
             pos: DEALER_HEADER_LEN,
+            short: false,
         })
     }
 
@@ -370,6 +377,9 @@ impl JointPrg {
 pub struct CorrectionWriter<'o> {
     out: &'o mut [u8],
     pos: usize,
+    /// A [`Self::put_lane`] got fewer values than words: [`Self::finish`]
+    /// errs (those words hold the device's raw share).
+    short: bool,
 }
 
 impl CorrectionWriter<'_> {
@@ -383,10 +393,37 @@ impl CorrectionWriter<'_> {
         self.pos += 8;
     }
 
+    /// Writes the host's shares of `count` consecutive words of the device's
+    /// derived lane `lane`, from word `word` on: `value - device_share` for
+    /// each of `values` (which yields `count` of them). The device's words
+    /// are expanded in bulk straight into the output, then adjusted.
+    pub fn put_lane(
+        &mut self,
+        device: &OpCorr<'_>,
+        lane: u32,
+        word: u64,
+        count: usize,
+        values: impl Iterator<Item = u64>,
+    ) {
+        let end = self.pos.saturating_add(count.saturating_mul(8));
+        if let Some(dst) = self.out.get_mut(self.pos..end) {
+            device.keystream_at(lane, word, dst);
+            let mut put = 0;
+            for (c, v) in dst.chunks_exact_mut(8).zip(values) {
+                let mut d = [0u8; 8];
+                d.copy_from_slice(c);
+                c.copy_from_slice(&v.wrapping_sub(u64::from_le_bytes(d)).to_le_bytes());
+                put += 1;
+            }
+            self.short |= put != count;
+        }
+        self.pos = end;
+    }
+
     /// Total message length; errs if fewer or more words than announced were
     /// written.
     pub fn finish(self) -> Result<usize, ProtocolError> {
-        if self.pos == self.out.len() {
+        if self.pos == self.out.len() && !self.short {
             Ok(self.pos)
         } else {
             Err(ProtocolError::BadBuffer)
@@ -397,4 +434,50 @@ impl CorrectionWriter<'_> {
 /// The length of a dealer message with `words` correction words.
 pub fn dealer_message_len(words: usize) -> usize {
     DEALER_HEADER_LEN + 8 * words
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+
+    fn dealer() -> DealerOp {
+        DealerSession::new(&Seed::from_bytes([1; 32]), &Seed::from_bytes([2; 32]), SessionId(9))
+            .next_op()
+            .unwrap()
+    }
+
+    /// The bulk writer writes what word-by-word `put` writes, and the host's
+    /// word plus the device's derived word is the value.
+    #[test]
+    fn put_lane_matches_put() {
+        let op = dealer();
+        let values = |n: usize| (0..n as u64).map(|j| j.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let (n, start) = (77, 1000);
+        let mut a = std::vec![0u8; dealer_message_len(n)];
+        let mut b = std::vec![0xAAu8; dealer_message_len(n)];
+        let mut w = op.writer(&mut a, n).unwrap();
+        let mut d = op.device.random_at(5, start);
+        values(n).for_each(|v| w.put(v, d.next_u64()));
+        assert_eq!(w.finish(), Ok(a.len()));
+        let mut w = op.writer(&mut b, n).unwrap();
+        w.put_lane(&op.device, 5, start, n, values(n));
+        assert_eq!(w.finish(), Ok(b.len()));
+        assert_eq!(a, b);
+        let host = |j: usize| u64::from_le_bytes(b[DEALER_HEADER_LEN + 8 * j..][..8].try_into().unwrap());
+        for (j, v) in values(n).enumerate() {
+            assert_eq!(host(j).wrapping_add(op.device.derived_word(5, 0, start + j as u64)), v);
+        }
+    }
+
+    /// Fewer values than words would leave the device's raw share in the
+    /// message: the writer refuses to finish.
+    #[test]
+    fn a_short_lane_fails() {
+        let op = dealer();
+        let mut a = std::vec![0u8; dealer_message_len(8)];
+        let mut w = op.writer(&mut a, 8).unwrap();
+        w.put_lane(&op.device, 1, 0, 8, 0..7u64);
+        assert_eq!(w.finish(), Err(ProtocolError::BadBuffer));
+    }
 }

@@ -115,6 +115,16 @@ impl Prg {
         u64::from_le_bytes(b)
     }
 
+    /// Overwrites `out` with the lane's keystream from word `word` on: its
+    /// 8-byte little-endian chunks are words `word, word + 1, ...` (a whole
+    /// run expanded in place, without the word buffer: the dealer's tables).
+    pub fn keystream_at(seed: &Seed, id: u64, lane: u32, word: u64, out: &mut [u8]) {
+        let mut c = cipher(seed, id, lane);
+        c.seek(word.wrapping_mul(8));
+        out.fill(0);
+        c.apply_keystream(out);
+    }
+
     /// Moves to word `word` of the lane.
     pub fn seek(&mut self, word: u64) {
         let block_words = BUF_WORDS as u64;
@@ -174,6 +184,15 @@ mod tests {
         for (i, want) in v.iter().enumerate() {
             assert_eq!(Prg::at(&s, 3, 1, i as u64).next_u64(), *want);
             assert_eq!(Prg::word(&s, 3, 1, i as u64), *want);
+        }
+        for start in [0usize, 1, 7, 31, 33] {
+            let mut bytes = [0xFFu8; 8 * 60];
+            Prg::keystream_at(&s, 3, 1, start as u64, &mut bytes);
+            for (j, c) in bytes.chunks_exact(8).enumerate() {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(c);
+                assert_eq!(Some(u64::from_le_bytes(b)), v.get(start + j).copied());
+            }
         }
         assert_ne!(Prg::new(&s, 3, 2).next_u64(), v[0]);
         assert_ne!(Prg::new(&s, 4, 1).next_u64(), v[0]);

@@ -28,6 +28,44 @@ pub struct Driver<T> {
     corr: Option<Correlations>,
     session: Option<DealerSession>,
     buf: Vec<u8>,
+    /// Host: buffers of dealer messages already used, for the next ones.
+    pool: Pool,
+}
+
+/// Spent message buffers. A secure inference moves a gigabyte or more of
+/// dealer messages of up to [`CHUNK_BYTES`]; allocating each afresh cost a
+/// third of the run in page faults and zeroing.
+type Pool = std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>;
+
+/// A dealer message in a buffer that goes back to its pool when dropped.
+pub struct Pooled {
+    buf: Vec<u8>,
+    pool: Option<Pool>,
+}
+
+impl Pooled {
+    /// No message (the device and the dealer receive none).
+    fn empty() -> Self {
+        Self {
+            buf: Vec::new(),
+            pool: None,
+        }
+    }
+}
+
+impl std::ops::Deref for Pooled {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.buf
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        if let Some(Ok(mut p)) = self.pool.as_ref().map(|p| p.lock()) {
+            p.push(std::mem::take(&mut self.buf));
+        }
+    }
 }
 
 impl From<String> for RunError {
@@ -47,6 +85,7 @@ impl<T: Read + Write> Driver<T> {
             corr: Some(Correlations::new(Role::Host, key, sid)),
             session: None,
             buf: vec![0; MAX_MSG],
+            pool: Pool::default(),
         }
     }
 
@@ -60,6 +99,7 @@ impl<T: Read + Write> Driver<T> {
             corr: Some(Correlations::new(Role::Device, key, sid)),
             session: None,
             buf: vec![0; MAX_MSG],
+            pool: Pool::default(),
         }
     }
 
@@ -73,6 +113,7 @@ impl<T: Read + Write> Driver<T> {
             corr: None,
             session: Some(DealerSession::new(host_key, device_key, sid)),
             buf: Vec::new(),
+            pool: Pool::default(),
         }
     }
 
@@ -102,18 +143,22 @@ impl<T: Read + Write> Driver<T> {
             .as_mut()
             .ok_or(RunError::Protocol(ProtocolError::BadParameter))?
             .next_op()?;
-        let mut out = vec![0; dealer_message_len(words)];
-        let n = f(&op, &mut out)?;
-        self.peer.send(FrameKind::Dealer, &out[..n])?;
-        Ok(())
+        // one buffer for every message (the writer overwrites each word)
+        let mut out = std::mem::take(&mut self.buf);
+        out.resize(dealer_message_len(words), 0);
+        let sent = f(&op, &mut out)
+            .map_err(RunError::from)
+            .and_then(|n| Ok(self.peer.send(FrameKind::Dealer, out.get(..n).unwrap_or(&[]))?));
+        self.buf = out;
+        sent
     }
 
     /// Host: the dealer messages of the next `k` ops; others: `k` empty ones.
-    fn dealer_msgs(&mut self, k: usize) -> Res<Vec<Vec<u8>>> {
+    fn dealer_msgs(&mut self, k: usize) -> Res<Vec<Pooled>> {
         if self.kind == PartyKind::Host {
             (0..k).map(|_| self.recv_dealer()).collect()
         } else {
-            Ok(vec![Vec::new(); k])
+            Ok((0..k).map(|_| Pooled::empty()).collect())
         }
     }
 
@@ -147,12 +192,19 @@ impl<T: Read + Write> Driver<T> {
         Ok(())
     }
 
-    fn recv_dealer(&mut self) -> Res<Vec<u8>> {
+    fn recv_dealer(&mut self) -> Res<Pooled> {
         let l = self
             .dealer
             .as_mut()
             .ok_or(RunError::Protocol(ProtocolError::BadParameter))?;
-        Ok(l.recv_kind(FrameKind::Dealer, &mut self.buf)?.to_vec())
+        let msg = l.recv_kind(FrameKind::Dealer, &mut self.buf)?;
+        let mut buf = self.pool.lock().ok().and_then(|mut p| p.pop()).unwrap_or_default();
+        buf.clear();
+        buf.extend_from_slice(msg);
+        Ok(Pooled {
+            buf,
+            pool: Some(self.pool.clone()),
+        })
     }
 
     fn recv_peer(&mut self) -> Res<Vec<u8>> {
@@ -210,7 +262,7 @@ impl<T: Read + Write> Party for Driver<T> {
         let msg = if self.kind == PartyKind::Host {
             self.recv_dealer()?
         } else {
-            Vec::new()
+            Pooled::empty()
         };
         let op = Mul::with_rows(self.next_op(&msg)?, x.len(), cols)?;
         let mut out = vec![0; op.msg_len()];
@@ -228,7 +280,7 @@ impl<T: Read + Write> Party for Driver<T> {
         let msg = if self.kind == PartyKind::Host {
             self.recv_dealer()?
         } else {
-            Vec::new()
+            Pooled::empty()
         };
         let op = square::Square::new(self.next_op(&msg)?, x.len())?;
         let mut out = vec![0; square::msg_len(x.len())];

@@ -252,30 +252,25 @@ pub fn deal_grids(
             let big_r = (rv >> s) & mask;
             let ru = (rv >> t) & (m - 1);
             let base = lanes.get(gi).copied().unwrap_or(LANE_T);
+            // entry j reads segment (j - R) mod 2^k: the segments rotated
+            // by R, the first R of them (j < R) wrapped
+            let split = 2 * (entries - big_r as usize);
+            let word = i * entries as u64;
             for (o, tab) in seg.chunks_exact(2 * entries).enumerate() {
                 let lane_a = base + 2 * o as u32;
-                let at = |j: u64| {
-                    let y = (j.wrapping_sub(big_r) & mask) as usize;
-                    (
-                        tab.get(2 * y).copied().unwrap_or(0),
-                        tab.get(2 * y + 1).copied().unwrap_or(0),
-                    )
-                };
+                let (head, tail) = tab.split_at(split.min(tab.len()));
+                let rotated = || tail.chunks_exact(2).chain(head.chunks_exact(2));
+                let ab = |s: &[u64]| (s.first().copied().unwrap_or(0), s.get(1).copied().unwrap_or(0));
                 if g.table.has_slope(o) {
-                    let mut d = op.device.random_at(lane_a, i * entries as u64);
-                    for j in 0..entries as u64 {
-                        w.put(at(j).0, d.next_u64());
-                    }
+                    w.put_lane(&op.device, lane_a, word, entries, rotated().map(|s| ab(s).0));
                 }
-                let mut d = op.device.random_at(lane_a + 1, i * entries as u64);
-                for j in 0..entries as u64 {
-                    let (a, b) = at(j);
-                    let wrap = if j < big_r { m } else { 0 };
-                    w.put(
-                        b.wrapping_sub(a.wrapping_mul(ru)).wrapping_add(a.wrapping_mul(wrap)),
-                        d.next_u64(),
-                    );
-                }
+                let wrapped = big_r as usize;
+                let values = rotated().enumerate().map(|(j, s)| {
+                    let (a, b) = ab(s);
+                    let wrap = if j < wrapped { m } else { 0 };
+                    b.wrapping_sub(a.wrapping_mul(ru)).wrapping_add(a.wrapping_mul(wrap))
+                });
+                w.put_lane(&op.device, lane_a + 1, word, entries, values);
             }
         }
     }
