@@ -72,7 +72,8 @@ train_row() {
 
 eval_row() {
   local dir="$RUNS/$1"
-  if [ -e "$dir/eval.json" ] && grep -q "\"secure_images\": $SECURE," "$dir/eval.json"; then
+  if [ -e "$dir/eval.json" ] && grep -q "\"secure_images\": $SECURE," "$dir/eval.json" \
+    && grep -q '"secure_spread": true' "$dir/eval.json"; then
     return 0
   fi
   echo "[$1] evaluating: $SECURE secure images"

@@ -72,11 +72,12 @@ pub fn render(runs: &Path) -> Result<String, String> {
             Some(e) => {
                 let _ = writeln!(
                     t,
-                    "| {label} | {heads} | {} | {} | {} | {} ({}) | {} | {:.2} | {} | {:.2} | {:.2} |",
+                    "| {label} | {heads} | {} | {} | {} | {} ({}{}) | {} | {:.2} | {} | {:.2} | {:.2} |",
                     e.images,
                     pct(e.float_accuracy),
                     pct(e.fixed_point_accuracy),
                     pct(e.secure_accuracy),
+                    if e.secure_spread { "" } else { "first " },
                     e.secure_images,
                     pct(e.secure_fixed_point_agreement),
                     e.mean_secure_seconds,
@@ -116,24 +117,28 @@ mod tests {
     #[test]
     fn rows_with_reports_are_filled_the_others_marked_not_run() {
         let d = std::env::temp_dir().join(format!("mpcvit-table-{}", std::process::id()));
-        let report = |dir: &str, acc: f64| {
+        let report = |dir: &str, acc: f64, spread: bool| {
             std::fs::create_dir_all(d.join(dir)).unwrap();
-            let j = serde_json::json!({
+            let mut j = serde_json::json!({
                 "model": "m", "attention": "8 RSAttn + 8 Scale", "images": 10000,
                 "float_accuracy": acc, "fixed_point_accuracy": acc, "secure_images": 1000,
                 "secure_accuracy": acc, "secure_fixed_point_agreement": 1.0,
                 "mean_secure_seconds": 1.5, "mean_device_to_host_bytes": 3.85e6,
                 "mean_host_to_device_bytes": 1.97e6, "rounds": 116
             });
+            if spread {
+                // reports written before the field was added ran the first images
+                j["secure_spread"] = true.into();
+            }
             std::fs::write(d.join(dir).join("eval.json"), j.to_string()).unwrap();
         };
-        report("teacher", 0.9);
-        report("scale-kd", 0.85);
+        report("teacher", 0.9, false);
+        report("scale-kd", 0.85, true);
         let plain_only = std::fs::read_to_string(d.join("scale-kd").join("eval.json"))
             .unwrap()
             .replace("\"secure_images\":1000", "\"secure_images\":0");
         std::fs::write(d.join("scale-kd").join("eval.json"), plain_only).unwrap();
-        report("mu0.5-kd", 0.8912);
+        report("mu0.5-kd", 0.8912, true);
         let t = render(&d).unwrap();
         assert_eq!(t.lines().count(), 2 + ROWS.len(), "{t}");
         assert_eq!(t.matches("not run yet").count(), ROWS.len() - 3, "{t}");
@@ -144,6 +149,8 @@ mod tests {
             row.contains("| 8 RSAttn + 8 Scale | 10000 | 89.12 % |") && row.contains("89.12 % (1000)"),
             "{row}"
         );
+        let teacher = t.lines().find(|l| l.starts_with("| Softmax (teacher) |")).unwrap();
+        assert!(teacher.contains("90.00 % (first 1000)"), "{teacher}");
         std::fs::create_dir_all(d.join("mu0.3")).unwrap();
         std::fs::write(d.join("mu0.3").join("eval.json"), "{").unwrap();
         assert!(render(&d).unwrap_err().contains("mu0.3"));

@@ -84,7 +84,8 @@ fn an_interrupted_secure_eval_resumes_from_its_journal() {
                 .unwrap()
         })
         .collect();
-    assert_eq!(images, [0, 1, 2, 3], "each image once, the first two not run again");
+    // 2 of 6 images spread: 0, 3; 4 of 6: 0, 1, 3, 4
+    assert_eq!(images, [0, 3, 1, 4], "each image once, the first two not run again");
     std::fs::remove_dir_all(&d).ok();
 }
 
