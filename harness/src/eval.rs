@@ -91,9 +91,9 @@ fn spread(j: usize, k: usize, n: usize) -> usize {
 }
 
 /// Reads a journal: the runs of this model (by CRC) on images below `n`,
-/// at most one per image. Torn or foreign lines (and repeats) are dropped,
+/// at most one per image. Torn or foreign lines and repeats are dropped,
 /// and the file is rewritten without them so that appending starts on a
-/// clean line; runs of this model on other images are kept.
+/// clean line; runs of this model on images beyond `n` are kept.
 fn read_journal(path: &std::path::Path, model_crc: u32, n: usize) -> Result<Vec<Option<Run>>, String> {
     let mut done: Vec<Option<Run>> = vec![None; n];
     let text = match std::fs::read_to_string(path) {
@@ -102,7 +102,6 @@ fn read_journal(path: &std::path::Path, model_crc: u32, n: usize) -> Result<Vec<
         Err(e) => return Err(format!("cannot read journal {}: {e}", path.display())),
     };
     let mut kept = String::new();
-    let mut seen_beyond = std::collections::HashSet::new();
     for line in text.lines() {
         let Ok(r) = serde_json::from_str::<Run>(line) else {
             continue;
@@ -113,10 +112,7 @@ fn read_journal(path: &std::path::Path, model_crc: u32, n: usize) -> Result<Vec<
         match done.get_mut(r.image) {
             Some(Some(_)) => continue,
             Some(slot) => *slot = Some(r),
-            None if seen_beyond.contains(&r.image) => continue,
-            None => {
-                seen_beyond.insert(r.image);
-            }
+            None => {} // an image beyond this evaluation's: kept for a larger one
         }
         kept.push_str(line);
         kept.push('\n');
