@@ -38,7 +38,7 @@ pub struct Driver<T> {
 type Pool = std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>;
 
 /// A dealer message in a buffer that goes back to its pool when dropped.
-pub struct Pooled {
+struct Pooled {
     buf: Vec<u8>,
     pool: Option<Pool>,
 }
@@ -155,10 +155,15 @@ impl<T: Read + Write> Driver<T> {
 
     /// Host: the dealer messages of the next `k` ops; others: `k` empty ones.
     fn dealer_msgs(&mut self, k: usize) -> Res<Vec<Pooled>> {
+        (0..k).map(|_| self.dealer_msg()).collect()
+    }
+
+    /// Host: the dealer message of the next op; others: an empty one.
+    fn dealer_msg(&mut self) -> Res<Pooled> {
         if self.kind == PartyKind::Host {
-            (0..k).map(|_| self.recv_dealer()).collect()
+            self.recv_dealer()
         } else {
-            Ok((0..k).map(|_| Pooled::empty()).collect())
+            Ok(Pooled::empty())
         }
     }
 
@@ -259,11 +264,7 @@ impl<T: Read + Write> Party for Driver<T> {
         if self.kind == PartyKind::Dealer {
             return self.deal(x.len(), |op, out| mul::deal_rows(op, x.len(), cols, out));
         }
-        let msg = if self.kind == PartyKind::Host {
-            self.recv_dealer()?
-        } else {
-            Pooled::empty()
-        };
+        let msg = self.dealer_msg()?;
         let op = Mul::with_rows(self.next_op(&msg)?, x.len(), cols)?;
         let mut out = vec![0; op.msg_len()];
         let (st, n) = op.open(x, y, &mut out)?;
@@ -277,11 +278,7 @@ impl<T: Read + Write> Party for Driver<T> {
         if self.kind == PartyKind::Dealer {
             return self.deal(x.len(), |op, out| square::deal(op, x.len(), out));
         }
-        let msg = if self.kind == PartyKind::Host {
-            self.recv_dealer()?
-        } else {
-            Pooled::empty()
-        };
+        let msg = self.dealer_msg()?;
         let op = square::Square::new(self.next_op(&msg)?, x.len())?;
         let mut out = vec![0; square::msg_len(x.len())];
         let (st, n) = op.open(x, &mut out)?;
