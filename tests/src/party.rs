@@ -39,7 +39,10 @@ type Pool = std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>;
 
 /// A dealer message in a buffer that goes back to its pool when dropped.
 struct Pooled {
+    /// [`MAX_MSG`] bytes (the host receives straight into it), or none.
     buf: Vec<u8>,
+    /// Length of the message at the start of `buf`.
+    len: usize,
     pool: Option<Pool>,
 }
 
@@ -48,6 +51,7 @@ impl Pooled {
     fn empty() -> Self {
         Self {
             buf: Vec::new(),
+            len: 0,
             pool: None,
         }
     }
@@ -56,7 +60,7 @@ impl Pooled {
 impl std::ops::Deref for Pooled {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        &self.buf
+        self.buf.get(..self.len).unwrap_or(&[])
     }
 }
 
@@ -202,12 +206,17 @@ impl<T: Read + Write> Driver<T> {
             .dealer
             .as_mut()
             .ok_or(RunError::Protocol(ProtocolError::BadParameter))?;
-        let msg = l.recv_kind(FrameKind::Dealer, &mut self.buf)?;
+        // Received in place: no copy out of a shared receive buffer. A new
+        // buffer is zeroed lazily by the allocator, so only the pages that
+        // messages use are ever touched.
         let mut buf = self.pool.lock().ok().and_then(|mut p| p.pop()).unwrap_or_default();
-        buf.clear();
-        buf.extend_from_slice(msg);
+        if buf.len() < MAX_MSG {
+            buf = vec![0; MAX_MSG];
+        }
+        let len = l.recv_kind(FrameKind::Dealer, &mut buf)?.len();
         Ok(Pooled {
             buf,
+            len,
             pool: Some(self.pool.clone()),
         })
     }

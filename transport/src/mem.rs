@@ -152,7 +152,8 @@ impl embedded_io::Write for MemEnd {
             }
         }
         let n = buf.len().min(CAPACITY - p.data.len());
-        p.data.extend(buf.iter().take(n));
+        // a slice extends a VecDeque by memcpy (an iterator adaptor goes byte by byte)
+        p.data.extend(buf.get(..n).unwrap_or(&[]));
         cv.notify_all();
         Ok(n)
     }
