@@ -423,16 +423,19 @@ fn run_inner(a: &Args, verbose: u8) -> Result<(), String> {
         if let Some(elf) = &elf {
             let q = crate::qemu::run_device(elf, &host, i as u8, std::time::Duration::from_secs(a.timeout.max(600)))?;
             let dq: Vec<f64> = q.logits.iter().map(|&v| fp.decode(v as u64)).collect();
-            let dev = r.logits.iter().zip(&dq).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max);
+            let max_diff = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max);
             println!(
-                "       qemu mps2-an386 device: {:<12} (desktop device: {}; max |logit diff| {:.1e}); {:.1} s",
+                "       qemu mps2-an386 device: {:<12} (desktop device: {}; max |logit diff| {:.1e}; \
+                 to fixed point: firmware {:.1e}, desktop {:.1e}); {:.1} s",
                 CLASSES.get(q.prediction).copied().unwrap_or("?"),
                 if q.prediction == r.prediction {
                     "same prediction"
                 } else {
                     "DIFFERENT prediction"
                 },
-                dev,
+                max_diff(&r.logits, &dq),
+                max_diff(&dq, &fixed),
+                max_diff(&r.logits, &fixed),
                 q.wall_s
             );
             fw.push(q);

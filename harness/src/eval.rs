@@ -59,6 +59,10 @@ struct Run {
     device_to_host: u64,
     host_to_device: u64,
     rounds: u64,
+    /// Largest |secure - fixed-point| logit (absent in journals written
+    /// before it was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    max_logit_error: Option<f64>,
 }
 
 /// Sums over the secure runs so far (resumed and new alike).
@@ -71,6 +75,9 @@ struct Tally {
     device_to_host: u64,
     host_to_device: u64,
     rounds: u64,
+    /// Runs that recorded their logit error, and the largest of those.
+    logit_runs: usize,
+    max_logit_error: f64,
 }
 
 impl Tally {
@@ -82,6 +89,10 @@ impl Tally {
         self.device_to_host += r.device_to_host;
         self.host_to_device += r.host_to_device;
         self.rounds = r.rounds;
+        if let Some(e) = r.max_logit_error {
+            self.logit_runs += 1;
+            self.max_logit_error = self.max_logit_error.max(e);
+        }
     }
 }
 
@@ -156,6 +167,13 @@ pub struct Report {
     pub mean_host_to_device_bytes: f64,
     /// Rounds per inference.
     pub rounds: u64,
+    /// Largest |secure - fixed-point| logit over the secure images that
+    /// recorded it (journal runs from before it was recorded did not).
+    #[serde(default)]
+    pub max_logit_error: Option<f64>,
+    /// How many of the secure images recorded it.
+    #[serde(default)]
+    pub logit_error_images: usize,
 }
 
 fn argmax(v: &[f64]) -> usize {
@@ -278,6 +296,12 @@ pub fn run(a: &Args) -> Result<(), String> {
         let img = ds.image(i);
         let inf = secure(&view, fp, &maps, &keys, i as u64 + 1, &img).map_err(|e| format!("image {i}: {e:?}"))?;
         let g: Vec<f64> = inf.logits.iter().map(|&v| fp.decode(v)).collect();
+        let q = reference(&view, fp, &maps[0], &img);
+        let err = g
+            .iter()
+            .zip(&q)
+            .map(|(s, &x)| (s - fp.decode(x)).abs())
+            .fold(0.0, f64::max);
         let run = Run {
             model_crc,
             image: i,
@@ -288,6 +312,7 @@ pub fn run(a: &Args) -> Result<(), String> {
             device_to_host: inf.device.bytes_sent,
             host_to_device: inf.device.bytes_recv,
             rounds: inf.device.rounds,
+            max_logit_error: Some(err),
         };
         if let (Some(f), Some(p)) = (journal.as_mut(), &a.journal) {
             let line = serde_json::to_string(&run).map_err(|e| e.to_string())?;
@@ -311,6 +336,8 @@ pub fn run(a: &Args) -> Result<(), String> {
         device_to_host: dh,
         host_to_device: hd,
         rounds,
+        logit_runs,
+        max_logit_error,
         ..
     } = tally;
     pb.finish_and_clear();
@@ -328,6 +355,8 @@ pub fn run(a: &Args) -> Result<(), String> {
         mean_device_to_host_bytes: dh as f64 / ns.max(1) as f64,
         mean_host_to_device_bytes: hd as f64 / ns.max(1) as f64,
         rounds,
+        max_logit_error: (logit_runs > 0).then_some(max_logit_error),
+        logit_error_images: logit_runs,
     };
     println!(
         "images {n}: float accuracy {:.4}, fixed-point accuracy {:.4}",
@@ -343,6 +372,9 @@ pub fn run(a: &Args) -> Result<(), String> {
             r.mean_device_to_host_bytes / 1e6,
             r.mean_host_to_device_bytes / 1e6
         );
+        if let Some(e) = r.max_logit_error {
+            println!("largest |secure - fixed-point| logit: {e:.2e} (over {logit_runs} of the {ns} images)");
+        }
     }
     if let Some(p) = &a.json {
         crate::float::write_atomic(

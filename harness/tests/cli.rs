@@ -33,6 +33,9 @@ fn eval_runs_and_reports_all_three_accuracies() {
     );
     let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&j).expect("json")).expect("parse");
     assert_eq!(r["images"], 6);
+    assert_eq!(r["logit_error_images"], 2);
+    let e = r["max_logit_error"].as_f64().expect("a logit error");
+    assert!((0.0..1.0 / 128.0).contains(&e), "secure logits {e} off fixed point");
     std::fs::remove_dir_all(&d).ok();
 }
 
@@ -61,6 +64,10 @@ fn an_interrupted_secure_eval_resumes_from_its_journal() {
     eval("2");
     let first = std::fs::read_to_string(&j).expect("journal");
     assert_eq!(first.lines().count(), 2, "{first}");
+    // the first run as a journal from before logit errors were recorded
+    let cut = first.find(",\"max_logit_error\"").expect("a logit error");
+    let end = cut + first[cut..].find('}').unwrap();
+    let first = format!("{}{}", &first[..cut], &first[end..]);
     // a torn last line and a line of another model are dropped on resume
     let mut torn = first.clone();
     torn.push_str(
@@ -74,6 +81,7 @@ fn an_interrupted_secure_eval_resumes_from_its_journal() {
     std::fs::write(&j, torn).expect("write");
     let text = eval("4");
     assert!(text.contains("agreement with fixed point 4/4"), "{text}");
+    assert!(text.contains("(over 3 of the 4 images)"), "{text}");
     let second = std::fs::read_to_string(&j).expect("journal");
     assert!(second.starts_with(&first), "the runs already made are kept:\n{second}");
     let images: Vec<u64> = second
