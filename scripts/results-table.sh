@@ -70,10 +70,13 @@ train_row() {
   case "$row" in mu*) [ -e "$RUNS/search.bpk" ] || cp "$dir/search.bpk" "$RUNS/search.bpk" ;; esac
 }
 
+# the protocol version of this tree: a report of another ran another computation
+proto=$(sed -n 's/^pub const VERSION: u8 = \([0-9]*\);$/\1/p' core/src/session.rs)
+
 eval_row() {
   local dir="$RUNS/$1"
   if [ -e "$dir/eval.json" ] && grep -q "\"secure_images\": $SECURE," "$dir/eval.json" \
-    && grep -q '"secure_spread": true' "$dir/eval.json"; then
+    && grep -q '"secure_spread": true' "$dir/eval.json" && grep -q "\"version\": $proto," "$dir/eval.json"; then
     return 0
   fi
   echo "[$1] evaluating: $SECURE secure images"

@@ -26,8 +26,10 @@ use crate::corr::SessionId;
 use crate::ops::vit::Tile;
 use crate::prg::{Domain, Seed};
 
-/// Set-up message version.
-pub const VERSION: u8 = 2;
+/// Set-up message version: also the version of the computation (grids and
+/// approximations), so that parties that would compute differently refuse
+/// each other (3: GeLU on an 11-bit grid).
+pub const VERSION: u8 = 3;
 /// Length of a [`DeviceHello`].
 pub const DEVICE_HELLO_LEN: usize = 36;
 /// Length of an [`Accept`].

@@ -12,6 +12,7 @@ use mpcvit_conformance::Keys;
 use mpcvit_conformance::vit::{reference, secure, weight_maps};
 use mpcvit_core::FixedPoint;
 use mpcvit_core::model::ModelView;
+use mpcvit_core::session::VERSION;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::PathBuf;
@@ -42,7 +43,7 @@ pub struct Args {
     json: Option<PathBuf>,
     /// Journal of the secure runs, one JSON line per image: an interrupted
     /// evaluation started again with the same journal skips the images it
-    /// already ran (lines of another model are ignored and dropped).
+    /// already ran (lines of another model or protocol version are ignored and dropped).
     #[arg(long)]
     journal: Option<PathBuf>,
 }
@@ -51,6 +52,10 @@ pub struct Args {
 #[derive(Serialize, Deserialize, Debug, Clone, Copy)]
 struct Run {
     model_crc: u32,
+    /// The protocol version that ran it (`mpcvit_core::session::VERSION`,
+    /// which changes with the computation; 0 in journals from before).
+    #[serde(default)]
+    version: u8,
     image: usize,
     label: usize,
     secure: usize,
@@ -101,8 +106,9 @@ fn spread(j: usize, k: usize, n: usize) -> usize {
     (j as u128 * n as u128 / k.max(1) as u128) as usize
 }
 
-/// Reads a journal: the runs of this model (by CRC) on images below `n`,
-/// at most one per image. Torn or foreign lines and repeats are dropped,
+/// Reads a journal: the runs of this model (by CRC) and protocol version on
+/// images below `n`, at most one per image. Torn or foreign lines (another
+/// model or version) and repeats are dropped,
 /// and the file is rewritten without them so that appending starts on a
 /// clean line; runs of this model on images beyond `n` are kept.
 fn read_journal(path: &std::path::Path, model_crc: u32, n: usize) -> Result<Vec<Option<Run>>, String> {
@@ -117,7 +123,7 @@ fn read_journal(path: &std::path::Path, model_crc: u32, n: usize) -> Result<Vec<
         let Ok(r) = serde_json::from_str::<Run>(line) else {
             continue;
         };
-        if r.model_crc != model_crc {
+        if r.model_crc != model_crc || r.version != VERSION {
             continue;
         }
         match done.get_mut(r.image) {
@@ -167,6 +173,10 @@ pub struct Report {
     pub mean_host_to_device_bytes: f64,
     /// Rounds per inference.
     pub rounds: u64,
+    /// Protocol version of the secure runs (`mpcvit_core::session::VERSION`;
+    /// 0 in reports from before it was recorded).
+    #[serde(default)]
+    pub version: u8,
     /// Largest |secure - fixed-point| logit over the secure images that
     /// recorded it (journal runs from before it was recorded did not).
     #[serde(default)]
@@ -304,6 +314,7 @@ pub fn run(a: &Args) -> Result<(), String> {
             .fold(0.0, f64::max);
         let run = Run {
             model_crc,
+            version: VERSION,
             image: i,
             label: ds.labels[i] as usize,
             secure: argmax(&g),
@@ -355,6 +366,7 @@ pub fn run(a: &Args) -> Result<(), String> {
         mean_device_to_host_bytes: dh as f64 / ns.max(1) as f64,
         mean_host_to_device_bytes: hd as f64 / ns.max(1) as f64,
         rounds,
+        version: VERSION,
         max_logit_error: (logit_runs > 0).then_some(max_logit_error),
         logit_error_images: logit_runs,
     };

@@ -4,6 +4,7 @@
 //! listed as not run: the table only carries measured figures.
 
 use crate::eval::Report as Eval;
+use mpcvit_core::session::VERSION;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -70,9 +71,15 @@ pub fn render(runs: &Path) -> Result<String, String> {
                 );
             }
             Some(e) => {
+                // secure runs of an older protocol (another computation) say so
+                let version = match e.version {
+                    VERSION => String::new(),
+                    0 => format!(", protocol < {VERSION}"),
+                    v => format!(", protocol {v}"),
+                };
                 let _ = writeln!(
                     t,
-                    "| {label} | {heads} | {} | {} | {} | {} ({}{}) | {} | {:.2} | {} | {:.2} | {:.2} |",
+                    "| {label} | {heads} | {} | {} | {} | {} ({}{}{version}) | {} | {:.2} | {} | {:.2} | {:.2} |",
                     e.images,
                     pct(e.float_accuracy),
                     pct(e.fixed_point_accuracy),
@@ -127,8 +134,10 @@ mod tests {
                 "mean_host_to_device_bytes": 1.97e6, "rounds": 116
             });
             if spread {
-                // reports written before the field was added ran the first images
+                // reports written before these fields were added ran the first
+                // images, with an older protocol
                 j["secure_spread"] = true.into();
+                j["version"] = VERSION.into();
             }
             std::fs::write(d.join(dir).join("eval.json"), j.to_string()).unwrap();
         };
@@ -150,7 +159,10 @@ mod tests {
             "{row}"
         );
         let teacher = t.lines().find(|l| l.starts_with("| Softmax (teacher) |")).unwrap();
-        assert!(teacher.contains("90.00 % (first 1000)"), "{teacher}");
+        assert!(
+            teacher.contains(&format!("90.00 % (first 1000, protocol < {VERSION})")),
+            "{teacher}"
+        );
         std::fs::create_dir_all(d.join("mu0.3")).unwrap();
         std::fs::write(d.join("mu0.3").join("eval.json"), "{").unwrap();
         assert!(render(&d).unwrap_err().contains("mu0.3"));

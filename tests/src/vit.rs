@@ -6,7 +6,7 @@ use crate::party::Driver;
 use crate::{Keys, Res, RunError};
 use mpcvit_core::model::{Arch, AttnKind, ModelView};
 use mpcvit_core::ops::layernorm::{self, LnSpec};
-use mpcvit_core::ops::vit::{self, MLP_RANGE_LOG2, SCORE_RANGE_LOG2, Tile, VitSpec, Weights, Wid};
+use mpcvit_core::ops::vit::{self, MLP_GRID_BITS, MLP_RANGE_LOG2, SCORE_RANGE_LOG2, Tile, VitSpec, Weights, Wid};
 use mpcvit_core::ops::{activation, softmax};
 use mpcvit_core::prg::Seed;
 use mpcvit_core::protocol::linear::model_mask;
@@ -259,7 +259,7 @@ pub fn reference(m: &ModelView<'_>, fp: FixedPoint, w: &WeightMap, image: &[f32]
         out
     };
     let exp_grid = activation::grid(1, f, SCORE_RANGE_LOG2, 10).expect("grid");
-    let mlp_grid = activation::grid(1, f, MLP_RANGE_LOG2, 10).expect("grid");
+    let mlp_grid = activation::grid(1, f, MLP_RANGE_LOG2, MLP_GRID_BITS).expect("grid");
     let recip = vit::row_recip(n, f);
     for l in 0..a.layers {
         let h0 = ln_rows(&x, None, &[]);
