@@ -423,7 +423,6 @@ fn run_inner(a: &Args, verbose: u8) -> Result<(), String> {
         if let Some(elf) = &elf {
             let q = crate::qemu::run_device(elf, &host, i as u8, std::time::Duration::from_secs(a.timeout.max(600)))?;
             let dq: Vec<f64> = q.logits.iter().map(|&v| fp.decode(v as u64)).collect();
-            let max_diff = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max);
             println!(
                 "       qemu mps2-an386 device: {:<12} (desktop device: {}; max |logit diff| {:.1e}; \
                  to fixed point: firmware {:.1e}, desktop {:.1e}); {:.1} s",
@@ -433,9 +432,9 @@ fn run_inner(a: &Args, verbose: u8) -> Result<(), String> {
                 } else {
                     "DIFFERENT prediction"
                 },
-                max_diff(&r.logits, &dq),
-                max_diff(&dq, &fixed),
-                max_diff(&r.logits, &fixed),
+                roles::max_abs_diff(&r.logits, &dq),
+                roles::max_abs_diff(&dq, &fixed),
+                roles::max_abs_diff(&r.logits, &fixed),
                 q.wall_s
             );
             fw.push(q);

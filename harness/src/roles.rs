@@ -981,6 +981,11 @@ pub fn device_run(a: &DeviceArgs) -> Result<DeviceReport, String> {
     })
 }
 
+/// Largest `|a_i - b_i|` (0 for empty vectors).
+pub fn max_abs_diff(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max)
+}
+
 /// Index of the largest value (the first on ties).
 pub fn argmax(v: &[f64]) -> usize {
     let mut best = 0;
