@@ -15,7 +15,7 @@
 # what the table compares. Run `teacher` and `mu0.5-kd` first.
 #
 # Environment: RUNS (default runs/table), EPOCHS_TEACHER (40), EPOCHS_SEARCH
-# (2), EPOCHS_RETRAIN (12), SECURE (secure images per row, 1000), SEED (1),
+# (2), EPOCHS_RETRAIN (24), SECURE (secure images per row, 1000), SEED (1),
 # RAYON_NUM_THREADS (1: two rows in two processes use the 2 cores better than
 # one row with two threads); TRAIN_ARGS and EVAL_ARGS are added to every
 # `mpcvit train` and `mpcvit eval` (CI's smoke run: a tiny model, few images);
@@ -28,7 +28,7 @@ RUNS=${RUNS:-runs/table}
 SECURE=${SECURE:-1000}
 export RAYON_NUM_THREADS=${RAYON_NUM_THREADS:-1}
 common=(--epochs-teacher "${EPOCHS_TEACHER:-40}" --epochs-search "${EPOCHS_SEARCH:-2}"
-  --epochs-retrain "${EPOCHS_RETRAIN:-12}" --seed "${SEED:-1}")
+  --epochs-retrain "${EPOCHS_RETRAIN:-24}" --seed "${SEED:-1}")
 read -r -a train_extra <<< "${TRAIN_ARGS:-}"
 read -r -a eval_extra <<< "${EVAL_ARGS:-}"
 all=(teacher mu0.5-kd scale-kd rsattn-kd mu0.5 mu0.1-kd mu0.3-kd mu0.7-kd mu0.1 mu0.3 mu0.7)
