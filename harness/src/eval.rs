@@ -7,6 +7,7 @@
 
 use crate::data::{self, Dataset};
 use crate::float::FloatModel;
+use crate::roles::argmax;
 use indicatif::{ProgressBar, ProgressStyle};
 use mpcvit_conformance::Keys;
 use mpcvit_conformance::vit::{reference, secure, weight_maps};
@@ -184,13 +185,6 @@ pub struct Report {
     /// How many of the secure images recorded it.
     #[serde(default)]
     pub logit_error_images: usize,
-}
-
-fn argmax(v: &[f64]) -> usize {
-    v.iter()
-        .enumerate()
-        .max_by(|a, b| a.1.total_cmp(b.1))
-        .map_or(0, |(i, _)| i)
 }
 
 fn bar(n: usize, what: &str) -> ProgressBar {

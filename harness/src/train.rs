@@ -21,6 +21,7 @@
 
 use crate::data::{self, Dataset};
 use crate::float::FloatModel;
+use crate::roles::argmax;
 use burn::lr_scheduler::cosine::CosineAnnealingLrSchedulerConfig;
 use burn::module::Param;
 use burn::nn::loss::CrossEntropyLossConfig;
@@ -903,11 +904,4 @@ pub fn run(a: &Args) -> Result<(), String> {
             .as_bytes(),
     )?;
     Ok(())
-}
-
-fn argmax(v: &[f32]) -> usize {
-    v.iter()
-        .enumerate()
-        .max_by(|a, b| a.1.total_cmp(b.1))
-        .map_or(0, |(i, _)| i)
 }

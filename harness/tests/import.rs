@@ -7,6 +7,7 @@
 mod common;
 use common::bin;
 use mpcvit::import::{convert, read_checkpoint, unpickle};
+use mpcvit::roles::argmax;
 use mpcvit_conformance::Keys;
 use mpcvit_conformance::vit::{reference, secure, weight_maps};
 use mpcvit_core::FixedPoint;
@@ -16,10 +17,6 @@ use std::path::PathBuf;
 
 fn data(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(name)
-}
-
-fn argmax(v: &[f64]) -> usize {
-    mpcvit::roles::argmax(v)
 }
 
 fn check(name: &str, plus: bool) {

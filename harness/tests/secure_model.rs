@@ -4,6 +4,7 @@
 //! fixed-point reference against the float model.
 
 use mpcvit::float::FloatModel;
+use mpcvit::roles::argmax;
 use mpcvit_conformance::Keys;
 use mpcvit_conformance::vit::{reference, secure, secure_tiled, weight_maps};
 use mpcvit_core::FixedPoint;
@@ -94,13 +95,6 @@ fn worst_deviation(cases: u64) -> f64 {
 #[ignore = "calibration: prints the worst secure vs fixed-point deviation"]
 fn print_worst_deviation() {
     println!("worst |secure - fixed| over 64 models: {:.3e}", worst_deviation(64));
-}
-
-fn argmax(v: &[f64]) -> usize {
-    v.iter()
-        .enumerate()
-        .max_by(|a, b| a.1.total_cmp(b.1))
-        .map_or(0, |(i, _)| i)
 }
 
 /// Secure logits within 2^-7 of the fixed-point reference (the secure ops
