@@ -1,7 +1,8 @@
 //! `mpcvit table`: the Fashion-MNIST results table (README) from the
 //! evaluation reports `scripts/results-table.sh` leaves in its run
 //! directory, one sub-directory per row. A row whose report is missing is
-//! listed as not run: the table only carries measured figures.
+//! listed as not run, or with how far its training or secure evaluation
+//! has got: the table only carries measured figures.
 
 use crate::eval::Report as Eval;
 use mpcvit_core::session::VERSION;
@@ -43,6 +44,31 @@ fn read(dir: &Path) -> Result<Option<Eval>, String> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(format!("cannot read {}: {e}", p.display())),
     }
+}
+
+/// How far an unfinished row has got, from what the script leaves behind:
+/// the secure evaluation's journal once the model is exported (lines of
+/// this protocol version), else the last epoch line of the training log.
+fn progress(dir: &Path) -> String {
+    if dir.join("model.mpcvit").is_file() {
+        let done = std::fs::read_to_string(dir.join("secure.jsonl")).map_or(0, |j| {
+            j.lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .filter(|v| v["version"].as_u64() == Some(u64::from(VERSION)))
+                .count()
+        });
+        return format!("trained; secure evaluation: {done} images so far");
+    }
+    let Ok(log) = std::fs::read_to_string(dir.join("train.log")) else {
+        return "not run yet".into();
+    };
+    // "[stage] epoch k/N loss ..."
+    let last = log.lines().rev().find_map(|l| {
+        let (stage, rest) = l.strip_prefix('[')?.split_once("] epoch ")?;
+        let epochs = rest.split_whitespace().next()?;
+        Some(format!("training: {stage} epoch {epochs} done"))
+    });
+    last.unwrap_or_else(|| "training: started".into())
 }
 
 fn pct(v: f64) -> String {
@@ -94,7 +120,7 @@ pub fn render(runs: &Path) -> Result<String, String> {
                 );
             }
             None => {
-                let _ = writeln!(t, "| {label} | not run yet | | | | | | | | | |");
+                let _ = writeln!(t, "| {label} | {} | | | | | | | | | |", progress(&runs.join(dir)));
             }
         }
     }
@@ -163,6 +189,35 @@ mod tests {
             teacher.contains(&format!("90.00 % (first 1000, protocol < {VERSION})")),
             "{teacher}"
         );
+        // unfinished rows say how far they have got
+        std::fs::create_dir_all(d.join("mu0.1")).unwrap();
+        std::fs::write(
+            d.join("mu0.1").join("train.log"),
+            "[teacher] already done\n[retrain-mu0.1] epoch 1/24 loss 0.9 train-acc 0.8\n\
+             [retrain-mu0.1] epoch 2/24 loss 0.8 train-acc 0.85\n",
+        )
+        .unwrap();
+        std::fs::create_dir_all(d.join("mu0.7")).unwrap();
+        std::fs::write(d.join("mu0.7").join("model.mpcvit"), b"m").unwrap();
+        let line = |v: u8| format!("{{\"image\":0,\"version\":{v}}}\n");
+        std::fs::write(
+            d.join("mu0.7").join("secure.jsonl"),
+            line(VERSION) + &line(0) + &line(VERSION) + "{",
+        )
+        .unwrap();
+        std::fs::create_dir_all(d.join("mu0.3-kd")).unwrap();
+        std::fs::write(d.join("mu0.3-kd").join("train.log"), "[teacher] already done\n").unwrap();
+        let t = render(&d).unwrap();
+        assert!(t.contains("| mu = 0.3, KD | training: started |"), "{t}");
+        assert!(
+            t.contains("| mu = 0.1 | training: retrain-mu0.1 epoch 2/24 done |"),
+            "{t}"
+        );
+        assert!(
+            t.contains("| mu = 0.7 | trained; secure evaluation: 2 images so far |"),
+            "{t}"
+        );
+        assert_eq!(t.matches("not run yet").count(), ROWS.len() - 6, "{t}");
         std::fs::create_dir_all(d.join("mu0.3")).unwrap();
         std::fs::write(d.join("mu0.3").join("eval.json"), "{").unwrap();
         assert!(render(&d).unwrap_err().contains("mu0.3"));
