@@ -107,6 +107,24 @@ fn spread(j: usize, k: usize, n: usize) -> usize {
     (j as u128 * n as u128 / k.max(1) as u128) as usize
 }
 
+/// The runs of a journal's text that belong to this model (by CRC) and
+/// protocol version, the first for each image, with their lines; torn or
+/// foreign lines (another model or version) and repeats are left out.
+fn journal_runs(text: &str, model_crc: u32) -> impl Iterator<Item = (Run, &str)> {
+    let mut images = std::collections::HashSet::new();
+    text.lines().filter_map(move |line| {
+        let r = serde_json::from_str::<Run>(line).ok()?;
+        (r.model_crc == model_crc && r.version == VERSION && images.insert(r.image)).then_some((r, line))
+    })
+}
+
+/// How many images a journal holds runs of, for this model and protocol
+/// version (`mpcvit table`'s progress of an unfinished evaluation); 0 when
+/// there is no journal.
+pub fn journal_progress(path: &std::path::Path, model_crc: u32) -> usize {
+    std::fs::read_to_string(path).map_or(0, |t| journal_runs(&t, model_crc).count())
+}
+
 /// Reads a journal: the runs of this model (by CRC) and protocol version on
 /// images below `n`, at most one per image. Torn or foreign lines (another
 /// model or version) and repeats are dropped,
@@ -120,17 +138,10 @@ fn read_journal(path: &std::path::Path, model_crc: u32, n: usize) -> Result<Vec<
         Err(e) => return Err(format!("cannot read journal {}: {e}", path.display())),
     };
     let mut kept = String::new();
-    for line in text.lines() {
-        let Ok(r) = serde_json::from_str::<Run>(line) else {
-            continue;
-        };
-        if r.model_crc != model_crc || r.version != VERSION {
-            continue;
-        }
-        match done.get_mut(r.image) {
-            Some(Some(_)) => continue,
-            Some(slot) => *slot = Some(r),
-            None => {} // an image beyond this evaluation's: kept for a larger one
+    for (r, line) in journal_runs(&text, model_crc) {
+        // an image beyond this evaluation's is kept for a larger one
+        if let Some(slot) = done.get_mut(r.image) {
+            *slot = Some(r);
         }
         kept.push_str(line);
         kept.push('\n');

@@ -47,16 +47,13 @@ fn read(dir: &Path) -> Result<Option<Eval>, String> {
 }
 
 /// How far an unfinished row has got, from what the script leaves behind:
-/// the secure evaluation's journal once the model is exported (lines of
-/// this protocol version), else the last epoch line of the training log.
+/// the secure evaluation's journal once the model is exported (its runs of
+/// that model and this protocol version), else the last epoch line of the
+/// training log.
 fn progress(dir: &Path) -> String {
-    if dir.join("model.mpcvit").is_file() {
-        let done = std::fs::read_to_string(dir.join("secure.jsonl")).map_or(0, |j| {
-            j.lines()
-                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-                .filter(|v| v["version"].as_u64() == Some(u64::from(VERSION)))
-                .count()
-        });
+    if let Ok(model) = std::fs::read(dir.join("model.mpcvit")) {
+        let crc = mpcvit_core::checksum::crc32(&model);
+        let done = crate::eval::journal_progress(&dir.join("secure.jsonl"), crc);
         return format!("trained; secure evaluation: {done} images so far");
     }
     let Ok(log) = std::fs::read_to_string(dir.join("train.log")) else {
@@ -199,12 +196,22 @@ mod tests {
         .unwrap();
         std::fs::create_dir_all(d.join("mu0.7")).unwrap();
         std::fs::write(d.join("mu0.7").join("model.mpcvit"), b"m").unwrap();
-        let line = |v: u8| format!("{{\"image\":0,\"version\":{v}}}\n");
-        std::fs::write(
-            d.join("mu0.7").join("secure.jsonl"),
-            line(VERSION) + &line(0) + &line(VERSION) + "{",
-        )
-        .unwrap();
+        let crc = mpcvit_core::checksum::crc32(b"m");
+        // two images of this model and version; a repeat, another version,
+        // another model and a torn line do not count
+        let line = |crc: u32, v: u8, image: usize| {
+            format!(
+                "{{\"model_crc\":{crc},\"version\":{v},\"image\":{image},\"label\":1,\"secure\":1,\"fixed\":1,\
+                 \"seconds\":1.0,\"device_to_host\":1,\"host_to_device\":1,\"rounds\":1}}\n"
+            )
+        };
+        let journal = line(crc, VERSION, 0)
+            + &line(crc, VERSION, 0)
+            + &line(crc, 0, 10)
+            + &line(crc + 1, VERSION, 20)
+            + &line(crc, VERSION, 30)
+            + "{";
+        std::fs::write(d.join("mu0.7").join("secure.jsonl"), journal).unwrap();
         std::fs::create_dir_all(d.join("mu0.3-kd")).unwrap();
         std::fs::write(d.join("mu0.3-kd").join("train.log"), "[teacher] already done\n").unwrap();
         let t = render(&d).unwrap();
