@@ -121,8 +121,7 @@ impl Prg {
     pub fn keystream_at(seed: &Seed, id: u64, lane: u32, word: u64, out: &mut [u8]) {
         let mut c = cipher(seed, id, lane);
         c.seek(word.wrapping_mul(8));
-        out.fill(0);
-        c.apply_keystream(out);
+        c.write_keystream(out);
     }
 
     /// Moves to word `word` of the lane.
