@@ -15,7 +15,8 @@ use std::path::PathBuf;
 #[derive(clap::Args)]
 pub struct Args {
     /// Configuration: fmnist (28x28, patch 4, dim 64, 4 layers, 4 heads,
-    /// MLP 128) or vit_7_4_32 (CIFAR-10, 65 tokens, dim 256, 7 layers).
+    /// MLP 128), vit_7_4_32 (CIFAR-10, 65 tokens, dim 256, 7 layers) or
+    /// vit_9_12_64 (Tiny-ImageNet, 257 tokens, dim 192, 9 layers, 12 heads).
     #[arg(long, default_value = "fmnist")]
     arch: String,
     /// Attention mixes to run (comma separated): softmax, rsattn, scale,
@@ -61,6 +62,10 @@ struct Row {
     wan_s: f64,
     #[serde(default)]
     scratch_bytes_per_party: u64,
+    /// The session protocol version the row ran (0: recorded before rows
+    /// kept it, i.e. version 2 or older).
+    #[serde(default)]
+    protocol: u8,
 }
 
 /// The named configurations: `fmnist` (the bundled model's shape) and the
@@ -159,6 +164,18 @@ fn random_weights(a: &Arch) -> Vec<f32> {
 /// Runs the benchmark.
 pub fn run(a: &Args) -> Result<(), String> {
     let ar = arch(&a.arch)?;
+    // The rows already recorded, read first: a file that is not a results
+    // file stops the run before it starts, not after it (nothing is lost).
+    let mut all: Vec<Row> = match std::fs::read(&a.out) {
+        Ok(b) => serde_json::from_slice(&b).map_err(|e| {
+            format!(
+                "{} is not a bench results file ({e}); move it away or pass another --out",
+                a.out.display()
+            )
+        })?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(format!("reading {}: {e}", a.out.display())),
+    };
     let fp = FixedPoint::default();
     let keys = Keys::test(1);
     let mut rows = Vec::new();
@@ -209,6 +226,7 @@ pub fn run(a: &Args) -> Result<(), String> {
             lan_s: lan,
             wan_s: wan,
             scratch_bytes_per_party: 8 * mpcvit_core::ops::vit::scratch_len(&ar, t) as u64,
+            protocol: mpcvit_core::session::VERSION,
         };
         println!(
             "| {} | {} | {} | {:.2} | {:.2} | {:.0} | {:.2} | {:.2} | {:.2} |",
@@ -225,10 +243,6 @@ pub fn run(a: &Args) -> Result<(), String> {
         rows.push(row);
     }
     // Merge with the rows already recorded for other configurations.
-    let mut all: Vec<Row> = std::fs::read(&a.out)
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_default();
     all.retain(|old| !rows.iter().any(|r| r.arch == old.arch && r.mix == old.mix));
     all.extend(rows);
     let json = serde_json::to_string_pretty(&all).map_err(|e| e.to_string())?;
@@ -248,13 +262,14 @@ fn markdown(rows: &[Row]) -> String {
     let mut s = String::from(
         "# Secure MPCViT inference benchmark\n\nWritten by `mpcvit bench` (random weights; rounds and bytes are exact \
          counts, wall times depend on the machine's load). LAN / WAN add `rounds x RTT + device bytes / bandwidth` \
-         to the wall time; dealer traffic is offline.\n\n\
-         | arch | mix | rounds | D->H MB | H->D MB | dealer->H MB | wall s | LAN s (1 Gbit/s, 0.5 ms) | WAN s (400 Mbit/s, 40 ms) | scratch MiB/party |\n\
-         |---|---|---|---|---|---|---|---|---|---|\n",
+         to the wall time; dealer traffic is offline. `protocol`: the session protocol version the row ran (`<=2`: \
+         recorded before rows kept it).\n\n\
+         | arch | mix | rounds | D->H MB | H->D MB | dealer->H MB | wall s | LAN s (1 Gbit/s, 0.5 ms) | WAN s (400 Mbit/s, 40 ms) | scratch MiB/party | protocol |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in rows {
         s.push_str(&format!(
-            "| {} | {} | {} | {:.2} | {:.2} | {:.0} | {:.2} | {:.2} | {:.2} | {:.1} |\n",
+            "| {} | {} | {} | {:.2} | {:.2} | {:.0} | {:.2} | {:.2} | {:.2} | {:.1} | {} |\n",
             r.arch,
             r.mix,
             r.rounds,
@@ -264,7 +279,12 @@ fn markdown(rows: &[Row]) -> String {
             r.wall_s,
             r.lan_s,
             r.wan_s,
-            r.scratch_bytes_per_party as f64 / (1 << 20) as f64
+            r.scratch_bytes_per_party as f64 / (1 << 20) as f64,
+            if r.protocol == 0 {
+                "<=2".to_string()
+            } else {
+                r.protocol.to_string()
+            }
         ));
     }
     s

@@ -132,6 +132,22 @@ fn errors_say_what_failed_with_exit_codes() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("dataset-fashion-mnist"));
 
+    // a bench results file that is not one is refused before any inference
+    // runs (a long run's rows are not lost at its end), and left as it was
+    let junk = d.join("results.json");
+    std::fs::write(&junk, b"not json").expect("write");
+    let out = bin()
+        .args(["bench", "--mixes", "scale", "--out", junk.to_str().unwrap()])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("is not a bench results file") && !err.contains("bench: fmnist scale"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&junk).expect("read"), b"not json");
+
     let out = bin().args(["eval", "--no-such-flag"]).output().expect("run");
     assert_eq!(out.status.code(), Some(2));
     std::fs::remove_dir_all(&d).ok();
