@@ -191,10 +191,9 @@ pub fn run(a: &Args) -> Result<(), String> {
         mpcvit_core::ops::vit::scratch_len(&ar, t) as f64 * 8.0 / 1024.0,
         t
     );
-    println!(
-        "| arch | mix | rounds | D->H MB | H->D MB | dealer->H MB | wall s (loopback, 3 threads) | LAN s (1 Gbit/s, 0.5 ms) | WAN s (400 Mbit/s, 40 ms) |"
-    );
-    println!("|---|---|---|---|---|---|---|---|---|");
+    if !a.replot {
+        print!("{TABLE_HEAD}");
+    }
     for mix in a.mixes.split(',').filter(|_| !a.replot) {
         let fm = FloatModel {
             arch: ar,
@@ -228,18 +227,7 @@ pub fn run(a: &Args) -> Result<(), String> {
             scratch_bytes_per_party: 8 * mpcvit_core::ops::vit::scratch_len(&ar, t) as u64,
             protocol: mpcvit_core::session::VERSION,
         };
-        println!(
-            "| {} | {} | {} | {:.2} | {:.2} | {:.0} | {:.2} | {:.2} | {:.2} |",
-            row.arch,
-            row.mix,
-            row.rounds,
-            row.device_to_host_bytes as f64 / 1e6,
-            row.host_to_device_bytes as f64 / 1e6,
-            row.dealer_to_host_bytes as f64 / 1e6,
-            row.wall_s,
-            row.lan_s,
-            row.wan_s
-        );
+        print!("{}", table_row(&row));
         rows.push(row);
     }
     // Merge with the rows already recorded for other configurations.
@@ -258,34 +246,42 @@ pub fn run(a: &Args) -> Result<(), String> {
     Ok(())
 }
 
+/// The header of the results table (stdout and the Markdown file).
+const TABLE_HEAD: &str = "| arch | mix | rounds | D->H MB | H->D MB | dealer->H MB | wall s | LAN s (1 Gbit/s, 0.5 ms) \
+     | WAN s (400 Mbit/s, 40 ms) | scratch MiB/party | protocol |\n|---|---|---|---|---|---|---|---|---|---|---|\n";
+
+/// One row of the results table.
+fn table_row(r: &Row) -> String {
+    format!(
+        "| {} | {} | {} | {:.2} | {:.2} | {:.0} | {:.2} | {:.2} | {:.2} | {:.1} | {} |\n",
+        r.arch,
+        r.mix,
+        r.rounds,
+        r.device_to_host_bytes as f64 / 1e6,
+        r.host_to_device_bytes as f64 / 1e6,
+        r.dealer_to_host_bytes as f64 / 1e6,
+        r.wall_s,
+        r.lan_s,
+        r.wan_s,
+        r.scratch_bytes_per_party as f64 / (1 << 20) as f64,
+        if r.protocol == 0 {
+            "<=2".to_string()
+        } else {
+            r.protocol.to_string()
+        }
+    )
+}
+
 fn markdown(rows: &[Row]) -> String {
     let mut s = String::from(
         "# Secure MPCViT inference benchmark\n\nWritten by `mpcvit bench` (random weights; rounds and bytes are exact \
-         counts, wall times depend on the machine's load). LAN / WAN add `rounds x RTT + device bytes / bandwidth` \
-         to the wall time; dealer traffic is offline. `protocol`: the session protocol version the row ran (`<=2`: \
-         recorded before rows kept it).\n\n\
-         | arch | mix | rounds | D->H MB | H->D MB | dealer->H MB | wall s | LAN s (1 Gbit/s, 0.5 ms) | WAN s (400 Mbit/s, 40 ms) | scratch MiB/party | protocol |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|\n",
+         counts, wall times depend on the machine's load; wall: loopback, three threads). LAN / WAN add `rounds x \
+         RTT + device bytes / bandwidth` to the wall time; dealer traffic is offline. `protocol`: the session \
+         protocol version the row ran (`<=2`: recorded before rows kept it).\n\n",
     );
+    s.push_str(TABLE_HEAD);
     for r in rows {
-        s.push_str(&format!(
-            "| {} | {} | {} | {:.2} | {:.2} | {:.0} | {:.2} | {:.2} | {:.2} | {:.1} | {} |\n",
-            r.arch,
-            r.mix,
-            r.rounds,
-            r.device_to_host_bytes as f64 / 1e6,
-            r.host_to_device_bytes as f64 / 1e6,
-            r.dealer_to_host_bytes as f64 / 1e6,
-            r.wall_s,
-            r.lan_s,
-            r.wan_s,
-            r.scratch_bytes_per_party as f64 / (1 << 20) as f64,
-            if r.protocol == 0 {
-                "<=2".to_string()
-            } else {
-                r.protocol.to_string()
-            }
-        ));
+        s.push_str(&table_row(r));
     }
     s
 }
