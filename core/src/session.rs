@@ -27,9 +27,10 @@ use crate::ops::vit::Tile;
 use crate::prg::{Domain, Seed};
 
 /// Set-up message version: also the version of the computation (grids and
-/// approximations), so that parties that would compute differently refuse
-/// each other (3: GeLU on an 11-bit grid).
-pub const VERSION: u8 = 3;
+/// approximations) and of the messages, so that parties that would compute
+/// or frame differently refuse each other (3: GeLU on an 11-bit grid; 4: a
+/// lookup's opening is sent modulo `2^(s+k)` in whole bytes, not as a word).
+pub const VERSION: u8 = 4;
 /// Length of a [`DeviceHello`].
 pub const DEVICE_HELLO_LEN: usize = 36;
 /// Length of an [`Accept`].

@@ -71,6 +71,36 @@ pub fn put_words(out: &mut [u8], vals: impl Iterator<Item = u64>) {
     }
 }
 
+/// Bytes needed for `n` values of `width` bytes each (see [`put_narrow`]).
+pub const fn narrow_len(n: usize, width: usize) -> usize {
+    n * width
+}
+
+/// Writes the low `width` bytes (1..=8) of each value, little-endian, into
+/// `out` (which must be exactly the right size): for values that matter
+/// only modulo `2^(8 width)`, such as a lookup's masked input.
+pub fn put_narrow(out: &mut [u8], width: usize, vals: impl Iterator<Item = u64>) {
+    if width == 0 {
+        return;
+    }
+    for (dst, v) in out.chunks_exact_mut(width).zip(vals) {
+        let b = v.to_le_bytes();
+        dst.copy_from_slice(b.get(..width).unwrap_or(&b));
+    }
+}
+
+/// Iterator over the `width`-byte little-endian values of a length-checked
+/// message (zero-extended to `u64`; `width` in 1..=8).
+pub fn narrow(msg: &[u8], width: usize) -> impl Iterator<Item = u64> + '_ {
+    msg.chunks_exact(width.clamp(1, 8)).map(|b| {
+        let mut a = [0u8; 8];
+        if let Some(dst) = a.get_mut(..b.len()) {
+            dst.copy_from_slice(b);
+        }
+        u64::from_le_bytes(a)
+    })
+}
+
 /// Bit `i` of a packed bit string (LSB-first).
 #[inline]
 pub fn get_bit(bits: &[u8], i: usize) -> u64 {
@@ -83,6 +113,31 @@ pub fn put_bits(out: &mut [u8], bits: impl Iterator<Item = u64>) {
     for (i, b) in bits.enumerate() {
         if let Some(byte) = out.get_mut(i / 8) {
             *byte |= ((b & 1) as u8) << (i % 8);
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn narrow_values_round_trip_modulo_their_width() {
+        let vals = [0u64, 1, 0x1234_5678_9abc_def0, u64::MAX, 0x00ff_ff00_0000_00ff];
+        for width in 1..=8usize {
+            let mut buf = [0xAAu8; 40];
+            let out = &mut buf[..narrow_len(vals.len(), width)];
+            put_narrow(out, width, vals.iter().copied());
+            let mask = if width == 8 {
+                u64::MAX
+            } else {
+                (1u64 << (8 * width)) - 1
+            };
+            let back: std::vec::Vec<u64> = narrow(out, width).collect();
+            let want: std::vec::Vec<u64> = vals.iter().map(|v| v & mask).collect();
+            assert_eq!(back, want, "width {width}");
+            assert!(buf[narrow_len(vals.len(), width)..].iter().all(|&b| b == 0xAA));
         }
     }
 }

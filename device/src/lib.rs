@@ -446,7 +446,9 @@ impl<T: Read + Write> Party for DeviceParty<'_, T> {
             }
             Ok(v)
         };
-        self.use_tx(8 * n)?;
+        // each element's opening is `w` bytes (core::protocol::lut)
+        let w = lut::grids_width(grids);
+        self.use_tx(w * n)?;
         let mut opened: heapless::Vec<_, MAX_JOBS> = heapless::Vec::new();
         let mut a = 0;
         while a < n {
@@ -454,12 +456,12 @@ impl<T: Read + Write> Party for DeviceParty<'_, T> {
             let g = chunk(b - a)?;
             let op = Lut::with_grids(self.corr.next_op()?, &g)?;
             let xs = x.get(a..b).ok_or(ProtocolError::BadBuffer)?;
-            let (st, _) = op.open(xs, self.tx.get_mut(8 * a..8 * b).unwrap_or(&mut []))?;
+            let (st, _) = op.open(xs, self.tx.get_mut(w * a..w * b).unwrap_or(&mut []))?;
             opened.push(st).map_err(|_| DeviceError::TooManyJobs)?;
             a = b;
         }
-        self.send(8 * n)?;
-        self.recv_exact(8 * n)?;
+        self.send(w * n)?;
+        self.recv_exact(w * n)?;
         let mut a = 0;
         for st in opened {
             let b = (a + step).min(n);
@@ -467,8 +469,8 @@ impl<T: Read + Write> Party for DeviceParty<'_, T> {
             let os = out.get_mut(outs * a..outs * b).ok_or(ProtocolError::BadBuffer)?;
             st.finish_grids(
                 &g,
-                self.tx.get(8 * a..8 * b).unwrap_or(&[]),
-                self.rx.get(8 * a..8 * b).unwrap_or(&[]),
+                self.tx.get(w * a..w * b).unwrap_or(&[]),
+                self.rx.get(w * a..w * b).unwrap_or(&[]),
                 os,
             )?;
             a = b;

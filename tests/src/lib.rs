@@ -200,7 +200,7 @@ impl<T: Read + Write> HostSide<T> {
 
     /// Lookup, step 2.
     pub fn lut_finish(&mut self, st: LutOpened<'_>, sh: LutShape, t: &dyn Table, own: &[u8]) -> Res<Vec<u64>> {
-        let mut z = vec![0; (own.len() / 8) * t.outputs()];
+        let mut z = vec![0; sh.n * t.outputs()];
         let peer = self.recv_peer()?;
         st.finish(sh, t, own, peer, &mut z)?;
         Ok(z)
@@ -286,7 +286,7 @@ impl<T: Read + Write> DeviceSide<T> {
 
     /// Lookup, step 2.
     pub fn lut_finish(&mut self, st: LutOpened<'static>, sh: LutShape, t: &dyn Table, own: &[u8]) -> Res<Vec<u64>> {
-        let mut z = vec![0; (own.len() / 8) * t.outputs()];
+        let mut z = vec![0; sh.n * t.outputs()];
         let peer = self.host.recv_kind(FrameKind::Data, &mut self.buf)?;
         st.finish(sh, t, own, peer, &mut z)?;
         Ok(z)

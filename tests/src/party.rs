@@ -486,12 +486,13 @@ impl<T: Read + Write> Party for Driver<T> {
             return Ok(());
         }
         let msgs = self.dealer_msgs(bounds.len())?;
+        let w = lut::grids_width(grids);
         let mut sent = Vec::new();
         let mut opened = Vec::new();
         for (&(a, b), m) in bounds.iter().zip(&msgs) {
             let g = chunk(b - a);
             let op = Lut::with_grids(self.next_op(m)?, &g)?;
-            let mut own = vec![0; 8 * (b - a)];
+            let mut own = vec![0; w * (b - a)];
             let (st, _) = op.open(&x[a..b], &mut own)?;
             sent.extend_from_slice(&own);
             opened.push((st, own));
@@ -506,7 +507,7 @@ impl<T: Read + Write> Party for Driver<T> {
         }
         for (&(a, b), (st, own)) in bounds.iter().zip(opened) {
             let g = chunk(b - a);
-            st.finish_grids(&g, &own, &peer[8 * a..8 * b], &mut out[outs * a..outs * b])?;
+            st.finish_grids(&g, &own, &peer[w * a..w * b], &mut out[outs * a..outs * b])?;
         }
         Ok(())
     }

@@ -27,9 +27,15 @@
 //! segment is the input's or the next one; `u` is exact or one unit above;
 //! with `t = 0` there is no `kappa`).
 //!
+//! Only the low `s + k` bits of `c` are read (`C` and `cu` lie below bit
+//! `s + k`, and carries only move up), so each party sends its masked input
+//! modulo `2^(8 w)` with `w = ceil((s + k) / 8)` bytes ([`LutShape::width`];
+//! several grids read one opening of the widest of them): 3 bytes instead of
+//! 8 for the model's score and MLP grids (session version 4).
+//!
 //! Security: `c` is uniform (masked by `r`); the table shares each party sees
 //! are uniform (masked by the other's seeded words), and nobody learns `R`.
-//! Cost per element: 8 bytes each way in one flight; dealer -> host
+//! Cost per element: `w` bytes each way in one flight; dealer -> host
 //! `2^k` words per table (`a` tables only where a slope is used).
 
 use crate::corr::{DealerOp, OpCorr, Role};
@@ -78,9 +84,15 @@ impl LutShape {
         1u64 << (self.s + self.k - 1)
     }
 
+    /// Bytes per element of the opening: the masked input modulo
+    /// `2^(s+k)`, rounded up to whole bytes.
+    pub fn width(self) -> usize {
+        ((self.s + self.k) as usize).div_ceil(8).clamp(1, 8)
+    }
+
     /// Bytes each party sends.
     pub fn msg_len(self) -> usize {
-        wire::words_len(self.n)
+        wire::narrow_len(self.n, self.width())
     }
 
     fn entries(self) -> usize {
@@ -170,6 +182,16 @@ fn check_grids(grids: &[Grid<'_>]) -> Result<usize, ProtocolError> {
             .ok_or(ProtocolError::BadShape)?;
     }
     Ok(words)
+}
+
+/// Bytes per element of a multi-grid lookup's opening: the widest grid's.
+pub fn grids_width(grids: &[Grid<'_>]) -> usize {
+    grids.iter().map(|g| g.shape.width()).max().unwrap_or(8)
+}
+
+/// Bytes each party sends for a multi-grid lookup.
+pub fn grids_msg_len(grids: &[Grid<'_>]) -> usize {
+    wire::narrow_len(grids.first().map_or(0, |g| g.shape.n), grids_width(grids))
 }
 
 /// Correction words the host receives for a multi-grid lookup.
@@ -283,6 +305,7 @@ pub struct Lut<'d> {
     corr: OpCorr<'d>,
     n: usize,
     offset: u64,
+    width: usize,
 }
 
 /// One party's lookup, after opening.
@@ -291,6 +314,7 @@ pub struct LutOpened<'d> {
     corr: OpCorr<'d>,
     n: usize,
     offset: u64,
+    width: usize,
 }
 
 impl<'d> Lut<'d> {
@@ -309,25 +333,31 @@ impl<'d> Lut<'d> {
             corr,
             n: first.n,
             offset: first.offset(),
+            width: grids_width(grids),
         })
     }
 
     /// Writes this party's masked input `x_b + r_b` (+ the first grid's
-    /// offset for the host).
+    /// offset for the host), modulo `2^(8 w)` ([`grids_msg_len`] bytes).
     pub fn open(self, x: &[u64], out: &mut [u8]) -> Result<(LutOpened<'d>, usize), ProtocolError> {
         if x.len() != self.n {
             return Err(ProtocolError::BadBuffer);
         }
-        let len = wire::words_len(self.n);
+        let len = wire::narrow_len(self.n, self.width);
         let out = wire::out_prefix(out, len)?;
         let off = if self.corr.role() == Role::Host { self.offset } else { 0 };
         let mut r = self.corr.random(LANE_R);
-        wire::put_words(out, x.iter().map(|&v| v.wrapping_add(r.next_u64()).wrapping_add(off)));
+        wire::put_narrow(
+            out,
+            self.width,
+            x.iter().map(|&v| v.wrapping_add(r.next_u64()).wrapping_add(off)),
+        );
         Ok((
             LutOpened {
                 corr: self.corr,
                 n: self.n,
                 offset: self.offset,
+                width: self.width,
             },
             len,
         ))
@@ -362,22 +392,25 @@ impl LutOpened<'_> {
         if grids
             .first()
             .is_some_and(|g| g.shape.n != n || g.shape.offset() != self.offset)
+            || grids_width(grids) != self.width
         {
             return Err(ProtocolError::BadShape);
         }
-        wire::expect_len(own, wire::words_len(n))?;
-        wire::expect_len(peer, wire::words_len(n))?;
+        let len = wire::narrow_len(n, self.width);
+        wire::expect_len(own, len)?;
+        wire::expect_len(peer, len)?;
         let outputs: usize = grids.iter().map(|g| g.table.outputs()).sum();
         if out.len() != n * outputs {
             return Err(ProtocolError::BadBuffer);
         }
         let host = self.corr.role() == Role::Host;
         let per_elem: usize = grids.iter().map(|g| g.shape.words_per_elem(g.table)).sum();
-        let it = wire::words(own)
-            .zip(wire::words(peer))
+        let it = wire::narrow(own, self.width)
+            .zip(wire::narrow(peer, self.width))
             .zip(out.chunks_exact_mut(outputs.max(1)));
         for (i, ((m_own, p), o_row)) in it.enumerate() {
-            // c for the first grid's offset; other grids shift it publicly
+            // c for the first grid's offset (right in its low 8 w bits, all
+            // that is read); other grids shift it publicly
             let c0 = m_own.wrapping_add(p);
             let mut table_off = i * per_elem;
             let mut lane = LANE_T;
