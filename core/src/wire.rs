@@ -76,23 +76,26 @@ pub const fn narrow_len(n: usize, width: usize) -> usize {
     n * width
 }
 
-/// Writes the low `width` bytes (1..=8) of each value, little-endian, into
-/// `out` (which must be exactly the right size): for values that matter
-/// only modulo `2^(8 width)`, such as a lookup's masked input.
+/// Writes the low `width` bytes of each value, little-endian, into `out`
+/// (which must be exactly the right size): for values that matter only
+/// modulo `2^(8 width)`, such as a lookup's masked input. A `width` outside
+/// 1..=8 writes nothing.
 pub fn put_narrow(out: &mut [u8], width: usize, vals: impl Iterator<Item = u64>) {
-    if width == 0 {
+    if !(1..=8).contains(&width) {
         return;
     }
     for (dst, v) in out.chunks_exact_mut(width).zip(vals) {
-        let b = v.to_le_bytes();
-        dst.copy_from_slice(b.get(..width).unwrap_or(&b));
+        if let Some(src) = v.to_le_bytes().get(..width) {
+            dst.copy_from_slice(src);
+        }
     }
 }
 
 /// Iterator over the `width`-byte little-endian values of a length-checked
-/// message (zero-extended to `u64`; `width` in 1..=8).
+/// message, zero-extended to `u64` (none for a `width` outside 1..=8).
 pub fn narrow(msg: &[u8], width: usize) -> impl Iterator<Item = u64> + '_ {
-    msg.chunks_exact(width.clamp(1, 8)).map(|b| {
+    let msg = if (1..=8).contains(&width) { msg } else { &[] };
+    msg.chunks_exact(width.max(1)).map(|b| {
         let mut a = [0u8; 8];
         if let Some(dst) = a.get_mut(..b.len()) {
             dst.copy_from_slice(b);
@@ -139,5 +142,11 @@ mod tests {
             assert_eq!(back, want, "width {width}");
             assert!(buf[narrow_len(vals.len(), width)..].iter().all(|&b| b == 0xAA));
         }
+        // a width no message uses reads and writes nothing (no panic)
+        let mut buf = [0xAAu8; 20];
+        put_narrow(&mut buf[..18], 9, vals.iter().copied());
+        put_narrow(&mut buf[..0], 0, vals.iter().copied());
+        assert!(buf.iter().all(|&b| b == 0xAA));
+        assert_eq!(narrow(&buf, 0).count() + narrow(&buf, 9).count(), 0);
     }
 }

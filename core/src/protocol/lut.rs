@@ -189,11 +189,6 @@ pub fn grids_width(grids: &[Grid<'_>]) -> usize {
     grids.iter().map(|g| g.shape.width()).max().unwrap_or(8)
 }
 
-/// Bytes each party sends for a multi-grid lookup.
-pub fn grids_msg_len(grids: &[Grid<'_>]) -> usize {
-    wire::narrow_len(grids.first().map_or(0, |g| g.shape.n), grids_width(grids))
-}
-
 /// Correction words the host receives for a multi-grid lookup.
 pub fn grids_corrections(grids: &[Grid<'_>]) -> usize {
     grids.iter().map(|g| g.shape.corrections(g.table)).sum()
@@ -338,7 +333,8 @@ impl<'d> Lut<'d> {
     }
 
     /// Writes this party's masked input `x_b + r_b` (+ the first grid's
-    /// offset for the host), modulo `2^(8 w)` ([`grids_msg_len`] bytes).
+    /// offset for the host), modulo `2^(8 w)`: `w` = [`grids_width`] bytes
+    /// per element.
     pub fn open(self, x: &[u64], out: &mut [u8]) -> Result<(LutOpened<'d>, usize), ProtocolError> {
         if x.len() != self.n {
             return Err(ProtocolError::BadBuffer);
