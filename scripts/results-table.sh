@@ -8,13 +8,19 @@
 #   nohup scripts/results-table.sh > runs/table.out 2>&1 &
 #   scripts/results-table.sh mu0.1-kd mu0.3    # only these rows
 #
+# The default RUNS, bench/table, is in the repository: what a row leaves there
+# that the table or a later row needs (report, training log, secure journal,
+# exported model, the shared teacher and search checkpoints) is committed, so
+# that work survives the machine it ran on; bench/table/.gitignore leaves out
+# the per-epoch checkpoints and each row's copies of the shared ones.
+#
 # Rows (sub-directories of RUNS): teacher, scale-kd, rsattn-kd, mu0.1 ...
 # mu0.7 (no KD) and mu0.1-kd ... mu0.7-kd. Every student starts from the one
 # teacher (copied into its directory) and every mu row from the one search
 # (copied from the first mu row that finished it): the rows differ only in
 # what the table compares. Run `teacher` and `mu0.5-kd` first.
 #
-# Environment: RUNS (default runs/table), EPOCHS_TEACHER (40), EPOCHS_SEARCH
+# Environment: RUNS (default bench/table), EPOCHS_TEACHER (40), EPOCHS_SEARCH
 # (2), EPOCHS_RETRAIN (24), SECURE (secure images per row, 1000), SEED (1),
 # RAYON_NUM_THREADS (1: two rows in two processes use the 2 cores better than
 # one row with two threads); TRAIN_ARGS and EVAL_ARGS are added to every
@@ -24,7 +30,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-RUNS=${RUNS:-runs/table}
+RUNS=${RUNS:-bench/table}
 SECURE=${SECURE:-1000}
 export RAYON_NUM_THREADS=${RAYON_NUM_THREADS:-1}
 common=(--epochs-teacher "${EPOCHS_TEACHER:-40}" --epochs-search "${EPOCHS_SEARCH:-2}"

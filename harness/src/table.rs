@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 #[derive(clap::Args)]
 pub struct Args {
     /// The run directory (one sub-directory per row, each with `eval.json`).
-    #[arg(long, default_value = "runs/table")]
+    #[arg(long, default_value = "bench/table")]
     runs: PathBuf,
     /// Write the table here (Markdown) as well as to stdout.
     #[arg(long)]
