@@ -7,8 +7,8 @@
 
 use crate::data::{self, Dataset};
 use crate::float::FloatModel;
+use crate::progress::Progress;
 use crate::roles::argmax;
-use indicatif::{ProgressBar, ProgressStyle};
 use mpcvit_conformance::Keys;
 use mpcvit_conformance::vit::{reference, secure, weight_maps};
 use mpcvit_core::FixedPoint;
@@ -198,16 +198,6 @@ pub struct Report {
     pub logit_error_images: usize,
 }
 
-fn bar(n: usize, what: &str) -> ProgressBar {
-    let pb = ProgressBar::new(n as u64);
-    pb.set_style(
-        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} (eta {eta})")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    pb.set_prefix(what.to_string());
-    pb
-}
-
 /// The model's attention heads by kind, and its linearized MLPs if any.
 fn attention(v: &ModelView<'_>) -> String {
     use mpcvit_core::model::AttnKind;
@@ -261,7 +251,7 @@ pub fn run(a: &Args) -> Result<(), String> {
     let (mut float_ok, mut fixed_ok) = (0usize, 0usize);
     // kept for the secure runs' agreement and logit distance
     let mut fixed_logits = Vec::with_capacity(n);
-    let pb = bar(n, "plaintext");
+    let mut pb = Progress::new(n, "plaintext");
     for i in 0..n {
         let img = ds.image(i);
         let f: Vec<f64> = fm.forward(&img).iter().map(|&v| v as f64).collect();
@@ -273,9 +263,9 @@ pub fn run(a: &Args) -> Result<(), String> {
         float_ok += (argmax(&f) == label) as usize;
         fixed_ok += (argmax(&q) == label) as usize;
         fixed_logits.push(q);
-        pb.inc(1);
+        pb.inc();
     }
-    pb.finish_and_clear();
+    pb.finish();
     let ns = a.secure.min(n);
     let model_crc = mpcvit_core::checksum::crc32(&bytes);
     let runs = match &a.journal {
@@ -299,10 +289,10 @@ pub fn run(a: &Args) -> Result<(), String> {
         .filter_map(|&i| runs.get(i).copied().flatten())
         .for_each(|r| tally.add(&r));
     let resumed = tally.seen;
-    let pb = bar(ns, "secure");
+    let mut pb = Progress::new(ns, "secure");
     pb.set_position(resumed as u64);
     if resumed > 0 {
-        pb.println(format!("journal: {resumed} of {ns} images already run"));
+        pb.println(&format!("journal: {resumed} of {ns} images already run"));
     }
     for &i in &picked {
         if runs.get(i).is_some_and(Option::is_some) {
@@ -338,7 +328,7 @@ pub fn run(a: &Args) -> Result<(), String> {
             tally.agree,
             tally.seen
         ));
-        pb.inc(1);
+        pb.inc();
     }
     let Tally {
         correct: sec_ok,
@@ -351,7 +341,7 @@ pub fn run(a: &Args) -> Result<(), String> {
         max_logit_error,
         ..
     } = tally;
-    pb.finish_and_clear();
+    pb.finish();
     let r = Report {
         model: a.model.display().to_string(),
         attention: attention(&view),

@@ -11,6 +11,7 @@ pub mod eval;
 pub mod float;
 pub mod import;
 pub mod memory;
+pub mod progress;
 pub mod qemu;
 pub mod roles;
 pub mod table;
