@@ -4,8 +4,7 @@
 //! printed above a hidden bar: a run under `nohup` with its output in a file
 //! (how the results table's hours of secure evaluation run) would show
 //! nothing until it ends. Off a terminal, [`Progress`] writes a plain line
-//! instead: where it starts, then at most once per [`PLAIN_EVERY`], and at
-//! the end.
+//! instead, at most once per [`PLAIN_EVERY`] and at the end.
 
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::IsTerminal;
