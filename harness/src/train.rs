@@ -21,6 +21,7 @@
 
 use crate::data::{self, Dataset};
 use crate::float::FloatModel;
+use crate::progress::Progress;
 use crate::roles::argmax;
 use burn::lr_scheduler::cosine::CosineAnnealingLrSchedulerConfig;
 use burn::module::Param;
@@ -29,7 +30,6 @@ use burn::nn::{Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::optim::{AdamWConfig, GradientsParams};
 use burn::prelude::*;
 use burn::tensor::activation::{gelu, log_softmax, relu, softmax};
-use indicatif::{ProgressBar, ProgressStyle};
 use mpcvit_core::model::{Arch, AttnKind as FileKind, Tensor as T};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -559,12 +559,7 @@ fn run_stage(
     let teacher = st.teacher.map(|t| t.valid());
     for epoch in start..st.epochs {
         let order = shuffled(train.len(), a.seed ^ (epoch as u64 + 1) ^ st.name.len() as u64);
-        let pb = ProgressBar::new(per_epoch as u64);
-        pb.set_style(
-            ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} ({per_sec}, eta {eta})")
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
-        );
-        pb.set_prefix(format!("{} epoch {}/{}", st.name, epoch + 1, st.epochs));
+        let mut pb = Progress::new(per_epoch, &format!("{} epoch {}/{}", st.name, epoch + 1, st.epochs));
         let t0 = Instant::now();
         let (mut run_loss, mut run_acc, mut seen) = (0.0f64, 0i64, 0usize);
         for step in 0..per_epoch {
@@ -614,9 +609,9 @@ fn run_stage(
                 run_loss / (step + 1) as f64,
                 run_acc as f64 / seen as f64
             ));
-            pb.inc(1);
+            pb.inc();
         }
-        pb.finish_and_clear();
+        pb.finish();
         let acc = evaluate(&model, test, dev);
         log.line(&format!(
             "[{}] epoch {}/{} loss {:.4} train-acc {:.4} test-acc {:.4} ({:.0} img/s)",
