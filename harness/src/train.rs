@@ -16,8 +16,12 @@
 //! 5. **export** to the core model format and check the float forward of the
 //!    exported file against burn's.
 //!
-//! Resuming restarts an interrupted stage at its last finished epoch with a
-//! fresh optimizer state (the learning-rate schedule continues).
+//! Resuming restarts an interrupted stage at its last finished epoch with the
+//! model, AdamW's state and the learning-rate schedule of that epoch, so a
+//! resumed run goes on as an uninterrupted one would. (A checkpoint written
+//! before the optimizer state was saved resumes with fresh AdamW moments, as
+//! its log line says.) Each epoch's checkpoint files are written beside the
+//! old ones and renamed over them, the epoch number last.
 
 use crate::data::{self, Dataset};
 use crate::float::FloatModel;
@@ -96,6 +100,10 @@ pub struct Args {
     /// Stop each epoch after this many steps (smoke runs).
     #[arg(long)]
     pub max_steps: Option<usize>,
+    /// Stop a stage after its epoch N checkpoint, as an interruption would
+    /// (exits with an error; run again to resume). For checking resumes.
+    #[arg(long, value_name = "N")]
+    pub stop_after_epoch: Option<usize>,
     /// Seed for initialisation and shuffling.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -530,6 +538,7 @@ fn run_stage(
             .map_err(|e| format!("cannot load {}: {e:?}", done.display()));
     }
     let ckpt = a.out.join(format!("{}.ckpt.bpk", st.name));
+    let optim_ckpt = a.out.join(format!("{}.optim.bpk", st.name));
     let state = a.out.join(format!("{}.epoch", st.name));
     let (train, test) = data;
     let per_epoch = (train.len() / a.batch).min(a.max_steps.unwrap_or(usize::MAX)).max(1);
@@ -545,10 +554,22 @@ fn run_stage(
             .init(dev)
             .try_load_file(&ckpt)
             .map_err(|e| format!("cannot load {}: {e:?}", ckpt.display()))?;
-        log.line(&format!("[{}] resuming after epoch {start}", st.name));
     }
     let ce = CrossEntropyLossConfig::new().init(dev);
     let mut optim = AdamWConfig::new().with_weight_decay(0.05).init();
+    if start > 0 {
+        if optim_ckpt.exists() {
+            optim = optim
+                .load(&optim_ckpt)
+                .map_err(|e| format!("cannot load {}: {e:?}", optim_ckpt.display()))?;
+            log.line(&format!("[{}] resuming after epoch {start}", st.name));
+        } else {
+            log.line(&format!(
+                "[{}] resuming after epoch {start} (no optimizer state saved: AdamW's moments start afresh)",
+                st.name
+            ));
+        }
+    }
     let mut sched = CosineAnnealingLrSchedulerConfig::new(a.lr, total)
         .with_min_lr(a.lr / 100.0)
         .init()
@@ -623,20 +644,54 @@ fn run_stage(
             acc,
             seen as f64 / t0.elapsed().as_secs_f64()
         ));
-        model
-            .clone()
-            .save_file(&ckpt)
-            .map_err(|e| format!("cannot save {}: {e:?}", ckpt.display()))?;
-        std::fs::write(&state, format!("{}\n", epoch + 1))
-            .map_err(|e| format!("cannot write {}: {e}", state.display()))?;
+        save_checkpoint(&model, &optim, epoch + 1, [&ckpt, &optim_ckpt, &state])?;
+        if a.stop_after_epoch == Some(epoch + 1) && epoch + 1 < st.epochs {
+            return Err(format!(
+                "[{}] stopped after epoch {} as asked (--stop-after-epoch); run again to resume",
+                st.name,
+                epoch + 1
+            ));
+        }
     }
     model
         .clone()
         .save_file(&done)
         .map_err(|e| format!("cannot save {}: {e:?}", done.display()))?;
     let _ = std::fs::remove_file(&ckpt);
+    let _ = std::fs::remove_file(&optim_ckpt);
     let _ = std::fs::remove_file(&state);
     Ok(model)
+}
+
+/// Writes an epoch's model, optimizer state and epoch number beside the old
+/// ones (`*.part.bpk`, `*.part`), then renames them over the old ones, the
+/// epoch number last: a run stopped while writing resumes from the last
+/// epoch whose files were all written.
+fn save_checkpoint(
+    model: &Vit,
+    optim: &burn::optim::ModuleOptimizer,
+    epoch: usize,
+    [ckpt, optim_ckpt, state]: [&Path; 3],
+) -> Result<(), String> {
+    let part = |p: &Path, ext: &str| p.with_extension(ext);
+    let (ckpt_part, optim_part, state_part) = (
+        part(ckpt, "part.bpk"),
+        part(optim_ckpt, "part.bpk"),
+        part(state, "epoch.part"),
+    );
+    model
+        .clone()
+        .save_file(&ckpt_part)
+        .map_err(|e| format!("cannot save {}: {e:?}", ckpt_part.display()))?;
+    optim
+        .save(&optim_part)
+        .map_err(|e| format!("cannot save {}: {e:?}", optim_part.display()))?;
+    std::fs::write(&state_part, format!("{epoch}\n"))
+        .map_err(|e| format!("cannot write {}: {e}", state_part.display()))?;
+    for (from, to) in [(&ckpt_part, ckpt), (&optim_part, optim_ckpt), (&state_part, state)] {
+        std::fs::rename(from, to).map_err(|e| format!("cannot rename {} to {}: {e}", from.display(), to.display()))?;
+    }
+    Ok(())
 }
 
 fn top_fraction(v: &[f32], mu: f64) -> Vec<bool> {
