@@ -664,20 +664,20 @@ fn run_stage(
 }
 
 /// Writes an epoch's model, optimizer state and epoch number beside the old
-/// ones (`*.part.bpk`, `*.part`), then renames them over the old ones, the
-/// epoch number last: a run stopped while writing resumes from the last
-/// epoch whose files were all written.
+/// ones (`*.part.bpk`, `*.epoch.part`), then renames them over the old ones,
+/// the epoch number last: a run stopped while writing (the slow part)
+/// resumes from the last whole epoch; only a stop in the instant between
+/// the renames leaves the model an epoch ahead of its number.
 fn save_checkpoint(
     model: &Vit,
     optim: &burn::optim::ModuleOptimizer,
     epoch: usize,
     [ckpt, optim_ckpt, state]: [&Path; 3],
 ) -> Result<(), String> {
-    let part = |p: &Path, ext: &str| p.with_extension(ext);
     let (ckpt_part, optim_part, state_part) = (
-        part(ckpt, "part.bpk"),
-        part(optim_ckpt, "part.bpk"),
-        part(state, "epoch.part"),
+        ckpt.with_extension("part.bpk"),
+        optim_ckpt.with_extension("part.bpk"),
+        state.with_extension("epoch.part"),
     );
     model
         .clone()
