@@ -32,6 +32,12 @@ pub enum ProtocolError {
     /// A key-confirmation tag did not verify: the peer does not hold the key,
     /// or a relay changed the message.
     Unauthenticated,
+    /// More ops in one flight than this build holds open at once
+    /// (`ops::flight::MAX_JOBS`): a smaller tile cuts the flight.
+    TooManyOps,
+    /// A party's weights lack a tensor the architecture needs, or hold one
+    /// of the wrong length.
+    BadWeights,
 }
 
 impl fmt::Display for ProtocolError {
@@ -48,6 +54,10 @@ impl fmt::Display for ProtocolError {
             Self::Poisoned => f.write_str("session poisoned by an earlier error"),
             Self::BadVersion(v) => write!(f, "set-up message version {v} is not supported"),
             Self::Unauthenticated => f.write_str("key confirmation failed (wrong key or altered relay)"),
+            Self::BadWeights => {
+                f.write_str("the weights do not match the architecture (a tensor missing or of the wrong length)")
+            }
+            Self::TooManyOps => f.write_str("more ops in one flight than this build holds open (use a smaller tile)"),
         }
     }
 }

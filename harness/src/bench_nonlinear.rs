@@ -2,17 +2,16 @@
 //! operations"), measured with host, device and dealer in three threads over
 //! in-memory pipes; printed beside a model of CrypTen's published algorithms.
 
-use mpcvit_conformance::Res;
-use mpcvit_conformance::party::{Driver, Run3, run3_metered, weight_views};
 use mpcvit_core::FixedPoint;
 use mpcvit_core::model::AttnKind;
+use mpcvit_core::ops::Party;
 use mpcvit_core::ops::activation::{self, grid};
 use mpcvit_core::ops::layernorm::{self, LnSpec};
 use mpcvit_core::ops::max;
 use mpcvit_core::ops::softmax::{self, NormSpec};
 use mpcvit_core::ops::wide::{self, WideSpec};
 use mpcvit_core::protocol::pwl::{Func, ReluOut};
-use mpcvit_transport::mem::MemEnd;
+use mpcvit_host::local::{LocalError, LocalKeys, PartyFn, Run3, run3_mem, weight_views};
 use serde::Serialize;
 
 /// One op's measured cost and accuracy.
@@ -62,7 +61,15 @@ fn grid_pts(lo: f64, hi: f64, n: usize) -> Vec<f64> {
     (0..n).map(|i| lo + (hi - lo) * i as f64 / n as f64).collect()
 }
 
-type Op<'a> = dyn Fn(&mut Driver<MemEnd>, &[u64], &[u64]) -> Res<Vec<u64>> + Sync + 'a;
+type Op<'a> = PartyFn<'a, std::io::Error>;
+
+/// A party of the local runs.
+type P<'p> = dyn Party<Error = LocalError<std::io::Error>> + 'p;
+
+/// The keys of every run here (fixed: reproducible figures).
+fn keys() -> LocalKeys {
+    LocalKeys::fixed(9)
+}
 
 #[allow(clippy::too_many_arguments)]
 fn measure(
@@ -91,7 +98,7 @@ fn measure_at(
     out_frac: u32,
 ) -> Result<NlRow, String> {
     let xs = enc(x);
-    let r: Run3 = run3_metered(9, 1, fp(), &xs, views, f).map_err(|e| format!("{name}: {e:?}"))?;
+    let r: Run3 = run3_mem(fp(), &keys(), 1, &xs, views, f).map_err(|e| format!("{name}: {e}"))?;
     let got: Vec<f64> = r
         .output
         .iter()
@@ -174,7 +181,7 @@ pub fn run(n: usize) -> Result<Vec<NlRow>, String> {
                 }
             })
             .collect();
-        let f = move |p: &mut Driver<MemEnd>, x: &[u64], _: &[u64]| {
+        let f = move |p: &mut P<'_>, x: &[u64], _: &[u64]| {
             let mut out = vec![0; x.len()];
             activation::relu(p, sh, which, x, &mut out)?;
             Ok(out)
@@ -204,7 +211,7 @@ pub fn run(n: usize) -> Result<Vec<NlRow>, String> {
     ] {
         let xs = grid_pts(lo2, hi2, n);
         let want: Vec<f64> = dec(&enc(&xs)).iter().map(|&x| func.eval(x)).collect();
-        let f = move |p: &mut Driver<MemEnd>, x: &[u64], _: &[u64]| {
+        let f = move |p: &mut P<'_>, x: &[u64], _: &[u64]| {
             let mut out = vec![0; x.len()];
             activation::fitted(p, func, grid(x.len(), F, 3, 10)?, x, &mut out)?;
             Ok(out)
@@ -229,7 +236,7 @@ pub fn run(n: usize) -> Result<Vec<NlRow>, String> {
             .map(|i| spec.lo * (spec.hi / spec.lo).powf(i as f64 / m as f64))
             .collect();
         let want: Vec<f64> = dec(&enc(&xs)).iter().map(|&x| spec.eval(x)).collect();
-        let f = move |p: &mut Driver<MemEnd>, x: &[u64], _: &[u64]| {
+        let f = move |p: &mut P<'_>, x: &[u64], _: &[u64]| {
             let mut out = vec![0; x.len()];
             let mut scratch = vec![0; wide::scratch_len(x.len())];
             wide::wide(p, &spec, x, &mut out, &mut scratch)?;
@@ -277,7 +284,7 @@ pub fn run(n: usize) -> Result<Vec<NlRow>, String> {
             };
             want.extend(e.iter().map(|v| v / s));
         }
-        let f = move |p: &mut Driver<MemEnd>, x: &[u64], _: &[u64]| {
+        let f = move |p: &mut P<'_>, x: &[u64], _: &[u64]| {
             let mut out = vec![0; x.len()];
             let mut scratch = vec![0; spec.scratch_len()];
             softmax::normalize(p, &spec, x, &mut out, &mut scratch)?;
@@ -313,7 +320,7 @@ pub fn run(n: usize) -> Result<Vec<NlRow>, String> {
         .chunks(cols)
         .map(|r| r.iter().cloned().fold(f64::MIN, f64::max))
         .collect();
-    let f = move |p: &mut Driver<MemEnd>, x: &[u64], _: &[u64]| {
+    let f = move |p: &mut P<'_>, x: &[u64], _: &[u64]| {
         let rws = x.len() / cols;
         let mut out = vec![0; rws];
         let mut scratch = vec![0; max::scratch_len(rws, cols)];
@@ -346,7 +353,7 @@ pub fn run(n: usize) -> Result<Vec<NlRow>, String> {
             .collect();
         let gam: Vec<f64> = (0..d).map(|_| (r.next_u64() % 4000) as f64 / 1000.0 - 2.0).collect();
         let bet: Vec<f64> = (0..d).map(|_| (r.next_u64() % 2000) as f64 / 1000.0 - 1.0).collect();
-        let views = weight_views(9, 77, &enc(&gam));
+        let views = weight_views(&keys(), 77, &enc(&gam));
         let beta = enc(&bet);
         let spec = LnSpec::new(nr, d);
         let xq = dec(&enc(&xs));
@@ -359,7 +366,7 @@ pub fn run(n: usize) -> Result<Vec<NlRow>, String> {
                     + fp().decode(fp().encode(bet[j]))
             }));
         }
-        let f = |p: &mut Driver<MemEnd>, x: &[u64], g: &[u64]| {
+        let f = |p: &mut P<'_>, x: &[u64], g: &[u64]| {
             let mut out = vec![0; x.len()];
             let mut scratch = vec![0; spec.scratch_len()];
             layernorm::layernorm(p, &spec, x, Some(g), &beta, &mut out, &mut scratch)?;

@@ -1,16 +1,16 @@
 //! `mpcvit bench-ops`: the cost of each secure op, measured.
 //!
-//! Host, device and dealer run in one thread over in-memory pipes; the
-//! online time is the sum of host and device compute (in a deployment they
-//! run on two machines, so this is an upper bound), the dealer time is
-//! reported apart. Bytes are counted by the links, frame headers included.
+//! Host, device and dealer run in three threads over in-memory pipes
+//! (`mpcvit_host::local`): the dealer first, timed alone, then host and
+//! device, timed together (the online time). Bytes are counted by the
+//! links, frame headers included.
 
-use mpcvit_conformance::World;
 use mpcvit_core::FixedPoint;
+use mpcvit_core::ops::Party;
 use mpcvit_core::prg::{Prg, Seed};
 use mpcvit_core::protocol::linear::LinearShape;
 use mpcvit_core::protocol::matmul::MatmulShape;
-use mpcvit_transport::Meter;
+use mpcvit_host::local::{self, LocalError, LocalKeys, PartyFn, Run3};
 use serde::Serialize;
 use std::hint::black_box;
 use std::path::PathBuf;
@@ -57,30 +57,8 @@ fn random(n: usize, id: u64, bits: u32) -> Vec<u64> {
     (0..n).map(|_| ((p.next_u64() as i64) >> (64 - bits)) as u64).collect()
 }
 
-struct Snap {
-    dev: Meter,
-    dealer: Meter,
-}
-
-fn snap(w: &World) -> Snap {
-    Snap {
-        dev: w.device.host.meter(),
-        dealer: w.host.dealer.meter(),
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn row(
-    op: &'static str,
-    shape: String,
-    elements: usize,
-    w: &World,
-    before: &Snap,
-    best: (u64, u64),
-    plain_ns: f64,
-) -> Row {
-    let dev = w.device.host.meter().since(&before.dev);
-    let dealer = w.host.dealer.meter().since(&before.dealer);
+fn row(op: &'static str, shape: String, elements: usize, r: &Run3, best: (u64, u64), plain_ns: f64) -> Row {
+    let (dev, dealer) = (r.device, r.dealer);
     let e = elements as f64;
     let online = best.1 as f64 / e;
     Row {
@@ -100,23 +78,33 @@ fn row(
     }
 }
 
-/// Runs `f` `reps` times on a fresh world; meters of the last run, fastest time.
+/// Runs `f` on the three parties `reps` times (the dealer first, then host
+/// and device), `x` split into shares afresh each time; the meters of the
+/// last run and the fastest (dealer, online) times.
 fn measure(
     reps: usize,
-    mut f: impl FnMut(&mut World) -> Result<(), String>,
-) -> Result<(World, Snap, (u64, u64)), String> {
+    x: &[u64],
+    views: [&[u64]; 3],
+    f: &PartyFn<'_, std::io::Error>,
+) -> Result<(Run3, (u64, u64)), String> {
+    let keys = LocalKeys::fixed(42);
+    let fp = FixedPoint::default();
     let mut best = (u64::MAX, u64::MAX);
     let mut last = None;
     for r in 0..reps.max(1) {
-        let mut w = World::new(42, r as u64);
-        let s = snap(&w);
-        f(&mut w)?;
-        best = (best.0.min(w.last_ns.0), best.1.min(w.last_ns.1));
-        last = Some((w, s));
+        let (x0, x1) = local::share(&keys, r as u64, x);
+        let links = (mpcvit_transport::mem::pair(), mpcvit_transport::mem::pair());
+        let run =
+            local::run3_dealer_first(fp, &keys, r as u64, links, [&x0, &x1], views, f).map_err(|e| e.to_string())?;
+        best = (best.0.min(run.dealer_ns), best.1.min(run.online_ns));
+        last = Some(run);
     }
-    let (w, s) = last.ok_or("no repetition ran")?;
-    Ok((w, s, best))
+    Ok((last.ok_or("no repetition ran")?, best))
 }
+
+/// An op of `n` elements on the first half of the input and, for binary
+/// ops, the second.
+type Res = Result<Vec<u64>, LocalError<std::io::Error>>;
 
 fn plain_ns(reps: usize, elements: usize, mut f: impl FnMut()) -> f64 {
     let mut best = u128::MAX;
@@ -167,29 +155,68 @@ pub fn run(a: &Args) -> Result<(), String> {
             let z: Vec<i64> = xi.iter().map(|a| a >> 16).collect();
             black_box(z);
         });
-        let (w, s0, t) = measure(a.reps, |w| w.mul(&x, &y).map(|_| ()).map_err(|e| format!("{e:?}")))?;
-        rows.push(row("mul (Beaver, ring)", format!("{n}"), n, &w, &s0, t, plain_mul));
-        let (w, s0, t) = measure(a.reps, |w| w.trunc(fp, &x).map(|_| ()).map_err(|e| format!("{e:?}")))?;
-        rows.push(row("trunc exact", format!("{n}"), n, &w, &s0, t, plain_shift));
-        let (w, s0, t) = measure(a.reps, |w| {
-            black_box(w.trunc_local(fp, &x));
-            Ok(())
-        })?;
-        rows.push(row("trunc local", format!("{n}"), n, &w, &s0, t, plain_shift));
+        let xy: Vec<u64> = x.iter().chain(&y).copied().collect();
+        let mul = |p: &mut dyn Party<Error = LocalError<std::io::Error>>, v: &[u64], _: &[u64]| -> Res {
+            let (a, b) = v.split_at(n);
+            let mut z = vec![0; n];
+            p.mul(a, b, 1, &mut z)?;
+            Ok(z)
+        };
+        let (r, t) = measure(a.reps, &xy, [&[], &[], &[]], &mul)?;
+        rows.push(row("mul (Beaver, ring)", format!("{n}"), n, &r, t, plain_mul));
+        let trunc = |p: &mut dyn Party<Error = LocalError<std::io::Error>>, v: &[u64], _: &[u64]| -> Res {
+            let mut z = vec![0; v.len()];
+            p.trunc(fp.frac_bits(), v, &mut z)?;
+            Ok(z)
+        };
+        let (r, t) = measure(a.reps, &x, [&[], &[], &[]], &trunc)?;
+        rows.push(row("trunc exact", format!("{n}"), n, &r, t, plain_shift));
+        // local truncation moves no bytes: each share is shifted alone
+        let keys = LocalKeys::fixed(42);
+        let mut best = u64::MAX;
+        for rep in 0..a.reps.max(1) {
+            let (x0, x1) = local::share(&keys, rep as u64, &x);
+            let t0 = Instant::now();
+            let z: Vec<u64> = x0
+                .iter()
+                .zip(&x1)
+                .map(|(&u, &v)| {
+                    mpcvit_core::protocol::trunc::local(u, fp.frac_bits())
+                        .wrapping_add(mpcvit_core::protocol::trunc::local(v, fp.frac_bits()))
+                })
+                .collect();
+            black_box(z);
+            best = best.min(u64::try_from(t0.elapsed().as_nanos()).unwrap_or(u64::MAX));
+        }
+        rows.push(Row {
+            op: "trunc local",
+            shape: format!("{n}"),
+            elements: n,
+            rounds: 0,
+            msgs_device_to_host: 0,
+            msgs_host_to_device: 0,
+            bytes_device_to_host_per_elem: 0.0,
+            bytes_host_to_device_per_elem: 0.0,
+            bytes_dealer_to_host_per_elem: 0.0,
+            online_ns_per_elem: best as f64 / n as f64,
+            dealer_ns_per_elem: 0.0,
+            plain_int64_ns_per_elem: plain_shift,
+            ratio_to_plain: best as f64 / n as f64 / plain_shift,
+        });
         // fixed-point product: mul then exact truncation (two ops)
-        let (w, s0, t) = measure(a.reps, |w| {
-            let z = w.mul(&x, &y).map_err(|e| format!("{e:?}"))?;
-            let first = w.last_ns;
-            w.trunc(fp, &z).map_err(|e| format!("{e:?}"))?;
-            w.last_ns = (w.last_ns.0 + first.0, w.last_ns.1 + first.1);
-            Ok(())
-        })?;
+        let fixed_mul = |p: &mut dyn Party<Error = LocalError<std::io::Error>>, v: &[u64], _: &[u64]| -> Res {
+            let (a, b) = v.split_at(n);
+            let (mut z, mut t) = (vec![0; n], vec![0; n]);
+            p.mul(a, b, 1, &mut z)?;
+            p.trunc(fp.frac_bits(), &z, &mut t)?;
+            Ok(t)
+        };
+        let (r, t) = measure(a.reps, &xy, [&[], &[], &[]], &fixed_mul)?;
         rows.push(row(
             "fixed mul (mul + trunc exact)",
             format!("{n}"),
             n,
-            &w,
-            &s0,
+            &r,
             t,
             plain_mul,
         ));
@@ -210,15 +237,19 @@ pub fn run(a: &Args) -> Result<(), String> {
             black_box(plain_matmul(&xi, &yi, (n, k, m)));
         });
         let sh = MatmulShape { n, k, m };
-        let (w, s0, t) = measure(a.reps, |w| {
-            w.matmul(sh, &x, &y).map(|_| ()).map_err(|e| format!("{e:?}"))
-        })?;
+        let xy: Vec<u64> = x.iter().chain(&y).copied().collect();
+        let mm = |p: &mut dyn Party<Error = LocalError<std::io::Error>>, v: &[u64], _: &[u64]| -> Res {
+            let (a, b) = v.split_at(n * k);
+            let mut z = vec![0; n * m];
+            p.matmul(sh, a, b, &mut z)?;
+            Ok(z)
+        };
+        let (r, t) = measure(a.reps, &xy, [&[], &[], &[]], &mm)?;
         rows.push(row(
             "matmul (shared x shared)",
             format!("{n}x{k} * {k}x{m}"),
             n * m,
-            &w,
-            &s0,
+            &r,
             t,
             pn,
         ));
@@ -235,15 +266,18 @@ pub fn run(a: &Args) -> Result<(), String> {
             black_box(plain_matmul(&xi, &wi, (n, din, dout)));
         });
         let sh = LinearShape { n, din, dout };
-        let (w, s0, t) = measure(a.reps, |w| {
-            w.linear(sh, 0, &x, &wt).map(|_| ()).map_err(|e| format!("{e:?}"))
-        })?;
+        let views = local::weight_views(&LocalKeys::fixed(42), 0, &wt);
+        let lin = |p: &mut dyn Party<Error = LocalError<std::io::Error>>, v: &[u64], w: &[u64]| -> Res {
+            let mut z = vec![0; n * dout];
+            p.linear_trunc(sh, v, w, &[], fp.frac_bits(), &mut z)?;
+            Ok(z)
+        };
+        let (r, t) = measure(a.reps, &x, [&views[0], &views[1], &views[2]], &lin)?;
         rows.push(row(
-            "linear (host W x shared X)",
+            "linear + trunc (host W x shared X)",
             format!("{n}x{din} * {din}x{dout}"),
             n * dout,
-            &w,
-            &s0,
+            &r,
             t,
             pn,
         ));

@@ -3,11 +3,11 @@
 //! attention mix, with latency modelled for LAN and the paper's WAN.
 
 use crate::float::FloatModel;
-use mpcvit_conformance::Keys;
-use mpcvit_conformance::vit::{secure_tiled, weight_maps};
 use mpcvit_core::FixedPoint;
 use mpcvit_core::model::{Arch, AttnKind, ModelView};
 use mpcvit_core::prg::{Prg, Seed};
+use mpcvit_host::local::{self, LocalKeys};
+use mpcvit_host::weight_maps;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -177,7 +177,7 @@ pub fn run(a: &Args) -> Result<(), String> {
         Err(e) => return Err(format!("reading {}: {e}", a.out.display())),
     };
     let fp = FixedPoint::default();
-    let keys = Keys::test(1);
+    let keys = LocalKeys::fixed(1);
     let mut rows = Vec::new();
     let t = a.tile;
     let tile_label = if t == mpcvit_core::ops::vit::Tile::WHOLE {
@@ -204,12 +204,12 @@ pub fn run(a: &Args) -> Result<(), String> {
         };
         let bytes = fm.to_bytes()?;
         let view = ModelView::parse(&bytes).map_err(|e| e.to_string())?;
-        let maps = weight_maps(&view, fp, &keys.model)?;
+        let maps = weight_maps(&view, fp, &keys.model).map_err(|e| e.to_string())?;
         let img: Vec<f32> = (0..ar.channels * ar.image * ar.image)
             .map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0)
             .collect();
         eprintln!("bench: {} {mix} ...", a.arch);
-        let inf = secure_tiled(&view, fp, &maps, &keys, 1, &img, t, false).map_err(|e| format!("{mix}: {e:?}"))?;
+        let inf = local::secure(&view, fp, &maps, &keys, 1, &img, (t, false)).map_err(|e| format!("{mix}: {e}"))?;
         let wall = inf.wall_ns as f64 / 1e9;
         let online = (inf.device.bytes_sent + inf.device.bytes_recv) as f64 * 8.0;
         let lan = wall + inf.device.rounds as f64 * 0.5e-3 + online / 1e9;

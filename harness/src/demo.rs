@@ -5,10 +5,9 @@
 
 use crate::float::{FloatModel, write_atomic};
 use crate::roles::{self, DeviceReport, HOST_KEY, parse_profile};
-use mpcvit_conformance::vit::{reference, weight_maps};
 use mpcvit_core::FixedPoint;
 use mpcvit_core::model::{AttnKind, ModelView};
-use mpcvit_core::prg::Seed;
+use mpcvit_host::{WeightMap, reference};
 use mpcvit_transport::shape::Profile;
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
@@ -371,7 +370,7 @@ fn run_inner(a: &Args, verbose: u8) -> Result<(), String> {
 
     // Plaintext references in this process.
     let fp = FixedPoint::new(view.frac_bits()).map_err(|e| e.to_string())?;
-    let [hmap, _, _] = weight_maps(&view, fp, &Seed::from_bytes([0; 32]))?;
+    let hmap = WeightMap::host(&view, fp).map_err(|e| e.to_string())?;
     let float = FloatModel::from_view(&view);
     let (_, _, pixels, labels) = crate::data::parse_idx(IMAGES, LABELS, "bundled images")?;
 
@@ -385,7 +384,8 @@ fn run_inner(a: &Args, verbose: u8) -> Result<(), String> {
     let (mut agree, mut agree_f, mut correct) = (0, 0, 0);
     for i in 0..n {
         let img = roles::normalise(&pixels[i * 784..(i + 1) * 784], 1);
-        let fixed: Vec<f64> = reference(&view, fp, &hmap, &img)
+        let fixed: Vec<f64> = reference::forward(&view, fp, &hmap, &img)
+            .map_err(|e| format!("image {i}: {e}"))?
             .iter()
             .map(|&x| fp.decode(x))
             .collect();

@@ -9,11 +9,12 @@ use crate::data::{self, Dataset};
 use crate::float::FloatModel;
 use crate::progress::Progress;
 use crate::roles::argmax;
-use mpcvit_conformance::Keys;
-use mpcvit_conformance::vit::{reference, secure, weight_maps};
 use mpcvit_core::FixedPoint;
 use mpcvit_core::model::ModelView;
+use mpcvit_core::ops::vit::Tile;
 use mpcvit_core::session::VERSION;
+use mpcvit_host::local::{self, LocalKeys};
+use mpcvit_host::{reference, weight_maps};
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::PathBuf;
@@ -245,8 +246,8 @@ pub fn run(a: &Args) -> Result<(), String> {
         ));
     }
     let fp = FixedPoint::new(fm.frac_bits).map_err(|e| e.to_string())?;
-    let keys = Keys::test(1);
-    let maps = weight_maps(&view, fp, &keys.model)?;
+    let keys = LocalKeys::fixed(1);
+    let maps = weight_maps(&view, fp, &keys.model).map_err(|e| e.to_string())?;
     let n = ds.len();
     let (mut float_ok, mut fixed_ok) = (0usize, 0usize);
     // kept for the secure runs' agreement and logit distance
@@ -255,7 +256,8 @@ pub fn run(a: &Args) -> Result<(), String> {
     for i in 0..n {
         let img = ds.image(i);
         let f: Vec<f64> = fm.forward(&img).iter().map(|&v| v as f64).collect();
-        let q: Vec<f64> = reference(&view, fp, &maps[0], &img)
+        let q: Vec<f64> = reference::forward(&view, fp, &maps[0], &img)
+            .map_err(|e| format!("image {i}: {e}"))?
             .iter()
             .map(|&v| fp.decode(v))
             .collect();
@@ -300,7 +302,8 @@ pub fn run(a: &Args) -> Result<(), String> {
         }
         let q = fixed_logits.get(i).map_or(&[][..], Vec::as_slice);
         let img = ds.image(i);
-        let inf = secure(&view, fp, &maps, &keys, i as u64 + 1, &img).map_err(|e| format!("image {i}: {e:?}"))?;
+        let inf = local::secure(&view, fp, &maps, &keys, i as u64 + 1, &img, (Tile::WHOLE, false))
+            .map_err(|e| format!("image {i}: {e}"))?;
         let g: Vec<f64> = inf.logits.iter().map(|&v| fp.decode(v)).collect();
         let run = Run {
             model_crc,

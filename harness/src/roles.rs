@@ -12,19 +12,18 @@
 use crate::data;
 use crate::float::write_atomic;
 use log::{info, warn};
-use mpcvit_conformance::party::Driver;
-use mpcvit_conformance::vit::{WeightMap, weight_maps};
 use mpcvit_core::model::ModelView;
 use mpcvit_core::ops::vit::{self, Tile, VitSpec};
 use mpcvit_core::prg::Seed;
 use mpcvit_core::provision::{self, BlobView};
 use mpcvit_core::session::{self, Accept, DealerSetup, DeviceHello};
 use mpcvit_core::{FixedPoint, ProtocolError, SessionId};
-use mpcvit_device::{DeviceError, DeviceParty};
+use mpcvit_device::DeviceError;
+use mpcvit_host::{DealerParty, HostParty, WeightMap};
 use mpcvit_transport::seal::{SealError, Sealed};
 use mpcvit_transport::shape::{Profile, Shaped};
 use mpcvit_transport::tcp::Tcp;
-use mpcvit_transport::{FrameKind, Link, Meter};
+use mpcvit_transport::{FrameKind, Link};
 use serde::Serialize;
 use std::collections::HashSet;
 use std::io::Write as _;
@@ -45,11 +44,11 @@ pub enum Net {
 /// Record buffers of sealed links (plaintext bytes per record).
 const RECORD: usize = mpcvit_transport::seal::RECORD_MAX;
 
-impl mpcvit_conformance::embedded_io::ErrorType for Net {
+impl embedded_io::ErrorType for Net {
     type Error = SealError<std::io::Error>;
 }
 
-impl mpcvit_conformance::embedded_io::Read for Net {
+impl embedded_io::Read for Net {
     fn read(&mut self, buf: &mut [u8]) -> Result<usize, Self::Error> {
         match self {
             Net::Plain(t) => t.read(buf).map_err(SealError::Io),
@@ -58,7 +57,7 @@ impl mpcvit_conformance::embedded_io::Read for Net {
     }
 }
 
-impl mpcvit_conformance::embedded_io::Write for Net {
+impl embedded_io::Write for Net {
     fn write(&mut self, buf: &[u8]) -> Result<usize, Self::Error> {
         match self {
             Net::Plain(t) => t.write(buf).map_err(SealError::Io),
@@ -81,10 +80,6 @@ enum Seal<'k> {
     Initiator(&'k [u8; 32]),
     Responder(&'k [u8; 32]),
 }
-
-/// The desktop device's message buffers (lazily mapped; the report says how
-/// much an inference used).
-const BUF_BYTES: usize = 64 << 20;
 
 /// Largest set-up frame (a plan is a few kB; an abort reason a line).
 const SETUP_MAX: usize = 1 << 20;
@@ -197,7 +192,7 @@ pub fn blob_for(model: &[u8], host_key: &Seed) -> Result<Vec<u8>, String> {
     let view = ModelView::parse(model).map_err(|e| e.to_string())?;
     let fp = FixedPoint::new(view.frac_bits()).map_err(|e| e.to_string())?;
     let seed = session::model_seed(host_key, provision::model_crc(model));
-    mpcvit_conformance::vit::device_blob(model, fp, &seed)
+    mpcvit_host::device_blob(model, fp, &seed).map_err(|e| e.to_string())
 }
 
 /// `mpcvit provision`.
@@ -419,7 +414,7 @@ fn dealer_session(ctx: &DealerCtx, s: TcpStream) -> Result<String, String> {
     let a = plan.arch();
     let fp = FixedPoint::new(plan.frac_bits()).map_err(|e| e.to_string())?;
     let map = WeightMap::dealer(&a, &session::model_seed(&ctx.host_key, plan.model_crc()));
-    let mut d = Driver::dealer(fp, l, &ctx.host_key, &kd, sid);
+    let mut d = DealerParty::new(fp, l, &ctx.host_key, &kd, sid);
     let spec = VitSpec {
         arch: a,
         fp,
@@ -505,7 +500,7 @@ pub fn host(a: &HostArgs) -> Result<(), String> {
     let view = ModelView::parse(&model).map_err(|e| e.to_string())?;
     let fp = FixedPoint::new(view.frac_bits()).map_err(|e| e.to_string())?;
     let crc = provision::model_crc(&model);
-    let [map, _, _] = weight_maps(&view, fp, &session::model_seed(&key, crc))?;
+    let map = WeightMap::host(&view, fp).map_err(|e| e.to_string())?;
     let arch = view.arch();
     let mut plan = vec![0; provision::plan_len(&arch)];
     provision::encode_plan(&arch, fp.frac_bits(), crc, &view, &mut plan).map_err(|e| e.to_string())?;
@@ -616,14 +611,14 @@ fn host_session(ctx: &HostCtx, s: TcpStream) -> Result<HostReport, String> {
         tile: hello.tile,
         logits_to_host: hello.logits_to_host,
     };
-    let mut h = Driver::host(ctx.fp, dev, dl, &ctx.key, SessionId(sid));
+    let mut h = HostParty::new(ctx.fp, dev, dl, &ctx.key, SessionId(sid));
     let zeros = vec![0u64; (a.tokens() - 1) * a.patch_len()];
     let mut out = vec![0; a.classes];
     let mut scratch = vec![0; vit::scratch_len(&a, hello.tile)];
     vit::forward(&mut h, &spec, &ctx.map, &zeros, &mut out, &mut scratch)
         .map_err(|e| format!("session {sid:016x}: {e}"))?;
-    let m = h.link().meter().since(&m0);
-    let d = h.dealer_link().map(|l| l.meter().since(&d0)).unwrap_or_default();
+    let m = h.device_link().meter().since(&m0);
+    let d = h.dealer_link().meter().since(&d0);
     Ok(HostReport {
         session: format!("{sid:016x}"),
         device_bytes_in: m.bytes_recv,
@@ -891,8 +886,10 @@ fn peer_gone(e: &mpcvit_transport::Error<SealError<std::io::Error>>) -> bool {
     }
 }
 
-/// Runs one private inference as the device.
+/// Runs one private inference as the device ([`mpcvit_device::session::infer`],
+/// as every firmware runs it).
 pub fn device_run(a: &DeviceArgs) -> Result<DeviceReport, String> {
+    use mpcvit_device::session::{self as ds, Failure};
     let t_start = Instant::now();
     let blob_bytes = std::fs::read(&a.blob).map_err(|e| format!("cannot read blob {}: {e}", a.blob.display()))?;
     let blob = BlobView::parse(&blob_bytes)
@@ -901,35 +898,53 @@ pub fn device_run(a: &DeviceArgs) -> Result<DeviceReport, String> {
     let arch = blob.arch();
     let fp = FixedPoint::new(blob.frac_bits()).map_err(|e| e.to_string())?;
     let (mean, std) = norm_stats(arch.channels);
-    let mut x = vec![0; (arch.tokens() - 1) * arch.patch_len()];
-    vit::patches_from_pixels(&arch, fp, &device_image(a, &arch)?, &mean, &std, &mut x).map_err(|e| e.to_string())?;
+    let pixels = device_image(a, &arch)?;
     let map = WeightMap::from_blob(&blob);
-    let nonce = random_u64()?;
+    let dep = ds::Deployment {
+        blob: &blob,
+        weights: &map,
+        key: &key,
+        nonce: random_u64()?,
+    };
     // The key stays in its zeroizing Seed; the link borrows it.
     let psk = a.psk.as_deref().map(read_key).transpose()?;
     let seal = psk.as_ref().map_or(Seal::None, |k| Seal::Initiator(k.expose()));
-    let mut l = link(connect(&a.connect, "host")?, seconds(a.timeout), a.link, seal)?;
-    let mut buf = vec![0u8; 4096];
-    let offer = mpcvit_device::session::Offer {
-        model_crc: blob.model_crc(),
-        frac_bits: blob.frac_bits() as u8,
-        tile: a.tile,
-        logits_to_host: a.logits_to_host,
+    let io = link(connect(&a.connect, "host")?, seconds(a.timeout), a.link, seal)?.into_inner();
+    let mut scratch = vec![0; vit::scratch_len(&arch, a.tile)];
+    let mut patches = vec![0; (arch.tokens() - 1) * arch.patch_len()];
+    let mut logits = vec![0; arch.classes];
+    let mut bufs = mpcvit_host::local::DeviceBuffers::default();
+    let (tx, rx, tmp) = bufs.split();
+    let b = ds::Buffers {
+        scratch: &mut scratch,
+        tx,
+        rx,
+        tmp,
+        patches: &mut patches,
+        logits: &mut logits,
     };
-    let (sid, kd) = match mpcvit_device::session::open(&mut l, &key, nonce, &offer, &mut buf) {
-        Ok(v) => v,
-        Err(DeviceError::Refused { reason_len }) => {
-            return Err(format!(
-                "the host refused the session: {}",
-                String::from_utf8_lossy(buf.get(..reason_len).unwrap_or(&[]))
-            ));
+    let mut clock = || u64::try_from(t_start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+    let r = ds::infer(
+        &mut clock,
+        io,
+        &dep,
+        (a.tile, a.logits_to_host),
+        &pixels,
+        (&mean, &std),
+        b,
+    );
+    let o = match r {
+        Ok(o) => o,
+        Err(f @ Failure::Refused { .. }) => {
+            return Err(format!("the host refused the session: {}", f.reason().unwrap_or("?")));
         }
-        Err(DeviceError::Protocol(ProtocolError::Unauthenticated)) => {
+        Err(Failure::Setup(e)) => return Err(e.into()),
+        Err(Failure::Handshake(DeviceError::Protocol(ProtocolError::Unauthenticated))) => {
             return Err(
                 "the dealer's key confirmation failed: the host's dealer does not hold this device's key".into(),
             );
         }
-        Err(DeviceError::Link(e)) if peer_gone(&e) => {
+        Err(Failure::Handshake(DeviceError::Link(e))) if peer_gone(&e) => {
             return Err(if a.psk.is_some() {
                 "the host closed the connection during set-up: check that host and device use the same --psk \
                      (sealed records that do not authenticate are refused; the host's log says why)"
@@ -938,45 +953,29 @@ pub fn device_run(a: &DeviceArgs) -> Result<DeviceReport, String> {
                 "the host closed the connection during set-up (does it require --psk? the host's log says why)".into()
             });
         }
-        Err(e) => return Err(format!("set-up with the host failed: {e}")),
-    };
-    let m0: Meter = l.meter();
-    let t0 = Instant::now();
-    let (mut tx, mut rx, mut tmp) = (vec![0u8; BUF_BYTES], vec![0u8; BUF_BYTES], vec![0u64; BUF_BYTES / 8]);
-    let mut d = DeviceParty::new(fp, l, &kd, sid, &mut tx, &mut rx, &mut tmp);
-    let spec = VitSpec {
-        arch,
-        fp,
-        model: &blob,
-        tile: a.tile,
-        logits_to_host: a.logits_to_host,
-    };
-    let mut out = vec![0; arch.classes];
-    let mut scratch = vec![0; vit::scratch_len(&arch, a.tile)];
-    vit::forward(&mut d, &spec, &map, &x, &mut out, &mut scratch).map_err(|e| match e {
-        DeviceError::Link(e) if peer_gone(&e) => {
-            "the host closed the connection during the inference (see the host's log)".to_string()
+        Err(Failure::Handshake(e)) => return Err(format!("set-up with the host failed: {e}")),
+        Err(Failure::Device(DeviceError::Link(e))) if peer_gone(&e) => {
+            return Err("the host closed the connection during the inference (see the host's log)".into());
         }
-        e => format!("inference failed: {e}"),
-    })?;
-    let hw = d.high_water();
-    let m = d.link().meter().since(&m0);
-    let logits: Vec<f64> = out.iter().map(|&v| fp.decode(v)).collect();
+        Err(Failure::Device(e)) => return Err(format!("inference failed: {e}")),
+    };
+    let logits: Vec<f64> = logits.iter().map(|&v| fp.decode(v)).collect();
+    let [_, t_setup, t_end] = o.ticks;
     Ok(DeviceReport {
-        session: format!("{:016x}", sid.0),
-        prediction: argmax(&logits),
+        session: format!("{:016x}", o.session),
+        prediction: o.prediction,
         logits,
-        bytes_sent: m.bytes_sent,
-        bytes_recv: m.bytes_recv,
-        rounds: m.rounds,
-        wall_s: t0.elapsed().as_secs_f64(),
+        bytes_sent: o.meter.bytes_sent,
+        bytes_recv: o.meter.bytes_recv,
+        rounds: o.meter.rounds,
+        wall_s: t_end.saturating_sub(t_setup) as f64 / 1e9,
         total_s: t_start.elapsed().as_secs_f64(),
         link: a.link.map(|p| p.name.to_string()),
         working_set: WorkingSet {
             scratch_bytes: 8 * vit::scratch_len(&arch, a.tile),
-            tx_bytes: hw.tx,
-            rx_bytes: hw.rx,
-            tmp_bytes: 8 * hw.tmp,
+            tx_bytes: o.high_water.tx,
+            rx_bytes: o.high_water.rx,
+            tmp_bytes: 8 * o.high_water.tmp,
         },
     })
 }

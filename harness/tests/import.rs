@@ -8,10 +8,11 @@ mod common;
 use common::bin;
 use mpcvit::import::{convert, read_checkpoint, unpickle};
 use mpcvit::roles::argmax;
-use mpcvit_conformance::Keys;
-use mpcvit_conformance::vit::{reference, secure, weight_maps};
 use mpcvit_core::FixedPoint;
 use mpcvit_core::model::{AttnKind, ModelView};
+use mpcvit_core::ops::vit::Tile;
+use mpcvit_host::local::{self, LocalKeys};
+use mpcvit_host::{reference, weight_maps};
 use proptest::prelude::*;
 use std::path::PathBuf;
 
@@ -40,7 +41,7 @@ fn check(name: &str, plus: bool) {
     let bytes = fm.to_bytes().expect("encode");
     let view = ModelView::parse(&bytes).expect("parse");
     let fp = FixedPoint::new(16).expect("fp");
-    let keys = Keys::test(3);
+    let keys = LocalKeys::fixed(3);
     let maps = weight_maps(&view, fp, &keys.model).expect("maps");
     let images = j["images"].as_array().expect("images");
     let logits = j["logits"].as_array().expect("logits");
@@ -60,12 +61,13 @@ fn check(name: &str, plus: bool) {
         let ours: Vec<f64> = fm.forward(&img).iter().map(|&v| v as f64).collect();
         let d = ours.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
         assert!(d < 1e-4, "{name} image {i}: float vs PyTorch {d}");
-        let fixed: Vec<f64> = reference(&view, fp, &maps[0], &img)
+        let fixed: Vec<f64> = reference::forward(&view, fp, &maps[0], &img)
+            .expect("reference")
             .iter()
             .map(|&v| fp.decode(v))
             .collect();
         let df = fixed.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
-        let inf = secure(&view, fp, &maps, &keys, 1 + i as u64, &img).expect("secure");
+        let inf = local::secure(&view, fp, &maps, &keys, 1 + i as u64, &img, (Tile::WHOLE, false)).expect("secure");
         let sec: Vec<f64> = inf.logits.iter().map(|&v| fp.decode(v)).collect();
         let ds = sec.iter().zip(&fixed).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
         println!("{name} image {i}: |float - torch| {d:.1e}, |fixed - torch| {df:.1e}, |secure - fixed| {ds:.1e}");

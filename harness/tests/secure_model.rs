@@ -5,8 +5,28 @@
 
 use mpcvit::float::FloatModel;
 use mpcvit::roles::argmax;
-use mpcvit_conformance::Keys;
-use mpcvit_conformance::vit::{reference, secure, secure_tiled, weight_maps};
+use mpcvit_host::local::{self, LocalKeys as Keys};
+use mpcvit_host::weight_maps;
+
+fn reference(
+    v: &mpcvit_core::model::ModelView<'_>,
+    fp: FixedPoint,
+    w: &mpcvit_host::WeightMap,
+    img: &[f32],
+) -> Vec<u64> {
+    mpcvit_host::reference::forward(v, fp, w, img).expect("reference")
+}
+
+fn secure(
+    v: &mpcvit_core::model::ModelView<'_>,
+    fp: FixedPoint,
+    maps: &[mpcvit_host::WeightMap; 3],
+    keys: &Keys,
+    session: u64,
+    img: &[f32],
+) -> Result<local::Inference, local::LocalError<std::io::Error>> {
+    local::secure(v, fp, maps, keys, session, img, (Tile::WHOLE, false))
+}
 use mpcvit_core::FixedPoint;
 use mpcvit_core::model::{Arch, AttnKind, ModelView, Tensor};
 use mpcvit_core::ops::vit::Tile;
@@ -74,7 +94,7 @@ fn image(a: &Arch, seed: u64) -> Vec<f32> {
 /// Largest |secure - fixed-point| logit deviation over `cases` random models.
 fn worst_deviation(cases: u64) -> f64 {
     let fp = FixedPoint::new(16).expect("fp");
-    let keys = Keys::test(5);
+    let keys = Keys::fixed(5);
     let mut worst = 0f64;
     for seed in 0..cases {
         let fm = random_model(seed + 1000);
@@ -106,11 +126,11 @@ fn check_model(seed: u64, tile: Tile) -> Result<(), TestCaseError> {
     let bytes = fm.to_bytes().expect("encode");
     let view = ModelView::parse(&bytes).expect("parse");
     let fp = FixedPoint::new(16).expect("fp");
-    let keys = Keys::test(5);
+    let keys = Keys::fixed(5);
     let maps = weight_maps(&view, fp, &keys.model).expect("weights");
     let img = image(&fm.arch, seed);
     let got =
-        secure_tiled(&view, fp, &maps, &keys, seed, &img, tile, seed.is_multiple_of(2)).expect("secure inference");
+        local::secure(&view, fp, &maps, &keys, seed, &img, (tile, seed.is_multiple_of(2))).expect("secure inference");
     // revealed to the host only on request, and then the same logits
     if seed.is_multiple_of(2) {
         prop_assert_eq!(&got.host_logits, &got.logits);
@@ -193,7 +213,7 @@ fn one_case() {
     let bytes = fm.to_bytes().expect("encode");
     let view = ModelView::parse(&bytes).expect("parse");
     let fp = FixedPoint::new(16).expect("fp");
-    let keys = Keys::test(5);
+    let keys = Keys::fixed(5);
     let maps = weight_maps(&view, fp, &keys.model).expect("weights");
     let img = image(&fm.arch, case);
     let t = std::time::Instant::now();
@@ -221,10 +241,20 @@ fn secure_model_over_tcp() {
     let bytes = fm.to_bytes().expect("encode");
     let view = ModelView::parse(&bytes).expect("parse");
     let fp = FixedPoint::new(16).expect("fp");
-    let keys = Keys::test(6);
+    let keys = Keys::fixed(6);
     let maps = weight_maps(&view, fp, &keys.model).expect("weights");
     let img = image(&fm.arch, 3);
-    let tcp = mpcvit_conformance::vit::secure_tcp(&view, fp, &maps, &keys, 9, &img).expect("tcp inference");
+    let tcp = local::secure_over(
+        &view,
+        fp,
+        &maps,
+        &keys,
+        9,
+        mpcvit_conformance::tcp_links().expect("sockets"),
+        &img,
+        (Tile::WHOLE, false),
+    )
+    .expect("tcp inference");
     let mem = secure(&view, fp, &maps, &keys, 9, &img).expect("mem inference");
     assert_eq!(tcp.logits, mem.logits);
     assert_eq!(tcp.device.bytes_sent, mem.device.bytes_sent);
@@ -238,14 +268,14 @@ fn secure_model_over_tcp() {
 /// the blob names its model, and damage is refused.
 #[test]
 fn provisioning_blob_roundtrip() {
-    use mpcvit_conformance::vit::{WeightMap, device_blob};
     use mpcvit_core::model::Layout;
     use mpcvit_core::provision::{BlobView, model_crc};
+    use mpcvit_host::{WeightMap, device_blob};
     let fm = random_model(4);
     let bytes = fm.to_bytes().expect("encode");
     let view = ModelView::parse(&bytes).expect("parse");
     let fp = FixedPoint::new(16).expect("fp");
-    let keys = Keys::test(7);
+    let keys = Keys::fixed(7);
     let maps = weight_maps(&view, fp, &keys.model).expect("weights");
     let blob = device_blob(&bytes, fp, &keys.model).expect("blob");
     let b = BlobView::parse(&blob).expect("parse blob");

@@ -1,408 +1,69 @@
-//! Conformance harness: host, device and dealer of `mpcvit-core` wired over
-//! `mpcvit-transport` links, for the proptest laws in `tests/`.
+//! Conformance harness: the proptest laws in `tests/` run the product's
+//! parties (`mpcvit_host::HostParty`, `mpcvit_device::DeviceParty`,
+//! `mpcvit_host::DealerParty`) in three threads over in-memory pipes or
+//! TCP (`mpcvit_host::local`), and compare what they compute with the
+//! plaintext fixed-point reference. Nothing here implements a party: a law
+//! that passes here passes for the device the firmware runs.
 //!
-//! Each party type wraps one role's correlation source and links. Every op
-//! is split into the steps a party takes between messages (`*_open` sends,
-//! `*_finish` receives), so the same code drives the three parties in one
-//! thread over in-memory pipes ([`World`]) and in three threads over TCP.
+//! [`World`] runs one op per call (each call a fresh session of the same
+//! deployment); [`run3`] runs a composite op written against
+//! [`mpcvit_core::ops::Party`]; [`tamper`] alters the device's frames in
+//! flight.
 
-use embedded_io::{Read, Write};
-use mpcvit_core::corr::dealer_message_len;
-use mpcvit_core::prg::{Prg, Seed};
-use mpcvit_core::protocol::linear::{self, LinearDevice, LinearHost, LinearShape};
-use mpcvit_core::protocol::lut::{self, Lut, LutOpened, LutShape, Table};
-use mpcvit_core::protocol::matmul::{self, Matmul, MatmulOpened, MatmulShape};
-use mpcvit_core::protocol::mul::{self, Mul, MulOpened};
-use mpcvit_core::protocol::trunc::{self, TruncDevice, TruncHost};
-use mpcvit_core::{Correlations, DealerSession, FixedPoint, ProtocolError, Role, SessionId};
-use mpcvit_transport::FrameKind;
-use mpcvit_transport::link::{Error as LinkError, Link};
-use mpcvit_transport::mem::{self, MemEnd};
+use mpcvit_core::FixedPoint;
+use mpcvit_core::ops::{LutJob, Party};
+use mpcvit_core::prg::Prg;
+use mpcvit_core::protocol::linear::LinearShape;
+use mpcvit_core::protocol::lut::{LutShape, Table};
+use mpcvit_core::protocol::matmul::MatmulShape;
+use mpcvit_core::protocol::trunc;
+use mpcvit_host::local::{self, LocalError, LocalKeys};
+use mpcvit_transport::Meter;
 
-pub use embedded_io;
+pub mod tamper;
 
-pub mod party;
-pub mod vit;
+pub use mpcvit_host::local::LocalKeys as Keys;
 
-/// Largest frame payload the test parties accept.
-pub const MAX_MSG: usize = 64 << 20;
+/// Any failure of a party in a test run over in-memory pipes.
+pub type RunError = LocalError<std::io::Error>;
 
-/// Any failure of a party in a test run.
-#[derive(Debug)]
-pub enum RunError {
-    /// A protocol step failed.
-    Protocol(ProtocolError),
-    /// The link failed.
-    Link(String),
-}
-
-impl std::fmt::Display for RunError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Protocol(e) => write!(f, "protocol error: {e}"),
-            Self::Link(e) => write!(f, "link error: {e}"),
-        }
-    }
-}
-
-impl std::error::Error for RunError {}
-
-impl From<ProtocolError> for RunError {
-    fn from(e: ProtocolError) -> Self {
-        Self::Protocol(e)
-    }
-}
-
-impl<E: std::fmt::Debug> From<LinkError<E>> for RunError {
-    fn from(e: LinkError<E>) -> Self {
-        Self::Link(e.to_string())
-    }
-}
-
-/// Result of a party step.
+/// Result of a test run.
 pub type Res<T> = Result<T, RunError>;
 
-/// Test keys of a deployment (fixed, so runs are reproducible).
-#[derive(Clone, Debug)]
-pub struct Keys {
-    /// Host <-> dealer key.
-    pub host: Seed,
-    /// Device <-> dealer key.
-    pub device: Seed,
-    /// The host's per-model mask seed (shared with the dealer).
-    pub model: Seed,
+/// A party of a test run.
+pub type P<'p> = dyn Party<Error = RunError> + 'p;
+
+/// Test keys of deployment number `n` (fixed, so runs are reproducible).
+pub fn keys(n: u8) -> LocalKeys {
+    LocalKeys::fixed(n)
 }
 
-impl Keys {
-    /// Keys derived from a test number.
-    pub fn test(n: u8) -> Self {
-        Self {
-            host: Seed::from_bytes([n; 32]),
-            device: Seed::from_bytes([n ^ 0x5a; 32]),
-            model: Seed::from_bytes([n ^ 0xa5; 32]),
-        }
-    }
-}
-
-/// The host party: links to the device and from the dealer.
-pub struct HostSide<T> {
-    /// Link to the device.
-    pub dev: Link<T>,
-    /// Link from the dealer.
-    pub dealer: Link<T>,
-    /// Correlation source.
-    pub corr: Correlations,
-    buf: Vec<u8>,
-    out: Vec<u8>,
-}
-
-/// The device party.
-pub struct DeviceSide<T> {
-    /// Link to the host.
-    pub host: Link<T>,
-    /// Correlation source.
-    pub corr: Correlations,
-    buf: Vec<u8>,
-    out: Vec<u8>,
-}
-
-/// The dealer.
-pub struct DealerSide<T> {
-    /// Link to the host.
-    pub host: Link<T>,
-    /// Both parties' streams.
-    pub session: DealerSession,
-    out: Vec<u8>,
-    scratch: Vec<u64>,
-    keys: Keys,
-}
-
-impl<T: Read + Write> HostSide<T> {
-    /// The host of `session`.
-    pub fn new(dev: Link<T>, dealer: Link<T>, keys: &Keys, session: SessionId) -> Self {
-        Self {
-            dev,
-            dealer,
-            corr: Correlations::new(Role::Host, &keys.host, session),
-            buf: vec![0; MAX_MSG],
-            out: Vec::new(),
-        }
-    }
-
-    /// Receives the dealer's message for the next op.
-    pub fn recv_dealer(&mut self) -> Res<Vec<u8>> {
-        Ok(self.dealer.recv_kind(FrameKind::Dealer, &mut self.buf)?.to_vec())
-    }
-
-    fn recv_peer(&mut self) -> Res<&[u8]> {
-        Ok(self.dev.recv_kind(FrameKind::Data, &mut self.buf)?)
-    }
-
-    /// Elementwise product, step 1 (sends the opening).
-    pub fn mul_open<'m>(&mut self, msg: &'m [u8], x: &[u64], y: &[u64]) -> Res<MulOpened<'m>> {
-        let op = Mul::new(self.corr.next_op_with(msg)?, x.len())?;
-        self.out.resize(mul::msg_len(x.len()), 0);
-        let (st, n) = op.open(x, y, &mut self.out)?;
-        self.dev.send(FrameKind::Data, self.out.get(..n).unwrap_or(&[]))?;
-        Ok(st)
-    }
-
-    /// Elementwise product, step 2.
-    pub fn mul_finish(&mut self, st: MulOpened<'_>, x: &[u64], y: &[u64]) -> Res<Vec<u64>> {
-        let mut z = vec![0; x.len()];
-        let peer = self.recv_peer()?;
-        st.finish(x, y, peer, &mut z)?;
-        Ok(z)
-    }
-
-    /// Matrix product, step 1.
-    pub fn matmul_open<'m>(&mut self, msg: &'m [u8], s: MatmulShape, x: &[u64], y: &[u64]) -> Res<MatmulOpened<'m>> {
-        let op = Matmul::new(self.corr.next_op_with(msg)?, s)?;
-        self.out.resize(s.msg_len(), 0);
-        let (st, n) = op.open(x, y, &mut self.out)?;
-        self.dev.send(FrameKind::Data, self.out.get(..n).unwrap_or(&[]))?;
-        Ok(st)
-    }
-
-    /// Matrix product, step 2.
-    pub fn matmul_finish(&mut self, st: MatmulOpened<'_>, s: MatmulShape, x: &[u64], y: &[u64]) -> Res<Vec<u64>> {
-        let mut z = vec![0; s.n * s.m];
-        let mut scratch = vec![0; s.scratch_len()];
-        let peer = self.recv_peer()?;
-        st.finish(x, y, peer, &mut scratch, &mut z)?;
-        Ok(z)
-    }
-
-    /// Linear layer (single step: receive the device's message).
-    pub fn linear(&mut self, msg: &[u8], s: LinearShape, x0: &[u64], w: &[u64]) -> Res<Vec<u64>> {
-        let op = LinearHost::new(self.corr.next_op_with(msg)?, s)?;
-        let mut z = vec![0; s.n * s.dout];
-        let peer = self.dev.recv_kind(FrameKind::Data, &mut self.buf)?;
-        op.finish(x0, w, peer, &mut z)?;
-        Ok(z)
-    }
-
-    /// Lookup, step 1 (sends the masked input); returns the state and the
-    /// message sent (needed to finish).
-    pub fn lut_open<'m>(
-        &mut self,
-        msg: &'m [u8],
-        sh: LutShape,
-        t: &dyn Table,
-        x: &[u64],
-    ) -> Res<(LutOpened<'m>, Vec<u8>)> {
-        let op = Lut::new(self.corr.next_op_with(msg)?, sh, t)?;
-        let mut out = vec![0; sh.msg_len()];
-        let (st, n) = op.open(x, &mut out)?;
-        self.dev.send(FrameKind::Data, out.get(..n).unwrap_or(&[]))?;
-        Ok((st, out))
-    }
-
-    /// Lookup, step 2.
-    pub fn lut_finish(&mut self, st: LutOpened<'_>, sh: LutShape, t: &dyn Table, own: &[u8]) -> Res<Vec<u64>> {
-        let mut z = vec![0; sh.n * t.outputs()];
-        let peer = self.recv_peer()?;
-        st.finish(sh, t, own, peer, &mut z)?;
-        Ok(z)
-    }
-
-    /// Exact truncation (single step: receive, reply).
-    pub fn trunc(&mut self, msg: &[u8], fp: FixedPoint, z0: &[u64]) -> Res<Vec<u64>> {
-        let op = TruncHost::new(self.corr.next_op_with(msg)?, z0.len(), fp.frac_bits())?;
-        let mut t = vec![0; z0.len()];
-        let mut reply = vec![0; trunc::host_msg_len(z0.len())];
-        let peer = self.dev.recv_kind(FrameKind::Data, &mut self.buf)?;
-        let n = op.respond(z0, peer, &mut reply, &mut t)?;
-        self.dev.send(FrameKind::Data, reply.get(..n).unwrap_or(&[]))?;
-        Ok(t)
-    }
-}
-
-impl<T: Read + Write> DeviceSide<T> {
-    /// The device of `session`.
-    pub fn new(host: Link<T>, keys: &Keys, session: SessionId) -> Self {
-        Self {
-            host,
-            corr: Correlations::new(Role::Device, &keys.device, session),
-            buf: vec![0; MAX_MSG],
-            out: Vec::new(),
-        }
-    }
-
-    /// Elementwise product, step 1.
-    pub fn mul_open(&mut self, x: &[u64], y: &[u64]) -> Res<MulOpened<'static>> {
-        let op = Mul::new(self.corr.next_op()?, x.len())?;
-        self.out.resize(mul::msg_len(x.len()), 0);
-        let (st, n) = op.open(x, y, &mut self.out)?;
-        self.host.send(FrameKind::Data, self.out.get(..n).unwrap_or(&[]))?;
-        Ok(st)
-    }
-
-    /// Elementwise product, step 2.
-    pub fn mul_finish(&mut self, st: MulOpened<'static>, x: &[u64], y: &[u64]) -> Res<Vec<u64>> {
-        let mut z = vec![0; x.len()];
-        let peer = self.host.recv_kind(FrameKind::Data, &mut self.buf)?;
-        st.finish(x, y, peer, &mut z)?;
-        Ok(z)
-    }
-
-    /// Matrix product, step 1.
-    pub fn matmul_open(&mut self, s: MatmulShape, x: &[u64], y: &[u64]) -> Res<MatmulOpened<'static>> {
-        let op = Matmul::new(self.corr.next_op()?, s)?;
-        self.out.resize(s.msg_len(), 0);
-        let (st, n) = op.open(x, y, &mut self.out)?;
-        self.host.send(FrameKind::Data, self.out.get(..n).unwrap_or(&[]))?;
-        Ok(st)
-    }
-
-    /// Matrix product, step 2.
-    pub fn matmul_finish(&mut self, st: MatmulOpened<'static>, s: MatmulShape, x: &[u64], y: &[u64]) -> Res<Vec<u64>> {
-        let mut z = vec![0; s.n * s.m];
-        let mut scratch = vec![0; s.scratch_len()];
-        let peer = self.host.recv_kind(FrameKind::Data, &mut self.buf)?;
-        st.finish(x, y, peer, &mut scratch, &mut z)?;
-        Ok(z)
-    }
-
-    /// Linear layer: sends `x1 - A1`, returns the (input-independent) share.
-    pub fn linear(&mut self, s: LinearShape, x1: &[u64], f: &[u64]) -> Res<Vec<u64>> {
-        let op = LinearDevice::new(self.corr.next_op()?, s)?;
-        self.out.resize(s.msg_len(), 0);
-        let (sent, n) = op.send(x1, &mut self.out)?;
-        self.host.send(FrameKind::Data, self.out.get(..n).unwrap_or(&[]))?;
-        let mut z = vec![0; s.n * s.dout];
-        sent.output(f, &mut z)?;
-        Ok(z)
-    }
-
-    /// Lookup, step 1.
-    pub fn lut_open(&mut self, sh: LutShape, t: &dyn Table, x: &[u64]) -> Res<(LutOpened<'static>, Vec<u8>)> {
-        let op = Lut::new(self.corr.next_op()?, sh, t)?;
-        let mut out = vec![0; sh.msg_len()];
-        let (st, n) = op.open(x, &mut out)?;
-        self.host.send(FrameKind::Data, out.get(..n).unwrap_or(&[]))?;
-        Ok((st, out))
-    }
-
-    /// Lookup, step 2.
-    pub fn lut_finish(&mut self, st: LutOpened<'static>, sh: LutShape, t: &dyn Table, own: &[u8]) -> Res<Vec<u64>> {
-        let mut z = vec![0; sh.n * t.outputs()];
-        let peer = self.host.recv_kind(FrameKind::Data, &mut self.buf)?;
-        st.finish(sh, t, own, peer, &mut z)?;
-        Ok(z)
-    }
-
-    /// Exact truncation, step 1 (sends `z1 + r1`).
-    pub fn trunc_open(&mut self, fp: FixedPoint, z1: &[u64]) -> Res<trunc::TruncDeviceSent> {
-        let op = TruncDevice::new(self.corr.next_op()?, z1.len(), fp.frac_bits())?;
-        self.out.resize(trunc::device_msg_len(z1.len()), 0);
-        let (st, n) = op.send(z1, &mut self.out)?;
-        self.host.send(FrameKind::Data, self.out.get(..n).unwrap_or(&[]))?;
-        Ok(st)
-    }
-
-    /// Exact truncation, step 2.
-    pub fn trunc_finish(&mut self, st: trunc::TruncDeviceSent, n: usize) -> Res<Vec<u64>> {
-        let mut t = vec![0; n];
-        let reply = self.host.recv_kind(FrameKind::Data, &mut self.buf)?;
-        st.finish(reply, &mut t)?;
-        Ok(t)
-    }
-}
-
-impl<T: Read + Write> DealerSide<T> {
-    /// The dealer of `session`.
-    pub fn new(host: Link<T>, keys: &Keys, session: SessionId) -> Self {
-        Self {
-            host,
-            session: DealerSession::new(&keys.host, &keys.device, session),
-            out: Vec::new(),
-            scratch: Vec::new(),
-            keys: keys.clone(),
-        }
-    }
-
-    fn send(&mut self, n: usize) -> Res<()> {
-        self.host.send(FrameKind::Dealer, self.out.get(..n).unwrap_or(&[]))?;
-        Ok(())
-    }
-
-    /// Deals an elementwise product of `n`.
-    pub fn mul(&mut self, n: usize) -> Res<()> {
-        let op = self.session.next_op()?;
-        self.out.resize(dealer_message_len(n), 0);
-        let len = mul::deal(&op, n, &mut self.out)?;
-        self.send(len)
-    }
-
-    /// Deals a matrix product.
-    pub fn matmul(&mut self, s: MatmulShape) -> Res<()> {
-        let op = self.session.next_op()?;
-        self.out.resize(dealer_message_len(s.n * s.m), 0);
-        self.scratch.resize(s.dealer_scratch_len(), 0);
-        let len = matmul::deal(&op, s, &mut self.scratch, &mut self.out)?;
-        self.send(len)
-    }
-
-    /// Deals a linear op of model layer `layer`.
-    pub fn linear(&mut self, s: LinearShape, layer: u64) -> Res<()> {
-        let op = self.session.next_op()?;
-        let mut b = vec![0; s.din * s.dout];
-        linear::model_mask(&self.keys.model, layer).fill(&mut b);
-        self.out.resize(dealer_message_len(s.corrections()), 0);
-        self.scratch.resize(s.dout, 0);
-        let len = linear::deal(&op, s, &b, &mut self.scratch, &mut self.out)?;
-        self.send(len)
-    }
-
-    /// Deals a lookup.
-    pub fn lut(&mut self, sh: LutShape, t: &dyn Table) -> Res<()> {
-        let op = self.session.next_op()?;
-        self.out.resize(dealer_message_len(sh.corrections(t)), 0);
-        let mut scratch = vec![0; lut::dealer_scratch_len(sh, t)];
-        let len = lut::deal(&op, sh, t, &mut scratch, &mut self.out)?;
-        self.send(len)
-    }
-
-    /// Deals an exact truncation of `n`.
-    pub fn trunc(&mut self, n: usize, fp: FixedPoint) -> Res<()> {
-        let op = self.session.next_op()?;
-        self.out.resize(dealer_message_len(2 * n), 0);
-        let len = trunc::deal(&op, n, fp.frac_bits(), &mut self.out)?;
-        self.send(len)
-    }
-}
-
-/// Host, device and dealer in one thread over in-memory pipes.
+/// One deployment; each op runs as its own session.
 pub struct World {
-    /// The host.
-    pub host: HostSide<MemEnd>,
-    /// The device.
-    pub device: DeviceSide<MemEnd>,
-    /// The dealer.
-    pub dealer: DealerSide<MemEnd>,
-    /// Keys in use.
-    pub keys: Keys,
+    keys: LocalKeys,
+    session: u64,
+    calls: u64,
     rng: Prg,
-    /// Wall time of the last op: (dealer, online) in nanoseconds.
-    pub last_ns: (u64, u64),
+    /// Meters of the last op: the device's link and the host's dealer link.
+    pub last: (Meter, Meter),
 }
 
 impl World {
-    /// A fresh deployment and session.
+    /// Deployment `test`, sessions derived from `session`.
     pub fn new(test: u8, session: u64) -> Self {
-        let keys = Keys::test(test);
-        let sid = SessionId(session);
-        let (hd, dh) = mem::pair();
-        let (hdl, dlh) = mem::pair();
+        let keys = keys(test);
         Self {
-            host: HostSide::new(Link::new(hd, session), Link::new(hdl, session), &keys, sid),
-            device: DeviceSide::new(Link::new(dh, session), &keys, sid),
-            dealer: DealerSide::new(Link::new(dlh, session), &keys, sid),
-            rng: Prg::new(&Seed::from_bytes([test; 32]), session, 0xface),
+            rng: Prg::new(&keys.host, session, 0xface),
             keys,
-            last_ns: (0, 0),
+            session,
+            calls: 0,
+            last: (Meter::default(), Meter::default()),
         }
+    }
+
+    /// The keys in use.
+    pub fn keys(&self) -> &LocalKeys {
+        &self.keys
     }
 
     /// Splits plaintext ring elements into random additive shares.
@@ -412,98 +73,94 @@ impl World {
         (x0, x1)
     }
 
-    /// Elementwise product of plaintext vectors, computed securely; returns
-    /// the reconstructed ring result (product scale).
+    /// Runs `f` on the three parties with `x` shared; the reconstructed
+    /// output.
+    fn run(
+        &mut self,
+        x: &[u64],
+        views: [&[u64]; 3],
+        f: impl Fn(&mut P<'_>, &[u64], &[u64]) -> Res<Vec<u64>> + Sync,
+    ) -> Res<Vec<u64>> {
+        let (x0, x1) = self.share(x);
+        // a fresh session per op: no correlation is drawn twice
+        self.calls += 1;
+        let sid = self.session ^ self.calls.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let links = (mpcvit_transport::mem::pair(), mpcvit_transport::mem::pair());
+        let fp = FixedPoint::default();
+        let r = local::run3(fp, &self.keys, sid, links, [&x0, &x1], views, &f)?;
+        self.last = (r.device, r.dealer);
+        Ok(r.output)
+    }
+
+    /// Elementwise product (ring), computed securely.
     pub fn mul(&mut self, x: &[u64], y: &[u64]) -> Res<Vec<u64>> {
-        let ((x0, x1), (y0, y1)) = (self.share(x), self.share(y));
-        let clock = std::time::Instant::now();
-        self.dealer.mul(x.len())?;
-        let msg = self.host.recv_dealer()?;
-        let online = std::time::Instant::now();
-        let h = self.host.mul_open(&msg, &x0, &y0)?;
-        let d = self.device.mul_open(&x1, &y1)?;
-        let z0 = self.host.mul_finish(h, &x0, &y0)?;
-        let z1 = self.device.mul_finish(d, &x1, &y1)?;
-        self.last_ns = (ns(online - clock), ns(online.elapsed()));
-        Ok(reconstruct(&z0, &z1))
+        let n = x.len();
+        let xy: Vec<u64> = x.iter().chain(y).copied().collect();
+        self.run(&xy, [&[], &[], &[]], |p, v, _| {
+            let (a, b) = v.split_at(n);
+            let mut z = vec![0; n];
+            p.mul(a, b, 1, &mut z)?;
+            Ok(z)
+        })
     }
 
-    /// Shared x shared matrix product.
+    /// Shared x shared matrix product (ring).
     pub fn matmul(&mut self, s: MatmulShape, x: &[u64], y: &[u64]) -> Res<Vec<u64>> {
-        let ((x0, x1), (y0, y1)) = (self.share(x), self.share(y));
-        let clock = std::time::Instant::now();
-        self.dealer.matmul(s)?;
-        let msg = self.host.recv_dealer()?;
-        let online = std::time::Instant::now();
-        let h = self.host.matmul_open(&msg, s, &x0, &y0)?;
-        let d = self.device.matmul_open(s, &x1, &y1)?;
-        let z0 = self.host.matmul_finish(h, s, &x0, &y0)?;
-        let z1 = self.device.matmul_finish(d, s, &x1, &y1)?;
-        self.last_ns = (ns(online - clock), ns(online.elapsed()));
-        Ok(reconstruct(&z0, &z1))
+        let xy: Vec<u64> = x.iter().chain(y).copied().collect();
+        self.run(&xy, [&[], &[], &[]], |p, v, _| {
+            let (a, b) = v.split_at(s.n * s.k);
+            let mut z = vec![0; s.n * s.m];
+            p.matmul(s, a, b, &mut z)?;
+            Ok(z)
+        })
     }
 
-    /// Host-weights linear layer `x W` (product scale).
-    pub fn linear(&mut self, s: LinearShape, layer: u64, x: &[u64], w: &[u64]) -> Res<Vec<u64>> {
-        let (x0, x1) = self.share(x);
-        let mut f = vec![0; w.len()];
-        linear::masked_weights(&self.keys.model, layer, w, &mut f)?;
-        let clock = std::time::Instant::now();
-        self.dealer.linear(s, layer)?;
-        let msg = self.host.recv_dealer()?;
-        let online = std::time::Instant::now();
-        let z1 = self.device.linear(s, &x1, &f)?;
-        let z0 = self.host.linear(&msg, s, &x0, w)?;
-        self.last_ns = (ns(online - clock), ns(online.elapsed()));
-        Ok(reconstruct(&z0, &z1))
+    /// Host-weights linear layer `x W + bias` truncated by `bits`, with `W`
+    /// masked by model mask `layer`.
+    pub fn linear_trunc(
+        &mut self,
+        s: LinearShape,
+        layer: u64,
+        (x, w, bias): (&[u64], &[u64], &[u64]),
+        bits: u32,
+    ) -> Res<Vec<u64>> {
+        let views = local::weight_views(&self.keys, layer, w);
+        self.run(x, [&views[0], &views[1], &views[2]], |p, v, w| {
+            let mut z = vec![0; s.n * s.dout];
+            p.linear_trunc(s, v, w, bias, bits, &mut z)?;
+            Ok(z)
+        })
     }
 
-    /// Exact truncation of a plaintext vector (shared at random first).
+    /// Exact truncation by `fp`'s fractional bits.
     pub fn trunc(&mut self, fp: FixedPoint, z: &[u64]) -> Res<Vec<u64>> {
-        let (z0, z1) = self.share(z);
-        let clock = std::time::Instant::now();
-        self.dealer.trunc(z.len(), fp)?;
-        let msg = self.host.recv_dealer()?;
-        let online = std::time::Instant::now();
-        let d = self.device.trunc_open(fp, &z1)?;
-        let t0 = self.host.trunc(&msg, fp, &z0)?;
-        let t1 = self.device.trunc_finish(d, z.len())?;
-        self.last_ns = (ns(online - clock), ns(online.elapsed()));
-        Ok(reconstruct(&t0, &t1))
+        self.run(z, [&[], &[], &[]], |p, v, _| {
+            let mut t = vec![0; v.len()];
+            p.trunc(fp.frac_bits(), v, &mut t)?;
+            Ok(t)
+        })
     }
 
-    /// Lookup of a plaintext vector (shared at random first): the
-    /// reconstructed outputs, `out[i * outputs + o]`.
-    pub fn lut(&mut self, sh: LutShape, t: &dyn Table, x: &[u64]) -> Res<Vec<u64>> {
-        let (x0, x1) = self.share(x);
-        let clock = std::time::Instant::now();
-        self.dealer.lut(sh, t)?;
-        let msg = self.host.recv_dealer()?;
-        let online = std::time::Instant::now();
-        let (h, hm) = self.host.lut_open(&msg, sh, t, &x0)?;
-        let (d, dm) = self.device.lut_open(sh, t, &x1)?;
-        let z0 = self.host.lut_finish(h, sh, t, &hm)?;
-        let z1 = self.device.lut_finish(d, sh, t, &dm)?;
-        self.last_ns = (ns(online - clock), ns(online.elapsed()));
-        Ok(reconstruct(&z0, &z1))
+    /// Lookup of a plaintext vector: the reconstructed outputs,
+    /// `out[i * outputs + o]`.
+    pub fn lut(&mut self, sh: LutShape, t: &(dyn Table + Sync), x: &[u64]) -> Res<Vec<u64>> {
+        self.run(x, [&[], &[], &[]], |p, v, _| {
+            let mut out = vec![0; sh.n * t.outputs()];
+            p.luts(&[LutJob { shape: sh, table: t }], v, &mut out)?;
+            Ok(out)
+        })
     }
 
-    /// Local truncation of a plaintext vector (shared at random first).
+    /// Local truncation (no protocol: each share is shifted alone) of a
+    /// plaintext vector shared at random.
     pub fn trunc_local(&mut self, fp: FixedPoint, z: &[u64]) -> Vec<u64> {
         let (z0, z1) = self.share(z);
-        let online = std::time::Instant::now();
-        let out = z0
-            .iter()
+        let f = fp.frac_bits();
+        z0.iter()
             .zip(&z1)
-            .map(|(&a, &b)| trunc::local(a, fp.frac_bits()).wrapping_add(trunc::local(b, fp.frac_bits())))
-            .collect();
-        self.last_ns = (0, ns(online.elapsed()));
-        out
+            .map(|(&a, &b)| trunc::local(a, f).wrapping_add(trunc::local(b, f)))
+            .collect()
     }
-}
-
-fn ns(d: std::time::Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// Elementwise sum of two share vectors.
@@ -511,37 +168,38 @@ pub fn reconstruct(a: &[u64], b: &[u64]) -> Vec<u64> {
     a.iter().zip(b).map(|(x, y)| x.wrapping_add(*y)).collect()
 }
 
-/// Host, device and dealer connected over TCP on 127.0.0.1 (to be moved
-/// into one thread each).
-pub fn tcp_parties(
-    test: u8,
-    session: u64,
-) -> std::io::Result<(
-    HostSide<mpcvit_transport::tcp::Tcp>,
-    DeviceSide<mpcvit_transport::tcp::Tcp>,
-    DealerSide<mpcvit_transport::tcp::Tcp>,
+/// Runs a composite op with host, device and dealer in three threads over
+/// in-memory pipes: `f(party, input share, weights view)` runs on each;
+/// returns the reconstructed output and the device's link meter.
+pub fn run3<F>(test: u8, session: u64, fp: FixedPoint, x: &[u64], views: [&[u64]; 3], f: F) -> Res<(Vec<u64>, Meter)>
+where
+    F: Fn(&mut P<'_>, &[u64], &[u64]) -> Res<Vec<u64>> + Sync,
+{
+    let r = local::run3_mem(fp, &keys(test), session, x, views, &f)?;
+    Ok((r.output, r.device))
+}
+
+/// The three parties' views of a host-private column vector `g` of
+/// deployment `test`, masked by model mask `id`.
+pub fn weight_views(test: u8, id: u64, g: &[u64]) -> [Vec<u64>; 3] {
+    local::weight_views(&keys(test), id, g)
+}
+
+/// Two connected TCP stream pairs on 127.0.0.1, as [`local::run3`] takes
+/// them: (host-device, host-dealer).
+pub fn tcp_links() -> std::io::Result<(
+    (mpcvit_transport::tcp::Tcp, mpcvit_transport::tcp::Tcp),
+    (mpcvit_transport::tcp::Tcp, mpcvit_transport::tcp::Tcp),
 )> {
     use mpcvit_transport::tcp::Tcp;
     use std::net::{TcpListener, TcpStream};
-    let timeout = Some(std::time::Duration::from_secs(30));
-    let keys = Keys::test(test);
-    let sid = SessionId(session);
-    let connect = |l: &TcpListener| -> std::io::Result<(Tcp, Tcp)> {
-        let a = TcpStream::connect(l.local_addr()?)?;
-        let (b, _) = l.accept()?;
-        Ok((Tcp::new(a, timeout)?, Tcp::new(b, timeout)?))
-    };
+    let timeout = Some(std::time::Duration::from_secs(60));
     let l = TcpListener::bind("127.0.0.1:0")?;
-    let (dev_end, host_dev_end) = connect(&l)?;
-    let (dealer_end, host_dealer_end) = connect(&l)?;
-    Ok((
-        HostSide::new(
-            Link::new(host_dev_end, session),
-            Link::new(host_dealer_end, session),
-            &keys,
-            sid,
-        ),
-        DeviceSide::new(Link::new(dev_end, session), &keys, sid),
-        DealerSide::new(Link::new(dealer_end, session), &keys, sid),
-    ))
+    let addr = l.local_addr()?;
+    let pair = || -> std::io::Result<(Tcp, Tcp)> {
+        let a = TcpStream::connect(addr)?;
+        let (b, _) = l.accept()?;
+        Ok((Tcp::new(b, timeout)?, Tcp::new(a, timeout)?))
+    };
+    Ok((pair()?, pair()?))
 }

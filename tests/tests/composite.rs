@@ -3,7 +3,7 @@
 //! by host, device and dealer in three threads over in-memory pipes,
 //! against the float functions within stated bounds.
 
-use mpcvit_conformance::party::{run3, weight_views};
+use mpcvit_conformance::{run3, weight_views};
 use mpcvit_core::FixedPoint;
 use mpcvit_core::model::AttnKind;
 use mpcvit_core::ops::activation::{self, grid};

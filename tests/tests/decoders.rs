@@ -137,7 +137,7 @@ proptest! {
         let _ = BlobView::parse_plan(&bytes);
         let m = small_model();
         let view = ModelView::parse(&m).expect("model");
-        let blob = mpcvit_conformance::vit::device_blob(&m, mpcvit_core::FixedPoint::default(), &Seed::from_bytes([2; 32]))
+        let blob = mpcvit_host::device_blob(&m, mpcvit_core::FixedPoint::default(), &Seed::from_bytes([2; 32]))
             .expect("blob");
         let mut b = blob.clone();
         let p = pos % b.len();

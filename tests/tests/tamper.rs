@@ -2,110 +2,153 @@
 //! truncation in flight, wrong-length payloads with a valid frame, replayed
 //! and foreign dealer messages.
 
-use mpcvit_conformance::{RunError, World};
+use mpcvit_conformance::RunError;
+use mpcvit_conformance::tamper::{After, Alter, device_altered};
 use mpcvit_core::ProtocolError;
-use mpcvit_core::corr::dealer_message_len;
-use mpcvit_core::protocol::mul::{self, Mul};
+use mpcvit_core::corr::{Correlations, DealerSession, Role, SessionId, dealer_message_len};
+use mpcvit_core::protocol::mul;
+use mpcvit_host::HostError;
+use mpcvit_host::local::{self, LocalError, LocalKeys};
 use mpcvit_transport::frame::{self, Feed, FrameDecoder, FrameError, FrameKind, Header};
 use mpcvit_transport::link::{Error, Link};
 use mpcvit_transport::mem;
 
-/// A mul where the device's opening is altered in flight by `alter` on the
-/// raw frame bytes; returns the host's error.
-fn host_error_after(alter: impl Fn(&mut Vec<u8>)) -> RunError {
-    let mut w = World::new(1, 99);
+/// A 16-element product where the device's opening (its first frame) is
+/// altered in flight by `alter`; the run's error (the host's, which sees
+/// the altered frame first).
+fn error_after(alter: Alter) -> RunError {
+    let keys = LocalKeys::fixed(1);
+    let fp = mpcvit_core::FixedPoint::default();
     let (x, y) = (vec![5u64; 16], vec![7u64; 16]);
-    let ((x0, x1), (y0, y1)) = (w.share(&x), w.share(&y));
-    w.dealer.mul(16).expect("deal");
-    let msg = w.host.recv_dealer().expect("dealer msg");
-    let h = w.host.mul_open(&msg, &x0, &y0).expect("host open");
-    // The device encodes its frame; the "wire" alters it; the host reads it.
-    let corr = w.device.corr.next_op().expect("op");
-    let op = Mul::new(corr, 16).expect("mul");
-    let mut payload = vec![0; mul::msg_len(16)];
-    let (_st, n) = op.open(&x1, &y1, &mut payload).expect("open");
-    let header = Header {
-        kind: FrameKind::Data,
-        session: 99,
-        seq: 0,
-        len: n as u32,
+    let xy: Vec<u64> = x.iter().chain(&y).copied().collect();
+    let (s0, s1) = local::share(&keys, 99, &xy);
+    let f = |p: &mut mpcvit_conformance::P<'_>, v: &[u64], _: &[u64]| {
+        let (a, b) = v.split_at(16);
+        let mut z = vec![0; 16];
+        p.mul(a, b, 1, &mut z)?;
+        Ok(z)
     };
-    let mut raw = vec![0; frame::OVERHEAD + n];
-    frame::encode(&header, &payload[..n], &mut raw).expect("encode");
-    alter(&mut raw);
-    embedded_io::Write::write(w.device.host.get_mut(), &raw).expect("raw write");
-    drop(w.device); // closes the pipe: a truncated frame ends in EOF
-    w.host.mul_finish(h, &x0, &y0).expect_err("tampered frame must fail")
+    local::run3(fp, &keys, 99, device_altered(0, alter), [&s0, &s1], [&[], &[], &[]], &f)
+        .expect_err("a tampered frame must fail")
+}
+
+/// The host's device-link error, or a panic naming what came instead.
+fn host_link_error(e: RunError) -> Error<std::io::Error> {
+    match e {
+        LocalError::Host(HostError::Device(e)) => e,
+        other => panic!("expected the host's device link to fail, got {other:?}"),
+    }
 }
 
 #[test]
 fn bit_flip_in_payload_is_a_crc_error() {
     for bit in [0usize, 7, 100, 8 * 24 + 3] {
-        let e = host_error_after(|raw| raw[frame::HEADER_LEN + bit / 8] ^= 1 << (bit % 8));
-        assert!(matches!(e, RunError::Link(ref s) if s.contains("CRC")), "{e:?}");
+        let e = host_link_error(error_after(Box::new(move |raw: &mut Vec<u8>| {
+            raw[frame::HEADER_LEN + bit / 8] ^= 1 << (bit % 8);
+            After::Continue
+        })));
+        assert!(matches!(e, Error::Frame(FrameError::BadCrc)), "bit {bit}: {e:?}");
     }
 }
 
 #[test]
 fn bit_flip_in_header_is_rejected() {
-    for (byte, what) in [(0usize, "magic"), (2, "version"), (3, "kind"), (5, "CRC"), (13, "CRC")] {
-        let e = host_error_after(|raw| raw[byte] ^= 0x10);
-        assert!(matches!(e, RunError::Link(ref s) if s.contains(what)), "{what}: {e:?}");
+    for byte in [0usize, 2, 3, 5, 13] {
+        let e = host_link_error(error_after(Box::new(move |raw: &mut Vec<u8>| {
+            raw[byte] ^= 0x10;
+            After::Continue
+        })));
+        let want = match byte {
+            0 => matches!(e, Error::Frame(FrameError::BadMagic)),
+            2 => matches!(e, Error::Frame(FrameError::BadVersion(_))),
+            3 => matches!(e, Error::Frame(FrameError::BadKind(_))),
+            _ => matches!(e, Error::Frame(FrameError::BadCrc)),
+        };
+        assert!(want, "byte {byte}: {e:?}");
     }
 }
 
 #[test]
 fn truncated_frame_is_peer_closed() {
     for keep in [0usize, 5, 20, 40] {
-        let e = host_error_after(|raw| raw.truncate(keep));
-        assert!(
-            matches!(e, RunError::Link(ref s) if s.contains("closed")),
-            "{keep}: {e:?}"
-        );
+        let e = host_link_error(error_after(Box::new(move |raw: &mut Vec<u8>| {
+            raw.truncate(keep);
+            After::Close
+        })));
+        // the host sees the end of the stream, or (if it writes first) the
+        // pipe closed under its write: either way the peer is gone
+        let gone = matches!(e, Error::Closed)
+            || matches!(&e, Error::Transport(io) if io.kind() == std::io::ErrorKind::BrokenPipe);
+        assert!(gone, "{keep}: {e:?}");
     }
 }
 
 #[test]
 fn oversized_length_field_is_rejected_without_allocation() {
-    let e = host_error_after(|raw| raw[16..20].copy_from_slice(&u32::MAX.to_le_bytes()));
-    assert!(matches!(e, RunError::Link(ref s) if s.contains("exceeds")), "{e:?}");
+    let e = host_link_error(error_after(Box::new(|raw: &mut Vec<u8>| {
+        raw[16..20].copy_from_slice(&u32::MAX.to_le_bytes());
+        After::Continue
+    })));
+    assert!(matches!(e, Error::Frame(FrameError::TooLong { .. })), "{e:?}");
 }
 
 #[test]
 fn wrong_length_payload_is_a_protocol_error() {
-    let mut w = World::new(2, 5);
-    let (x, y) = (vec![1u64; 8], vec![2u64; 8]);
-    w.dealer.mul(8).expect("deal");
-    let msg = w.host.recv_dealer().expect("msg");
-    let h = w.host.mul_open(&msg, &x, &y).expect("open");
-    w.device.host.send(FrameKind::Data, &[0u8; 17]).expect("send");
-    let e = w.host.mul_finish(h, &x, &y).expect_err("must fail");
-    assert!(matches!(
-        e,
-        RunError::Protocol(ProtocolError::BadLength { expected: 128, got: 17 })
-    ));
+    // a valid frame (header, CRC) whose payload is 17 bytes instead of 256
+    let e = error_after(Box::new(|raw: &mut Vec<u8>| {
+        let h = Header {
+            kind: FrameKind::Data,
+            session: 99,
+            seq: 0,
+            len: 17,
+        };
+        let mut out = vec![0; frame::OVERHEAD + 17];
+        frame::encode(&h, &[0u8; 17], &mut out).expect("encode");
+        *raw = out;
+        After::Continue
+    }));
+    assert!(
+        matches!(
+            e,
+            LocalError::Host(HostError::Protocol(ProtocolError::BadLength { expected: 256, got: 17 }))
+        ),
+        "{e:?}"
+    );
+}
+
+/// The dealer's message for a product of `n` in session `sid`.
+fn dealt_mul(sid: u64, n: usize) -> Vec<u8> {
+    let keys = LocalKeys::fixed(3);
+    let mut d = DealerSession::new(&keys.host, &keys.device, SessionId(sid));
+    let op = d.next_op().expect("op");
+    let mut out = vec![0; dealer_message_len(n)];
+    let len = mul::deal(&op, n, &mut out).expect("deal");
+    out.truncate(len);
+    out
 }
 
 #[test]
 fn replayed_dealer_message_is_refused_and_poisons() {
-    let mut w = World::new(3, 6);
-    w.dealer.mul(4).expect("deal");
-    let msg = w.host.recv_dealer().expect("msg");
-    let _first = w.host.corr.next_op_with(&msg).expect("first use");
-    assert_eq!(w.host.corr.next_op_with(&msg).err(), Some(ProtocolError::WrongOp));
+    let keys = LocalKeys::fixed(3);
+    let mut host = Correlations::new(Role::Host, &keys.host, SessionId(6));
+    let msg = dealt_mul(6, 4);
+    let _first = host.next_op_with(&msg).expect("first use");
+    assert_eq!(host.next_op_with(&msg).err(), Some(ProtocolError::WrongOp));
     // poisoned: even a correct message is refused now
-    w.dealer.mul(4).expect("deal");
-    let msg2 = w.host.recv_dealer().expect("msg");
-    assert_eq!(w.host.corr.next_op_with(&msg2).err(), Some(ProtocolError::Poisoned));
+    let mut d = DealerSession::new(&keys.host, &keys.device, SessionId(6));
+    let _ = d.next_op().expect("op 0");
+    let op1 = d.next_op().expect("op 1");
+    let mut msg2 = vec![0; dealer_message_len(4)];
+    let len = mul::deal(&op1, 4, &mut msg2).expect("deal");
+    assert_eq!(host.next_op_with(&msg2[..len]).err(), Some(ProtocolError::Poisoned));
 }
 
 #[test]
 fn dealer_message_of_another_session_is_refused() {
-    let mut a = World::new(4, 100);
-    let mut b = World::new(4, 200);
-    a.dealer.mul(4).expect("deal");
-    let msg = a.host.recv_dealer().expect("msg");
-    assert_eq!(b.host.corr.next_op_with(&msg).err(), Some(ProtocolError::WrongOp));
+    let keys = LocalKeys::fixed(3);
+    let msg = dealt_mul(100, 4);
+    let mut other = Correlations::new(Role::Host, &keys.host, SessionId(200));
+    assert_eq!(other.next_op_with(&msg).err(), Some(ProtocolError::WrongOp));
     assert_eq!(msg.len(), dealer_message_len(4));
 }
 

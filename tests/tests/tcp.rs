@@ -1,107 +1,107 @@
 //! Each op once over real TCP sockets on 127.0.0.1, with host, device and
-//! dealer in separate threads, checked against the plaintext reference.
+//! dealer (the product's parties) in separate threads, checked against the
+//! plaintext reference.
 
-use mpcvit_conformance::{Keys, reconstruct, tcp_parties};
-use mpcvit_core::protocol::linear::{self, LinearShape};
+use mpcvit_conformance::{P, Res, keys, tcp_links};
+use mpcvit_core::protocol::linear::LinearShape;
 use mpcvit_core::protocol::matmul::MatmulShape;
 use mpcvit_core::{FixedPoint, prg::Prg, prg::Seed, reference};
-use std::thread;
+use mpcvit_host::local::{self, LocalError};
 
 fn random(n: usize, id: u64) -> Vec<u64> {
     let mut p = Prg::new(&Seed::from_bytes([3; 32]), id, 0);
     (0..n).map(|_| p.next_u64()).collect()
 }
 
-/// Splits `x` into two shares with a seeded mask.
-fn share(x: &[u64], id: u64) -> (Vec<u64>, Vec<u64>) {
-    let r = random(x.len(), id);
-    (x.iter().zip(&r).map(|(a, b)| a.wrapping_sub(*b)).collect(), r)
+type TcpRes = Result<Vec<u64>, LocalError<std::io::Error>>;
+
+/// Runs `f` over TCP with `x` shared; the reconstructed output.
+fn over_tcp(
+    test: u8,
+    session: u64,
+    x: &[u64],
+    views: [&[u64]; 3],
+    f: impl Fn(&mut P<'_>, &[u64], &[u64]) -> Res<Vec<u64>> + Sync,
+) -> Vec<u64> {
+    let k = keys(test);
+    let (x0, x1) = local::share(&k, session, x);
+    local::run3(
+        FixedPoint::default(),
+        &k,
+        session,
+        tcp_links().expect("sockets"),
+        [&x0, &x1],
+        views,
+        &f,
+    )
+    .expect("run over TCP")
+    .output
 }
 
 #[test]
 fn mul_over_tcp() {
-    let (mut h, mut d, mut dl) = tcp_parties(1, 11).expect("sockets");
     let (x, y) = (random(1000, 1), random(1000, 2));
-    let ((x0, x1), (y0, y1)) = (share(&x, 3), share(&y, 4));
-    let (z0, z1) = thread::scope(|s| {
-        s.spawn(|| dl.mul(1000).expect("dealer"));
-        let dev = s.spawn(|| {
-            let st = d.mul_open(&x1, &y1).expect("device open");
-            d.mul_finish(st, &x1, &y1).expect("device finish")
-        });
-        let msg = h.recv_dealer().expect("dealer msg");
-        let st = h.mul_open(&msg, &x0, &y0).expect("host open");
-        let z0 = h.mul_finish(st, &x0, &y0).expect("host finish");
-        (z0, dev.join().expect("device thread"))
+    let xy: Vec<u64> = x.iter().chain(&y).copied().collect();
+    let got = over_tcp(1, 11, &xy, [&[], &[], &[]], |p, v, _| -> TcpRes {
+        let (a, b) = v.split_at(1000);
+        let mut z = vec![0; 1000];
+        p.mul(a, b, 1, &mut z)?;
+        Ok(z)
     });
     let want: Vec<u64> = x.iter().zip(&y).map(|(a, b)| a.wrapping_mul(*b)).collect();
-    assert_eq!(reconstruct(&z0, &z1), want);
+    assert_eq!(got, want);
 }
 
 #[test]
 fn matmul_over_tcp() {
-    let (mut h, mut d, mut dl) = tcp_parties(2, 12).expect("sockets");
     let s = MatmulShape { n: 17, k: 32, m: 17 };
     let (x, y) = (random(s.n * s.k, 5), random(s.k * s.m, 6));
-    let ((x0, x1), (y0, y1)) = (share(&x, 7), share(&y, 8));
-    let (z0, z1) = thread::scope(|sc| {
-        sc.spawn(|| dl.matmul(s).expect("dealer"));
-        let dev = sc.spawn(|| {
-            let st = d.matmul_open(s, &x1, &y1).expect("device open");
-            d.matmul_finish(st, s, &x1, &y1).expect("device finish")
-        });
-        let msg = h.recv_dealer().expect("dealer msg");
-        let st = h.matmul_open(&msg, s, &x0, &y0).expect("host open");
-        let z0 = h.matmul_finish(st, s, &x0, &y0).expect("host finish");
-        (z0, dev.join().expect("device thread"))
+    let xy: Vec<u64> = x.iter().chain(&y).copied().collect();
+    let got = over_tcp(2, 12, &xy, [&[], &[], &[]], |p, v, _| -> TcpRes {
+        let (a, b) = v.split_at(s.n * s.k);
+        let mut z = vec![0; s.n * s.m];
+        p.matmul(s, a, b, &mut z)?;
+        Ok(z)
     });
     let mut want = vec![0; s.n * s.m];
     reference::matmul(&x, &y, (s.n, s.k, s.m), &mut want).expect("shape");
-    assert_eq!(reconstruct(&z0, &z1), want);
+    assert_eq!(got, want);
 }
 
 #[test]
 fn linear_over_tcp() {
-    let (mut h, mut d, mut dl) = tcp_parties(3, 13).expect("sockets");
     let s = LinearShape {
         n: 65,
         din: 64,
         dout: 48,
     };
-    let (x, w) = (random(s.n * s.din, 9), random(s.din * s.dout, 10));
-    let (x0, x1) = share(&x, 11);
-    let mut f = vec![0; w.len()];
-    linear::masked_weights(&Keys::test(3).model, 5, &w, &mut f).expect("mask");
-    let (z0, z1) = thread::scope(|sc| {
-        sc.spawn(|| dl.linear(s, 5).expect("dealer"));
-        let dev = sc.spawn(|| d.linear(s, &x1, &f).expect("device"));
-        let msg = h.recv_dealer().expect("dealer msg");
-        let z0 = h.linear(&msg, s, &x0, &w).expect("host");
-        (z0, dev.join().expect("device thread"))
+    // below 2^25, so that the products stay in the exact truncation's range
+    let small = |v: Vec<u64>| -> Vec<u64> { v.iter().map(|&u| ((u as i64) >> 39) as u64).collect() };
+    let (x, w) = (small(random(s.n * s.din, 9)), small(random(s.din * s.dout, 10)));
+    let views = local::weight_views(&keys(3), 5, &w);
+    let got = over_tcp(3, 13, &x, [&views[0], &views[1], &views[2]], |p, v, w| -> TcpRes {
+        let mut z = vec![0; s.n * s.dout];
+        p.linear_trunc(s, v, w, &[], 16, &mut z)?;
+        Ok(z)
     });
     let mut want = vec![0; s.n * s.dout];
     reference::matmul(&x, &w, (s.n, s.din, s.dout), &mut want).expect("shape");
-    assert_eq!(reconstruct(&z0, &z1), want);
+    for (g, v) in got.iter().zip(&want) {
+        let d = g.wrapping_sub(reference::trunc(*v, 16)) as i64;
+        assert!((0..=1).contains(&d), "diff {d}");
+    }
 }
 
 #[test]
 fn trunc_over_tcp() {
-    let (mut h, mut d, mut dl) = tcp_parties(4, 14).expect("sockets");
-    let fp = FixedPoint::default();
     let z: Vec<u64> = random(5000, 12).iter().map(|v| ((*v as i64) >> 2) as u64).collect();
-    let (z0, z1) = share(&z, 13);
-    let (t0, t1) = thread::scope(|sc| {
-        sc.spawn(|| dl.trunc(z.len(), fp).expect("dealer"));
-        let dev = sc.spawn(|| {
-            let st = d.trunc_open(fp, &z1).expect("device open");
-            d.trunc_finish(st, z1.len()).expect("device finish")
-        });
-        let msg = h.recv_dealer().expect("dealer msg");
-        let t0 = h.trunc(&msg, fp, &z0).expect("host");
-        (t0, dev.join().expect("device thread"))
+    let got = over_tcp(4, 14, &z, [&[], &[], &[]], |p, v, _| -> TcpRes {
+        let mut t = vec![0; v.len()];
+        p.trunc(16, v, &mut t)?;
+        Ok(t)
     });
-    for (got, v) in reconstruct(&t0, &t1).iter().zip(&z) {
-        let d = got.wrapping_sub(reference::trunc(*v, 16)) as i64;
+    for (g, v) in got.iter().zip(&z) {
+        let d = g.wrapping_sub(reference::trunc(*v, 16)) as i64;
         assert!((0..=1).contains(&d), "diff {d}");
     }
 }

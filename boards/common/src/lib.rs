@@ -12,14 +12,11 @@
 #![deny(missing_docs)]
 
 pub use embedded_io;
-use embedded_io::{Read, Write};
 pub use mpcvit_core;
-use mpcvit_core::FixedPoint;
-use mpcvit_core::ops::vit::{self, Tile, VitSpec, Weights, Wid};
-use mpcvit_core::prg::Seed;
+use mpcvit_core::ops::vit::{Weights, Wid};
 use mpcvit_core::provision::BlobView;
-use mpcvit_device::{DeviceError, DeviceParty, HighWater};
-use mpcvit_transport::{Link, Meter};
+pub use mpcvit_device;
+pub use mpcvit_device::session::{Buffers, Failure, Outcome};
 
 /// The Fashion-MNIST normalisation the bundled model was trained with.
 pub const FMNIST_MEAN: [f32; 1] = [0.2860];
@@ -60,139 +57,6 @@ impl Weights for FlashWeights {
     fn get(&self, id: Wid) -> &[u64] {
         self.view.word_range(id).and_then(|r| self.words.get(r)).unwrap_or(&[])
     }
-}
-
-/// The caller's static buffers.
-pub struct Buffers<'a> {
-    /// `vit::scratch_len` words.
-    pub scratch: &'a mut [u64],
-    /// Largest message out (`mpcvit_device::buffers`).
-    pub tx: &'a mut [u8],
-    /// Largest message in; also receives the set-up answer.
-    pub rx: &'a mut [u8],
-    /// Per-op temporaries.
-    pub tmp: &'a mut [u64],
-    /// The patch matrix.
-    pub patches: &'a mut [u64],
-    /// The logits (at least the model's classes).
-    pub logits: &'a mut [u64],
-}
-
-/// What one inference gave and measured.
-pub struct Outcome {
-    /// Session id.
-    pub session: u64,
-    /// Predicted class.
-    pub prediction: usize,
-    /// Classes (the first `classes` of the logits buffer).
-    pub classes: usize,
-    /// The link meter of the inference (after set-up).
-    pub meter: Meter,
-    /// Peak use of the buffers.
-    pub high_water: HighWater,
-    /// `clock()` at the start, after set-up, and at the end.
-    pub ticks: [u64; 3],
-}
-
-/// Longest refusal reason kept.
-pub const REASON_MAX: usize = 128;
-
-impl<E> Failure<E> {
-    /// The host's refusal reason, if it refused.
-    pub fn reason(&self) -> Option<&str> {
-        match self {
-            Self::Refused { reason, len } => core::str::from_utf8(reason.get(..*len).unwrap_or(&[])).ok(),
-            _ => None,
-        }
-    }
-}
-
-/// Why an inference failed.
-pub enum Failure<E> {
-    /// The buffers do not fit the model and tile, or the image its size.
-    Setup(&'static str),
-    /// The host refused; its reason (UTF-8), cut at [`REASON_MAX`] bytes.
-    Refused {
-        /// The reason's bytes.
-        reason: [u8; REASON_MAX],
-        /// Its length.
-        len: usize,
-    },
-    /// Set-up or inference failed.
-    Device(DeviceError<E>),
-}
-
-/// One private inference of `pixels` (8-bit, `[c, h, w]`) with the host on
-/// `io`: set-up for a fresh `nonce` announcing `tile`, forward pass, argmax.
-/// `clock` reads the board's tick counter (or returns 0); it is called at
-/// the start, after set-up and at the end.
-// Called once per boot: the refusal text travels in the error by value.
-#[allow(clippy::too_many_arguments, clippy::result_large_err)]
-pub fn infer<T: Read + Write>(
-    clock: &mut dyn FnMut() -> u64,
-    io: T,
-    weights: &FlashWeights,
-    key: &Seed,
-    nonce: u64,
-    tile: Tile,
-    pixels: &[u8],
-    (mean, std): (&[f32], &[f32]),
-    b: Buffers<'_>,
-) -> Result<Outcome, Failure<T::Error>> {
-    let blob = weights.blob();
-    let arch = blob.arch();
-    let t_start = clock();
-    let fp = FixedPoint::new(blob.frac_bits()).map_err(|_| Failure::Setup("fractional bits"))?;
-    let np = (arch.tokens() - 1) * arch.patch_len();
-    if b.scratch.len() < vit::scratch_len(&arch, tile) || b.patches.len() < np || b.logits.len() < arch.classes {
-        return Err(Failure::Setup("the model needs more RAM than this firmware reserves"));
-    }
-    let patches = &mut b.patches[..np];
-    vit::patches_from_pixels(&arch, fp, pixels, mean, std, patches)
-        .map_err(|_| Failure::Setup("the image does not fit the model"))?;
-    let mut link = Link::new(io, 0);
-    let offer = mpcvit_device::session::Offer {
-        model_crc: blob.model_crc(),
-        frac_bits: blob.frac_bits() as u8,
-        tile,
-        logits_to_host: false,
-    };
-    let (sid, kd) = match mpcvit_device::session::open(&mut link, key, nonce, &offer, &mut b.rx[..]) {
-        Ok(v) => v,
-        Err(DeviceError::Refused { reason_len }) => {
-            let mut reason = [0u8; REASON_MAX];
-            let len = reason_len.min(REASON_MAX).min(b.rx.len());
-            reason[..len].copy_from_slice(&b.rx[..len]);
-            return Err(Failure::Refused { reason, len });
-        }
-        Err(e) => return Err(Failure::Device(e)),
-    };
-    let m0 = link.meter();
-    let t_setup = clock();
-    let mut party = DeviceParty::new(fp, link, &kd, sid, b.tx, b.rx, b.tmp);
-    let spec = VitSpec {
-        arch,
-        fp,
-        model: blob,
-        tile,
-        logits_to_host: false,
-    };
-    let logits = &mut b.logits[..arch.classes];
-    vit::forward(&mut party, &spec, weights, patches, logits, b.scratch).map_err(Failure::Device)?;
-    let mut best = 0;
-    for (i, &v) in logits.iter().enumerate() {
-        if (v as i64) > (logits[best] as i64) {
-            best = i;
-        }
-    }
-    Ok(Outcome {
-        session: sid.0,
-        prediction: best,
-        classes: arch.classes,
-        meter: party.link().meter().since(&m0),
-        high_water: party.high_water(),
-        ticks: [t_start, t_setup, clock()],
-    })
 }
 
 /// Declares a firmware's deployment in flash and its static buffers, from
@@ -262,17 +126,13 @@ macro_rules! deployment {
             let pixels = image(IMAGE_INDEX).ok_or($crate::Failure::Setup("image index out of range"))?;
             let key = $crate::mpcvit_core::prg::Seed::from_bytes(KEY);
             let norm = (&$crate::FMNIST_MEAN[..], &$crate::FMNIST_STD[..]);
-            $crate::infer(
-                clock,
-                io,
-                &weights,
-                &key,
+            let dep = $crate::mpcvit_device::session::Deployment {
+                blob: weights.blob(),
+                weights: &weights,
+                key: &key,
                 nonce,
-                TILE,
-                pixels,
-                norm,
-                take_buffers(),
-            )
+            };
+            $crate::mpcvit_device::session::infer(clock, io, &dep, (TILE, false), pixels, norm, take_buffers())
         }
     };
 }
@@ -302,6 +162,8 @@ pub fn log_outcome<E: core::fmt::Debug>(res: &Result<Outcome, Failure<E>>, unit:
         }
         Err(Failure::Setup(e)) => defmt::error!("mpcvit: {}", e),
         Err(f @ Failure::Refused { .. }) => defmt::error!("mpcvit: the host refused: {}", f.reason().unwrap_or("?")),
-        Err(Failure::Device(e)) => defmt::error!("mpcvit: failed: {}", defmt::Display2Format(e)),
+        Err(Failure::Handshake(e) | Failure::Device(e)) => {
+            defmt::error!("mpcvit: failed: {}", defmt::Display2Format(e))
+        }
     }
 }

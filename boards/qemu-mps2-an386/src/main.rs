@@ -23,7 +23,8 @@ use cortex_m::interrupt::Mutex;
 use cortex_m::peripheral::{SCB, SYST, syst::SystClkSource};
 use cortex_m_rt::{ExceptionFrame, entry, exception};
 use cortex_m_semihosting::hprintln;
-use mpcvit_board::{FMNIST_MEAN, FMNIST_STD, Failure, FlashWeights, Outcome, infer};
+use mpcvit_board::mpcvit_device::session::{Deployment, infer};
+use mpcvit_board::{FMNIST_MEAN, FMNIST_STD, Failure, FlashWeights, Outcome};
 use mpcvit_core::prg::Seed;
 use mpcvit_transport::seal::Sealed;
 
@@ -240,6 +241,12 @@ fn main() -> ! {
     let bufs = take_buffers();
     let key = Seed::from_bytes(KEY);
     let norm = (&FMNIST_MEAN[..], &FMNIST_STD[..]);
+    let dep = Deployment {
+        blob: weights.blob(),
+        weights: &weights,
+        key: &key,
+        nonce,
+    };
     // UART waits at each clock reading: the inference's own are the last
     // two readings apart.
     let mut waits = [0u64; 3];
@@ -260,13 +267,13 @@ fn main() -> ! {
         let (stx, srx) = unsafe { (&mut *(&raw mut SEAL_TX), &mut *(&raw mut SEAL_RX)) };
         match Sealed::initiator(Uart, &psk, salt, &mut stx[..], &mut srx[..]) {
             Ok(io) => {
-                let r = infer(&mut clock, io, &weights, &key, nonce, TILE, image, norm, bufs);
+                let r = infer(&mut clock, io, &dep, (TILE, false), image, norm, bufs);
                 report(r, true, waits[2] - waits[1])
             }
             Err(_) => fail(6, "cannot open the sealed link"),
         }
     } else {
-        let r = infer(&mut clock, Uart, &weights, &key, nonce, TILE, image, norm, bufs);
+        let r = infer(&mut clock, Uart, &dep, (TILE, false), image, norm, bufs);
         report(r, false, waits[2] - waits[1])
     }
 }
@@ -280,7 +287,7 @@ fn report<E: core::fmt::Debug>(res: Result<Outcome, Failure<E>>, sealed: bool, w
             hprintln!("fw: error: the host refused the session: {}", f.reason().unwrap_or("?"));
             qemu_exit(6)
         }
-        Err(Failure::Device(e)) => {
+        Err(Failure::Handshake(e) | Failure::Device(e)) => {
             hprintln!("fw: error: set-up or inference failed: {}", e);
             qemu_exit(7)
         }

@@ -37,7 +37,13 @@ pub fn grid(n: usize, f: u32, range_log2: i32, k: u32) -> Result<LutShape, Proto
 }
 
 /// ReLU or DReLU (one round).
-pub fn relu<P: Party>(p: &mut P, shape: LutShape, which: ReluOut, x: &[u64], out: &mut [u64]) -> Result<(), P::Error> {
+pub fn relu<P: Party + ?Sized>(
+    p: &mut P,
+    shape: LutShape,
+    which: ReluOut,
+    x: &[u64],
+    out: &mut [u64],
+) -> Result<(), P::Error> {
     lut(p, shape, &ReluTable { shape, out: which }, x, out)
 }
 
@@ -64,7 +70,13 @@ pub fn fitted_table(func: Func, shape: LutShape, fp: crate::FixedPoint) -> (LutS
 
 /// A fitted function (GeLU or exp) at the input's scale, in one round:
 /// lookup, then local truncation of the extra bits.
-pub fn fitted<P: Party>(p: &mut P, func: Func, shape: LutShape, x: &[u64], out: &mut [u64]) -> Result<(), P::Error> {
+pub fn fitted<P: Party + ?Sized>(
+    p: &mut P,
+    func: Func,
+    shape: LutShape,
+    x: &[u64],
+    out: &mut [u64],
+) -> Result<(), P::Error> {
     let fp = p.fp();
     let (shape, t) = fitted_table(func, shape, fp);
     lut(p, shape, &t, x, out)?;
@@ -120,7 +132,7 @@ impl crate::protocol::lut::Table for CoarseRelu {
 /// cells around 0) and a fine grid `2^(k-3)` times finer that covers those
 /// cells; one product selects the fine value near zero:
 /// `relu = v_coarse + flag (v_fine - v_coarse)`. `scratch`: `5 x.len()`.
-pub fn relu_precise<P: Party>(
+pub fn relu_precise<P: Party + ?Sized>(
     p: &mut P,
     shape: LutShape,
     x: &[u64],

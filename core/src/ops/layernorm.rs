@@ -82,7 +82,7 @@ impl LnSpec {
 /// is used by the host only. All at `f` bits. Without `gamma` (`None`), the
 /// plain normalization (for a LayerNorm whose affine part is folded into
 /// the next linear layer): the last round is a truncation instead.
-pub fn layernorm<P: Party>(
+pub fn layernorm<P: Party + ?Sized>(
     p: &mut P,
     spec: &LnSpec,
     x: &[u64],

@@ -17,7 +17,7 @@ pub fn scratch_len(rows: usize, cols: usize) -> usize {
 
 /// Row maxima of `x` (`rows x cols`) into `out` (`rows`); differences must
 /// lie in the grid `[-2^(s+k-1), 2^(s+k-1) - 2^s)`.
-pub fn row_max<P: Party>(
+pub fn row_max<P: Party + ?Sized>(
     p: &mut P,
     s: u32,
     k: u32,

@@ -15,6 +15,7 @@
 //! allow `indexing_slicing` (a panic would be an arithmetic bug, not input).
 
 pub mod activation;
+pub mod flight;
 #[allow(clippy::indexing_slicing)]
 pub mod layernorm;
 #[allow(clippy::indexing_slicing)]
@@ -132,7 +133,7 @@ pub trait Party {
 }
 
 /// One lookup (a batch of one).
-pub fn lut<P: Party>(
+pub fn lut<P: Party + ?Sized>(
     p: &mut P,
     shape: LutShape,
     table: &dyn Table,
@@ -140,20 +141,4 @@ pub fn lut<P: Party>(
     out: &mut [u64],
 ) -> Result<(), P::Error> {
     p.luts(&[LutJob { shape, table }], x, out)
-}
-
-/// Largest dealer message of a lookup: bigger lookups are split into chunks
-/// of elements, each its own op (all parties split the same way).
-pub const DEALER_CHUNK_BYTES: usize = 32 << 20;
-
-/// Elements per chunk of a single-grid lookup job.
-pub fn lut_chunk(shape: LutShape, table: &dyn Table) -> usize {
-    let per = shape.corrections(table) / shape.n.max(1);
-    (DEALER_CHUNK_BYTES / (8 * per.max(1))).max(1)
-}
-
-/// Elements per chunk of a multi-grid lookup over `n` elements.
-pub fn grids_chunk(grids: &[crate::protocol::lut::Grid<'_>], n: usize) -> usize {
-    let per = crate::protocol::lut::grids_corrections(grids) / n.max(1);
-    (DEALER_CHUNK_BYTES / (8 * per.max(1))).max(1)
 }

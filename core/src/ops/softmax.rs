@@ -108,7 +108,7 @@ impl NormSpec {
 }
 
 /// Normalizes each row of `x` (scores at `f` bits) into `out` (at `f` bits).
-pub fn normalize<P: Party>(
+pub fn normalize<P: Party + ?Sized>(
     p: &mut P,
     spec: &NormSpec,
     x: &[u64],

@@ -170,6 +170,19 @@ pub trait Weights {
     fn get(&self, id: Wid) -> &[u64];
 }
 
+/// Checks that `w` holds every weight a party uses, at its length: the
+/// host uses every id, the device and the dealer the host-private ones
+/// (`!host_only`). A missing id is a typed error here, never an empty slice
+/// that a later step would index.
+pub fn check_weights(a: &Arch, w: &dyn Weights, host: bool) -> Result<(), ProtocolError> {
+    for id in Wid::all(a) {
+        if (host || !id.host_only()) && w.get(id).len() != id.len(a) {
+            return Err(ProtocolError::BadWeights);
+        }
+    }
+    Ok(())
+}
+
 /// The host's fixed-point encoding of `id` with the folds, into `out`
 /// (`id.len(arch)` words).
 pub fn encode_weight(m: &ModelView<'_>, fp: FixedPoint, id: Wid, out: &mut [u64]) -> Result<(), ProtocolError> {
@@ -458,7 +471,7 @@ pub fn scratch_len(a: &Arch, tile: Tile) -> usize {
 
 /// Row normalization of `heads.len()` heads of `rows x n` scores at `f`
 /// bits (none of them ScaleAttn), all in the same rounds.
-pub fn normalize_heads<P: Party>(
+pub fn normalize_heads<P: Party + ?Sized>(
     p: &mut P,
     rows: usize,
     n: usize,
@@ -583,7 +596,7 @@ pub fn normalize_heads<P: Party>(
 /// share; the device holds the image, so the host's share is zero) to the
 /// logits, revealed to the device (the host and the dealer get zeros).
 /// `scratch` holds [`scratch_len`]`(arch, spec.tile)` words.
-pub fn forward<P: Party>(
+pub fn forward<P: Party + ?Sized>(
     p: &mut P,
     spec: &VitSpec<'_>,
     w: &dyn Weights,
@@ -598,6 +611,7 @@ pub fn forward<P: Party>(
     if patches.len() != (n - 1) * pl || logits.len() != a.classes || scratch.len() < scratch_len(&a, spec.tile) {
         return Err(ProtocolError::BadBuffer.into());
     }
+    check_weights(&a, w, host)?;
     let (x, rest) = scratch.split_at_mut(n * d);
     let (qkv, rest) = rest.split_at_mut(3 * n * d);
     let (att, stage) = rest.split_at_mut(n * d);
@@ -703,7 +717,7 @@ pub fn forward<P: Party>(
 /// query tile of `spec.tile`: `qkv` (`n x 3d`) to `att` (`n x d`).
 // The head loops index several per-head arrays in step.
 #[allow(clippy::needless_range_loop)]
-fn attention<P: Party>(
+fn attention<P: Party + ?Sized>(
     p: &mut P,
     spec: &VitSpec<'_>,
     l: usize,
@@ -844,7 +858,7 @@ fn attention<P: Party>(
 /// (input at 2f), residual into `x`, LayerNorm 1 (host-private scale), the
 /// MLP with GeLU or MPCViT+ linearized tokens, residual.
 #[allow(clippy::too_many_arguments)]
-fn mlp_rows<P: Party>(
+fn mlp_rows<P: Party + ?Sized>(
     p: &mut P,
     spec: &VitSpec<'_>,
     w: &dyn Weights,

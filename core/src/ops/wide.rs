@@ -233,7 +233,7 @@ pub fn scratch_len(n: usize) -> usize {
 
 /// `out = G(x)` for `n` positive shared inputs; `scratch` holds
 /// [`scratch_len`] words.
-pub fn wide<P: Party>(
+pub fn wide<P: Party + ?Sized>(
     p: &mut P,
     spec: &WideSpec,
     x: &[u64],

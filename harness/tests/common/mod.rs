@@ -2,10 +2,10 @@
 #![allow(dead_code)]
 
 use mpcvit::float::FloatModel;
-use mpcvit_conformance::vit::{reference, weight_maps};
 use mpcvit_core::FixedPoint;
 use mpcvit_core::model::{Arch, AttnKind, ModelView};
 use mpcvit_core::prg::Seed;
+use mpcvit_host::{reference, weight_maps};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -179,7 +179,11 @@ pub fn expected(st: &Setup, i: usize) -> usize {
     let [h, _, _] = weight_maps(&view, fp, &Seed::from_bytes([3; 32])).expect("maps");
     let raw = std::fs::read(&st.images).expect("images");
     let img = mpcvit::roles::normalise(&raw[16 + i * 784..16 + (i + 1) * 784], 1);
-    let q: Vec<f64> = reference(&view, fp, &h, &img).iter().map(|&v| fp.decode(v)).collect();
+    let q: Vec<f64> = reference::forward(&view, fp, &h, &img)
+        .expect("reference")
+        .iter()
+        .map(|&v| fp.decode(v))
+        .collect();
     mpcvit::roles::argmax(&q)
 }
 

@@ -1,0 +1,255 @@
+//! Flights: several primitive ops opened together, one message each way,
+//! then finished together. Written once here for every party that holds
+//! shares (the host and the device run the same functions; the dealer deals
+//! the same chunks, [`lut_chunks`] and [`grid_chunks`]).
+//!
+//! A flight function takes two closures from its party: `next`, which
+//! gives the correlation of the next op (the device expands it from its
+//! seed, the host reads it from the dealer message it already received),
+//! and `exchange`, which sends this party's message and returns the peer's.
+//! The peer's message must be exactly as long as this party's (both parties
+//! open the same ops); anything else is [`ProtocolError::BadLength`].
+//!
+//! Chunking: a lookup whose dealer message would exceed
+//! [`DEALER_CHUNK_BYTES`] is split into chunks of elements, each its own op,
+//! so that no party ever holds more than that in one message. Every party
+//! splits the same way, so they draw the same op ids.
+
+use super::LutJob;
+use crate::ProtocolError;
+use crate::corr::OpCorr;
+use crate::protocol::lut::{self, Grid, Lut, LutOpened, LutShape, Table};
+use crate::protocol::matmul::{Matmul, MatmulOpened, MatmulShape};
+
+/// Largest dealer message of a lookup op, in bytes: bigger lookups are
+/// split into chunks of elements.
+pub const DEALER_CHUNK_BYTES: usize = 32 << 20;
+
+/// Most ops in one flight (after chunking). The open states live on the
+/// stack: a microcontroller's models are small (one chunk per job), while a
+/// desktop party may run vit_9_12_64, whose 792,588 attention scores per
+/// layer need hundreds of chunks.
+#[cfg(target_os = "none")]
+pub const MAX_JOBS: usize = 64;
+/// Most ops in one flight (after chunking).
+#[cfg(not(target_os = "none"))]
+pub const MAX_JOBS: usize = 2048;
+
+/// Elements per chunk of a single-grid lookup job.
+pub fn lut_chunk(shape: LutShape, table: &dyn Table) -> usize {
+    let per = shape.corrections(table) / shape.n.max(1);
+    (DEALER_CHUNK_BYTES / (8 * per.max(1))).max(1)
+}
+
+/// Elements per chunk of a multi-grid lookup over `n` elements.
+pub fn grids_chunk(grids: &[Grid<'_>], n: usize) -> usize {
+    let per = lut::grids_corrections(grids) / n.max(1);
+    (DEALER_CHUNK_BYTES / (8 * per.max(1))).max(1)
+}
+
+/// The ops of a batch of lookup jobs after chunking, in order.
+pub fn lut_chunks<'j, 'a>(jobs: &'j [LutJob<'a>]) -> impl Iterator<Item = LutJob<'a>> + 'j {
+    jobs.iter().flat_map(|j| {
+        let step = lut_chunk(j.shape, j.table);
+        let n = j.shape.n;
+        (0..n).step_by(step).map(move |a| LutJob {
+            shape: LutShape {
+                n: step.min(n - a),
+                ..j.shape
+            },
+            table: j.table,
+        })
+    })
+}
+
+/// Bytes of this party's message in a flight of `jobs` (both parties send
+/// the same length).
+pub fn luts_msg_len(jobs: &[LutJob<'_>]) -> usize {
+    lut_chunks(jobs).map(|j| j.shape.msg_len()).sum()
+}
+
+/// One chunk of a multi-grid lookup: elements `start..end`, every grid cut
+/// to `end - start` elements.
+pub struct GridChunk<'a> {
+    /// First element.
+    pub start: usize,
+    /// One past the last element.
+    pub end: usize,
+    /// The grids of this chunk.
+    pub grids: heapless::Vec<Grid<'a>, { lut::MAX_GRIDS }>,
+}
+
+/// The ops of a multi-grid lookup over `n` elements after chunking.
+pub fn grid_chunks<'g, 'a>(
+    grids: &'g [Grid<'a>],
+    n: usize,
+) -> impl Iterator<Item = Result<GridChunk<'a>, ProtocolError>> + 'g {
+    let step = grids_chunk(grids, n);
+    (0..n).step_by(step).map(move |start| {
+        let end = (start + step).min(n);
+        let mut v = heapless::Vec::new();
+        for g in grids {
+            v.push(Grid {
+                shape: LutShape {
+                    n: end - start,
+                    ..g.shape
+                },
+                table: g.table,
+            })
+            .map_err(|_| ProtocolError::BadShape)?;
+        }
+        Ok(GridChunk { start, end, grids: v })
+    })
+}
+
+/// Bytes of this party's message in a multi-grid lookup of `n` elements.
+pub fn grids_msg_len(grids: &[Grid<'_>], n: usize) -> usize {
+    lut::grids_width(grids) * n
+}
+
+/// Bytes of this party's message in a flight of matrix products.
+pub fn matmuls_msg_len(shapes: &[MatmulShape]) -> usize {
+    shapes.iter().map(|s| s.msg_len()).sum()
+}
+
+/// Scratch words [`matmuls`] needs.
+pub fn matmuls_scratch_len(shapes: &[MatmulShape]) -> usize {
+    shapes.iter().map(|s| s.scratch_len()).max().unwrap_or(0)
+}
+
+fn checked_peer(peer: &[u8], expected: usize) -> Result<&[u8], ProtocolError> {
+    if peer.len() != expected {
+        return Err(ProtocolError::BadLength {
+            expected,
+            got: peer.len(),
+        });
+    }
+    Ok(peer)
+}
+
+fn sub<T>(s: &[T], a: usize, len: usize) -> Result<&[T], ProtocolError> {
+    s.get(a..a.checked_add(len).ok_or(ProtocolError::BadBuffer)?)
+        .ok_or(ProtocolError::BadBuffer)
+}
+
+fn sub_mut<T>(s: &mut [T], a: usize, len: usize) -> Result<&mut [T], ProtocolError> {
+    s.get_mut(a..a.checked_add(len).ok_or(ProtocolError::BadBuffer)?)
+        .ok_or(ProtocolError::BadBuffer)
+}
+
+/// Shared x shared matrix products in one flight: `x`, `y` and `z` hold the
+/// operands and results one after the other; `tx` at least
+/// [`matmuls_msg_len`] bytes, `scratch` [`matmuls_scratch_len`] words.
+pub fn matmuls<'m, 'r, E: From<ProtocolError>>(
+    next: &mut dyn FnMut() -> Result<OpCorr<'m>, E>,
+    shapes: &[MatmulShape],
+    (x, y, z): (&[u64], &[u64], &mut [u64]),
+    tx: &mut [u8],
+    scratch: &mut [u64],
+    exchange: impl FnOnce(&[u8]) -> Result<&'r [u8], E>,
+) -> Result<(), E> {
+    let mut opened: heapless::Vec<MatmulOpened<'m>, MAX_JOBS> = heapless::Vec::new();
+    let (mut xo, mut yo, mut to) = (0, 0, 0);
+    for &s in shapes {
+        let op = Matmul::new(next()?, s)?;
+        let (st, _) = op.open(
+            sub(x, xo, s.n * s.k)?,
+            sub(y, yo, s.k * s.m)?,
+            sub_mut(tx, to, s.msg_len())?,
+        )?;
+        opened.push(st).map_err(|_| ProtocolError::TooManyOps)?;
+        xo += s.n * s.k;
+        yo += s.k * s.m;
+        to += s.msg_len();
+    }
+    let peer = checked_peer(exchange(sub(tx, 0, to)?)?, to)?;
+    let (mut xo, mut yo, mut zo, mut po) = (0, 0, 0, 0);
+    for (&s, st) in shapes.iter().zip(opened) {
+        st.finish(
+            sub(x, xo, s.n * s.k)?,
+            sub(y, yo, s.k * s.m)?,
+            sub(peer, po, s.msg_len())?,
+            sub_mut(scratch, 0, s.scratch_len())?,
+            sub_mut(z, zo, s.n * s.m)?,
+        )?;
+        xo += s.n * s.k;
+        yo += s.k * s.m;
+        zo += s.n * s.m;
+        po += s.msg_len();
+    }
+    Ok(())
+}
+
+/// Lookups in one flight (chunked, [`lut_chunks`]): `x` holds the jobs'
+/// inputs one after the other, `out` their outputs; `tx` at least
+/// [`luts_msg_len`] bytes.
+pub fn luts<'m, 'r, E: From<ProtocolError>>(
+    next: &mut dyn FnMut() -> Result<OpCorr<'m>, E>,
+    jobs: &[LutJob<'_>],
+    x: &[u64],
+    out: &mut [u64],
+    tx: &mut [u8],
+    exchange: impl FnOnce(&[u8]) -> Result<&'r [u8], E>,
+) -> Result<(), E> {
+    let mut opened: heapless::Vec<LutOpened<'m>, MAX_JOBS> = heapless::Vec::new();
+    let (mut xo, mut to) = (0, 0);
+    for j in lut_chunks(jobs) {
+        let op = Lut::new(next()?, j.shape, j.table)?;
+        let len = j.shape.msg_len();
+        let (st, _) = op.open(sub(x, xo, j.shape.n)?, sub_mut(tx, to, len)?)?;
+        opened.push(st).map_err(|_| ProtocolError::TooManyOps)?;
+        xo += j.shape.n;
+        to += len;
+    }
+    let peer = checked_peer(exchange(sub(tx, 0, to)?)?, to)?;
+    let (mut po, mut oo) = (0, 0);
+    for (j, st) in lut_chunks(jobs).zip(opened) {
+        let len = j.shape.msg_len();
+        st.finish(
+            j.shape,
+            j.table,
+            sub(tx, po, len)?,
+            sub(peer, po, len)?,
+            sub_mut(out, oo, j.out_len())?,
+        )?;
+        po += len;
+        oo += j.out_len();
+    }
+    Ok(())
+}
+
+/// One lookup of `x` read through several grids (chunked,
+/// [`grid_chunks`]), in one flight: `out` holds, per element, every grid's
+/// outputs in grid order; `tx` at least [`grids_msg_len`] bytes.
+pub fn grids<'m, 'r, E: From<ProtocolError>>(
+    next: &mut dyn FnMut() -> Result<OpCorr<'m>, E>,
+    grids: &[Grid<'_>],
+    x: &[u64],
+    out: &mut [u64],
+    tx: &mut [u8],
+    exchange: impl FnOnce(&[u8]) -> Result<&'r [u8], E>,
+) -> Result<(), E> {
+    let n = x.len();
+    let outs: usize = grids.iter().map(|g| g.table.outputs()).sum();
+    let w = lut::grids_width(grids);
+    let mut opened: heapless::Vec<LutOpened<'m>, MAX_JOBS> = heapless::Vec::new();
+    for c in grid_chunks(grids, n) {
+        let c = c?;
+        let op = Lut::with_grids(next()?, &c.grids)?;
+        let len = c.end - c.start;
+        let (st, _) = op.open(sub(x, c.start, len)?, sub_mut(tx, w * c.start, w * len)?)?;
+        opened.push(st).map_err(|_| ProtocolError::TooManyOps)?;
+    }
+    let peer = checked_peer(exchange(sub(tx, 0, w * n)?)?, w * n)?;
+    for (c, st) in grid_chunks(grids, n).zip(opened) {
+        let c = c?;
+        let len = c.end - c.start;
+        st.finish_grids(
+            &c.grids,
+            sub(tx, w * c.start, w * len)?,
+            sub(peer, w * c.start, w * len)?,
+            sub_mut(out, outs * c.start, outs * len)?,
+        )?;
+    }
+    Ok(())
+}

@@ -1,0 +1,102 @@
+//! Errors of the host and the dealer parties. Each keeps its source: a
+//! vanished peer is a [`mpcvit_transport::Error`] inside the variant of the
+//! link it came from, a lie is a [`ProtocolError`].
+
+use mpcvit_core::ProtocolError;
+use std::fmt;
+
+/// Why a host step failed.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum HostError<E> {
+    /// A protocol step refused its input (a bad message, a bad shape).
+    Protocol(ProtocolError),
+    /// The link to the device failed (closed, timed out, a bad frame).
+    Device(mpcvit_transport::Error<E>),
+    /// The link from the dealer failed.
+    Dealer(mpcvit_transport::Error<E>),
+}
+
+impl<E: fmt::Debug> fmt::Display for HostError<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Protocol(e) => write!(f, "protocol error: {e}"),
+            Self::Device(e) => write!(f, "device link: {e}"),
+            Self::Dealer(e) => write!(f, "dealer link: {e}"),
+        }
+    }
+}
+
+impl<E: fmt::Debug> std::error::Error for HostError<E> {}
+
+impl<E> From<ProtocolError> for HostError<E> {
+    fn from(e: ProtocolError) -> Self {
+        Self::Protocol(e)
+    }
+}
+
+/// Why a dealer step failed.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum DealerError<E> {
+    /// A protocol step refused its input (a bad shape, an exhausted session).
+    Protocol(ProtocolError),
+    /// The link to the host failed.
+    Host(mpcvit_transport::Error<E>),
+}
+
+impl<E: fmt::Debug> fmt::Display for DealerError<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Protocol(e) => write!(f, "protocol error: {e}"),
+            Self::Host(e) => write!(f, "host link: {e}"),
+        }
+    }
+}
+
+impl<E: fmt::Debug> std::error::Error for DealerError<E> {}
+
+impl<E> From<ProtocolError> for DealerError<E> {
+    fn from(e: ProtocolError) -> Self {
+        Self::Protocol(e)
+    }
+}
+
+impl<E> From<mpcvit_transport::Error<E>> for DealerError<E> {
+    fn from(e: mpcvit_transport::Error<E>) -> Self {
+        Self::Host(e)
+    }
+}
+
+/// Why a model could not be turned into the parties' weights or a blob.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LoadError {
+    /// The model file (or blob) is not usable.
+    Model(mpcvit_core::model::ModelError),
+    /// A weight cannot be encoded at these fractional bits.
+    Weights(ProtocolError),
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Model(e) => write!(f, "{e}"),
+            Self::Weights(e) => write!(f, "cannot encode the weights: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for LoadError {}
+
+impl From<mpcvit_core::model::ModelError> for LoadError {
+    fn from(e: mpcvit_core::model::ModelError) -> Self {
+        Self::Model(e)
+    }
+}
+
+impl From<ProtocolError> for LoadError {
+    fn from(e: ProtocolError) -> Self {
+        Self::Weights(e)
+    }
+}

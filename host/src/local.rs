@@ -1,0 +1,500 @@
+//! The three parties in one process: host ([`HostParty`]), device
+//! ([`DeviceParty`], the one the firmware runs) and dealer
+//! ([`DealerParty`]) in three threads over in-memory pipes or any pair of
+//! byte streams. `eval`, `bench` and the tests run secure inference here;
+//! `mpcvit host`/`dealer`/`device` run the same parties over TCP.
+//!
+//! The keys are a [`LocalKeys`] of the caller's choosing (fixed keys make
+//! runs reproducible); the device uses its key as its session key, as it
+//! would after a set-up (`core::session`).
+
+use crate::dealer::DealerParty;
+use crate::error::{DealerError, HostError};
+use crate::host::{HostParty, MAX_MSG};
+use crate::reference;
+use crate::weights::WeightMap;
+use embedded_io::{Read, Write};
+use mpcvit_core::model::ModelView;
+use mpcvit_core::ops::vit::{self, Tile, VitSpec};
+use mpcvit_core::ops::{LutJob, Party, PartyKind};
+use mpcvit_core::prg::{Prg, Seed};
+use mpcvit_core::protocol::linear::{LinearShape, model_mask};
+use mpcvit_core::protocol::lut::Grid;
+use mpcvit_core::protocol::matmul::MatmulShape;
+use mpcvit_core::{FixedPoint, ProtocolError, SessionId};
+use mpcvit_device::{DeviceError, DeviceParty, HighWater};
+use mpcvit_transport::mem;
+use mpcvit_transport::{Link, Meter};
+use std::fmt;
+
+/// The keys of a local deployment.
+#[derive(Clone)]
+pub struct LocalKeys {
+    /// Host <-> dealer key.
+    pub host: Seed,
+    /// The device's session key (shared with the dealer).
+    pub device: Seed,
+    /// The host's per-model mask seed (shared with the dealer).
+    pub model: Seed,
+}
+
+impl fmt::Debug for LocalKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("LocalKeys(<redacted>)")
+    }
+}
+
+impl LocalKeys {
+    /// Fixed keys derived from a number (reproducible runs and tests).
+    pub fn fixed(n: u8) -> Self {
+        Self {
+            host: Seed::from_bytes([n; 32]),
+            device: Seed::from_bytes([n ^ 0x5a; 32]),
+            model: Seed::from_bytes([n ^ 0xa5; 32]),
+        }
+    }
+}
+
+/// Why a local run failed: which party, and its error (which keeps its
+/// source), or a party's thread panicked.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum LocalError<E> {
+    /// The host failed.
+    Host(HostError<E>),
+    /// The device failed.
+    Device(DeviceError<E>),
+    /// The dealer failed.
+    Dealer(DealerError<E>),
+    /// The composite op refused its input before any party moved bytes.
+    Protocol(ProtocolError),
+    /// A party's thread panicked (a bug).
+    Panicked(&'static str),
+}
+
+impl<E: fmt::Debug> fmt::Display for LocalError<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Host(e) => write!(f, "host: {e}"),
+            Self::Device(e) => write!(f, "device: {e}"),
+            Self::Dealer(e) => write!(f, "dealer: {e}"),
+            Self::Protocol(e) => write!(f, "protocol error: {e}"),
+            Self::Panicked(who) => write!(f, "the {who} thread panicked"),
+        }
+    }
+}
+
+impl<E: fmt::Debug> std::error::Error for LocalError<E> {}
+
+impl<E> From<ProtocolError> for LocalError<E> {
+    fn from(e: ProtocolError) -> Self {
+        Self::Protocol(e)
+    }
+}
+
+impl<E> From<HostError<E>> for LocalError<E> {
+    fn from(e: HostError<E>) -> Self {
+        Self::Host(e)
+    }
+}
+
+impl<E> From<DeviceError<E>> for LocalError<E> {
+    fn from(e: DeviceError<E>) -> Self {
+        Self::Device(e)
+    }
+}
+
+impl<E> From<DealerError<E>> for LocalError<E> {
+    fn from(e: DealerError<E>) -> Self {
+        Self::Dealer(e)
+    }
+}
+
+/// Any of the three parties behind one error type, so that one closure
+/// (which cannot be generic) drives each of them: the closure of [`run3`]
+/// takes `&mut dyn Party<Error = LocalError<E>>`.
+struct AnyParty<P>(P);
+
+impl<P: Party> Party for AnyParty<P>
+where
+    LocalError<<P::Error as Source>::E>: From<P::Error>,
+    P::Error: Source,
+{
+    type Error = LocalError<<P::Error as Source>::E>;
+
+    fn kind(&self) -> PartyKind {
+        self.0.kind()
+    }
+    fn fp(&self) -> FixedPoint {
+        self.0.fp()
+    }
+    fn mul(&mut self, x: &[u64], y: &[u64], cols: usize, z: &mut [u64]) -> Result<(), Self::Error> {
+        Ok(self.0.mul(x, y, cols, z)?)
+    }
+    fn scale_trunc(&mut self, x: &[u64], g: &[u64], bits: u32, z: &mut [u64]) -> Result<(), Self::Error> {
+        Ok(self.0.scale_trunc(x, g, bits, z)?)
+    }
+    fn square(&mut self, x: &[u64], z: &mut [u64]) -> Result<(), Self::Error> {
+        Ok(self.0.square(x, z)?)
+    }
+    fn matmuls(&mut self, s: &[MatmulShape], x: &[u64], y: &[u64], z: &mut [u64]) -> Result<(), Self::Error> {
+        Ok(self.0.matmuls(s, x, y, z)?)
+    }
+    fn linear_trunc(
+        &mut self,
+        s: LinearShape,
+        x: &[u64],
+        w: &[u64],
+        bias: &[u64],
+        bits: u32,
+        z: &mut [u64],
+    ) -> Result<(), Self::Error> {
+        Ok(self.0.linear_trunc(s, x, w, bias, bits, z)?)
+    }
+    fn reveal_to_device(&mut self, x: &[u64], out: &mut [u64]) -> Result<(), Self::Error> {
+        Ok(self.0.reveal_to_device(x, out)?)
+    }
+    fn reveal_to_host(&mut self, x: &[u64], out: &mut [u64]) -> Result<(), Self::Error> {
+        Ok(self.0.reveal_to_host(x, out)?)
+    }
+    fn luts(&mut self, jobs: &[LutJob<'_>], x: &[u64], out: &mut [u64]) -> Result<(), Self::Error> {
+        Ok(self.0.luts(jobs, x, out)?)
+    }
+    fn lut_grids(&mut self, grids: &[Grid<'_>], x: &[u64], out: &mut [u64]) -> Result<(), Self::Error> {
+        Ok(self.0.lut_grids(grids, x, out)?)
+    }
+    fn trunc(&mut self, bits: u32, x: &[u64], z: &mut [u64]) -> Result<(), Self::Error> {
+        Ok(self.0.trunc(bits, x, z)?)
+    }
+}
+
+/// The byte stream error under a party's error.
+trait Source {
+    type E;
+}
+impl<E> Source for HostError<E> {
+    type E = E;
+}
+impl<E> Source for DeviceError<E> {
+    type E = E;
+}
+impl<E> Source for DealerError<E> {
+    type E = E;
+}
+
+/// The device's buffers on a desktop: as large as the host's messages
+/// (allocated lazily by the OS, so only what an inference uses is mapped).
+pub struct DeviceBuffers {
+    tx: Vec<u8>,
+    rx: Vec<u8>,
+    tmp: Vec<u64>,
+}
+
+impl Default for DeviceBuffers {
+    fn default() -> Self {
+        Self {
+            tx: vec![0; MAX_MSG],
+            rx: vec![0; MAX_MSG],
+            tmp: vec![0; MAX_MSG / 8],
+        }
+    }
+}
+
+impl DeviceBuffers {
+    /// The three buffers, for [`mpcvit_device::session::Buffers`].
+    pub fn split(&mut self) -> (&mut [u8], &mut [u8], &mut [u64]) {
+        (&mut self.tx, &mut self.rx, &mut self.tmp)
+    }
+
+    /// The device party of session `sid` on `link`, over these buffers.
+    pub fn party<T: Read + Write>(
+        &mut self,
+        fp: FixedPoint,
+        link: Link<T>,
+        key: &Seed,
+        sid: SessionId,
+    ) -> DeviceParty<'_, T> {
+        DeviceParty::new(fp, link, key, sid, &mut self.tx, &mut self.rx, &mut self.tmp)
+    }
+}
+
+/// The three parties of `session` over two stream pairs: `dev` = (host end,
+/// device end), `dealer` = (host end, dealer end). The device borrows `bufs`.
+pub fn parties<'b, T: Read + Write>(
+    fp: FixedPoint,
+    keys: &LocalKeys,
+    session: u64,
+    (dev, dealer): ((T, T), (T, T)),
+    bufs: &'b mut DeviceBuffers,
+) -> (HostParty<T>, DeviceParty<'b, T>, DealerParty<T>) {
+    let sid = SessionId(session);
+    let host = HostParty::new(
+        fp,
+        Link::new(dev.0, session),
+        Link::new(dealer.0, session),
+        &keys.host,
+        sid,
+    );
+    let device = bufs.party(fp, Link::new(dev.1, session), &keys.device, sid);
+    let dl = DealerParty::new(fp, Link::new(dealer.1, session), &keys.host, &keys.device, sid);
+    (host, device, dl)
+}
+
+/// What [`run3`] measured.
+#[derive(Debug)]
+pub struct Run3 {
+    /// The host's output share plus the device's.
+    pub output: Vec<u64>,
+    /// The host's output share alone.
+    pub host: Vec<u64>,
+    /// The device's output share alone.
+    pub device_share: Vec<u64>,
+    /// The device's link meter (sent = device -> host).
+    pub device: Meter,
+    /// The host's dealer-link meter (received = dealer -> host).
+    pub dealer: Meter,
+    /// Peak use of the device's buffers.
+    pub high_water: HighWater,
+    /// Wall time of the three parties, nanoseconds.
+    pub wall_ns: u64,
+    /// With [`run3_dealer_first`]: the dealer's time alone (else 0).
+    pub dealer_ns: u64,
+    /// With [`run3_dealer_first`]: host and device after the dealer
+    /// (else the whole run).
+    pub online_ns: u64,
+}
+
+/// The closure [`run3`] runs on each party: `(party, its input share, its
+/// weights view)` to its output share.
+pub type PartyFn<'f, E> =
+    dyn Fn(&mut dyn Party<Error = LocalError<E>>, &[u64], &[u64]) -> Result<Vec<u64>, LocalError<E>> + Sync + 'f;
+
+/// Runs `f` on host, device and dealer in three threads over `links`
+/// (see [`parties`]): the host gets `inputs[0]`, the device `inputs[1]`,
+/// the dealer zeros; party `i` gets the weights view `views[i]`. The three
+/// run concurrently, as in a deployment.
+pub fn run3<T: Read + Write + Send>(
+    fp: FixedPoint,
+    keys: &LocalKeys,
+    session: u64,
+    links: ((T, T), (T, T)),
+    inputs: [&[u64]; 2],
+    views: [&[u64]; 3],
+    f: &PartyFn<'_, T::Error>,
+) -> Result<Run3, LocalError<T::Error>>
+where
+    T::Error: Send,
+{
+    run3_scheduled(fp, keys, session, links, inputs, views, f, false)
+}
+
+/// [`run3`] with the dealer run to its end first (its messages wait in the
+/// links), then host and device: [`Run3::dealer_ns`] and
+/// [`Run3::online_ns`] time the two apart. For op benchmarks only: a whole
+/// inference's dealer messages are gigabytes.
+pub fn run3_dealer_first<T: Read + Write + Send>(
+    fp: FixedPoint,
+    keys: &LocalKeys,
+    session: u64,
+    links: ((T, T), (T, T)),
+    inputs: [&[u64]; 2],
+    views: [&[u64]; 3],
+    f: &PartyFn<'_, T::Error>,
+) -> Result<Run3, LocalError<T::Error>>
+where
+    T::Error: Send,
+{
+    run3_scheduled(fp, keys, session, links, inputs, views, f, true)
+}
+
+fn ns(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run3_scheduled<T: Read + Write + Send>(
+    fp: FixedPoint,
+    keys: &LocalKeys,
+    session: u64,
+    links: ((T, T), (T, T)),
+    inputs: [&[u64]; 2],
+    views: [&[u64]; 3],
+    f: &PartyFn<'_, T::Error>,
+    dealer_first: bool,
+) -> Result<Run3, LocalError<T::Error>>
+where
+    T::Error: Send,
+{
+    let mut bufs = DeviceBuffers::default();
+    let (host, dev, dl) = parties(fp, keys, session, links, &mut bufs);
+    let (mut host, mut dev, mut dl) = (AnyParty(host), AnyParty(dev), AnyParty(dl));
+    let zeros = vec![0u64; inputs[1].len()];
+    let t0 = std::time::Instant::now();
+    // Each party's links close when it is done (its value is dropped), so
+    // that a party that failed ends its peers' waits instead of leaving
+    // them to time out.
+    std::thread::scope(|s| {
+        let dealer = s.spawn(move || f(&mut dl, &zeros, views[2]).map(|_| ()));
+        let dealer = if dealer_first {
+            dealer.join().map_err(|_| LocalError::Panicked("dealer"))??;
+            None
+        } else {
+            Some(dealer)
+        };
+        let t_online = std::time::Instant::now();
+        let device =
+            s.spawn(move || f(&mut dev, inputs[1], views[1]).map(|z| (z, dev.0.link().meter(), dev.0.high_water())));
+        let z0 = f(&mut host, inputs[0], views[0]);
+        let dealer_meter = host.0.dealer_link().meter();
+        drop(host);
+        let d = device.join().map_err(|_| LocalError::Panicked("device"))?;
+        let online_ns = ns(t_online.elapsed());
+        let dealer = match dealer {
+            Some(t) => t.join().map_err(|_| LocalError::Panicked("dealer"))?,
+            None => Ok(()),
+        };
+        // The cause comes first: a host that failed leaves the device (and
+        // the dealer) talking to a closed link, unless its own failure was
+        // the dealer's link, whose cause is the dealer's.
+        let z0 = match (z0, dealer) {
+            (Err(LocalError::Host(HostError::Dealer(_))), Err(e)) => return Err(e),
+            (Err(e), _) => return Err(e),
+            (Ok(_), Err(e)) => return Err(e),
+            (Ok(z0), Ok(())) => z0,
+        };
+        let (z1, meter, high_water) = d?;
+        Ok(Run3 {
+            output: z0.iter().zip(&z1).map(|(a, b)| a.wrapping_add(*b)).collect(),
+            host: z0,
+            device_share: z1,
+            device: meter,
+            dealer: dealer_meter,
+            high_water,
+            wall_ns: ns(t0.elapsed()),
+            dealer_ns: ns(t_online - t0),
+            online_ns,
+        })
+    })
+}
+
+/// [`run3`] over in-memory pipes, with `x` split into random shares (a
+/// seeded mask, so runs are reproducible).
+pub fn run3_mem(
+    fp: FixedPoint,
+    keys: &LocalKeys,
+    session: u64,
+    x: &[u64],
+    views: [&[u64]; 3],
+    f: &PartyFn<'_, std::io::Error>,
+) -> Result<Run3, LocalError<std::io::Error>> {
+    let (x0, x1) = share(keys, session, x);
+    run3(fp, keys, session, (mem::pair(), mem::pair()), [&x0, &x1], views, f)
+}
+
+/// Splits `x` into two additive shares with a mask seeded by the keys and
+/// the session.
+pub fn share(keys: &LocalKeys, session: u64, x: &[u64]) -> (Vec<u64>, Vec<u64>) {
+    let mut rng = Prg::new(&keys.host, session, 77);
+    let x1: Vec<u64> = x.iter().map(|_| rng.next_u64()).collect();
+    let x0 = x.iter().zip(&x1).map(|(a, b)| a.wrapping_sub(*b)).collect();
+    (x0, x1)
+}
+
+/// The three parties' views of a host-private column vector `g`: the
+/// host's `g`, the device's `g - B`, the dealer's `B`, with `B` the model
+/// mask of tensor `id`.
+pub fn weight_views(keys: &LocalKeys, id: u64, g: &[u64]) -> [Vec<u64>; 3] {
+    let mut b = vec![0; g.len()];
+    model_mask(&keys.model, id).fill(&mut b);
+    let f = g.iter().zip(&b).map(|(x, y)| x.wrapping_sub(*y)).collect();
+    [g.to_vec(), f, b]
+}
+
+/// What a secure inference measured.
+#[derive(Debug, Clone)]
+pub struct Inference {
+    /// The logits the device received (fixed point).
+    pub logits: Vec<u64>,
+    /// The host's logits: zeros unless the run revealed them to the host.
+    pub host_logits: Vec<u64>,
+    /// The device's link meter.
+    pub device: Meter,
+    /// The host's dealer-link meter.
+    pub dealer: Meter,
+    /// Peak use of the device's buffers.
+    pub high_water: HighWater,
+    /// Wall time, ns.
+    pub wall_ns: u64,
+}
+
+/// One secure inference of a float image (`[c, h, w]`, normalised): the
+/// device holds its patch matrix; every party cuts layers by `tile`, and
+/// the host sees the logits too if `logits_to_host`.
+#[allow(clippy::too_many_arguments)]
+pub fn secure_over<T: Read + Write + Send>(
+    m: &ModelView<'_>,
+    fp: FixedPoint,
+    maps: &[WeightMap; 3],
+    keys: &LocalKeys,
+    session: u64,
+    links: ((T, T), (T, T)),
+    image: &[f32],
+    (tile, logits_to_host): (Tile, bool),
+) -> Result<Inference, LocalError<T::Error>>
+where
+    T::Error: Send,
+{
+    let a = m.arch();
+    let spec = VitSpec {
+        arch: a,
+        fp,
+        model: m,
+        tile,
+        logits_to_host,
+    };
+    let x1 = reference::patches(m, fp, image)?;
+    let x0 = vec![0u64; x1.len()];
+    let views: [&[u64]; 3] = [&[], &[], &[]];
+    let f = |p: &mut dyn Party<Error = LocalError<T::Error>>, x: &[u64], _: &[u64]| {
+        let w = match p.kind() {
+            PartyKind::Host => &maps[0],
+            PartyKind::Device => &maps[1],
+            PartyKind::Dealer => &maps[2],
+        };
+        let mut out = vec![0; a.classes];
+        let mut scratch = vec![0; vit::scratch_len(&a, tile)];
+        vit::forward(p, &spec, w, x, &mut out, &mut scratch)?;
+        Ok(out)
+    };
+    let r = run3(fp, keys, session, links, [&x0, &x1], views, &f)?;
+    Ok(Inference {
+        logits: r.device_share,
+        host_logits: r.host,
+        device: r.device,
+        dealer: r.dealer,
+        high_water: r.high_water,
+        wall_ns: r.wall_ns,
+    })
+}
+
+/// [`secure_over`] in-memory pipes.
+pub fn secure(
+    m: &ModelView<'_>,
+    fp: FixedPoint,
+    maps: &[WeightMap; 3],
+    keys: &LocalKeys,
+    session: u64,
+    image: &[f32],
+    (tile, logits_to_host): (Tile, bool),
+) -> Result<Inference, LocalError<std::io::Error>> {
+    secure_over(
+        m,
+        fp,
+        maps,
+        keys,
+        session,
+        (mem::pair(), mem::pair()),
+        image,
+        (tile, logits_to_host),
+    )
+}
