@@ -45,7 +45,7 @@ pub struct Args {
     /// host holds a flight's dealer corrections: ~13 GB for a whole
     /// vit_9_12_64 layer with lookups), more rounds. Rows of a tiled run are
     /// labelled `MIX@TILE`.
-    #[arg(long, value_parser = crate::roles::parse_tile, default_value = "whole")]
+    #[arg(long, value_parser = crate::device::parse_tile, default_value = "whole")]
     tile: mpcvit_core::ops::vit::Tile,
 }
 

@@ -3,8 +3,10 @@
 //! device process per image) on free localhost ports; prints each prediction
 //! beside the plaintext ones, then the cost per inference.
 
+use crate::device::{DeviceReport, parse_profile};
 use crate::float::{FloatModel, write_atomic};
-use crate::roles::{self, DeviceReport, HOST_KEY, parse_profile};
+use crate::keys::{self, HOST_KEY};
+use crate::{image, logits, provision};
 use mpcvit_core::FixedPoint;
 use mpcvit_core::model::{AttnKind, ModelView};
 use mpcvit_host::{WeightMap, reference};
@@ -63,7 +65,7 @@ pub struct Args {
     /// How the device cuts each layer: `whole` or `ROWS,HEADS,QUERIES`
     /// (`mpcvit device --tile`). Default: whole for a desktop device, the
     /// firmware's `2,1,10` with `--device qemu`.
-    #[arg(long, value_parser = roles::parse_tile)]
+    #[arg(long, value_parser = crate::device::parse_tile)]
     pub tile: Option<mpcvit_core::ops::vit::Tile>,
 }
 
@@ -253,7 +255,7 @@ fn run_inner(a: &Args, verbose: u8) -> Result<(), String> {
 
     // Model, keys, provisioning.
     let (model, name) = match &a.model {
-        Some(p) => (roles::read_model(p)?, p.display().to_string()),
+        Some(p) => (provision::read_model(p)?, p.display().to_string()),
         None => (MODEL.to_vec(), "fmnist-mu0.5-kd (bundled)".to_string()),
     };
     let view = ModelView::parse(&model).map_err(|e| e.to_string())?;
@@ -280,16 +282,16 @@ fn run_inner(a: &Args, verbose: u8) -> Result<(), String> {
     let keys = deploy.join("keys");
     let blob_path = deploy.join("device.blob");
     if !blob_path.exists() {
-        roles::make_keys(&keys)?;
+        keys::make_keys(&keys)?;
         write_atomic(
             &blob_path,
-            &roles::blob_for(&model, &roles::read_key(&keys.join(HOST_KEY))?)?,
+            &provision::blob_for(&model, &keys::read_key(&keys.join(HOST_KEY))?)?,
         )?;
     }
     let psk = if a.psk {
         let d = deploy.join("psk");
         if !d.join(HOST_KEY).exists() {
-            roles::make_keys(&d)?;
+            keys::make_keys(&d)?;
         }
         Some(d.join(HOST_KEY))
     } else {
@@ -299,7 +301,7 @@ fn run_inner(a: &Args, verbose: u8) -> Result<(), String> {
         let t = a.tile.map(|t| format!("{},{},{}", t.rows, t.heads, t.queries));
         Some(crate::qemu::build_firmware(
             &blob_path,
-            &keys.join(roles::DEVICE_KEY),
+            &keys.join(keys::DEVICE_KEY),
             psk.as_deref(),
             t.as_deref(),
         )?)
@@ -383,7 +385,7 @@ fn run_inner(a: &Args, verbose: u8) -> Result<(), String> {
     let mut fw: Vec<crate::qemu::FwReport> = Vec::new();
     let (mut agree, mut agree_f, mut correct) = (0, 0, 0);
     for i in 0..n {
-        let img = roles::normalise(&pixels[i * 784..(i + 1) * 784], 1);
+        let img = image::normalise(&pixels[i * 784..(i + 1) * 784], 1);
         let fixed: Vec<f64> = reference::forward(&view, fp, &hmap, &img)
             .map_err(|e| format!("image {i}: {e}"))?
             .iter()
@@ -419,7 +421,7 @@ fn run_inner(a: &Args, verbose: u8) -> Result<(), String> {
         }
         let r: DeviceReport = serde_json::from_slice(&out.stdout)
             .map_err(|e| format!("the device's report for image {i} is unreadable: {e}"))?;
-        let (pf, pfl, label) = (roles::argmax(&fixed), roles::argmax(&fl), usize::from(labels[i]));
+        let (pf, pfl, label) = (logits::argmax(&fixed), logits::argmax(&fl), usize::from(labels[i]));
         if let Some(elf) = &elf {
             let q = crate::qemu::run_device(elf, &host, i as u8, std::time::Duration::from_secs(a.timeout.max(600)))?;
             let dq: Vec<f64> = q.logits.iter().map(|&v| fp.decode(v as u64)).collect();
@@ -432,9 +434,9 @@ fn run_inner(a: &Args, verbose: u8) -> Result<(), String> {
                 } else {
                     "DIFFERENT prediction"
                 },
-                roles::max_abs_diff(&r.logits, &dq),
-                roles::max_abs_diff(&dq, &fixed),
-                roles::max_abs_diff(&r.logits, &fixed),
+                logits::max_abs_diff(&r.logits, &dq),
+                logits::max_abs_diff(&dq, &fixed),
+                logits::max_abs_diff(&r.logits, &fixed),
                 q.wall_s
             );
             fw.push(q);

@@ -7,8 +7,8 @@
 
 use crate::data::{self, Dataset};
 use crate::float::FloatModel;
+use crate::logits::argmax;
 use crate::progress::Progress;
-use crate::roles::argmax;
 use mpcvit_core::FixedPoint;
 use mpcvit_core::model::ModelView;
 use mpcvit_core::ops::vit::Tile;
@@ -316,7 +316,7 @@ pub fn run(a: &Args) -> Result<(), String> {
             device_to_host: inf.device.bytes_sent,
             host_to_device: inf.device.bytes_recv,
             rounds: inf.device.rounds,
-            max_logit_error: Some(crate::roles::max_abs_diff(&g, q)),
+            max_logit_error: Some(crate::logits::max_abs_diff(&g, q)),
         };
         if let (Some(f), Some(p)) = (journal.as_mut(), &a.journal) {
             let line = serde_json::to_string(&run).map_err(|e| e.to_string())?;

@@ -2,7 +2,7 @@
 
 #[cfg(feature = "train")]
 use mpcvit::train;
-use mpcvit::{bench_ops, bench_vit, demo, eval, import, memory, roles, table};
+use mpcvit::{bench_ops, bench_vit, dealer, demo, device, eval, host, import, keys, memory, provision, table};
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -28,15 +28,15 @@ enum Cmd {
     /// dealer, host and device as child processes on localhost.
     Demo(demo::Args),
     /// The dealer: correlations for host sessions (holds both keys).
-    Dealer(roles::DealerArgs),
+    Dealer(dealer::DealerArgs),
     /// The host: holds the model, serves device sessions over TCP.
-    Host(roles::HostArgs),
+    Host(host::HostArgs),
     /// The device: holds the image, runs one private inference with a host.
-    Device(roles::DeviceArgs),
+    Device(device::DeviceArgs),
     /// Writes the device's provisioning blob for a model.
-    Provision(roles::ProvisionArgs),
+    Provision(provision::ProvisionArgs),
     /// Creates a deployment's keys (host.key, device.key).
-    Keygen(roles::KeygenArgs),
+    Keygen(keys::KeygenArgs),
     /// Converts an official MPCViT PyTorch checkpoint to a model file.
     Import(import::Args),
     /// Benchmark every secure op: rounds, bytes each way, ns per element,
@@ -70,11 +70,11 @@ fn main() -> ExitCode {
         .init();
     let res = match cli.cmd {
         Cmd::Demo(a) => demo::run(&a, cli.verbose),
-        Cmd::Dealer(a) => roles::dealer(&a),
-        Cmd::Host(a) => roles::host(&a),
-        Cmd::Device(a) => roles::device(&a),
-        Cmd::Provision(a) => roles::provision(&a),
-        Cmd::Keygen(a) => roles::keygen(&a),
+        Cmd::Dealer(a) => dealer::dealer(&a),
+        Cmd::Host(a) => host::host(&a),
+        Cmd::Device(a) => device::device(&a),
+        Cmd::Provision(a) => provision::provision(&a),
+        Cmd::Keygen(a) => keys::keygen(&a),
         Cmd::Import(a) => import::run(&a),
         Cmd::BenchOps(a) => bench_ops::run(&a),
         Cmd::Bench(a) => bench_vit::run(&a),

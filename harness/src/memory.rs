@@ -5,7 +5,7 @@
 //! by; a desktop device reports what it used in `--json`'s `working_set`).
 
 use crate::bench_vit::named_arch;
-use crate::roles::parse_tile;
+use crate::device::parse_tile;
 use mpcvit_core::model::{Arch, ModelView};
 use mpcvit_core::ops::vit::{self, Tile};
 

@@ -25,8 +25,8 @@
 
 use crate::data::{self, Dataset};
 use crate::float::FloatModel;
+use crate::logits::argmax;
 use crate::progress::Progress;
-use crate::roles::argmax;
 use burn::lr_scheduler::cosine::CosineAnnealingLrSchedulerConfig;
 use burn::module::Param;
 use burn::nn::loss::CrossEntropyLossConfig;

@@ -28,8 +28,8 @@ proptest! {
         };
         b.extend_from_slice(&bytes);
         std::fs::write(&p, &b).expect("write");
-        let _ = mpcvit::roles::read_pnm(&p);
-        let _ = mpcvit::roles::read_key(&p);
+        let _ = mpcvit::image::read_pnm(&p);
+        let _ = mpcvit::keys::read_key(&p);
         let _ = mpcvit::data::cifar10(std::slice::from_ref(&p));
     }
 }

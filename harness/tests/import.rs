@@ -7,7 +7,7 @@
 mod common;
 use common::bin;
 use mpcvit::import::{convert, read_checkpoint, unpickle};
-use mpcvit::roles::argmax;
+use mpcvit::logits::argmax;
 use mpcvit_core::FixedPoint;
 use mpcvit_core::model::{AttnKind, ModelView};
 use mpcvit_core::ops::vit::Tile;

@@ -355,7 +355,7 @@ fn sealed_link_with_a_pre_shared_key() {
 /// firmware sizes its static buffers by (`mpcvit_device::buffers`).
 #[test]
 fn tiled_device_working_set() {
-    use mpcvit::roles::parse_tile;
+    use mpcvit::device::parse_tile;
     use mpcvit_core::ops::vit;
     let st = setup("tiled");
     let dealer = start_dealer(&st, &[]);

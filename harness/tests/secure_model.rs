@@ -4,7 +4,7 @@
 //! fixed-point reference against the float model.
 
 use mpcvit::float::FloatModel;
-use mpcvit::roles::argmax;
+use mpcvit::logits::argmax;
 use mpcvit_host::local::{self, LocalKeys as Keys};
 use mpcvit_host::weight_maps;
 

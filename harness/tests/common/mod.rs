@@ -178,13 +178,13 @@ pub fn expected(st: &Setup, i: usize) -> usize {
     let fp = FixedPoint::new(16).expect("fp");
     let [h, _, _] = weight_maps(&view, fp, &Seed::from_bytes([3; 32])).expect("maps");
     let raw = std::fs::read(&st.images).expect("images");
-    let img = mpcvit::roles::normalise(&raw[16 + i * 784..16 + (i + 1) * 784], 1);
+    let img = mpcvit::image::normalise(&raw[16 + i * 784..16 + (i + 1) * 784], 1);
     let q: Vec<f64> = reference::forward(&view, fp, &h, &img)
         .expect("reference")
         .iter()
         .map(|&v| fp.decode(v))
         .collect();
-    mpcvit::roles::argmax(&q)
+    mpcvit::logits::argmax(&q)
 }
 
 /// A dealer for the setup's keys on a free port, with `extra` options.

@@ -1,0 +1,276 @@
+//! Steps 3-5 of a layer: the attention of every head, all heads of a
+//! group in the same protocol steps.
+
+use super::spec::{Arena, SCORE_RANGE_LOG2, VitSpec, norm_scratch_len, row_recip};
+use crate::ProtocolError;
+use crate::model::AttnKind;
+use crate::ops::wide;
+use crate::ops::{LutJob, Party, activation};
+use crate::protocol::lut::LutShape;
+use crate::protocol::matmul::MatmulShape;
+use crate::protocol::pwl::Func;
+use crate::protocol::trunc;
+
+/// Row normalization of `heads.len()` heads of `rows x n` scores at `f`
+/// bits (none of them ScaleAttn), all in the same rounds.
+pub fn normalize_heads<P: Party + ?Sized>(
+    p: &mut P,
+    rows: usize,
+    n: usize,
+    heads: &[AttnKind],
+    x: &[u64],
+    out: &mut [u64],
+    scratch: &mut [u64],
+) -> Result<(), P::Error> {
+    let fp = p.fp();
+    let f = fp.frac_bits();
+    let nn = rows * n;
+    let hcount = heads.len();
+    if hcount == 0 {
+        return Ok(());
+    }
+    if x.len() != hcount * nn || out.len() != x.len() {
+        return Err(ProtocolError::BadBuffer.into());
+    }
+    let host = p.kind().role() == crate::Role::Host;
+    let mut ar = Arena { rest: scratch };
+    let e = ar.take(hcount * nn)?;
+    // elementwise step: exp of x - x_row0 (Softmax), ReLU (RSAttn) in one
+    // flight; 2Quad squares then truncates (two more rounds)
+    let grid = activation::grid(0, f, SCORE_RANGE_LOG2, 10)?;
+    let (exp_shape, exp_table) = activation::fitted_table(Func::Exp, grid, fp);
+    let ns = heads.iter().filter(|k| **k == AttnKind::Softmax).count() * nn;
+    let nr = heads.iter().filter(|k| **k == AttnKind::ReluSoftmax).count() * nn;
+    let nq = heads.iter().filter(|k| **k == AttnKind::Quad).count() * nn;
+    let ins = ar.take(ns + nr)?;
+    let outs = ar.take(ns + nr)?;
+    let (mut is, mut ir) = (0, ns);
+    for (hi, &k) in heads.iter().enumerate() {
+        let blk = &x[hi * nn..(hi + 1) * nn];
+        match k {
+            AttnKind::Softmax => {
+                for (row_in, row) in ins[is..is + nn].chunks_exact_mut(n).zip(blk.chunks_exact(n)) {
+                    for (o, &v) in row_in.iter_mut().zip(row) {
+                        *o = v.wrapping_sub(row[0]);
+                    }
+                }
+                is += nn;
+            }
+            AttnKind::ReluSoftmax => {
+                ins[ir..ir + nn].copy_from_slice(blk);
+                ir += nn;
+            }
+            _ => {}
+        }
+    }
+    // Softmax heads: one exp lookup; RSAttn heads: the precise ReLU (two
+    // rounds). A layer mixing both pays the two steps in sequence.
+    if ns > 0 {
+        let es = LutShape { n: ns, ..exp_shape };
+        p.luts(
+            &[LutJob {
+                shape: es,
+                table: &exp_table,
+            }],
+            &ins[..ns],
+            &mut outs[..ns],
+        )?;
+    }
+    if nr > 0 {
+        let rshape = LutShape { n: nr, ..grid };
+        let rs_scratch = ar.take(5 * nr)?;
+        activation::relu_precise(p, rshape, &ins[ns..ns + nr], &mut outs[ns..ns + nr], rs_scratch)?;
+    }
+    for v in outs[..ns].iter_mut() {
+        *v = trunc::local(*v, activation::EXTRA_BITS);
+    }
+    let qin = ar.take(nq)?;
+    let qsq = ar.take(nq)?;
+    let qout = ar.take(nq)?;
+    if nq > 0 {
+        let c = fp.encode(crate::ops::softmax::QUAD_C);
+        let mut iq = 0;
+        for (hi, &k) in heads.iter().enumerate() {
+            if k == AttnKind::Quad {
+                for (o, &v) in qin[iq..iq + nn].iter_mut().zip(&x[hi * nn..(hi + 1) * nn]) {
+                    *o = if host { v.wrapping_add(c) } else { v };
+                }
+                iq += nn;
+            }
+        }
+        p.square(qin, qsq)?;
+        p.trunc(f, qsq, qout)?;
+    }
+    let (mut is, mut ir, mut iq) = (0, ns, 0);
+    for (hi, &k) in heads.iter().enumerate() {
+        let dst = &mut e[hi * nn..(hi + 1) * nn];
+        match k {
+            AttnKind::Softmax => {
+                dst.copy_from_slice(&outs[is..is + nn]);
+                is += nn;
+            }
+            AttnKind::ReluSoftmax => {
+                dst.copy_from_slice(&outs[ir..ir + nn]);
+                ir += nn;
+            }
+            _ => {
+                dst.copy_from_slice(&qout[iq..iq + nn]);
+                iq += nn;
+            }
+        }
+    }
+    // reciprocal of every row sum, one batch
+    let rows = hcount * rows;
+    let sums = ar.take(rows)?;
+    let inv = ar.take(rows)?;
+    for (s, row) in sums.iter_mut().zip(e.chunks_exact(n)) {
+        *s = row.iter().fold(0u64, |a, &b| a.wrapping_add(b));
+    }
+    let spec = row_recip(n, f);
+    let wscratch = ar.take(wide::scratch_len(rows))?;
+    wide::wide(p, &spec, sums, inv, wscratch)?;
+    let prod = ar.take(hcount * nn)?;
+    p.mul(e, inv, n, prod)?;
+    p.trunc(spec.out_frac, prod, out)
+}
+
+/// Steps 3-5 of layer `l` (see the module docs) for every head group and
+/// query tile of `spec.tile`: `qkv` (`n x 3d`) to `att` (`n x d`).
+// The head loops index several per-head arrays in step.
+#[allow(clippy::needless_range_loop)]
+pub(super) fn attention<P: Party + ?Sized>(
+    p: &mut P,
+    spec: &VitSpec<'_>,
+    l: usize,
+    qkv: &[u64],
+    att: &mut [u64],
+    stage: &mut [u64],
+) -> Result<(), P::Error> {
+    let a = spec.arch;
+    let (n, d, nh, hd) = (a.tokens(), a.dim, a.heads, a.head_dim());
+    let f = spec.fp.frac_bits();
+    let (g, q) = (spec.tile.heads_of(&a), spec.tile.queries_of(&a));
+    let col = |t: usize, blk: usize, h: usize, c: usize| qkv[t * 3 * d + blk * d + h * hd + c];
+    let scale_head = |h: usize| spec.model.attn(l, h) == AttnKind::Scale;
+    for g0 in (0..nh).step_by(g) {
+        let g1 = (g0 + g).min(nh);
+        let mut ar = Arena { rest: &mut *stage };
+        // K^T V of the group's ScaleAttn heads, kept over its query tiles
+        let ktv = ar.take(g * hd * hd)?;
+        let big = g * q.max(hd) * n.max(hd);
+        let mm_x = ar.take(big)?;
+        let mm_y = ar.take(big)?;
+        let mm_z = ar.take(big)?;
+        let mm_t = ar.take(big)?;
+        let probs = ar.take(g * q * n)?;
+        let nscratch = ar.take(norm_scratch_len(g, q, n))?;
+        for q0 in (0..n).step_by(q) {
+            let q1 = (q0 + q).min(n);
+            let qr = q1 - q0;
+            // 3. Q K^T for the normalized heads, K^T V for the ScaleAttn
+            //    heads (first tile only), one flight; truncate them all
+            let mut shapes = [MatmulShape { n: 0, k: 0, m: 0 }; crate::model::MAX_HEADS];
+            let mut ns = 0;
+            let (mut xo, mut yo, mut zo) = (0, 0, 0);
+            for h in g0..g1 {
+                let s = if scale_head(h) {
+                    if q0 > 0 {
+                        continue;
+                    }
+                    for c in 0..hd {
+                        for t in 0..n {
+                            mm_x[xo + c * n + t] = col(t, 1, h, c);
+                        }
+                    }
+                    for t in 0..n {
+                        for c in 0..hd {
+                            mm_y[yo + t * hd + c] = col(t, 2, h, c);
+                        }
+                    }
+                    MatmulShape { n: hd, k: n, m: hd }
+                } else {
+                    for t in q0..q1 {
+                        for c in 0..hd {
+                            mm_x[xo + (t - q0) * hd + c] = col(t, 0, h, c);
+                        }
+                    }
+                    for c in 0..hd {
+                        for t in 0..n {
+                            mm_y[yo + c * n + t] = col(t, 1, h, c);
+                        }
+                    }
+                    MatmulShape { n: qr, k: hd, m: n }
+                };
+                shapes[ns] = s;
+                ns += 1;
+                xo += s.n * s.k;
+                yo += s.k * s.m;
+                zo += s.n * s.m;
+            }
+            if ns > 0 {
+                p.matmuls(&shapes[..ns], &mm_x[..xo], &mm_y[..yo], &mut mm_z[..zo])?;
+                p.trunc(f, &mm_z[..zo], &mut mm_t[..zo])?;
+            }
+            // 4. normalize the non-Scale heads; keep K^T V
+            let mut kinds = [AttnKind::Softmax; crate::model::MAX_HEADS];
+            let (mut nk, mut zo, mut so, mut si) = (0, 0, 0, 0);
+            for h in g0..g1 {
+                if scale_head(h) {
+                    if q0 == 0 {
+                        let at = (h - g0) * hd * hd;
+                        ktv[at..at + hd * hd].copy_from_slice(&mm_t[zo..zo + hd * hd]);
+                        zo += hd * hd;
+                    }
+                } else {
+                    let len = shapes[si].n * shapes[si].m;
+                    kinds[nk] = spec.model.attn(l, h);
+                    mm_z[so..so + len].copy_from_slice(&mm_t[zo..zo + len]);
+                    so += len;
+                    zo += len;
+                    nk += 1;
+                }
+                if !scale_head(h) || q0 == 0 {
+                    si += 1;
+                }
+            }
+            normalize_heads(p, qr, n, &kinds[..nk], &mm_z[..so], &mut probs[..so], nscratch)?;
+            // 5. P V and Q (K^T V), one flight
+            let (mut xo, mut yo, mut po) = (0, 0, 0);
+            let mut shapes2 = [MatmulShape { n: 0, k: 0, m: 0 }; crate::model::MAX_HEADS];
+            for h in g0..g1 {
+                let s = if scale_head(h) {
+                    for t in q0..q1 {
+                        for c in 0..hd {
+                            mm_x[xo + (t - q0) * hd + c] = col(t, 0, h, c);
+                        }
+                    }
+                    let at = (h - g0) * hd * hd;
+                    mm_y[yo..yo + hd * hd].copy_from_slice(&ktv[at..at + hd * hd]);
+                    MatmulShape { n: qr, k: hd, m: hd }
+                } else {
+                    mm_x[xo..xo + qr * n].copy_from_slice(&probs[po..po + qr * n]);
+                    po += qr * n;
+                    for t in 0..n {
+                        for c in 0..hd {
+                            mm_y[yo + t * hd + c] = col(t, 2, h, c);
+                        }
+                    }
+                    MatmulShape { n: qr, k: n, m: hd }
+                };
+                shapes2[h - g0] = s;
+                xo += s.n * s.k;
+                yo += s.k * s.m;
+            }
+            let gh = g1 - g0;
+            p.matmuls(&shapes2[..gh], &mm_x[..xo], &mm_y[..yo], &mut mm_z[..gh * qr * hd])?;
+            for h in g0..g1 {
+                let o = (h - g0) * qr * hd;
+                for t in q0..q1 {
+                    att[t * d + h * hd..t * d + (h + 1) * hd]
+                        .copy_from_slice(&mm_z[o + (t - q0) * hd..o + (t - q0 + 1) * hd]);
+                }
+            }
+        }
+    }
+    Ok(())
+}

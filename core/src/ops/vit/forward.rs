@@ -1,0 +1,171 @@
+//! The whole forward pass, and the device's input encoding.
+
+use super::attention::attention;
+use super::mlp::mlp_rows;
+use super::spec::{Arena, VitSpec, scratch_len};
+use super::weights::{Weights, Wid, check_weights};
+use crate::FixedPoint;
+use crate::ProtocolError;
+use crate::model::Arch;
+use crate::ops::Party;
+use crate::ops::layernorm::{self, LnSpec};
+use crate::protocol::linear::LinearShape;
+
+/// The secure forward pass: `patches` (`(n-1) x patch_len`, this party's
+/// share; the device holds the image, so the host's share is zero) to the
+/// logits, revealed to the device (the host and the dealer get zeros).
+/// `scratch` holds [`scratch_len`]`(arch, spec.tile)` words.
+pub fn forward<P: Party + ?Sized>(
+    p: &mut P,
+    spec: &VitSpec<'_>,
+    w: &dyn Weights,
+    patches: &[u64],
+    logits: &mut [u64],
+    scratch: &mut [u64],
+) -> Result<(), P::Error> {
+    let a = spec.arch;
+    let (n, d, pl) = (a.tokens(), a.dim, a.patch_len());
+    let f = spec.fp.frac_bits();
+    let host = p.kind() == crate::ops::PartyKind::Host;
+    if patches.len() != (n - 1) * pl || logits.len() != a.classes || scratch.len() < scratch_len(&a, spec.tile) {
+        return Err(ProtocolError::BadBuffer.into());
+    }
+    check_weights(&a, w, host)?;
+    let (x, rest) = scratch.split_at_mut(n * d);
+    let (qkv, rest) = rest.split_at_mut(3 * n * d);
+    let (att, stage) = rest.split_at_mut(n * d);
+    x.fill(0);
+    // patch embedding (row tiles), class token, positions
+    let r = spec.tile.rows_of(&a);
+    for r0 in (0..n - 1).step_by(r) {
+        let r1 = (r0 + r).min(n - 1);
+        p.linear_trunc(
+            LinearShape {
+                n: r1 - r0,
+                din: pl,
+                dout: d,
+            },
+            &patches[r0 * pl..r1 * pl],
+            w.get(Wid::PatchW),
+            w.get(Wid::PatchB),
+            f,
+            &mut x[(r0 + 1) * d..(r1 + 1) * d],
+        )?;
+    }
+    if host {
+        let (cls, pos) = (w.get(Wid::Cls), w.get(Wid::Pos));
+        for (j, v) in x[..d].iter_mut().enumerate() {
+            *v = cls[j].wrapping_add(pos[j]);
+        }
+        for (v, &pv) in x[d..].iter_mut().zip(&pos[d..]) {
+            *v = v.wrapping_add(pv);
+        }
+    }
+    for l in 0..a.layers {
+        // 1-2. LayerNorm 0 (affine folded) and qkv, by row tiles
+        for r0 in (0..n).step_by(r) {
+            let r1 = (r0 + r).min(n);
+            let rr = r1 - r0;
+            let mut ar = Arena { rest: &mut *stage };
+            let ln = LnSpec::new(rr, d);
+            let hln = ar.take(rr * d)?;
+            let lns = ar.take(ln.scratch_len())?;
+            layernorm::layernorm(p, &ln, &x[r0 * d..r1 * d], None, &[], hln, lns)?;
+            p.linear_trunc(
+                LinearShape {
+                    n: rr,
+                    din: d,
+                    dout: 3 * d,
+                },
+                hln,
+                w.get(Wid::Qkv(l)),
+                w.get(Wid::QkvB(l)),
+                f,
+                &mut qkv[r0 * 3 * d..r1 * 3 * d],
+            )?;
+        }
+        // 3-5. attention by head groups and query tiles
+        attention(p, spec, l, qkv, att, stage)?;
+        // 6-8. projection, residual, LayerNorm 1, MLP, residual, by row tiles
+        for r0 in (0..n).step_by(r) {
+            let r1 = (r0 + r).min(n);
+            mlp_rows(
+                p,
+                spec,
+                w,
+                l,
+                r0,
+                r1,
+                &att[r0 * d..r1 * d],
+                &mut x[r0 * d..r1 * d],
+                stage,
+            )?;
+        }
+    }
+    // final LayerNorm on the class token, head, reveal
+    let mut ar = Arena { rest: stage };
+    let ln1 = LnSpec::new(1, d);
+    let hln = ar.take(d)?;
+    let lns = ar.take(ln1.scratch_len())?;
+    layernorm::layernorm(p, &ln1, &x[..d], None, &[], hln, lns)?;
+    let out = ar.take(a.classes)?;
+    p.linear_trunc(
+        LinearShape {
+            n: 1,
+            din: d,
+            dout: a.classes,
+        },
+        hln,
+        w.get(Wid::Head),
+        w.get(Wid::HeadB),
+        f,
+        out,
+    )?;
+    p.reveal_to_device(out, logits)?;
+    if spec.logits_to_host {
+        let shown = ar.take(a.classes)?;
+        p.reveal_to_host(out, shown)?;
+        if host {
+            logits.copy_from_slice(shown);
+        }
+    }
+    Ok(())
+}
+
+/// The device's input: 8-bit pixels `[c, h, w]`, normalised per channel as
+/// `(p / 255 - mean[c]) / std[c]` in `f32` and encoded in fixed point, as the
+/// patch matrix `((tokens - 1) x patch_len)` the forward pass takes. The
+/// desktop device and the firmware both use this, so they feed the same
+/// bits.
+pub fn patches_from_pixels(
+    a: &Arch,
+    fp: FixedPoint,
+    pixels: &[u8],
+    mean: &[f32],
+    std: &[f32],
+    out: &mut [u64],
+) -> Result<(), ProtocolError> {
+    let (p, g, side) = (a.patch, a.image / a.patch, a.image);
+    if pixels.len() != a.channels * side * side
+        || out.len() != (a.tokens() - 1) * a.patch_len()
+        || mean.len() < a.channels
+        || std.len() < a.channels
+    {
+        return Err(ProtocolError::BadBuffer);
+    }
+    for py in 0..g {
+        for px in 0..g {
+            let row = (py * g + px) * a.patch_len();
+            for c in 0..a.channels {
+                for ky in 0..p {
+                    for kx in 0..p {
+                        let src = (c * side + py * p + ky) * side + px * p + kx;
+                        let v = (pixels[src] as f32 / 255.0 - mean[c]) / std[c];
+                        out[row + (c * p + ky) * p + kx] = fp.encode(v as f64);
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,115 @@
+//! Steps 6-8 of a layer: projection, residual, LayerNorm 1 and the MLP.
+
+use super::spec::{Arena, MLP_GRID_BITS, MLP_RANGE_LOG2, VitSpec};
+use super::weights::{Weights, Wid};
+use crate::ops::layernorm::{self, LnSpec};
+use crate::ops::{Party, activation};
+use crate::protocol::linear::LinearShape;
+use crate::protocol::pwl::Func;
+
+/// Steps 6-8 of layer `l` for token rows `r0..r1`: projection of `att`
+/// (input at 2f), residual into `x`, LayerNorm 1 (host-private scale), the
+/// MLP with GeLU or MPCViT+ linearized tokens, residual.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn mlp_rows<P: Party + ?Sized>(
+    p: &mut P,
+    spec: &VitSpec<'_>,
+    w: &dyn Weights,
+    l: usize,
+    r0: usize,
+    r1: usize,
+    att: &[u64],
+    x: &mut [u64],
+    stage: &mut [u64],
+) -> Result<(), P::Error> {
+    let a = spec.arch;
+    let (d, mlp) = (a.dim, a.mlp);
+    let f = spec.fp.frac_bits();
+    let rr = r1 - r0;
+    let mut ar = Arena { rest: stage };
+    let ln = LnSpec::new(rr, d);
+    let proj = ar.take(rr * d)?;
+    let hln = ar.take(rr * d)?;
+    let lns = ar.take(ln.scratch_len())?;
+    let hid = ar.take(rr * mlp)?;
+    let hid2 = ar.take(rr * mlp)?;
+    let y = ar.take(rr * d)?;
+    let sel_in = ar.take(rr * mlp.max(d))?;
+    let sel_out = ar.take(rr * mlp.max(d))?;
+    let relu_scratch = ar.take(5 * rr * d)?;
+    // 6. projection, residual
+    p.linear_trunc(
+        LinearShape { n: rr, din: d, dout: d },
+        att,
+        w.get(Wid::Proj(l)),
+        w.get(Wid::ProjB(l)),
+        2 * f,
+        proj,
+    )?;
+    for (v, &pv) in x.iter_mut().zip(proj.iter()) {
+        *v = v.wrapping_add(pv);
+    }
+    // 7. LayerNorm 1 (affine, host-private scale)
+    layernorm::layernorm(p, &ln, x, Some(w.get(Wid::Ln1G(l))), w.get(Wid::Ln1B(l)), hln, lns)?;
+    x.copy_from_slice(hln);
+    // 8. MLP: GeLU tokens through the GeLU lookup, linearized tokens not
+    p.linear_trunc(
+        LinearShape {
+            n: rr,
+            din: d,
+            dout: mlp,
+        },
+        x,
+        w.get(Wid::Fc1(l)),
+        w.get(Wid::Fc1B(l)),
+        f,
+        hid,
+    )?;
+    hid2.copy_from_slice(hid);
+    let gelu = |t: usize| spec.model.gelu(l, r0 + t);
+    let g_rows = (0..rr).filter(|&t| gelu(t)).count();
+    if g_rows > 0 {
+        let mut o = 0;
+        for t in (0..rr).filter(|&t| gelu(t)) {
+            sel_in[o..o + mlp].copy_from_slice(&hid[t * mlp..(t + 1) * mlp]);
+            o += mlp;
+        }
+        let grid = activation::grid(o, f, MLP_RANGE_LOG2, MLP_GRID_BITS)?;
+        activation::fitted(p, Func::Gelu, grid, &sel_in[..o], &mut sel_out[..o])?;
+        let mut o = 0;
+        for t in (0..rr).filter(|&t| gelu(t)) {
+            hid2[t * mlp..(t + 1) * mlp].copy_from_slice(&sel_out[o..o + mlp]);
+            o += mlp;
+        }
+    }
+    p.linear_trunc(
+        LinearShape {
+            n: rr,
+            din: mlp,
+            dout: d,
+        },
+        hid2,
+        w.get(Wid::Fc2(l)),
+        w.get(Wid::Fc2B(l)),
+        f,
+        y,
+    )?;
+    if g_rows < rr {
+        let mut o = 0;
+        for t in (0..rr).filter(|&t| !gelu(t)) {
+            sel_in[o..o + d].copy_from_slice(&y[t * d..(t + 1) * d]);
+            o += d;
+        }
+        let grid = activation::grid(o, f, MLP_RANGE_LOG2, 10)?;
+        activation::relu_precise(p, grid, &sel_in[..o], &mut sel_out[..o], &mut relu_scratch[..5 * o])?;
+        let mut o = 0;
+        for t in (0..rr).filter(|&t| !gelu(t)) {
+            y[t * d..(t + 1) * d].copy_from_slice(&sel_out[o..o + d]);
+            o += d;
+        }
+    }
+    for (v, &yv) in x.iter_mut().zip(y.iter()) {
+        *v = v.wrapping_add(yv);
+    }
+    Ok(())
+}

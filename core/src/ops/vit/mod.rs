@@ -1,0 +1,46 @@
+//! The secure MPCViT forward pass, written once over [`Party`].
+//!
+//! Layout: tokens are `n x d` row-major (token 0 is the class token); `qkv`
+//! is `n x 3d` with `q | k | v` column blocks, head `h` at columns
+//! `h hd .. (h+1) hd` of each block (the official `reshape(B, N, 3, H, hd)`).
+//!
+//! Per layer (all heads in the same protocol steps, so a layer costs the
+//! rounds of its most expensive head):
+//! 1. LayerNorm 0 without its affine part (folded into `qkv`): 6 rounds.
+//! 2. `qkv` linear with truncation: 1.
+//! 3. One flight of matrix products: `Q_h K_h^T` for Softmax / RSAttn /
+//!    2Quad heads, `K_h^T V_h` for ScaleAttn heads (associative form,
+//!    `O(n hd^2)`): 1. Truncation of all of them: 1.
+//! 4. Row normalization of the non-Scale heads ([`normalize_heads`]): 7 for
+//!    Softmax heads (exp lookup 1, reciprocal 4, product 1, truncation 1),
+//!    8 for RSAttn heads (the precise ReLU takes 2); the reciprocal of every
+//!    row of every head is one batch. A layer mixing Softmax and RSAttn pays
+//!    both elementwise steps in sequence (9); 2Quad adds 2.
+//! 5. One flight of products: `P_h V_h`, and `Q_h (K^T V)_h` for ScaleAttn
+//!    heads (their `1/N` is folded into the projection's rows): 1.
+//! 6. Projection with truncation by `2f`, residual: 1.
+//! 7. LayerNorm 1 with its learned scale (host-private, [`Party::scale_trunc`])
+//!    and shift: 6.
+//! 8. `fc1` with truncation: 1; GeLU on the GeLU tokens (one lookup): 1;
+//!    `fc2` with truncation: 1; precise ReLU on the MPCViT+ linearized
+//!    tokens: 2; residual.
+//!
+//! Final LayerNorm on the class token (affine folded into the head), head,
+//! and the logits are revealed to the device only.
+//!
+//! Host weights are fixed-point encodings of the float weights with these
+//! folds ([`encode_weight`]); the device holds `W - B` for every weight the
+//! host keeps private, the dealer the masks `B`.
+
+mod attention;
+mod forward;
+mod mlp;
+mod spec;
+mod weights;
+
+pub use attention::normalize_heads;
+pub use forward::{forward, patches_from_pixels};
+pub use spec::{
+    MLP_GRID_BITS, MLP_RANGE_LOG2, SCORE_RANGE_LOG2, Tile, VitSpec, norm_scratch_len, row_recip, scratch_len,
+};
+pub use weights::{Weights, Wid, check_weights, encode_weight};

@@ -1,0 +1,186 @@
+//! What every party of a forward pass agrees on: the architecture-level
+//! spec, the tile that cuts each layer into flights, the lookup grids, and
+//! the scratch each stage takes.
+
+use crate::FixedPoint;
+use crate::ProtocolError;
+use crate::model::{Arch, Layout};
+use crate::ops::layernorm::LnSpec;
+use crate::ops::softmax::RS_EPS;
+use crate::ops::wide::{self, WideSpec};
+use crate::protocol::pwl::Func;
+
+/// The architecture-level facts the forward pass needs.
+#[derive(Clone, Copy)]
+pub struct VitSpec<'a> {
+    /// Architecture.
+    pub arch: Arch,
+    /// Fixed point.
+    pub fp: FixedPoint,
+    /// The attention kinds and MPCViT+ flags.
+    pub model: &'a (dyn Layout + Sync),
+    /// How each layer is cut into flights.
+    pub tile: Tile,
+    /// Also reveal the logits to the host (the device's choice, announced at
+    /// set-up): after the device has them, it sends its share.
+    pub logits_to_host: bool,
+}
+
+/// How a layer is cut into flights: fewer rounds against a smaller working
+/// set. Every party runs the same cut (the device announces it at set-up,
+/// `spec/session.md`); the values computed do not depend on it, only the
+/// rounds, the messages and the scratch ([`scratch_len`]).
+///
+/// * `rows`: token rows per flight in the per-token stages (LayerNorms,
+///   `qkv`, projection, MLP);
+/// * `heads`: heads per flight in attention;
+/// * `queries`: query rows per flight in attention (each flight re-opens
+///   the group's `K^T`, `hd n` words, a cost only tiles pay).
+///
+/// 0 means all (the whole layer in one flight per step, [`Tile::WHOLE`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Tile {
+    /// Token rows per flight in the per-token stages (0: all).
+    pub rows: u16,
+    /// Heads per flight in attention (0: all).
+    pub heads: u8,
+    /// Query rows per flight in attention (0: all).
+    pub queries: u16,
+}
+
+impl Tile {
+    /// The whole layer in one flight per step: fewest rounds.
+    pub const WHOLE: Tile = Tile {
+        rows: 0,
+        heads: 0,
+        queries: 0,
+    };
+
+    /// Encoded length.
+    pub const LEN: usize = 5;
+
+    fn clamp(v: usize, all: usize) -> usize {
+        if v == 0 || v > all { all } else { v }
+    }
+
+    /// Token rows per flight for `a`.
+    pub fn rows_of(&self, a: &Arch) -> usize {
+        Self::clamp(self.rows as usize, a.tokens())
+    }
+
+    /// Heads per flight for `a`.
+    pub fn heads_of(&self, a: &Arch) -> usize {
+        Self::clamp(self.heads as usize, a.heads)
+    }
+
+    /// Query rows per flight for `a`.
+    pub fn queries_of(&self, a: &Arch) -> usize {
+        Self::clamp(self.queries as usize, a.tokens())
+    }
+
+    /// Little-endian `rows (2) | heads (1) | queries (2)`.
+    pub fn encode(&self) -> [u8; Self::LEN] {
+        let [r0, r1] = self.rows.to_le_bytes();
+        let [q0, q1] = self.queries.to_le_bytes();
+        [r0, r1, self.heads, q0, q1]
+    }
+
+    /// The inverse of [`Tile::encode`].
+    pub fn decode(b: [u8; Self::LEN]) -> Self {
+        Self {
+            rows: u16::from_le_bytes([b[0], b[1]]),
+            heads: b[2],
+            queries: u16::from_le_bytes([b[3], b[4]]),
+        }
+    }
+
+    /// As one integer (bound into the device's set-up tag).
+    pub fn code(&self) -> u64 {
+        let b = self.encode();
+        u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], 0, 0, 0])
+    }
+}
+
+impl core::fmt::Debug for VitSpec<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("VitSpec")
+            .field("arch", &self.arch)
+            .field("fp", &self.fp)
+            .field("tile", &self.tile)
+            .field("logits_to_host", &self.logits_to_host)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Grid of the softmax / ReLU lookups on attention scores: `[-32, 32)`.
+pub const SCORE_RANGE_LOG2: i32 = 5;
+/// Grid of the GeLU / ReLU lookups in the MLP: `[-32, 32)`.
+pub const MLP_RANGE_LOG2: i32 = 5;
+/// Index bits of the GeLU lookup: cells of `2^-5` on [`MLP_RANGE_LOG2`].
+///
+/// The lookup reads the next cell's chord with probability equal to the
+/// input's position in its cell (the carry of the mask, `protocol::lut`),
+/// off the curve by up to `max|g''| h^2` for cells of width `h`; summed over
+/// an MLP's hidden units and carried through the layers this was the
+/// largest gap between secure and fixed-point logits (1.5-2.2e-2 on the
+/// bundled model with 10 bits, whatever the fractional bits; 3.9e-3 with
+/// 11). One more bit doubles the dealer's GeLU tables (offline) and
+/// changes nothing online.
+pub const MLP_GRID_BITS: u32 = 11;
+
+/// The reciprocal of attention row sums shared by Softmax and RSAttn heads.
+///
+/// Its range reaches down to one unit (`2^-f`): an RSAttn row with a single
+/// small positive score has a sum of a few units, where `1 / (S + eps)` is
+/// steep, and a window whose cells span several units would read a chord
+/// far off the function there (and the secure op, reading a neighbouring
+/// cell, farther still). The last window then has shift 0: exact cells.
+pub fn row_recip(n: usize, f: u32) -> WideSpec {
+    let top = libm::exp(crate::protocol::pwl::EXP_MAX).max(libm::exp2(SCORE_RANGE_LOG2 as f64));
+    WideSpec {
+        eps: RS_EPS,
+        ..WideSpec::new(
+            Func::Recip,
+            libm::exp2(-(f as f64)),
+            n as f64 * top * 1.01,
+            f,
+            61 - f - 2,
+        )
+    }
+}
+
+pub(super) struct Arena<'a> {
+    pub(super) rest: &'a mut [u64],
+}
+
+impl<'a> Arena<'a> {
+    pub(super) fn take(&mut self, n: usize) -> Result<&'a mut [u64], ProtocolError> {
+        if n > self.rest.len() {
+            return Err(ProtocolError::BadBuffer);
+        }
+        let (a, b) = core::mem::take(&mut self.rest).split_at_mut(n);
+        self.rest = b;
+        a.fill(0);
+        Ok(a)
+    }
+}
+
+/// Scratch words [`normalize_heads`] needs for `heads` heads of `rows x n`.
+pub fn norm_scratch_len(heads: usize, rows: usize, n: usize) -> usize {
+    12 * heads * rows * n + wide::scratch_len(heads * rows) + 8 * heads * rows
+}
+
+/// Scratch words [`forward`] needs with `tile`: the activations that live
+/// through a layer (`x`, `qkv` and the attention output: `5 n d`) plus the
+/// largest stage's temporaries.
+pub fn scratch_len(a: &Arch, tile: Tile) -> usize {
+    let (n, d, m, hd) = (a.tokens(), a.dim, a.mlp, a.head_dim());
+    let (r, g, q) = (tile.rows_of(a), tile.heads_of(a), tile.queries_of(a));
+    let ln = LnSpec::new(r, d).scratch_len();
+    let stage_a = r * d + ln;
+    let big = q.max(hd) * n.max(hd);
+    let stage_b = g * hd * hd + 4 * g * big + g * q * n + norm_scratch_len(g, q, n);
+    let stage_c = 4 * r * d + ln + 2 * r * m + 2 * r * m.max(d) + 5 * r * d;
+    let last = d + LnSpec::new(1, d).scratch_len() + 2 * a.classes;
+    5 * n * d + stage_a.max(stage_b).max(stage_c).max(last)
+}

@@ -1,0 +1,255 @@
+//! The secure model's weights: their ids, each party's view, and the host's
+//! fixed-point encodings with the folds.
+
+use crate::FixedPoint;
+use crate::ProtocolError;
+use crate::model::{Arch, AttnKind, ModelView, Tensor};
+
+/// A fixed-point weight (or host-only constant) of the secure model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Wid {
+    /// Patch embedding `[patch_len, d]`.
+    PatchW,
+    /// Its bias at `2f` (host only).
+    PatchB,
+    /// Class token `[d]` (host only).
+    Cls,
+    /// Positional embedding `[n, d]` (host only).
+    Pos,
+    /// `qkv` of layer `l`, LayerNorm 0's scale and the attention scale folded.
+    Qkv(usize),
+    /// Its bias at `2f`: LayerNorm 0's shift through `qkv` (host only).
+    QkvB(usize),
+    /// Projection, ScaleAttn heads' `1/N` folded into their rows.
+    Proj(usize),
+    /// Its bias at `3f` (host only).
+    ProjB(usize),
+    /// LayerNorm 1 scale `[d]` (host-private, masked for the device).
+    Ln1G(usize),
+    /// LayerNorm 1 shift `[d]` at `f` (host only).
+    Ln1B(usize),
+    /// MLP first weight.
+    Fc1(usize),
+    /// Its bias at `2f` (host only).
+    Fc1B(usize),
+    /// MLP second weight.
+    Fc2(usize),
+    /// Its bias at `2f` (host only).
+    Fc2B(usize),
+    /// Head, the final LayerNorm's scale folded.
+    Head,
+    /// Head bias with the final LayerNorm's shift folded, at `2f` (host only).
+    HeadB,
+}
+
+impl Wid {
+    /// Whether only the host uses it (an additive constant).
+    pub fn host_only(self) -> bool {
+        matches!(
+            self,
+            Wid::PatchB
+                | Wid::Cls
+                | Wid::Pos
+                | Wid::QkvB(_)
+                | Wid::ProjB(_)
+                | Wid::Ln1B(_)
+                | Wid::Fc1B(_)
+                | Wid::Fc2B(_)
+                | Wid::HeadB
+        )
+    }
+
+    /// The id of its per-model mask stream.
+    pub fn mask_id(self) -> u64 {
+        let (k, l) = match self {
+            Wid::PatchW => (0, 0),
+            Wid::PatchB => (1, 0),
+            Wid::Cls => (2, 0),
+            Wid::Pos => (3, 0),
+            Wid::Head => (4, 0),
+            Wid::HeadB => (5, 0),
+            Wid::Qkv(l) => (10, l),
+            Wid::QkvB(l) => (11, l),
+            Wid::Proj(l) => (12, l),
+            Wid::ProjB(l) => (13, l),
+            Wid::Ln1G(l) => (14, l),
+            Wid::Ln1B(l) => (15, l),
+            Wid::Fc1(l) => (16, l),
+            Wid::Fc1B(l) => (17, l),
+            Wid::Fc2(l) => (18, l),
+            Wid::Fc2B(l) => (19, l),
+        };
+        ((k as u64) << 32) | l as u64
+    }
+
+    /// Number of words.
+    pub fn len(self, a: &Arch) -> usize {
+        let (d, m) = (a.dim, a.mlp);
+        match self {
+            Wid::PatchW => a.patch_len() * d,
+            Wid::Pos => a.tokens() * d,
+            Wid::Qkv(_) => d * 3 * d,
+            Wid::QkvB(_) => 3 * d,
+            Wid::Proj(_) => d * d,
+            Wid::Fc1(_) => d * m,
+            Wid::Fc1B(_) => m,
+            Wid::Fc2(_) => m * d,
+            Wid::Head => d * a.classes,
+            Wid::HeadB => a.classes,
+            _ => d,
+        }
+    }
+
+    /// Every id of a model, host-only ones included.
+    pub fn all(a: &Arch) -> impl Iterator<Item = Wid> + '_ {
+        let per_layer = |l| {
+            [
+                Wid::Qkv(l),
+                Wid::QkvB(l),
+                Wid::Proj(l),
+                Wid::ProjB(l),
+                Wid::Ln1G(l),
+                Wid::Ln1B(l),
+                Wid::Fc1(l),
+                Wid::Fc1B(l),
+                Wid::Fc2(l),
+                Wid::Fc2B(l),
+            ]
+        };
+        [Wid::PatchW, Wid::PatchB, Wid::Cls, Wid::Pos]
+            .into_iter()
+            .chain((0..a.layers).flat_map(per_layer))
+            .chain([Wid::Head, Wid::HeadB])
+    }
+}
+
+/// A party's view of the model weights.
+pub trait Weights {
+    /// The party's words of `id` (host: the encoding; device: encoding minus
+    /// mask; dealer: the mask; host-only ids are empty for device and dealer).
+    fn get(&self, id: Wid) -> &[u64];
+}
+
+/// Checks that `w` holds every weight a party uses, at its length: the
+/// host uses every id, the device and the dealer the host-private ones
+/// (`!host_only`). A missing id is a typed error here, never an empty slice
+/// that a later step would index.
+pub fn check_weights(a: &Arch, w: &dyn Weights, host: bool) -> Result<(), ProtocolError> {
+    for id in Wid::all(a) {
+        if (host || !id.host_only()) && w.get(id).len() != id.len(a) {
+            return Err(ProtocolError::BadWeights);
+        }
+    }
+    Ok(())
+}
+
+/// The host's fixed-point encoding of `id` with the folds, into `out`
+/// (`id.len(arch)` words).
+pub fn encode_weight(m: &ModelView<'_>, fp: FixedPoint, id: Wid, out: &mut [u64]) -> Result<(), ProtocolError> {
+    let a = m.arch();
+    if out.len() != id.len(&a) {
+        return Err(ProtocolError::BadBuffer);
+    }
+    let (d, hd, n) = (a.dim, a.head_dim(), a.tokens());
+    let qscale = 1.0 / libm::sqrt(hd as f64);
+    let enc = |v: f64| fp.encode(v);
+    let enc2 = |v: f64| fp.encode_double(v);
+    let enc3 = |v: f64| (libm::round(v * fp.scale() * fp.scale() * fp.scale()) as i64) as u64;
+    let g = |t: Tensor, i: usize| m.get(t, i) as f64;
+    match id {
+        Wid::PatchW => out
+            .iter_mut()
+            .enumerate()
+            .for_each(|(i, o)| *o = enc(g(Tensor::PatchW, i))),
+        Wid::PatchB => out
+            .iter_mut()
+            .enumerate()
+            .for_each(|(i, o)| *o = enc2(g(Tensor::PatchB, i))),
+        Wid::Cls => out
+            .iter_mut()
+            .enumerate()
+            .for_each(|(i, o)| *o = enc(g(Tensor::Cls, i))),
+        Wid::Pos => out
+            .iter_mut()
+            .enumerate()
+            .for_each(|(i, o)| *o = enc(g(Tensor::Pos, i))),
+        Wid::Qkv(l) => {
+            for (i, row) in out.chunks_exact_mut(3 * d).enumerate() {
+                let gam = g(Tensor::Ln0G(l), i);
+                for (j, o) in row.iter_mut().enumerate() {
+                    let s = if j < d { qscale } else { 1.0 };
+                    *o = enc(gam * g(Tensor::Qkv(l), i * 3 * d + j) * s);
+                }
+            }
+        }
+        Wid::QkvB(l) => {
+            for (j, o) in out.iter_mut().enumerate() {
+                let s = if j < d { qscale } else { 1.0 };
+                let v: f64 = (0..d)
+                    .map(|i| g(Tensor::Ln0B(l), i) * g(Tensor::Qkv(l), i * 3 * d + j))
+                    .sum();
+                *o = enc2(v * s);
+            }
+        }
+        Wid::Proj(l) => {
+            for (i, row) in out.chunks_exact_mut(d).enumerate() {
+                let s = if m.attn(l, i / hd) == AttnKind::Scale {
+                    1.0 / n as f64
+                } else {
+                    1.0
+                };
+                for (j, o) in row.iter_mut().enumerate() {
+                    *o = enc(g(Tensor::ProjW(l), i * d + j) * s);
+                }
+            }
+        }
+        Wid::ProjB(l) => out
+            .iter_mut()
+            .enumerate()
+            .for_each(|(i, o)| *o = enc3(g(Tensor::ProjB(l), i))),
+        Wid::Ln1G(l) => out
+            .iter_mut()
+            .enumerate()
+            .for_each(|(i, o)| *o = enc(g(Tensor::Ln1G(l), i))),
+        Wid::Ln1B(l) => out
+            .iter_mut()
+            .enumerate()
+            .for_each(|(i, o)| *o = enc(g(Tensor::Ln1B(l), i))),
+        Wid::Fc1(l) => out
+            .iter_mut()
+            .enumerate()
+            .for_each(|(i, o)| *o = enc(g(Tensor::Fc1W(l), i))),
+        Wid::Fc1B(l) => out
+            .iter_mut()
+            .enumerate()
+            .for_each(|(i, o)| *o = enc2(g(Tensor::Fc1B(l), i))),
+        Wid::Fc2(l) => out
+            .iter_mut()
+            .enumerate()
+            .for_each(|(i, o)| *o = enc(g(Tensor::Fc2W(l), i))),
+        Wid::Fc2B(l) => out
+            .iter_mut()
+            .enumerate()
+            .for_each(|(i, o)| *o = enc2(g(Tensor::Fc2B(l), i))),
+        Wid::Head => {
+            let c = a.classes;
+            for (i, row) in out.chunks_exact_mut(c).enumerate() {
+                let gam = g(Tensor::NormG, i);
+                for (j, o) in row.iter_mut().enumerate() {
+                    *o = enc(gam * g(Tensor::HeadW, i * c + j));
+                }
+            }
+        }
+        Wid::HeadB => {
+            let c = a.classes;
+            for (j, o) in out.iter_mut().enumerate() {
+                let v: f64 = g(Tensor::HeadB, j)
+                    + (0..d)
+                        .map(|i| g(Tensor::NormB, i) * g(Tensor::HeadW, i * c + j))
+                        .sum::<f64>();
+                *o = enc2(v);
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,89 @@
+//! The deployment's keys: `host.key` (host and dealer) and `device.key`
+//! (device and dealer), 64 hex digits each, created by `mpcvit keygen`.
+
+use mpcvit_core::prg::Seed;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+/// Key file of the host (shared with the dealer).
+pub const HOST_KEY: &str = "host.key";
+/// Key file of the device (shared with the dealer).
+pub const DEVICE_KEY: &str = "device.key";
+
+/// Reads a key file: 64 hex digits (whitespace around them is ignored).
+pub fn read_key(path: &Path) -> Result<Seed, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        format!(
+            "cannot read key {}: {e} (make keys with `mpcvit keygen --out DIR`)",
+            path.display()
+        )
+    })?;
+    let hex = text.trim();
+    let bad = || format!("{}: a key file holds 64 hex digits", path.display());
+    if hex.len() != 64 || !hex.is_ascii() {
+        return Err(bad());
+    }
+    let mut k = [0u8; 32];
+    for (i, b) in k.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
+    }
+    Ok(Seed::from_bytes(k))
+}
+
+fn write_key(path: &Path, key: &Seed) -> Result<(), String> {
+    use std::fs::OpenOptions;
+    #[cfg(unix)]
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut o = OpenOptions::new();
+    o.write(true).create_new(true);
+    #[cfg(unix)]
+    o.mode(0o600);
+    let mut f = o.open(path).map_err(|e| {
+        format!(
+            "cannot create {}: {e} (keygen never overwrites a key; choose another --out)",
+            path.display()
+        )
+    })?;
+    let hex: String = key.expose().iter().map(|b| format!("{b:02x}")).collect();
+    f.write_all(format!("{hex}\n").as_bytes())
+        .and_then(|()| f.sync_all())
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+fn random_seed() -> Result<Seed, String> {
+    let mut k = [0u8; 32];
+    getrandom::fill(&mut k).map_err(|e| format!("no OS randomness: {e}"))?;
+    Ok(Seed::from_bytes(k))
+}
+
+/// A random 64-bit number from the OS.
+pub fn random_u64() -> Result<u64, String> {
+    getrandom::u64().map_err(|e| format!("no OS randomness: {e}"))
+}
+
+/// Options of `mpcvit keygen`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct KeygenArgs {
+    /// Directory to create the key files in (`host.key`: host and dealer;
+    /// `device.key`: device and dealer). Existing keys are never overwritten.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// Creates `host.key` and `device.key` with fresh random keys in `dir`.
+pub fn make_keys(dir: &Path) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    write_key(&dir.join(HOST_KEY), &random_seed()?)?;
+    write_key(&dir.join(DEVICE_KEY), &random_seed()?)
+}
+
+/// `mpcvit keygen`.
+pub fn keygen(a: &KeygenArgs) -> Result<(), String> {
+    make_keys(&a.out)?;
+    println!(
+        "wrote {} and {}",
+        a.out.join(HOST_KEY).display(),
+        a.out.join(DEVICE_KEY).display()
+    );
+    Ok(())
+}

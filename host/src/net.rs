@@ -1,0 +1,131 @@
+//! The byte stream of every party link over TCP: shaped like a link
+//! profile or not, optionally sealed with a pre-shared key
+//! (ChaCha20-Poly1305 records, `mpcvit_transport::seal`).
+
+use mpcvit_transport::Link;
+use mpcvit_transport::seal::{SALT_LEN, SealError, Sealed};
+use mpcvit_transport::shape::{Profile, Shaped};
+use mpcvit_transport::tcp::Tcp;
+use std::net::TcpStream;
+use std::time::Duration;
+
+/// A party link's stream: TCP (shaped or not), in the clear or sealed.
+pub enum Net {
+    /// In the clear (frames still carry a CRC).
+    Plain(Shaped<Tcp>),
+    /// ChaCha20-Poly1305 records.
+    Sealed(Box<Sealed<Shaped<Tcp>, Vec<u8>>>),
+}
+
+/// The error of a [`Net`] stream.
+pub type NetError = SealError<std::io::Error>;
+
+/// A link error on a [`Net`] stream.
+pub type LinkError = mpcvit_transport::Error<NetError>;
+
+/// Record buffers of sealed links (plaintext bytes per record).
+const RECORD: usize = mpcvit_transport::seal::RECORD_MAX;
+
+impl embedded_io::ErrorType for Net {
+    type Error = NetError;
+}
+
+impl embedded_io::Read for Net {
+    fn read(&mut self, buf: &mut [u8]) -> Result<usize, Self::Error> {
+        match self {
+            Net::Plain(t) => t.read(buf).map_err(SealError::Io),
+            Net::Sealed(t) => t.read(buf),
+        }
+    }
+}
+
+impl embedded_io::Write for Net {
+    fn write(&mut self, buf: &[u8]) -> Result<usize, Self::Error> {
+        match self {
+            Net::Plain(t) => t.write(buf).map_err(SealError::Io),
+            Net::Sealed(t) => t.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> Result<(), Self::Error> {
+        match self {
+            Net::Plain(t) => t.flush().map_err(SealError::Io),
+            Net::Sealed(t) => t.flush(),
+        }
+    }
+}
+
+/// Which end of a sealed link this party is.
+#[derive(Clone, Copy)]
+pub enum Seal<'k> {
+    /// Not sealed.
+    None,
+    /// The end that opens the sealed link (the device), with the key.
+    Initiator(&'k [u8; 32]),
+    /// The end that accepts it (the host), with the key.
+    Responder(&'k [u8; 32]),
+}
+
+/// Why a link could not be opened.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum OpenError {
+    /// The socket options could not be set.
+    Socket(std::io::Error),
+    /// No randomness for the sealed link's salt.
+    Randomness,
+    /// The sealed link's handshake failed (as initiator: the stream;
+    /// as responder: the peer did not open a sealed link under this key).
+    Seal(NetError),
+}
+
+impl std::fmt::Display for OpenError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Socket(e) => write!(f, "socket set-up failed: {e}"),
+            Self::Randomness => f.write_str("no OS randomness for the sealed link"),
+            Self::Seal(e) => write!(
+                f,
+                "the sealed link did not open ({e}): do both ends use the same --psk?"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for OpenError {}
+
+/// A party link on `s`: reads time out after `timeout`, traffic is shaped
+/// by `profile`, and sealed as `seal` says. Bound to session 0 (set-up).
+pub fn link(s: TcpStream, timeout: Duration, profile: Option<Profile>, seal: Seal<'_>) -> Result<Link<Net>, OpenError> {
+    let t = Shaped::new(Tcp::new(s, Some(timeout)).map_err(OpenError::Socket)?, profile);
+    let bufs = || (vec![0u8; RECORD], vec![0u8; RECORD]);
+    let net = match seal {
+        Seal::None => Net::Plain(t),
+        Seal::Initiator(psk) => {
+            let mut salt = [0u8; SALT_LEN];
+            getrandom::fill(&mut salt).map_err(|_| OpenError::Randomness)?;
+            let (tx, rx) = bufs();
+            Net::Sealed(Box::new(
+                Sealed::initiator(t, psk, salt, tx, rx).map_err(OpenError::Seal)?,
+            ))
+        }
+        Seal::Responder(psk) => {
+            let (tx, rx) = bufs();
+            Net::Sealed(Box::new(Sealed::responder(t, psk, tx, rx).map_err(OpenError::Seal)?))
+        }
+    };
+    Ok(Link::new(net, 0))
+}
+
+/// Whether a link error means the peer closed or reset the connection.
+pub fn peer_gone(e: &LinkError) -> bool {
+    use std::io::ErrorKind as K;
+    match e {
+        mpcvit_transport::Error::Closed | mpcvit_transport::Error::Transport(SealError::Closed) => true,
+        mpcvit_transport::Error::Transport(SealError::Io(io)) => matches!(
+            io.kind(),
+            K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe | K::UnexpectedEof
+        ),
+        _ => false,
+    }
+}

@@ -1,0 +1,447 @@
+//! The host's and the dealer's servers: an accept loop that serves each
+//! connection in its own thread, and one session of each
+//! (`spec/session.md`).
+//!
+//! Topology: the dealer and the host listen; a device connects to the host;
+//! for each device the host opens a connection to the dealer and relays the
+//! device's set-up (a nonce and a key-confirmation tag, `core::session`).
+//! The device's correlations come from its provisioned key and its nonce,
+//! which the host never sees in a usable form; all the dealer sends goes to
+//! the host. Each device connection is one session with its own id.
+
+use crate::error::{DealerError, HostError};
+use crate::net::{LinkError, Net, NetError, OpenError, Seal, link};
+use crate::{DealerParty, HostParty, WeightMap};
+use log::warn;
+use mpcvit_core::model::{ModelError, ModelView};
+use mpcvit_core::ops::vit::{self, VitSpec};
+use mpcvit_core::prg::Seed;
+use mpcvit_core::provision::{self, BlobView};
+use mpcvit_core::session::{self, Accept, DealerSetup, DeviceHello};
+use mpcvit_core::{FixedPoint, ProtocolError, SessionId};
+use mpcvit_transport::{FrameKind, Link};
+use std::collections::HashSet;
+use std::net::{TcpListener, TcpStream};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Largest set-up frame (a plan is a few kB; an abort reason a line).
+const SETUP_MAX: usize = 1 << 20;
+
+/// Who is at the other end of a link.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Peer {
+    /// The device (on the host's device link).
+    Device,
+    /// The host (on the dealer's link).
+    Host,
+    /// The dealer (on the host's dealer link).
+    Dealer,
+}
+
+impl std::fmt::Display for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Device => "device",
+            Self::Host => "host",
+            Self::Dealer => "dealer",
+        })
+    }
+}
+
+/// Why a served session ended without an inference.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum SessionError {
+    /// The link could not be opened (socket options, sealing).
+    Open(OpenError),
+    /// A link failed during set-up.
+    Link(Peer, LinkError),
+    /// The peer refused the session; its reason.
+    Refused(Peer, String),
+    /// The peer sent a frame of another kind during set-up.
+    Unexpected(Peer, FrameKind),
+    /// A set-up message did not decode.
+    BadSetup(Peer, ProtocolError),
+    /// The plan in the host's set-up is not usable.
+    BadPlan(ModelError),
+    /// The device's blob is for another model or other fractional bits.
+    WrongModel {
+        /// The device's model checksum.
+        device_crc: u32,
+        /// The device's fractional bits.
+        device_f: u8,
+        /// The host's model checksum.
+        host_crc: u32,
+        /// The host's fractional bits.
+        host_f: u32,
+    },
+    /// The device's key confirmation failed at the dealer.
+    Unauthenticated,
+    /// The session id was used before (a replayed set-up).
+    Replayed(u64),
+    /// The host cannot reach its dealer.
+    DealerUnreachable(std::io::Error),
+    /// The dealer's answer to the set-up was malformed.
+    BadAnswer,
+    /// No randomness from the OS.
+    Randomness,
+    /// Another session panicked while holding the session table.
+    Poisoned,
+    /// The host's inference failed.
+    Host(HostError<NetError>),
+    /// The dealer's inference failed.
+    Dealer(DealerError<NetError>),
+}
+
+impl std::fmt::Display for SessionError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Open(e) => write!(f, "{e}"),
+            Self::Link(p, e) => write!(f, "set-up with the {p} failed: {e}"),
+            Self::Refused(p, why) => write!(f, "the {p} refused the session: {why}"),
+            Self::Unexpected(p, k) => write!(f, "the {p} sent a {k:?} frame during set-up"),
+            Self::BadSetup(p, e) => write!(f, "bad set-up message from the {p}: {e}"),
+            Self::BadPlan(e) => write!(f, "bad plan: {e}"),
+            Self::WrongModel {
+                device_crc,
+                device_f,
+                host_crc,
+                host_f,
+            } => write!(
+                f,
+                "the device's provisioning blob is for model {device_crc:08x} (f={device_f}), this host serves model \
+                 {host_crc:08x} (f={host_f}): provision the device for this model (`mpcvit provision`)"
+            ),
+            Self::Unauthenticated => f.write_str(
+                "the device's key confirmation failed (device and dealer keys differ, or the relay changed it)",
+            ),
+            Self::Replayed(sid) => write!(f, "session id {sid:016x} was used before"),
+            Self::DealerUnreachable(e) => write!(f, "the host cannot reach its dealer: {e}"),
+            Self::BadAnswer => f.write_str("the dealer's answer was malformed"),
+            Self::Randomness => f.write_str("no OS randomness"),
+            Self::Poisoned => f.write_str("session table poisoned"),
+            Self::Host(e) => write!(f, "{e}"),
+            Self::Dealer(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for SessionError {}
+
+/// Server memory policy (glibc): at most two malloc arenas, so that memory
+/// a finished session freed is reused by the next one instead of staying in
+/// the arena of a thread that has gone (glibc creates up to 8 per core; a
+/// server whose sessions allocate megabytes in short-lived threads would
+/// grow with the number of threads it ever ran: harness/tests/load.rs).
+#[allow(unsafe_code)]
+fn server_memory_policy() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets an allocator parameter, before any thread
+    // of ours is started.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
+/// Gives memory freed by a finished session back to the OS.
+#[allow(unsafe_code)]
+fn release_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free heap pages to the OS.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// Accepts connections and runs `f` for each in its own thread; with a
+/// limit, waits for those sessions and returns.
+pub fn serve<F, G>(l: &TcpListener, limit: Option<u64>, mut f: F)
+where
+    F: FnMut(TcpStream) -> G,
+    G: FnOnce() + Send + 'static,
+{
+    server_memory_policy();
+    let mut threads = Vec::new();
+    let mut n = 0u64;
+    while limit.is_none_or(|m| n < m) {
+        let s = match l.accept() {
+            Ok((s, _)) => s,
+            Err(e) => {
+                warn!("accept failed: {e}");
+                continue;
+            }
+        };
+        n += 1;
+        let job = f(s);
+        threads.push(std::thread::spawn(move || {
+            job();
+            release_memory();
+        }));
+        threads.retain(|t| !t.is_finished());
+    }
+    for t in threads {
+        let _ = t.join();
+    }
+}
+
+fn abort(l: &mut Link<Net>, why: &str) {
+    // Best effort: the peer may already be gone.
+    let _ = l.send(FrameKind::Abort, why.as_bytes());
+}
+
+/// Receives a set-up frame; an abort from the peer becomes its reason.
+fn recv_setup<'b>(l: &mut Link<Net>, buf: &'b mut [u8], peer: Peer) -> Result<&'b [u8], SessionError> {
+    match l.recv(buf) {
+        Ok((FrameKind::Hello, p)) => Ok(p),
+        Ok((FrameKind::Abort, p)) => Err(SessionError::Refused(peer, String::from_utf8_lossy(p).into_owned())),
+        Ok((k, _)) => Err(SessionError::Unexpected(peer, k)),
+        Err(e) => Err(SessionError::Link(peer, e)),
+    }
+}
+
+/// Sends `why` to the peer as an abort and returns it.
+fn refuse(l: &mut Link<Net>, why: SessionError) -> SessionError {
+    abort(l, &why.to_string());
+    why
+}
+
+fn random_u64() -> Result<u64, SessionError> {
+    getrandom::u64().map_err(|_| SessionError::Randomness)
+}
+
+/// What the dealer holds: both keys, the session ids it has served.
+pub struct Dealer {
+    host_key: Seed,
+    device_key: Seed,
+    seen: Mutex<HashSet<u64>>,
+    timeout: Duration,
+}
+
+impl Dealer {
+    /// The dealer of the deployment of `host_key` and `device_key`; a
+    /// silent peer is dropped after `timeout`.
+    pub fn new(host_key: Seed, device_key: Seed, timeout: Duration) -> Self {
+        Self {
+            host_key,
+            device_key,
+            seen: Mutex::new(HashSet::new()),
+            timeout,
+        }
+    }
+
+    /// Serves one host connection: the set-up, then every op's
+    /// correlations. Returns the session id.
+    pub fn session(&self, s: TcpStream) -> Result<SessionId, SessionError> {
+        let mut l = link(s, self.timeout, None, Seal::None).map_err(SessionError::Open)?;
+        let mut buf = vec![0u8; SETUP_MAX];
+        let p = recv_setup(&mut l, &mut buf, Peer::Host)?;
+        let (setup, plan) = DealerSetup::decode(p).map_err(|e| SessionError::BadSetup(Peer::Host, e))?;
+        let plan = plan.to_vec();
+        let plan = match BlobView::parse_plan(&plan) {
+            Ok(p) => p,
+            Err(e) => return Err(refuse(&mut l, SessionError::BadPlan(e))),
+        };
+        let kd = session::device_session_key(&self.device_key, setup.nonce);
+        if !session::tags_equal(&session::device_tag(&kd, setup.tile), &setup.tag) {
+            return Err(refuse(&mut l, SessionError::Unauthenticated));
+        }
+        let fresh = self
+            .seen
+            .lock()
+            .map_err(|_| SessionError::Poisoned)?
+            .insert(setup.session);
+        if !fresh || setup.session == 0 {
+            return Err(refuse(&mut l, SessionError::Replayed(setup.session)));
+        }
+        let sid = SessionId(setup.session);
+        l.send(FrameKind::Hello, &session::dealer_tag(&kd, sid))
+            .map_err(|e| SessionError::Link(Peer::Host, e))?;
+        l.set_session(sid.0);
+        let a = plan.arch();
+        let fp = FixedPoint::new(plan.frac_bits()).map_err(|e| SessionError::BadSetup(Peer::Host, e))?;
+        let map = WeightMap::dealer(&a, &session::model_seed(&self.host_key, plan.model_crc()));
+        let mut d = DealerParty::new(fp, l, &self.host_key, &kd, sid);
+        let spec = VitSpec {
+            arch: a,
+            fp,
+            model: &plan,
+            tile: setup.tile,
+            // revealing to the host is between host and device: no correlations
+            logits_to_host: false,
+        };
+        let zeros = vec![0u64; (a.tokens() - 1) * a.patch_len()];
+        let mut out = vec![0; a.classes];
+        let mut scratch = vec![0; vit::scratch_len(&a, setup.tile)];
+        vit::forward(&mut d, &spec, &map, &zeros, &mut out, &mut scratch).map_err(SessionError::Dealer)?;
+        Ok(sid)
+    }
+}
+
+/// What one host session measured.
+#[derive(Debug, Clone)]
+pub struct HostReport {
+    /// Session id.
+    pub session: SessionId,
+    /// Device -> host bytes (after set-up).
+    pub device_bytes_in: u64,
+    /// Host -> device bytes.
+    pub device_bytes_out: u64,
+    /// Dealer -> host bytes.
+    pub dealer_bytes_in: u64,
+    /// Rounds with the device.
+    pub rounds: u64,
+    /// Wall time of the session, s.
+    pub wall_s: f64,
+    /// The logits (fixed point), when the device revealed them to the host.
+    pub revealed: Option<Vec<u64>>,
+}
+
+/// What the host holds: the model, its weights, its key, its dealer.
+pub struct Host {
+    model: Vec<u8>,
+    key: Seed,
+    map: WeightMap,
+    plan: Vec<u8>,
+    crc: u32,
+    fp: FixedPoint,
+    dealer: String,
+    timeout: Duration,
+    used: Mutex<HashSet<u64>>,
+    psk: Option<Seed>,
+}
+
+impl Host {
+    /// The host of `model` (a model file's bytes) with `key`, its dealer at
+    /// `dealer`; a silent peer is dropped after `timeout`; device links are
+    /// sealed under `psk` if given.
+    pub fn new(
+        model: Vec<u8>,
+        key: Seed,
+        dealer: String,
+        timeout: Duration,
+        psk: Option<Seed>,
+    ) -> Result<Self, crate::LoadError> {
+        let view = ModelView::parse(&model)?;
+        let fp = FixedPoint::new(view.frac_bits())?;
+        let crc = provision::model_crc(&model);
+        let map = WeightMap::host(&view, fp)?;
+        let arch = view.arch();
+        let mut plan = vec![0; provision::plan_len(&arch)];
+        provision::encode_plan(&arch, fp.frac_bits(), crc, &view, &mut plan)?;
+        Ok(Self {
+            model,
+            key,
+            map,
+            plan,
+            crc,
+            fp,
+            dealer,
+            timeout,
+            used: Mutex::new(HashSet::new()),
+            psk,
+        })
+    }
+
+    /// The model's fixed-point parameters.
+    pub fn fp(&self) -> FixedPoint {
+        self.fp
+    }
+
+    /// A fresh session id, never 0 and never one this host used before.
+    fn fresh_session(&self) -> Result<u64, SessionError> {
+        loop {
+            let s = random_u64()?;
+            if s != 0 && self.used.lock().map_err(|_| SessionError::Poisoned)?.insert(s) {
+                return Ok(s);
+            }
+        }
+    }
+
+    /// Relays the device's set-up to the dealer; the dealer link bound to
+    /// the session and the dealer's tag.
+    fn dealer_setup(&self, hello: &DeviceHello, sid: u64) -> Result<(Link<Net>, [u8; session::TAG_LEN]), SessionError> {
+        let s = TcpStream::connect(&self.dealer).map_err(SessionError::DealerUnreachable)?;
+        let mut dl = link(s, self.timeout, None, Seal::None).map_err(SessionError::Open)?;
+        let mut setup = [0u8; session::DEALER_SETUP_LEN];
+        DealerSetup {
+            session: sid,
+            nonce: hello.nonce,
+            tile: hello.tile,
+            tag: hello.tag,
+        }
+        .encode(&mut setup);
+        let msg: Vec<u8> = setup.iter().chain(&self.plan).copied().collect();
+        dl.send(FrameKind::Hello, &msg)
+            .map_err(|e| SessionError::Link(Peer::Dealer, e))?;
+        let mut buf = vec![0u8; SETUP_MAX];
+        let p = recv_setup(&mut dl, &mut buf, Peer::Dealer)?;
+        let tag = <[u8; session::TAG_LEN]>::try_from(p).map_err(|_| SessionError::BadAnswer)?;
+        dl.set_session(sid);
+        Ok((dl, tag))
+    }
+
+    /// Serves one device connection: the set-up (relayed to the dealer),
+    /// then the inference.
+    pub fn session(&self, s: TcpStream) -> Result<HostReport, SessionError> {
+        let t0 = Instant::now();
+        let seal = self.psk.as_ref().map_or(Seal::None, |k| Seal::Responder(k.expose()));
+        let mut dev = link(s, self.timeout, None, seal).map_err(SessionError::Open)?;
+        let mut buf = vec![0u8; SETUP_MAX];
+        let hello = DeviceHello::decode(recv_setup(&mut dev, &mut buf, Peer::Device)?)
+            .map_err(|e| SessionError::BadSetup(Peer::Device, e))?;
+        if hello.model_crc != self.crc || u32::from(hello.frac_bits) != self.fp.frac_bits() {
+            let why = SessionError::WrongModel {
+                device_crc: hello.model_crc,
+                device_f: hello.frac_bits,
+                host_crc: self.crc,
+                host_f: self.fp.frac_bits(),
+            };
+            return Err(refuse(&mut dev, why));
+        }
+        let sid = self.fresh_session()?;
+        let (dl, tag) = match self.dealer_setup(&hello, sid) {
+            Ok(v) => v,
+            Err(e) => {
+                let why = match &e {
+                    SessionError::DealerUnreachable(_) => "the host cannot reach its dealer".to_string(),
+                    SessionError::Refused(_, why) => format!("the dealer refused the session: {why}"),
+                    e => e.to_string(),
+                };
+                abort(&mut dev, &why);
+                return Err(e);
+            }
+        };
+        let mut acc = [0u8; session::ACCEPT_LEN];
+        Accept { session: sid, tag }.encode(&mut acc);
+        dev.send(FrameKind::Hello, &acc)
+            .map_err(|e| SessionError::Link(Peer::Device, e))?;
+        dev.set_session(sid);
+        let (m0, d0) = (dev.meter(), dl.meter());
+        let view = ModelView::parse(&self.model).map_err(SessionError::BadPlan)?;
+        let a = view.arch();
+        let spec = VitSpec {
+            arch: a,
+            fp: self.fp,
+            model: &view,
+            tile: hello.tile,
+            logits_to_host: hello.logits_to_host,
+        };
+        let mut h = HostParty::new(self.fp, dev, dl, &self.key, SessionId(sid));
+        let zeros = vec![0u64; (a.tokens() - 1) * a.patch_len()];
+        let mut out = vec![0; a.classes];
+        let mut scratch = vec![0; vit::scratch_len(&a, hello.tile)];
+        vit::forward(&mut h, &spec, &self.map, &zeros, &mut out, &mut scratch).map_err(SessionError::Host)?;
+        let m = h.device_link().meter().since(&m0);
+        let d = h.dealer_link().meter().since(&d0);
+        Ok(HostReport {
+            session: SessionId(sid),
+            device_bytes_in: m.bytes_recv,
+            device_bytes_out: m.bytes_sent,
+            dealer_bytes_in: d.bytes_recv,
+            rounds: m.rounds,
+            wall_s: t0.elapsed().as_secs_f64(),
+            revealed: hello.logits_to_host.then_some(out),
+        })
+    }
+}
