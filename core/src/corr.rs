@@ -22,23 +22,26 @@ use crate::error::ProtocolError;
 use crate::prg::{Domain, Prg, Seed};
 use crate::wire;
 
-/// Which party a share or stream belongs to.
+/// Who a party is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum Role {
-    /// P0: holds the model weights.
+    /// P0: holds the model weights and the host's shares.
     Host,
-    /// P1: holds the image and receives the prediction.
+    /// P1: holds the image, the device's shares, and receives the prediction.
     Device,
+    /// The dealer: deals every op's correlations and holds no shares. It
+    /// runs the composite ops' local arithmetic on placeholder values, as
+    /// the host does (see [`Role::plays_host`]).
+    Dealer,
 }
 
 impl Role {
-    /// Party index: host 0, device 1.
-    pub fn index(self) -> usize {
-        match self {
-            Role::Host => 0,
-            Role::Device => 1,
-        }
+    /// Whether this party does the host's side of local share arithmetic
+    /// (adding public constants): the host, and the dealer, whose values
+    /// are placeholders that follow the host's steps.
+    pub fn plays_host(self) -> bool {
+        !matches!(self, Role::Device)
     }
 }
 
@@ -71,13 +74,16 @@ impl core::fmt::Debug for Correlations {
 
 impl Correlations {
     /// The source of `role` for `session`, from the party's provisioned key.
+    /// The dealer has no source of its own ([`DealerSession`] holds the
+    /// host's and the device's): a source made for [`Role::Dealer`] refuses
+    /// every op.
     pub fn new(role: Role, key: &Seed, session: SessionId) -> Self {
         Self {
             seed: key.derive(Domain::Session, session.0),
             role,
             session,
             next_op: 0,
-            poisoned: false,
+            poisoned: role == Role::Dealer,
         }
     }
 
@@ -229,7 +235,8 @@ impl<'d> OpCorr<'d> {
     pub fn derived_word(&self, lane: u32, offset: usize, index: u64) -> u64 {
         match self.role {
             Role::Device => Prg::word(&self.seed, self.op, lane, index),
-            Role::Host => {
+            // the dealer never holds an op (its source is poisoned)
+            Role::Host | Role::Dealer => {
                 let at = offset.saturating_add(index as usize).saturating_mul(8);
                 wire::word(self.corrections.get(at..at.saturating_add(8)).unwrap_or(&[]))
             }
@@ -241,7 +248,7 @@ impl<'d> OpCorr<'d> {
     pub fn derived(&mut self, lane: u32, n: usize) -> Result<Derived<'d>, ProtocolError> {
         match self.role {
             Role::Device => Ok(Derived::Seeded(self.random(lane))),
-            Role::Host => {
+            Role::Host | Role::Dealer => {
                 let start = self.taken;
                 let end = n
                     .checked_mul(8)

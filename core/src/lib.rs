@@ -3,9 +3,6 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
-#[cfg(all(feature = "defmt", feature = "log"))]
-compile_error!("features `defmt` and `log` are mutually exclusive");
-
 pub mod checksum;
 pub mod corr;
 pub mod error;

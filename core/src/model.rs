@@ -23,6 +23,18 @@ pub const MAX_LAYERS: usize = 64;
 /// Largest accepted number of heads.
 pub const MAX_HEADS: usize = 64;
 
+/// Fashion-MNIST normalisation (mean, std of the training pixels in
+/// [0, 1]): the statistics every model of this project trained on it uses,
+/// and the device's input encoding on desktop and firmware.
+pub const FMNIST_MEAN: [f32; 1] = [0.2860];
+/// See [`FMNIST_MEAN`].
+pub const FMNIST_STD: [f32; 1] = [0.3530];
+/// CIFAR-10 per-channel normalisation (mean, std), as the official MPCViT
+/// code uses it.
+pub const CIFAR_MEAN: [f32; 3] = [0.4914, 0.4822, 0.4465];
+/// See [`CIFAR_MEAN`].
+pub const CIFAR_STD: [f32; 3] = [0.2470, 0.2435, 0.2616];
+
 /// The attention of one head.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]

@@ -22,7 +22,7 @@ use core::fmt;
 use embedded_io::{Read, Write};
 use mpcvit_core::model::Arch;
 use mpcvit_core::ops::vit::Tile;
-use mpcvit_core::ops::{LutJob, Party, PartyKind, flight, wide};
+use mpcvit_core::ops::{LutJob, Party, flight, wide};
 use mpcvit_core::protocol::linear::{LinearDevice, LinearShape};
 use mpcvit_core::protocol::lut;
 use mpcvit_core::protocol::matmul::MatmulShape;
@@ -256,8 +256,8 @@ fn exchange<'r, T: Read + Write>(
 impl<T: Read + Write> Party for DeviceParty<'_, T> {
     type Error = DeviceError<T::Error>;
 
-    fn kind(&self) -> PartyKind {
-        PartyKind::Device
+    fn role(&self) -> Role {
+        Role::Device
     }
 
     fn fp(&self) -> FixedPoint {

@@ -81,20 +81,6 @@ fn measure(
     want: &[f64],
     rel_floor: Option<f64>,
     crypten: (f64, f64),
-) -> Result<NlRow, String> {
-    measure_at(name, domain, x, views, f, want, rel_floor, crypten, F)
-}
-
-#[allow(clippy::too_many_arguments)]
-fn measure_at(
-    name: &str,
-    domain: String,
-    x: &[f64],
-    views: [&[u64]; 3],
-    f: &Op<'_>,
-    want: &[f64],
-    rel_floor: Option<f64>,
-    crypten: (f64, f64),
     out_frac: u32,
 ) -> Result<NlRow, String> {
     let xs = enc(x);
@@ -199,6 +185,7 @@ pub fn run(n: usize) -> Result<Vec<NlRow>, String> {
             } else {
                 crypten::CMP
             },
+            F,
         )?;
         if which == ReluOut::Drelu {
             r.max_abs_err *= 65536.0; // DReLU is an integer 0/1
@@ -225,6 +212,7 @@ pub fn run(n: usize) -> Result<Vec<NlRow>, String> {
             &want,
             if func == Func::Exp { Some(1e-2) } else { None },
             cr,
+            F,
         )?);
     }
     // reciprocal and inverse square root over wide ranges
@@ -242,7 +230,7 @@ pub fn run(n: usize) -> Result<Vec<NlRow>, String> {
             wide::wide(p, &spec, x, &mut out, &mut scratch)?;
             Ok(out)
         };
-        rows.push(measure_at(
+        rows.push(measure(
             name,
             format!("[{:e}, {:e}], log grid, out 2^-40", spec.lo, spec.hi),
             &xs,
@@ -311,6 +299,7 @@ pub fn run(n: usize) -> Result<Vec<NlRow>, String> {
             &want,
             None,
             cr,
+            F,
         )?);
     }
     // row max of 65
@@ -336,6 +325,7 @@ pub fn run(n: usize) -> Result<Vec<NlRow>, String> {
         &want,
         None,
         crypten::max(cols as f64),
+        F,
     )?;
     // per score, not per row
     let per = cols as f64;
@@ -381,6 +371,7 @@ pub fn run(n: usize) -> Result<Vec<NlRow>, String> {
             &want,
             None,
             crypten::layernorm(d as f64),
+            F,
         )?);
     }
     Ok(rows)

@@ -10,7 +10,7 @@ use mpcvit_core::ops::Party;
 use mpcvit_core::prg::{Prg, Seed};
 use mpcvit_core::protocol::linear::LinearShape;
 use mpcvit_core::protocol::matmul::MatmulShape;
-use mpcvit_host::local::{self, LocalError, LocalKeys, PartyFn, Run3};
+use mpcvit_host::local::{self, LocalError, LocalKeys, PartyFn, Run3, Schedule};
 use serde::Serialize;
 use std::hint::black_box;
 use std::path::PathBuf;
@@ -94,8 +94,8 @@ fn measure(
     for r in 0..reps.max(1) {
         let (x0, x1) = local::share(&keys, r as u64, x);
         let links = (mpcvit_transport::mem::pair(), mpcvit_transport::mem::pair());
-        let run =
-            local::run3_dealer_first(fp, &keys, r as u64, links, [&x0, &x1], views, f).map_err(|e| e.to_string())?;
+        let run = local::run3(fp, &keys, r as u64, links, [&x0, &x1], views, f, Schedule::DealerFirst)
+            .map_err(|e| e.to_string())?;
         best = (best.0.min(run.dealer_ns), best.1.min(run.online_ns));
         last = Some(run);
     }

@@ -10,15 +10,7 @@ use std::path::{Path, PathBuf};
 /// Where the Debian package puts Fashion-MNIST.
 pub const FASHION_MNIST_DIR: &str = "/usr/share/datasets/fashion-mnist";
 
-/// Fashion-MNIST normalisation (mean, std of the training pixels in [0, 1]).
-pub const FMNIST_MEAN: f32 = 0.2860;
-/// See [`FMNIST_MEAN`].
-pub const FMNIST_STD: f32 = 0.3530;
-
-/// CIFAR-10 per-channel normalisation (mean, std).
-pub const CIFAR_MEAN: [f32; 3] = [0.4914, 0.4822, 0.4465];
-/// See [`CIFAR_MEAN`].
-pub const CIFAR_STD: [f32; 3] = [0.2470, 0.2435, 0.2616];
+pub use mpcvit_core::model::{CIFAR_MEAN, CIFAR_STD, FMNIST_MEAN, FMNIST_STD};
 
 /// A labelled image set, images stored as raw bytes `[n, c, h, w]`.
 #[derive(Clone, Debug)]
@@ -171,8 +163,8 @@ pub fn fashion_mnist(dir: &Path, split: &str) -> Result<Dataset, String> {
         pixels,
         labels,
         classes: 10,
-        mean: vec![FMNIST_MEAN],
-        std: vec![FMNIST_STD],
+        mean: FMNIST_MEAN.to_vec(),
+        std: FMNIST_STD.to_vec(),
     })
 }
 

@@ -4,12 +4,8 @@
 use mpcvit_core::model::{self, Arch, AttnKind, ModelView, Tensor};
 use std::path::Path;
 
-/// RSAttn's epsilon (official code).
-pub const RS_EPS: f64 = 1e-5;
-/// LayerNorm epsilon (PyTorch default).
-pub const LN_EPS: f64 = 1e-5;
-/// 2Quad's shift `c` in `(A + c)^2` (MPCFormer).
-pub const QUAD_C: f64 = 5.0;
+pub use mpcvit_core::ops::layernorm::LN_EPS;
+pub use mpcvit_core::ops::softmax::{QUAD_C, RS_EPS};
 
 /// An owned, checked model.
 #[derive(Clone, Debug)]

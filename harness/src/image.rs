@@ -14,7 +14,7 @@ pub fn normalise(pixels: &[u8], channels: usize) -> Vec<f32> {
         .map(|(j, &p)| {
             let c = j / plane.max(1);
             let (m, s) = if channels == 1 {
-                (data::FMNIST_MEAN, data::FMNIST_STD)
+                (data::FMNIST_MEAN[0], data::FMNIST_STD[0])
             } else {
                 (data::CIFAR_MEAN[c.min(2)], data::CIFAR_STD[c.min(2)])
             };
@@ -79,7 +79,7 @@ pub fn read_pnm(path: &Path) -> Result<(usize, usize, Vec<u8>), String> {
 /// colour: CIFAR-10), as [`normalise`] uses them.
 pub fn norm_stats(channels: usize) -> (Vec<f32>, Vec<f32>) {
     if channels == 1 {
-        (vec![data::FMNIST_MEAN], vec![data::FMNIST_STD])
+        (data::FMNIST_MEAN.to_vec(), data::FMNIST_STD.to_vec())
     } else {
         (data::CIFAR_MEAN.to_vec(), data::CIFAR_STD.to_vec())
     }

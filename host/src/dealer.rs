@@ -6,12 +6,12 @@
 use crate::error::DealerError;
 use embedded_io::{Read, Write};
 use mpcvit_core::corr::{DealerOp, dealer_message_len};
-use mpcvit_core::ops::{LutJob, Party, PartyKind, flight};
+use mpcvit_core::ops::{LutJob, Party, flight};
 use mpcvit_core::protocol::linear::{self, LinearShape};
 use mpcvit_core::protocol::lut::{self, Grid};
 use mpcvit_core::protocol::matmul::{self, MatmulShape};
 use mpcvit_core::protocol::{mul, scale, square, trunc};
-use mpcvit_core::{DealerSession, FixedPoint, ProtocolError, Seed, SessionId};
+use mpcvit_core::{DealerSession, FixedPoint, ProtocolError, Role, Seed, SessionId};
 use mpcvit_transport::{FrameKind, Link};
 
 /// The dealer of one session.
@@ -69,8 +69,8 @@ impl<T: Read + Write> DealerParty<T> {
 impl<T: Read + Write> Party for DealerParty<T> {
     type Error = DealerError<T::Error>;
 
-    fn kind(&self) -> PartyKind {
-        PartyKind::Dealer
+    fn role(&self) -> Role {
+        Role::Dealer
     }
 
     fn fp(&self) -> FixedPoint {

@@ -3,7 +3,7 @@
 
 use crate::error::HostError;
 use embedded_io::{Read, Write};
-use mpcvit_core::ops::{LutJob, Party, PartyKind, flight};
+use mpcvit_core::ops::{LutJob, Party, flight};
 use mpcvit_core::protocol::affine;
 use mpcvit_core::protocol::linear::{LinearHost, LinearShape};
 use mpcvit_core::protocol::lut::Grid;
@@ -170,8 +170,8 @@ fn from_dealer<'m, E>(msgs: &'m [Pooled], corr: &mut Correlations) -> impl FnMut
 impl<T: Read + Write> Party for HostParty<T> {
     type Error = HostError<T::Error>;
 
-    fn kind(&self) -> PartyKind {
-        PartyKind::Host
+    fn role(&self) -> Role {
+        Role::Host
     }
 
     fn fp(&self) -> FixedPoint {

@@ -16,12 +16,12 @@ use crate::weights::WeightMap;
 use embedded_io::{Read, Write};
 use mpcvit_core::model::ModelView;
 use mpcvit_core::ops::vit::{self, Tile, VitSpec};
-use mpcvit_core::ops::{LutJob, Party, PartyKind};
+use mpcvit_core::ops::{LutJob, Party};
 use mpcvit_core::prg::{Prg, Seed};
 use mpcvit_core::protocol::linear::{LinearShape, model_mask};
 use mpcvit_core::protocol::lut::Grid;
 use mpcvit_core::protocol::matmul::MatmulShape;
-use mpcvit_core::{FixedPoint, ProtocolError, SessionId};
+use mpcvit_core::{FixedPoint, ProtocolError, Role, SessionId};
 use mpcvit_device::{DeviceError, DeviceParty, HighWater};
 use mpcvit_transport::mem;
 use mpcvit_transport::{Link, Meter};
@@ -122,8 +122,8 @@ where
 {
     type Error = LocalError<<P::Error as Source>::E>;
 
-    fn kind(&self) -> PartyKind {
-        self.0.kind()
+    fn role(&self) -> Role {
+        self.0.role()
     }
     fn fp(&self) -> FixedPoint {
         self.0.fp()
@@ -257,10 +257,9 @@ pub struct Run3 {
     pub high_water: HighWater,
     /// Wall time of the three parties, nanoseconds.
     pub wall_ns: u64,
-    /// With [`run3_dealer_first`]: the dealer's time alone (else 0).
+    /// With [`Schedule::DealerFirst`]: the dealer's time alone.
     pub dealer_ns: u64,
-    /// With [`run3_dealer_first`]: host and device after the dealer
-    /// (else the whole run).
+    /// With [`Schedule::DealerFirst`]: host and device after the dealer.
     pub online_ns: u64,
 }
 
@@ -269,10 +268,26 @@ pub struct Run3 {
 pub type PartyFn<'f, E> =
     dyn Fn(&mut dyn Party<Error = LocalError<E>>, &[u64], &[u64]) -> Result<Vec<u64>, LocalError<E>> + Sync + 'f;
 
+/// When the dealer runs in [`run3`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Schedule {
+    /// With host and device, as in a deployment.
+    Concurrent,
+    /// To its end first (its messages wait in the links), then host and
+    /// device: [`Run3::dealer_ns`] and [`Run3::online_ns`] time the two
+    /// apart. For op benchmarks only: a whole inference's dealer messages
+    /// are gigabytes.
+    DealerFirst,
+}
+
+fn ns(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
 /// Runs `f` on host, device and dealer in three threads over `links`
 /// (see [`parties`]): the host gets `inputs[0]`, the device `inputs[1]`,
-/// the dealer zeros; party `i` gets the weights view `views[i]`. The three
-/// run concurrently, as in a deployment.
+/// the dealer zeros; party `i` gets the weights view `views[i]`.
+#[allow(clippy::too_many_arguments)]
 pub fn run3<T: Read + Write + Send>(
     fp: FixedPoint,
     keys: &LocalKeys,
@@ -281,46 +296,7 @@ pub fn run3<T: Read + Write + Send>(
     inputs: [&[u64]; 2],
     views: [&[u64]; 3],
     f: &PartyFn<'_, T::Error>,
-) -> Result<Run3, LocalError<T::Error>>
-where
-    T::Error: Send,
-{
-    run3_scheduled(fp, keys, session, links, inputs, views, f, false)
-}
-
-/// [`run3`] with the dealer run to its end first (its messages wait in the
-/// links), then host and device: [`Run3::dealer_ns`] and
-/// [`Run3::online_ns`] time the two apart. For op benchmarks only: a whole
-/// inference's dealer messages are gigabytes.
-pub fn run3_dealer_first<T: Read + Write + Send>(
-    fp: FixedPoint,
-    keys: &LocalKeys,
-    session: u64,
-    links: ((T, T), (T, T)),
-    inputs: [&[u64]; 2],
-    views: [&[u64]; 3],
-    f: &PartyFn<'_, T::Error>,
-) -> Result<Run3, LocalError<T::Error>>
-where
-    T::Error: Send,
-{
-    run3_scheduled(fp, keys, session, links, inputs, views, f, true)
-}
-
-fn ns(d: std::time::Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
-}
-
-#[allow(clippy::too_many_arguments)]
-fn run3_scheduled<T: Read + Write + Send>(
-    fp: FixedPoint,
-    keys: &LocalKeys,
-    session: u64,
-    links: ((T, T), (T, T)),
-    inputs: [&[u64]; 2],
-    views: [&[u64]; 3],
-    f: &PartyFn<'_, T::Error>,
-    dealer_first: bool,
+    schedule: Schedule,
 ) -> Result<Run3, LocalError<T::Error>>
 where
     T::Error: Send,
@@ -335,7 +311,7 @@ where
     // them to time out.
     std::thread::scope(|s| {
         let dealer = s.spawn(move || f(&mut dl, &zeros, views[2]).map(|_| ()));
-        let dealer = if dealer_first {
+        let dealer = if schedule == Schedule::DealerFirst {
             dealer.join().map_err(|_| LocalError::Panicked("dealer"))??;
             None
         } else {
@@ -388,7 +364,16 @@ pub fn run3_mem(
     f: &PartyFn<'_, std::io::Error>,
 ) -> Result<Run3, LocalError<std::io::Error>> {
     let (x0, x1) = share(keys, session, x);
-    run3(fp, keys, session, (mem::pair(), mem::pair()), [&x0, &x1], views, f)
+    run3(
+        fp,
+        keys,
+        session,
+        (mem::pair(), mem::pair()),
+        [&x0, &x1],
+        views,
+        f,
+        Schedule::Concurrent,
+    )
 }
 
 /// Splits `x` into two additive shares with a mask seeded by the keys and
@@ -456,17 +441,17 @@ where
     let x0 = vec![0u64; x1.len()];
     let views: [&[u64]; 3] = [&[], &[], &[]];
     let f = |p: &mut dyn Party<Error = LocalError<T::Error>>, x: &[u64], _: &[u64]| {
-        let w = match p.kind() {
-            PartyKind::Host => &maps[0],
-            PartyKind::Device => &maps[1],
-            PartyKind::Dealer => &maps[2],
+        let w = match p.role() {
+            Role::Host => &maps[0],
+            Role::Device => &maps[1],
+            Role::Dealer => &maps[2],
         };
         let mut out = vec![0; a.classes];
         let mut scratch = vec![0; vit::scratch_len(&a, tile)];
         vit::forward(p, &spec, w, x, &mut out, &mut scratch)?;
         Ok(out)
     };
-    let r = run3(fp, keys, session, links, [&x0, &x1], views, &f)?;
+    let r = run3(fp, keys, session, links, [&x0, &x1], views, &f, Schedule::Concurrent)?;
     Ok(Inference {
         logits: r.device_share,
         host_logits: r.host,

@@ -17,7 +17,7 @@ use mpcvit_core::protocol::linear::LinearShape;
 use mpcvit_core::protocol::lut::{LutShape, Table};
 use mpcvit_core::protocol::matmul::MatmulShape;
 use mpcvit_core::protocol::trunc;
-use mpcvit_host::local::{self, LocalError, LocalKeys};
+use mpcvit_host::local::{self, LocalError, LocalKeys, Schedule};
 use mpcvit_transport::Meter;
 
 pub mod tamper;
@@ -87,7 +87,7 @@ impl World {
         let sid = self.session ^ self.calls.wrapping_mul(0x9e37_79b9_7f4a_7c15);
         let links = (mpcvit_transport::mem::pair(), mpcvit_transport::mem::pair());
         let fp = FixedPoint::default();
-        let r = local::run3(fp, &self.keys, sid, links, [&x0, &x1], views, &f)?;
+        let r = local::run3(fp, &self.keys, sid, links, [&x0, &x1], views, &f, Schedule::Concurrent)?;
         self.last = (r.device, r.dealer);
         Ok(r.output)
     }

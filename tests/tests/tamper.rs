@@ -8,7 +8,7 @@ use mpcvit_core::ProtocolError;
 use mpcvit_core::corr::{Correlations, DealerSession, Role, SessionId, dealer_message_len};
 use mpcvit_core::protocol::mul;
 use mpcvit_host::HostError;
-use mpcvit_host::local::{self, LocalError, LocalKeys};
+use mpcvit_host::local::{self, LocalError, LocalKeys, Schedule};
 use mpcvit_transport::frame::{self, Feed, FrameDecoder, FrameError, FrameKind, Header};
 use mpcvit_transport::link::{Error, Link};
 use mpcvit_transport::mem;
@@ -28,8 +28,17 @@ fn error_after(alter: Alter) -> RunError {
         p.mul(a, b, 1, &mut z)?;
         Ok(z)
     };
-    local::run3(fp, &keys, 99, device_altered(0, alter), [&s0, &s1], [&[], &[], &[]], &f)
-        .expect_err("a tampered frame must fail")
+    local::run3(
+        fp,
+        &keys,
+        99,
+        device_altered(0, alter),
+        [&s0, &s1],
+        [&[], &[], &[]],
+        &f,
+        Schedule::Concurrent,
+    )
+    .expect_err("a tampered frame must fail")
 }
 
 /// The host's device-link error, or a panic naming what came instead.

@@ -6,7 +6,7 @@ use mpcvit_conformance::{P, Res, keys, tcp_links};
 use mpcvit_core::protocol::linear::LinearShape;
 use mpcvit_core::protocol::matmul::MatmulShape;
 use mpcvit_core::{FixedPoint, prg::Prg, prg::Seed, reference};
-use mpcvit_host::local::{self, LocalError};
+use mpcvit_host::local::{self, LocalError, Schedule};
 
 fn random(n: usize, id: u64) -> Vec<u64> {
     let mut p = Prg::new(&Seed::from_bytes([3; 32]), id, 0);
@@ -33,6 +33,7 @@ fn over_tcp(
         [&x0, &x1],
         views,
         &f,
+        Schedule::Concurrent,
     )
     .expect("run over TCP")
     .output

@@ -19,9 +19,7 @@ pub use mpcvit_device;
 pub use mpcvit_device::session::{Buffers, Failure, Outcome};
 
 /// The Fashion-MNIST normalisation the bundled model was trained with.
-pub const FMNIST_MEAN: [f32; 1] = [0.2860];
-/// See [`FMNIST_MEAN`].
-pub const FMNIST_STD: [f32; 1] = [0.3530];
+pub use mpcvit_core::model::{FMNIST_MEAN, FMNIST_STD};
 
 /// The device's words, read in place from the blob in flash.
 pub struct FlashWeights {

@@ -102,7 +102,7 @@ pub fn layernorm<P: Party + ?Sized>(
     {
         return Err(ProtocolError::BadBuffer.into());
     }
-    let host = p.kind() == super::PartyKind::Host;
+    let host = p.role() == crate::Role::Host;
     let (sq_in, rest) = scratch.split_at_mut(n + rows);
     let (sq_out, rest) = rest.split_at_mut(n + rows);
     let (u, rest) = rest.split_at_mut(n);

@@ -32,28 +32,6 @@ use crate::corr::Role;
 use crate::protocol::lut::{LutShape, Table};
 use crate::protocol::matmul::MatmulShape;
 
-/// Who runs a composite op.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum PartyKind {
-    /// P0.
-    Host,
-    /// P1.
-    Device,
-    /// The dealer (no data; deals each primitive's correlation).
-    Dealer,
-}
-
-impl PartyKind {
-    /// The share-holding role (the dealer acts as the host for local ops:
-    /// its values are placeholders).
-    pub fn role(self) -> Role {
-        match self {
-            PartyKind::Device => Role::Device,
-            _ => Role::Host,
-        }
-    }
-}
-
 /// One lookup in a batch of lookups that share a flight.
 #[derive(Clone, Copy)]
 pub struct LutJob<'a> {
@@ -76,7 +54,7 @@ pub trait Party {
     /// The driver's error.
     type Error: From<crate::ProtocolError>;
     /// Host, device or dealer.
-    fn kind(&self) -> PartyKind;
+    fn role(&self) -> Role;
     /// Fixed-point parameters.
     fn fp(&self) -> FixedPoint;
     /// Product `z[i] = x[i] y[i / cols]` (ring; `cols = 1`: elementwise).

@@ -121,7 +121,7 @@ pub fn normalize<P: Party + ?Sized>(
     if n == 0 || x.len() != n || out.len() != n || scratch.len() < spec.scratch_len() {
         return Err(ProtocolError::BadBuffer.into());
     }
-    let host = p.kind().role() == crate::Role::Host;
+    let host = p.role().plays_host();
     let (d, rest) = scratch.split_at_mut(n);
     let (e, rest) = rest.split_at_mut(n);
     let (prod, rest) = rest.split_at_mut(n);

@@ -247,7 +247,7 @@ pub fn wide<P: Party + ?Sized>(
     if out.len() != n || scratch.len() < scratch_len(n) || n == 0 {
         return Err(ProtocolError::BadBuffer.into());
     }
-    let host = p.kind().role() == crate::Role::Host;
+    let host = p.role().plays_host();
     let (inputs, rest) = scratch.split_at_mut(n * w);
     let (outs, rest) = rest.split_at_mut(n * 2 * w);
     let (flags, rest) = rest.split_at_mut(n * (w - 1));

@@ -32,7 +32,7 @@ pub fn normalize_heads<P: Party + ?Sized>(
     if x.len() != hcount * nn || out.len() != x.len() {
         return Err(ProtocolError::BadBuffer.into());
     }
-    let host = p.kind().role() == crate::Role::Host;
+    let host = p.role().plays_host();
     let mut ar = Arena { rest: scratch };
     let e = ar.take(hcount * nn)?;
     // elementwise step: exp of x - x_row0 (Softmax), ReLU (RSAttn) in one

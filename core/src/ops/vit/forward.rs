@@ -26,7 +26,7 @@ pub fn forward<P: Party + ?Sized>(
     let a = spec.arch;
     let (n, d, pl) = (a.tokens(), a.dim, a.patch_len());
     let f = spec.fp.frac_bits();
-    let host = p.kind() == crate::ops::PartyKind::Host;
+    let host = p.role() == crate::Role::Host;
     if patches.len() != (n - 1) * pl || logits.len() != a.classes || scratch.len() < scratch_len(&a, spec.tile) {
         return Err(ProtocolError::BadBuffer.into());
     }
