@@ -326,3 +326,47 @@ proptest! {
         let _ = mpcvit_core::provision::BlobView::parse_plan(&b);
     }
 }
+
+/// A party whose weights lack a tensor, or hold one of the wrong length,
+/// fails with a typed error at the start of the forward pass (no panic, no
+/// byte sent): the device missing its `qkv` of layer 0, the host with a
+/// short class token (a host-only constant), the dealer missing a mask.
+#[test]
+fn missing_or_short_weights_are_a_typed_error() {
+    use mpcvit_core::ProtocolError;
+    use mpcvit_core::ops::vit::Wid;
+    use mpcvit_device::DeviceError;
+    use mpcvit_host::local::LocalError;
+    use mpcvit_host::{DealerError, HostError};
+    let fm = random_model(5);
+    let bytes = fm.to_bytes().expect("encode");
+    let view = ModelView::parse(&bytes).expect("parse");
+    let fp = FixedPoint::new(16).expect("fp");
+    let keys = Keys::fixed(8);
+    let img = image(&fm.arch, 5);
+    let maps = weight_maps(&view, fp, &keys.model).expect("weights");
+
+    let mut m = maps.clone();
+    m[1].0.remove(&Wid::Qkv(0));
+    let e = secure(&view, fp, &m, &keys, 1, &img).expect_err("device without qkv");
+    assert!(
+        matches!(e, LocalError::Device(DeviceError::Protocol(ProtocolError::BadWeights))),
+        "{e:?}"
+    );
+
+    let mut m = maps.clone();
+    m[0].0.get_mut(&Wid::Cls).expect("cls").pop();
+    let e = secure(&view, fp, &m, &keys, 2, &img).expect_err("host with a short class token");
+    assert!(
+        matches!(e, LocalError::Host(HostError::Protocol(ProtocolError::BadWeights))),
+        "{e:?}"
+    );
+
+    let mut m = maps;
+    m[2].0.remove(&Wid::Fc2(0));
+    let e = secure(&view, fp, &m, &keys, 3, &img).expect_err("dealer without a mask");
+    assert!(
+        matches!(e, LocalError::Dealer(DealerError::Protocol(ProtocolError::BadWeights))),
+        "{e:?}"
+    );
+}

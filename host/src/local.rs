@@ -66,7 +66,8 @@ pub enum LocalError<E> {
     Device(DeviceError<E>),
     /// The dealer failed.
     Dealer(DealerError<E>),
-    /// The composite op refused its input before any party moved bytes.
+    /// A step refused its input outside any party (a party's own refusals
+    /// are its variant's `Protocol`).
     Protocol(ProtocolError),
     /// A party's thread panicked (a bug).
     Panicked(&'static str),
@@ -280,6 +281,25 @@ pub enum Schedule {
     DealerFirst,
 }
 
+/// A composite op's own refusal (raised by the op's code, not by a party's
+/// primitive) as the error of the party that ran it.
+fn of<E>(who: Role, e: LocalError<E>) -> LocalError<E> {
+    match (who, e) {
+        (Role::Host, LocalError::Protocol(p)) => LocalError::Host(HostError::Protocol(p)),
+        (Role::Device, LocalError::Protocol(p)) => LocalError::Device(DeviceError::Protocol(p)),
+        (Role::Dealer, LocalError::Protocol(p)) => LocalError::Dealer(DealerError::Protocol(p)),
+        (_, e) => e,
+    }
+}
+
+/// Whether a link error says only that the peer went away.
+fn gone<E>(e: &mpcvit_transport::Error<E>) -> bool {
+    matches!(
+        e,
+        mpcvit_transport::Error::Closed | mpcvit_transport::Error::Transport(_)
+    )
+}
+
 fn ns(d: std::time::Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
@@ -310,7 +330,11 @@ where
     // that a party that failed ends its peers' waits instead of leaving
     // them to time out.
     std::thread::scope(|s| {
-        let dealer = s.spawn(move || f(&mut dl, &zeros, views[2]).map(|_| ()));
+        let dealer = s.spawn(move || {
+            f(&mut dl, &zeros, views[2])
+                .map(|_| ())
+                .map_err(|e| of(Role::Dealer, e))
+        });
         let dealer = if schedule == Schedule::DealerFirst {
             dealer.join().map_err(|_| LocalError::Panicked("dealer"))??;
             None
@@ -318,9 +342,12 @@ where
             Some(dealer)
         };
         let t_online = std::time::Instant::now();
-        let device =
-            s.spawn(move || f(&mut dev, inputs[1], views[1]).map(|z| (z, dev.0.link().meter(), dev.0.high_water())));
-        let z0 = f(&mut host, inputs[0], views[0]);
+        let device = s.spawn(move || {
+            f(&mut dev, inputs[1], views[1])
+                .map(|z| (z, dev.0.link().meter(), dev.0.high_water()))
+                .map_err(|e| of(Role::Device, e))
+        });
+        let z0 = f(&mut host, inputs[0], views[0]).map_err(|e| of(Role::Host, e));
         let dealer_meter = host.0.dealer_link().meter();
         drop(host);
         let d = device.join().map_err(|_| LocalError::Panicked("device"))?;
@@ -329,11 +356,18 @@ where
             Some(t) => t.join().map_err(|_| LocalError::Panicked("dealer"))?,
             None => Ok(()),
         };
-        // The cause comes first: a host that failed leaves the device (and
-        // the dealer) talking to a closed link, unless its own failure was
-        // the dealer's link, whose cause is the dealer's.
+        // The cause comes first. A party that fails closes its links, so
+        // its peers fail after it with the peer gone: the host's error is
+        // the cause unless it is such an echo of the dealer's or the
+        // device's failure.
         let z0 = match (z0, dealer) {
-            (Err(LocalError::Host(HostError::Dealer(_))), Err(e)) => return Err(e),
+            (Err(LocalError::Host(HostError::Dealer(l))), Err(e)) if gone(&l) => return Err(e),
+            (Err(LocalError::Host(HostError::Device(l))), _) if gone(&l) => {
+                return Err(match d {
+                    Err(e) => e,
+                    Ok(_) => LocalError::Host(HostError::Device(l)),
+                });
+            }
             (Err(e), _) => return Err(e),
             (Ok(_), Err(e)) => return Err(e),
             (Ok(z0), Ok(())) => z0,
