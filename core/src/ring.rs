@@ -65,6 +65,26 @@ impl FixedPoint {
         (s as i64) as u64
     }
 
+    /// Encodes `v` at `k` times the scale (`k f` fractional bits, `k` in
+    /// 1..=3: a weight, a bias added at a product's scale, a bias added at
+    /// a product of three), refusing what the ring cannot hold: NaN,
+    /// infinities, and magnitudes of `2^62` or more after scaling (the
+    /// exact truncation's range). Model weights and images are encoded with
+    /// this, so a model that fixed point cannot represent is refused at
+    /// load instead of saturating silently ([`Self::encode`] saturates).
+    pub fn try_encode_at(self, v: f64, k: u32) -> Result<u64, ProtocolError> {
+        if !(1..=3).contains(&k) || k * self.frac_bits > 62 {
+            return Err(ProtocolError::BadParameter);
+        }
+        let s = libm::round(v * libm::exp2(f64::from(k * self.frac_bits)));
+        // 2^62, exactly representable
+        const LIMIT: f64 = 4_611_686_018_427_387_904.0;
+        if !s.is_finite() || s.abs() >= LIMIT {
+            return Err(ProtocolError::OutOfRange);
+        }
+        Ok((s as i64) as u64)
+    }
+
     /// Decodes a ring element as a signed fixed-point number.
     pub fn decode(self, x: u64) -> f64 {
         (x as i64) as f64 / self.scale()
@@ -115,5 +135,29 @@ pub fn check_len(buf: &[u64], rows: usize, cols: usize) -> Result<(), ProtocolEr
     match rows.checked_mul(cols) {
         Some(len) if len == buf.len() => Ok(()),
         _ => Err(ProtocolError::BadBuffer),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn try_encode_refuses_what_the_ring_cannot_hold() {
+        let fp = FixedPoint::default();
+        assert_eq!(fp.try_encode_at(1.5, 1), Ok(3 << 15));
+        assert_eq!(fp.try_encode_at(-1.0, 2), Ok((-(1i64 << 32)) as u64));
+        // 2^46 * 2^16 = 2^62: the first magnitude refused at f = 16
+        assert_eq!(fp.try_encode_at(2f64.powi(46), 1), Err(ProtocolError::OutOfRange));
+        assert_eq!(fp.try_encode_at(-(2f64.powi(46)), 1), Err(ProtocolError::OutOfRange));
+        assert!(fp.try_encode_at(2f64.powi(46) - 1.0, 1).is_ok());
+        assert_eq!(fp.try_encode_at(2f64.powi(14), 3), Err(ProtocolError::OutOfRange));
+        for bad in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+            assert_eq!(fp.try_encode_at(bad, 1), Err(ProtocolError::OutOfRange));
+        }
+        // three times 21 fractional bits do not fit under 2^62
+        let f21 = FixedPoint::new(21).expect("f");
+        assert_eq!(f21.try_encode_at(1.0, 3), Err(ProtocolError::BadParameter));
+        assert_eq!(fp.try_encode_at(1.0, 0), Err(ProtocolError::BadParameter));
     }
 }

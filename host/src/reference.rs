@@ -37,7 +37,7 @@ pub fn patches_for(a: &Arch, fp: FixedPoint, image: &[f32]) -> Result<Vec<u64>, 
                 for ky in 0..p {
                     for kx in 0..p {
                         let src = (c * a.image + py * p + ky) * a.image + px * p + kx;
-                        row[(c * p + ky) * p + kx] = fp.encode(image[src] as f64);
+                        row[(c * p + ky) * p + kx] = fp.try_encode_at(image[src] as f64, 1)?;
                     }
                 }
             }

@@ -161,7 +161,7 @@ pub fn patches_from_pixels(
                     for kx in 0..p {
                         let src = (c * side + py * p + ky) * side + px * p + kx;
                         let v = (pixels[src] as f32 / 255.0 - mean[c]) / std[c];
-                        out[row + (c * p + ky) * p + kx] = fp.encode(v as f64);
+                        out[row + (c * p + ky) * p + kx] = fp.try_encode_at(v as f64, 1)?;
                     }
                 }
             }

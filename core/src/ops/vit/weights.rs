@@ -150,106 +150,52 @@ pub fn encode_weight(m: &ModelView<'_>, fp: FixedPoint, id: Wid, out: &mut [u64]
     if out.len() != id.len(&a) {
         return Err(ProtocolError::BadBuffer);
     }
-    let (d, hd, n) = (a.dim, a.head_dim(), a.tokens());
+    let (d, hd, n, c) = (a.dim, a.head_dim(), a.tokens(), a.classes);
     let qscale = 1.0 / libm::sqrt(hd as f64);
-    let enc = |v: f64| fp.encode(v);
-    let enc2 = |v: f64| fp.encode_double(v);
-    let enc3 = |v: f64| (libm::round(v * fp.scale() * fp.scale() * fp.scale()) as i64) as u64;
+    // `q` columns of `qkv` carry the attention scale
+    let qs = |j: usize| if j < d { qscale } else { 1.0 };
     let g = |t: Tensor, i: usize| m.get(t, i) as f64;
-    match id {
-        Wid::PatchW => out
-            .iter_mut()
-            .enumerate()
-            .for_each(|(i, o)| *o = enc(g(Tensor::PatchW, i))),
-        Wid::PatchB => out
-            .iter_mut()
-            .enumerate()
-            .for_each(|(i, o)| *o = enc2(g(Tensor::PatchB, i))),
-        Wid::Cls => out
-            .iter_mut()
-            .enumerate()
-            .for_each(|(i, o)| *o = enc(g(Tensor::Cls, i))),
-        Wid::Pos => out
-            .iter_mut()
-            .enumerate()
-            .for_each(|(i, o)| *o = enc(g(Tensor::Pos, i))),
-        Wid::Qkv(l) => {
-            for (i, row) in out.chunks_exact_mut(3 * d).enumerate() {
-                let gam = g(Tensor::Ln0G(l), i);
-                for (j, o) in row.iter_mut().enumerate() {
-                    let s = if j < d { qscale } else { 1.0 };
-                    *o = enc(gam * g(Tensor::Qkv(l), i * 3 * d + j) * s);
-                }
-            }
-        }
-        Wid::QkvB(l) => {
-            for (j, o) in out.iter_mut().enumerate() {
-                let s = if j < d { qscale } else { 1.0 };
-                let v: f64 = (0..d)
-                    .map(|i| g(Tensor::Ln0B(l), i) * g(Tensor::Qkv(l), i * 3 * d + j))
-                    .sum();
-                *o = enc2(v * s);
-            }
-        }
-        Wid::Proj(l) => {
-            for (i, row) in out.chunks_exact_mut(d).enumerate() {
-                let s = if m.attn(l, i / hd) == AttnKind::Scale {
-                    1.0 / n as f64
-                } else {
-                    1.0
-                };
-                for (j, o) in row.iter_mut().enumerate() {
-                    *o = enc(g(Tensor::ProjW(l), i * d + j) * s);
-                }
-            }
-        }
-        Wid::ProjB(l) => out
-            .iter_mut()
-            .enumerate()
-            .for_each(|(i, o)| *o = enc3(g(Tensor::ProjB(l), i))),
-        Wid::Ln1G(l) => out
-            .iter_mut()
-            .enumerate()
-            .for_each(|(i, o)| *o = enc(g(Tensor::Ln1G(l), i))),
-        Wid::Ln1B(l) => out
-            .iter_mut()
-            .enumerate()
-            .for_each(|(i, o)| *o = enc(g(Tensor::Ln1B(l), i))),
-        Wid::Fc1(l) => out
-            .iter_mut()
-            .enumerate()
-            .for_each(|(i, o)| *o = enc(g(Tensor::Fc1W(l), i))),
-        Wid::Fc1B(l) => out
-            .iter_mut()
-            .enumerate()
-            .for_each(|(i, o)| *o = enc2(g(Tensor::Fc1B(l), i))),
-        Wid::Fc2(l) => out
-            .iter_mut()
-            .enumerate()
-            .for_each(|(i, o)| *o = enc(g(Tensor::Fc2W(l), i))),
-        Wid::Fc2B(l) => out
-            .iter_mut()
-            .enumerate()
-            .for_each(|(i, o)| *o = enc2(g(Tensor::Fc2B(l), i))),
-        Wid::Head => {
-            let c = a.classes;
-            for (i, row) in out.chunks_exact_mut(c).enumerate() {
-                let gam = g(Tensor::NormG, i);
-                for (j, o) in row.iter_mut().enumerate() {
-                    *o = enc(gam * g(Tensor::HeadW, i * c + j));
-                }
-            }
-        }
-        Wid::HeadB => {
-            let c = a.classes;
-            for (j, o) in out.iter_mut().enumerate() {
-                let v: f64 = g(Tensor::HeadB, j)
-                    + (0..d)
-                        .map(|i| g(Tensor::NormB, i) * g(Tensor::HeadW, i * c + j))
-                        .sum::<f64>();
-                *o = enc2(v);
-            }
-        }
+    // (scale of the encoding in multiples of f, the float value of word i)
+    let (k, value): (u32, &dyn Fn(usize) -> f64) = match id {
+        Wid::PatchW => (1, &|i| g(Tensor::PatchW, i)),
+        Wid::PatchB => (2, &|i| g(Tensor::PatchB, i)),
+        Wid::Cls => (1, &|i| g(Tensor::Cls, i)),
+        Wid::Pos => (1, &|i| g(Tensor::Pos, i)),
+        Wid::Qkv(l) => (1, &move |i| {
+            let (r, j) = (i / (3 * d), i % (3 * d));
+            g(Tensor::Ln0G(l), r) * g(Tensor::Qkv(l), i) * qs(j)
+        }),
+        Wid::QkvB(l) => (2, &move |j| {
+            let v: f64 = (0..d)
+                .map(|r| g(Tensor::Ln0B(l), r) * g(Tensor::Qkv(l), r * 3 * d + j))
+                .sum();
+            v * qs(j)
+        }),
+        Wid::Proj(l) => (1, &move |i| {
+            let s = if m.attn(l, i / d / hd) == AttnKind::Scale {
+                1.0 / n as f64
+            } else {
+                1.0
+            };
+            g(Tensor::ProjW(l), i) * s
+        }),
+        Wid::ProjB(l) => (3, &move |i| g(Tensor::ProjB(l), i)),
+        Wid::Ln1G(l) => (1, &move |i| g(Tensor::Ln1G(l), i)),
+        Wid::Ln1B(l) => (1, &move |i| g(Tensor::Ln1B(l), i)),
+        Wid::Fc1(l) => (1, &move |i| g(Tensor::Fc1W(l), i)),
+        Wid::Fc1B(l) => (2, &move |i| g(Tensor::Fc1B(l), i)),
+        Wid::Fc2(l) => (1, &move |i| g(Tensor::Fc2W(l), i)),
+        Wid::Fc2B(l) => (2, &move |i| g(Tensor::Fc2B(l), i)),
+        Wid::Head => (1, &|i| g(Tensor::NormG, i / c) * g(Tensor::HeadW, i)),
+        Wid::HeadB => (2, &|j| {
+            g(Tensor::HeadB, j)
+                + (0..d)
+                    .map(|r| g(Tensor::NormB, r) * g(Tensor::HeadW, r * c + j))
+                    .sum::<f64>()
+        }),
+    };
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = fp.try_encode_at(value(i), k)?;
     }
     Ok(())
 }
