@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Trains and evaluates the rows of README's Fashion-MNIST results table, then
+# Trains and evaluates the rows of the Fashion-MNIST results table (docs/results.md), then
 # renders it (`mpcvit table`). Every step resumes: training by epoch, the
 # secure evaluation by image (its journal), and a finished step is skipped, so
 # an interrupted run is simply started again. Hours of work on a 2-core

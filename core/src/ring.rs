@@ -139,6 +139,7 @@ pub fn check_len(buf: &[u64], rows: usize, cols: usize) -> Result<(), ProtocolEr
 }
 
 #[cfg(test)]
+#[allow(clippy::expect_used)]
 mod tests {
     use super::*;
 

@@ -146,7 +146,27 @@ mod crypten {
 /// Runs every nonlinear op once on a dense grid (about `n` elements).
 pub fn run(n: usize) -> Result<Vec<NlRow>, String> {
     let mut rows = Vec::new();
-    let none: [&[u64]; 3] = [&[], &[], &[]];
+    activations(n, &mut rows)?;
+    wide_ops(n, &mut rows)?;
+    // attention rows of 65 scores (vit_7_4_32's tokens); the LayerNorm
+    // inputs continue the same generator
+    let cols = 65;
+    let nrows = (n / cols).max(1);
+    let mut r = mpcvit_core::prg::Prg::new(&mpcvit_core::Seed::from_bytes([1; 32]), 5, 0);
+    let scores: Vec<f64> = (0..nrows * cols)
+        .map(|_| (r.next_u64() % 16000) as f64 / 1000.0 - 8.0)
+        .collect();
+    attention_rows(&scores, nrows, cols, &mut rows)?;
+    row_max(&scores, nrows, cols, &mut rows)?;
+    layernorms(n, &mut r, &mut rows)?;
+    Ok(rows)
+}
+
+/// No weights: the views of ops without host-private vectors.
+const NONE: [&[u64]; 3] = [&[], &[], &[]];
+
+/// ReLU, DReLU, GeLU and exp on 10-bit grids.
+fn activations(n: usize, rows: &mut Vec<NlRow>) -> Result<(), String> {
     // ReLU / DReLU / GeLU / exp on 10-bit grids
     let sh = grid(n, F, 3, 10).map_err(|e| e.to_string())?;
     let lo = sh.min_input() as f64 / 65536.0;
@@ -176,7 +196,7 @@ pub fn run(n: usize) -> Result<Vec<NlRow>, String> {
             name,
             format!("[{lo:.3}, {hi:.3}), k=10, carry region [-{carry}, 0)"),
             &xs,
-            none,
+            NONE,
             &f,
             &want,
             None,
@@ -207,7 +227,7 @@ pub fn run(n: usize) -> Result<Vec<NlRow>, String> {
             name,
             format!("[{lo2:.3}, {hi2:.3}), k=10"),
             &xs,
-            none,
+            NONE,
             &f,
             &want,
             if func == Func::Exp { Some(1e-2) } else { None },
@@ -215,6 +235,11 @@ pub fn run(n: usize) -> Result<Vec<NlRow>, String> {
             F,
         )?);
     }
+    Ok(())
+}
+
+/// Reciprocal and inverse square root over wide ranges.
+fn wide_ops(n: usize, rows: &mut Vec<NlRow>) -> Result<(), String> {
     // reciprocal and inverse square root over wide ranges
     let m = n.min(2000);
     let recip = WideSpec::new(Func::Recip, 2f64.powi(-8), 2f64.powi(12), F, 40);
@@ -234,7 +259,7 @@ pub fn run(n: usize) -> Result<Vec<NlRow>, String> {
             name,
             format!("[{:e}, {:e}], log grid, out 2^-40", spec.lo, spec.hi),
             &xs,
-            none,
+            NONE,
             &f,
             &want,
             Some(0.0),
@@ -242,13 +267,11 @@ pub fn run(n: usize) -> Result<Vec<NlRow>, String> {
             40,
         )?);
     }
-    // attention normalizations, rows of 65
-    let cols = 65;
-    let nrows = (n / cols).max(1);
-    let mut r = mpcvit_core::prg::Prg::new(&mpcvit_core::Seed::from_bytes([1; 32]), 5, 0);
-    let scores: Vec<f64> = (0..nrows * cols)
-        .map(|_| (r.next_u64() % 16000) as f64 / 1000.0 - 8.0)
-        .collect();
+    Ok(())
+}
+
+/// The attention normalizations on rows of `cols` scores.
+fn attention_rows(scores: &[f64], nrows: usize, cols: usize, rows: &mut Vec<NlRow>) -> Result<(), String> {
     for kind in [
         AttnKind::Softmax,
         AttnKind::ReluSoftmax,
@@ -256,7 +279,7 @@ pub fn run(n: usize) -> Result<Vec<NlRow>, String> {
         AttnKind::Scale,
     ] {
         let spec = NormSpec::new(kind, nrows, cols);
-        let sq = dec(&enc(&scores));
+        let sq = dec(&enc(scores));
         let mut want = Vec::new();
         for row in sq.chunks(cols) {
             let e: Vec<f64> = match kind {
@@ -293,8 +316,8 @@ pub fn run(n: usize) -> Result<Vec<NlRow>, String> {
         rows.push(measure(
             &format!("{kind:?} row"),
             format!("{nrows} rows x {cols}, scores in [-8, 8)"),
-            &scores,
-            none,
+            scores,
+            NONE,
             &f,
             &want,
             None,
@@ -302,9 +325,14 @@ pub fn run(n: usize) -> Result<Vec<NlRow>, String> {
             F,
         )?);
     }
+    Ok(())
+}
+
+/// The row max of rows of `cols` scores.
+fn row_max(scores: &[f64], nrows: usize, cols: usize, rows: &mut Vec<NlRow>) -> Result<(), String> {
     // row max of 65
     let sh = grid(1, F, 4, 10).map_err(|e| e.to_string())?;
-    let sq = dec(&enc(&scores));
+    let sq = dec(&enc(scores));
     let want: Vec<f64> = sq
         .chunks(cols)
         .map(|r| r.iter().cloned().fold(f64::MIN, f64::max))
@@ -319,8 +347,8 @@ pub fn run(n: usize) -> Result<Vec<NlRow>, String> {
     let mut mrow = measure(
         "row max",
         format!("{nrows} rows x {cols}"),
-        &scores,
-        none,
+        scores,
+        NONE,
         &f,
         &want,
         None,
@@ -335,6 +363,11 @@ pub fn run(n: usize) -> Result<Vec<NlRow>, String> {
     mrow.ns_per_elem /= per;
     mrow.elements *= cols;
     rows.push(mrow);
+    Ok(())
+}
+
+/// LayerNorm rows of 64 and 256, inputs and affines from `r`.
+fn layernorms(n: usize, r: &mut mpcvit_core::prg::Prg, rows: &mut Vec<NlRow>) -> Result<(), String> {
     // LayerNorm rows of 64 and 256
     for d in [64usize, 256] {
         let nr = (n / d).max(1);
@@ -374,7 +407,7 @@ pub fn run(n: usize) -> Result<Vec<NlRow>, String> {
             F,
         )?);
     }
-    Ok(rows)
+    Ok(())
 }
 
 /// Prints the cost and the accuracy tables.

@@ -131,7 +131,6 @@ fn plain_matmul(x: &[i64], y: &[i64], (n, k, m): (usize, usize, usize)) -> Vec<i
 
 /// Runs the benchmark.
 pub fn run(a: &Args) -> Result<(), String> {
-    let fp = FixedPoint::default();
     let mut rows = Vec::new();
     let mut sizes = vec![];
     let mut s = 1000;
@@ -139,7 +138,29 @@ pub fn run(a: &Args) -> Result<(), String> {
         sizes.push(s);
         s *= 10;
     }
-    for &n in &sizes {
+    elementwise(a, &sizes, &mut rows)?;
+    matmuls(a, &mut rows)?;
+    linears(a, &mut rows)?;
+    print_table(&rows);
+    eprintln!("bench-ops: nonlinear ops, {} elements each", a.nonlinear);
+    let nl = crate::bench_nonlinear::run(a.nonlinear)?;
+    crate::bench_nonlinear::print(&nl);
+    if let Some(dir) = a.out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    let json = serde_json::to_string_pretty(&serde_json::json!({ "linear_and_arithmetic": rows, "nonlinear": nl }))
+        .map_err(|e| e.to_string())?;
+    let tmp = a.out.with_extension("json.tmp");
+    std::fs::write(&tmp, json).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, &a.out).map_err(|e| format!("cannot write {}: {e}", a.out.display()))?;
+    eprintln!("bench-ops: wrote {}", a.out.display());
+    Ok(())
+}
+
+/// Products and truncations of `sizes` elements.
+fn elementwise(a: &Args, sizes: &[usize], rows: &mut Vec<Row>) -> Result<(), String> {
+    let fp = FixedPoint::default();
+    for &n in sizes {
         eprintln!("bench-ops: elementwise ops, n = {n}");
         let x = random(n, 1, 40);
         let y = random(n, 2, 40);
@@ -221,6 +242,11 @@ pub fn run(a: &Args) -> Result<(), String> {
             plain_mul,
         ));
     }
+    Ok(())
+}
+
+/// Shared x shared matrix products up to `--max-size` outputs.
+fn matmuls(a: &Args, rows: &mut Vec<Row>) -> Result<(), String> {
     let mm_shapes: Vec<(usize, usize, usize)> = vec![(32, 32, 32), (100, 100, 100), (65, 64, 65), (316, 316, 316)]
         .into_iter()
         .filter(|(n, _, m)| n * m <= a.max_size)
@@ -254,6 +280,12 @@ pub fn run(a: &Args) -> Result<(), String> {
             pn,
         ));
     }
+    Ok(())
+}
+
+/// Host-weights linear layers with their truncation: vit_7_4_32's `qkv`, the bundled model's `qkv`, a projection.
+fn linears(a: &Args, rows: &mut Vec<Row>) -> Result<(), String> {
+    let fp = FixedPoint::default();
     for (n, din, dout) in [(65usize, 256usize, 768usize), (50, 64, 192), (65, 256, 256)] {
         eprintln!("bench-ops: linear {n}x{din} by {din}x{dout}");
         let x = random(n * din, 5, 40);
@@ -282,19 +314,6 @@ pub fn run(a: &Args) -> Result<(), String> {
             pn,
         ));
     }
-    print_table(&rows);
-    eprintln!("bench-ops: nonlinear ops, {} elements each", a.nonlinear);
-    let nl = crate::bench_nonlinear::run(a.nonlinear)?;
-    crate::bench_nonlinear::print(&nl);
-    if let Some(dir) = a.out.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    }
-    let json = serde_json::to_string_pretty(&serde_json::json!({ "linear_and_arithmetic": rows, "nonlinear": nl }))
-        .map_err(|e| e.to_string())?;
-    let tmp = a.out.with_extension("json.tmp");
-    std::fs::write(&tmp, json).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
-    std::fs::rename(&tmp, &a.out).map_err(|e| format!("cannot write {}: {e}", a.out.display()))?;
-    eprintln!("bench-ops: wrote {}", a.out.display());
     Ok(())
 }
 

@@ -248,18 +248,63 @@ fn run_inner(a: &Args, verbose: u8) -> Result<(), String> {
         std::process::exit(130);
     })
     .map_err(|e| format!("cannot install the Ctrl-C handler: {e}"))?;
-    let exe = std::env::current_exe().map_err(|e| format!("cannot find the mpcvit binary: {e}"))?;
     let dir = std::env::temp_dir().join(format!("mpcvit-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     *SCRATCH.lock().map_err(|_| "poisoned")? = Some(dir.clone());
+    let d = deploy(a, &dir)?;
+    let view = ModelView::parse(&d.model).map_err(|e| e.to_string())?;
+    print_model(&d.name, &view);
+    let cmd = Cmd {
+        exe: std::env::current_exe().map_err(|e| format!("cannot find the mpcvit binary: {e}"))?,
+        verbose,
+        timeout: a.timeout.to_string(),
+    };
+    let host = start_parties(a, &cmd, &d)?;
+    // plaintext references in this process
+    let fp = FixedPoint::new(view.frac_bits()).map_err(|e| e.to_string())?;
+    let refs = Plain {
+        fp,
+        view: &view,
+        host: WeightMap::host(&view, fp).map_err(|e| e.to_string())?,
+        float: FloatModel::from_view(&view),
+    };
+    let (_, _, pixels, labels) = crate::data::parse_idx(IMAGES, LABELS, "bundled images")?;
+    println!();
+    println!(
+        "{:>5}  {:<12} {:<12} {:<12} {:<12} {:>5} {:>8}",
+        "image", "label", "secure", "fixed-point", "float", "agree", "time s"
+    );
+    let n = usize::from(a.images);
+    let mut tally = Tally::default();
+    for i in 0..n {
+        let img = image::normalise(pixels.get(i * 784..(i + 1) * 784).ok_or("bundled image missing")?, 1);
+        let label = usize::from(labels.get(i).copied().ok_or("bundled label missing")?);
+        one_image(a, &cmd, &d, &host, &refs, (i, &img, label), &mut tally)?;
+    }
+    print_summary(a, &d, &tally, n)
+}
 
-    // Model, keys, provisioning.
+/// The files of a demo run: the model, its keys and blob, the images, and
+/// (with `--device qemu`) the firmware built for them.
+struct Deployment {
+    model: Vec<u8>,
+    name: String,
+    model_path: PathBuf,
+    keys: PathBuf,
+    blob_path: PathBuf,
+    psk: Option<PathBuf>,
+    elf: Option<PathBuf>,
+    images_path: PathBuf,
+}
+
+/// Writes the model, keys, blob and images into `dir` (the QEMU firmware's
+/// keys and blob into a folder kept per model) and builds the firmware.
+fn deploy(a: &Args, dir: &Path) -> Result<Deployment, String> {
     let (model, name) = match &a.model {
         Some(p) => (provision::read_model(p)?, p.display().to_string()),
         None => (MODEL.to_vec(), "fmnist-mu0.5-kd (bundled)".to_string()),
     };
-    let view = ModelView::parse(&model).map_err(|e| e.to_string())?;
-    let arch = view.arch();
+    let arch = ModelView::parse(&model).map_err(|e| e.to_string())?.arch();
     if arch.channels != 1 || arch.image != 28 || arch.classes != 10 {
         return Err(format!(
             "the demo's images are 28x28 grey with 10 classes; {name} takes {}x{}x{} and has {} classes",
@@ -277,7 +322,7 @@ fn run_inner(a: &Args, verbose: u8) -> Result<(), String> {
             mpcvit_core::provision::model_crc(&model)
         ))
     } else {
-        dir.clone()
+        dir.to_path_buf()
     };
     let keys = deploy.join("keys");
     let blob_path = deploy.join("device.blob");
@@ -310,7 +355,20 @@ fn run_inner(a: &Args, verbose: u8) -> Result<(), String> {
     };
     let images_path = dir.join("images-idx3-ubyte");
     write_atomic(&images_path, IMAGES)?;
+    Ok(Deployment {
+        model,
+        name,
+        model_path,
+        keys,
+        blob_path,
+        psk,
+        elf,
+        images_path,
+    })
+}
 
+fn print_model(name: &str, view: &ModelView<'_>) {
+    let arch = view.arch();
     let kinds: Vec<AttnKind> = (0..arch.layers)
         .flat_map(|l| (0..arch.heads).map(move |h| (l, h)))
         .map(|(l, h)| view.attn(l, h))
@@ -327,37 +385,62 @@ fn run_inner(a: &Args, verbose: u8) -> Result<(), String> {
         arch.tokens(),
         view.frac_bits()
     );
+}
 
-    let v: Vec<String> = (0..verbose).map(|_| "-v".to_string()).collect();
-    let s = |x: &str| x.to_string();
-    let p = |x: &Path| x.display().to_string();
-    let n = usize::from(a.images);
-    let timeout = a.timeout.to_string();
-    let mut args = v.clone();
-    args.extend([s("dealer"), s("--listen"), s("127.0.0.1:0"), s("--keys"), p(&keys)]);
-    args.extend([s("--timeout"), timeout.clone()]);
-    let dealer = start(&exe, &args, "dealer")?;
-    let mut args = v.clone();
-    args.extend([
-        s("host"),
-        s("--listen"),
-        s("127.0.0.1:0"),
-        s("--dealer"),
-        dealer.clone(),
-    ]);
-    args.extend([
-        s("--model"),
-        p(&model_path),
-        s("--keys"),
-        p(&keys),
-        s("--timeout"),
-        timeout.clone(),
-    ]);
-    args.extend([s("--sessions"), (if qemu { 2 * n } else { n }).to_string()]);
-    if let Some(k) = &psk {
-        args.extend([s("--psk"), p(k)]);
+/// How the demo starts its child processes.
+struct Cmd {
+    exe: PathBuf,
+    verbose: u8,
+    timeout: String,
+}
+
+impl Cmd {
+    /// `-v` as often as asked, then `args`.
+    fn args(&self, args: &[&str]) -> Vec<String> {
+        (0..self.verbose)
+            .map(|_| "-v")
+            .chain(args.iter().copied())
+            .map(str::to_string)
+            .collect()
     }
-    let host = start(&exe, &args, "host")?;
+}
+
+fn path(p: &Path) -> String {
+    p.display().to_string()
+}
+
+/// Starts the dealer and the host; returns the host's address.
+fn start_parties(a: &Args, cmd: &Cmd, d: &Deployment) -> Result<String, String> {
+    let keys = path(&d.keys);
+    let t = cmd.timeout.as_str();
+    let dealer = start(
+        &cmd.exe,
+        &cmd.args(&["dealer", "--listen", "127.0.0.1:0", "--keys", &keys, "--timeout", t]),
+        "dealer",
+    )?;
+    let n = usize::from(a.images);
+    // with qemu each image runs on the firmware and on a desktop device
+    let sessions = (if d.elf.is_some() { 2 * n } else { n }).to_string();
+    let model = path(&d.model_path);
+    let mut args = cmd.args(&[
+        "host",
+        "--listen",
+        "127.0.0.1:0",
+        "--dealer",
+        &dealer,
+        "--model",
+        &model,
+        "--keys",
+        &keys,
+        "--timeout",
+        t,
+        "--sessions",
+        &sessions,
+    ]);
+    if let Some(k) = &d.psk {
+        args.extend([String::from("--psk"), path(k)]);
+    }
+    let host = start(&cmd.exe, &args, "host")?;
     println!(
         "parties: dealer {dealer}, host {host}, one device process per image; link: {}",
         a.link
@@ -369,96 +452,121 @@ fn run_inner(a: &Args, verbose: u8) -> Result<(), String> {
             ))
             .unwrap_or_else(|| "loopback, unshaped".into())
     );
+    Ok(host)
+}
 
-    // Plaintext references in this process.
-    let fp = FixedPoint::new(view.frac_bits()).map_err(|e| e.to_string())?;
-    let hmap = WeightMap::host(&view, fp).map_err(|e| e.to_string())?;
-    let float = FloatModel::from_view(&view);
-    let (_, _, pixels, labels) = crate::data::parse_idx(IMAGES, LABELS, "bundled images")?;
+/// The plaintext references of the demo's model.
+struct Plain<'v> {
+    fp: FixedPoint,
+    view: &'v ModelView<'v>,
+    host: WeightMap,
+    float: FloatModel,
+}
 
-    println!();
-    println!(
-        "{:>5}  {:<12} {:<12} {:<12} {:<12} {:>5} {:>8}",
-        "image", "label", "secure", "fixed-point", "float", "agree", "time s"
+/// What the images gave.
+#[derive(Default)]
+struct Tally {
+    reports: Vec<DeviceReport>,
+    fw: Vec<crate::qemu::FwReport>,
+    agree: usize,
+    agree_float: usize,
+    correct: usize,
+}
+
+/// Classifies image `i` with a device process (and the firmware with
+/// `--device qemu`) and prints its row.
+fn one_image(
+    a: &Args,
+    cmd: &Cmd,
+    d: &Deployment,
+    host: &str,
+    refs: &Plain<'_>,
+    (i, img, label): (usize, &[f32], usize),
+    tally: &mut Tally,
+) -> Result<(), String> {
+    let fp = refs.fp;
+    let fixed: Vec<f64> = reference::forward(refs.view, fp, &refs.host, img)
+        .map_err(|e| format!("image {i}: {e}"))?
+        .iter()
+        .map(|&x| fp.decode(x))
+        .collect();
+    let fl: Vec<f64> = refs.float.forward(img).iter().map(|&x| x as f64).collect();
+    let (blob, keys, images, index) = (path(&d.blob_path), path(&d.keys), path(&d.images_path), i.to_string());
+    let mut args = cmd.args(&["device", "--connect", host, "--blob", &blob, "--keys", &keys]);
+    args.extend(
+        [
+            "--images",
+            &images,
+            "--index",
+            &index,
+            "--json",
+            "--timeout",
+            &cmd.timeout,
+        ]
+        .iter()
+        .map(|x| x.to_string()),
     );
-    let mut reports: Vec<DeviceReport> = Vec::new();
-    let mut fw: Vec<crate::qemu::FwReport> = Vec::new();
-    let (mut agree, mut agree_f, mut correct) = (0, 0, 0);
-    for i in 0..n {
-        let img = image::normalise(&pixels[i * 784..(i + 1) * 784], 1);
-        let fixed: Vec<f64> = reference::forward(&view, fp, &hmap, &img)
-            .map_err(|e| format!("image {i}: {e}"))?
-            .iter()
-            .map(|&x| fp.decode(x))
-            .collect();
-        let fl: Vec<f64> = float.forward(&img).iter().map(|&x| x as f64).collect();
-        let mut args = v.clone();
-        args.extend([s("device"), s("--connect"), host.clone(), s("--blob"), p(&blob_path)]);
-        args.extend([
-            s("--keys"),
-            p(&keys),
-            s("--images"),
-            p(&images_path),
-            s("--index"),
-            i.to_string(),
-        ]);
-        args.extend([s("--json"), s("--timeout"), timeout.clone()]);
-        if let Some(l) = a.link {
-            args.extend([s("--link"), s(l.name)]);
-        }
-        if let Some(k) = &psk {
-            args.extend([s("--psk"), p(k)]);
-        }
-        if let Some(t) = a.tile {
-            args.extend([s("--tile"), format!("{},{},{}", t.rows, t.heads, t.queries)]);
-        }
-        let out = run_tracked(&exe, &args)?;
-        if !out.status.success() {
-            return Err(format!(
-                "the device failed on image {i}: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            ));
-        }
-        let r: DeviceReport = serde_json::from_slice(&out.stdout)
-            .map_err(|e| format!("the device's report for image {i} is unreadable: {e}"))?;
-        let (pf, pfl, label) = (logits::argmax(&fixed), logits::argmax(&fl), usize::from(labels[i]));
-        if let Some(elf) = &elf {
-            let q = crate::qemu::run_device(elf, &host, i as u8, std::time::Duration::from_secs(a.timeout.max(600)))?;
-            let dq: Vec<f64> = q.logits.iter().map(|&v| fp.decode(v as u64)).collect();
-            println!(
-                "       qemu mps2-an386 device: {:<12} (desktop device: {}; max |logit diff| {:.1e}; \
-                 to fixed point: firmware {:.1e}, desktop {:.1e}); {:.1} s",
-                CLASSES.get(q.prediction).copied().unwrap_or("?"),
-                if q.prediction == r.prediction {
-                    "same prediction"
-                } else {
-                    "DIFFERENT prediction"
-                },
-                logits::max_abs_diff(&r.logits, &dq),
-                logits::max_abs_diff(&dq, &fixed),
-                logits::max_abs_diff(&r.logits, &fixed),
-                q.wall_s
-            );
-            fw.push(q);
-        }
-        agree += usize::from(r.prediction == pf);
-        agree_f += usize::from(r.prediction == pfl);
-        correct += usize::from(r.prediction == label);
-        let name = |c: usize| CLASSES.get(c).copied().unwrap_or("?");
-        println!(
-            "{:>5}  {:<12} {:<12} {:<12} {:<12} {:>5} {:>8.2}",
-            i,
-            name(label),
-            name(r.prediction),
-            name(pf),
-            name(pfl),
-            if r.prediction == pf { "yes" } else { "NO" },
-            r.wall_s
-        );
-        reports.push(r);
+    if let Some(l) = a.link {
+        args.extend([String::from("--link"), l.name.to_string()]);
     }
-    let m = reports.len().max(1) as f64;
-    let mean = |f: &dyn Fn(&DeviceReport) -> f64| reports.iter().map(f).sum::<f64>() / m;
+    if let Some(k) = &d.psk {
+        args.extend([String::from("--psk"), path(k)]);
+    }
+    if let Some(t) = a.tile {
+        args.extend([String::from("--tile"), format!("{},{},{}", t.rows, t.heads, t.queries)]);
+    }
+    let out = run_tracked(&cmd.exe, &args)?;
+    if !out.status.success() {
+        return Err(format!(
+            "the device failed on image {i}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    let r: DeviceReport = serde_json::from_slice(&out.stdout)
+        .map_err(|e| format!("the device's report for image {i} is unreadable: {e}"))?;
+    let (pf, pfl) = (logits::argmax(&fixed), logits::argmax(&fl));
+    if let Some(elf) = &d.elf {
+        let q = crate::qemu::run_device(elf, host, i as u8, std::time::Duration::from_secs(a.timeout.max(600)))?;
+        let dq: Vec<f64> = q.logits.iter().map(|&v| fp.decode(v as u64)).collect();
+        println!(
+            "       qemu mps2-an386 device: {:<12} (desktop device: {}; max |logit diff| {:.1e}; \
+             to fixed point: firmware {:.1e}, desktop {:.1e}); {:.1} s",
+            CLASSES.get(q.prediction).copied().unwrap_or("?"),
+            if q.prediction == r.prediction {
+                "same prediction"
+            } else {
+                "DIFFERENT prediction"
+            },
+            logits::max_abs_diff(&r.logits, &dq),
+            logits::max_abs_diff(&dq, &fixed),
+            logits::max_abs_diff(&r.logits, &fixed),
+            q.wall_s
+        );
+        tally.fw.push(q);
+    }
+    tally.agree += usize::from(r.prediction == pf);
+    tally.agree_float += usize::from(r.prediction == pfl);
+    tally.correct += usize::from(r.prediction == label);
+    let name = |c: usize| CLASSES.get(c).copied().unwrap_or("?");
+    println!(
+        "{:>5}  {:<12} {:<12} {:<12} {:<12} {:>5} {:>8.2}",
+        i,
+        name(label),
+        name(r.prediction),
+        name(pf),
+        name(pfl),
+        if r.prediction == pf { "yes" } else { "NO" },
+        r.wall_s
+    );
+    tally.reports.push(r);
+    Ok(())
+}
+
+/// The agreement line, the cost per inference, the firmware's figures and
+/// the modelled links.
+fn print_summary(a: &Args, d: &Deployment, t: &Tally, n: usize) -> Result<(), String> {
+    let m = t.reports.len().max(1) as f64;
+    let mean = |f: &dyn Fn(&DeviceReport) -> f64| t.reports.iter().map(f).sum::<f64>() / m;
     let (wall, sent, recv, rounds) = (
         mean(&|r| r.wall_s),
         mean(&|r| r.bytes_sent as f64),
@@ -466,7 +574,10 @@ fn run_inner(a: &Args, verbose: u8) -> Result<(), String> {
         mean(&|r| r.rounds as f64),
     );
     println!();
-    println!("secure = fixed-point plaintext on {agree}/{n} images, = float on {agree_f}/{n}; correct {correct}/{n}");
+    println!(
+        "secure = fixed-point plaintext on {}/{n} images, = float on {}/{n}; correct {}/{n}",
+        t.agree, t.agree_float, t.correct
+    );
     println!(
         "per inference (mean of {n}): {wall:.2} s wall{}, {rounds:.0} rounds, device->host {:.2} MB, host->device {:.2} MB",
         a.link
@@ -475,8 +586,8 @@ fn run_inner(a: &Args, verbose: u8) -> Result<(), String> {
         sent / 1e6,
         recv / 1e6
     );
-    if let Some(elf) = &elf {
-        print_firmware(elf, &fw, n)?;
+    if let Some(elf) = &d.elf {
+        print_firmware(elf, &t.fw, n)?;
     }
     if a.link.is_none() {
         let bytes = (sent + recv) as u64;

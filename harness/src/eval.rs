@@ -232,6 +232,52 @@ pub fn run(a: &Args) -> Result<(), String> {
     let bytes = std::fs::read(&a.model).map_err(|e| format!("cannot read model {}: {e}", a.model.display()))?;
     let fm = FloatModel::from_bytes(&bytes).map_err(|e| format!("{}: {e}", a.model.display()))?;
     let view = ModelView::parse(&bytes).map_err(|e| e.to_string())?;
+    let ds = dataset(a, &fm)?;
+    let fp = FixedPoint::new(fm.frac_bits).map_err(|e| e.to_string())?;
+    let keys = LocalKeys::fixed(1);
+    let maps = weight_maps(&view, fp, &keys.model).map_err(|e| e.to_string())?;
+    let n = ds.len();
+    let plain = plaintext(&fm, &view, fp, &maps[0], &ds)?;
+    let ns = a.secure.min(n);
+    let run = Secure {
+        view: &view,
+        fp,
+        maps: &maps,
+        keys: &keys,
+        model_crc: mpcvit_core::checksum::crc32(&bytes),
+    };
+    let tally = run.images(a, &ds, &plain.logits, ns)?;
+    let r = Report {
+        model: a.model.display().to_string(),
+        attention: attention(&view),
+        images: n,
+        float_accuracy: plain.float_ok as f64 / n.max(1) as f64,
+        fixed_point_accuracy: plain.fixed_ok as f64 / n.max(1) as f64,
+        secure_images: ns,
+        secure_spread: true,
+        secure_accuracy: tally.correct as f64 / ns.max(1) as f64,
+        secure_fixed_point_agreement: tally.agree as f64 / ns.max(1) as f64,
+        mean_secure_seconds: tally.seconds / ns.max(1) as f64,
+        mean_device_to_host_bytes: tally.device_to_host as f64 / ns.max(1) as f64,
+        mean_host_to_device_bytes: tally.host_to_device as f64 / ns.max(1) as f64,
+        rounds: tally.rounds,
+        version: VERSION,
+        max_logit_error: (tally.logit_runs > 0).then_some(tally.max_logit_error),
+        logit_error_images: tally.logit_runs,
+    };
+    print_report(&r, tally.agree);
+    if let Some(p) = &a.json {
+        crate::float::write_atomic(
+            p,
+            serde_json::to_string_pretty(&r).map_err(|e| e.to_string())?.as_bytes(),
+        )?;
+    }
+    Ok(())
+}
+
+/// The test split `--dataset` names, cut at `--limit`, checked against the
+/// model's input and classes.
+fn dataset(a: &Args, fm: &FloatModel) -> Result<Dataset, String> {
     let mut ds: Dataset = match a.dataset.as_str() {
         "fashion-mnist" => data::fashion_mnist(&a.data_dir, "t10k")?,
         "cifar10" => data::cifar10(&[a.cifar_test.clone().ok_or("--cifar-test is required for cifar10")?])?,
@@ -245,124 +291,144 @@ pub fn run(a: &Args) -> Result<(), String> {
             ar.channels, ar.image, ar.image, ar.classes, ds.channels, ds.side, ds.side, ds.classes
         ));
     }
-    let fp = FixedPoint::new(fm.frac_bits).map_err(|e| e.to_string())?;
-    let keys = LocalKeys::fixed(1);
-    let maps = weight_maps(&view, fp, &keys.model).map_err(|e| e.to_string())?;
+    Ok(ds)
+}
+
+/// What the plaintext pass gave: correct counts, and the fixed-point
+/// logits of every image (for the secure runs' agreement and distance).
+struct PlainPass {
+    float_ok: usize,
+    fixed_ok: usize,
+    logits: Vec<Vec<f64>>,
+}
+
+fn plaintext(
+    fm: &FloatModel,
+    view: &ModelView<'_>,
+    fp: FixedPoint,
+    host: &mpcvit_host::WeightMap,
+    ds: &Dataset,
+) -> Result<PlainPass, String> {
     let n = ds.len();
-    let (mut float_ok, mut fixed_ok) = (0usize, 0usize);
-    // kept for the secure runs' agreement and logit distance
-    let mut fixed_logits = Vec::with_capacity(n);
+    let mut p = PlainPass {
+        float_ok: 0,
+        fixed_ok: 0,
+        logits: Vec::with_capacity(n),
+    };
     let mut pb = Progress::new(n, "plaintext");
-    for i in 0..n {
+    for (i, &label) in ds.labels.iter().enumerate().take(n) {
         let img = ds.image(i);
         let f: Vec<f64> = fm.forward(&img).iter().map(|&v| v as f64).collect();
-        let q: Vec<f64> = reference::forward(&view, fp, &maps[0], &img)
+        let q: Vec<f64> = reference::forward(view, fp, host, &img)
             .map_err(|e| format!("image {i}: {e}"))?
             .iter()
             .map(|&v| fp.decode(v))
             .collect();
-        let label = ds.labels[i] as usize;
-        float_ok += (argmax(&f) == label) as usize;
-        fixed_ok += (argmax(&q) == label) as usize;
-        fixed_logits.push(q);
+        p.float_ok += usize::from(argmax(&f) == usize::from(label));
+        p.fixed_ok += usize::from(argmax(&q) == usize::from(label));
+        p.logits.push(q);
         pb.inc();
     }
     pb.finish();
-    let ns = a.secure.min(n);
-    let model_crc = mpcvit_core::checksum::crc32(&bytes);
-    let runs = match &a.journal {
-        Some(p) => read_journal(p, model_crc, n)?,
-        None => vec![None; n],
-    };
-    let picked: Vec<usize> = (0..ns).map(|j| spread(j, ns, n)).collect();
-    let mut journal = match &a.journal {
-        Some(p) => Some(
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(p)
-                .map_err(|e| format!("cannot open journal {}: {e}", p.display()))?,
-        ),
-        None => None,
-    };
-    let mut tally = Tally::default();
-    picked
-        .iter()
-        .filter_map(|&i| runs.get(i).copied().flatten())
-        .for_each(|r| tally.add(&r));
-    let resumed = tally.seen;
-    let mut pb = Progress::new(ns, "secure");
-    pb.set_position(resumed as u64);
-    if resumed > 0 {
-        pb.println(&format!("journal: {resumed} of {ns} images already run"));
-    }
-    for &i in &picked {
-        if runs.get(i).is_some_and(Option::is_some) {
-            continue;
+    Ok(p)
+}
+
+/// The secure runs of one model.
+struct Secure<'a> {
+    view: &'a ModelView<'a>,
+    fp: FixedPoint,
+    maps: &'a [mpcvit_host::WeightMap; 3],
+    keys: &'a LocalKeys,
+    model_crc: u32,
+}
+
+impl Secure<'_> {
+    /// Runs `ns` images spread over the split securely, skipping those the
+    /// journal has and appending the others to it.
+    fn images(&self, a: &Args, ds: &Dataset, fixed: &[Vec<f64>], ns: usize) -> Result<Tally, String> {
+        let n = ds.len();
+        let runs = match &a.journal {
+            Some(p) => read_journal(p, self.model_crc, n)?,
+            None => vec![None; n],
+        };
+        let picked: Vec<usize> = (0..ns).map(|j| spread(j, ns, n)).collect();
+        let mut journal = match &a.journal {
+            Some(p) => Some(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(p)
+                    .map_err(|e| format!("cannot open journal {}: {e}", p.display()))?,
+            ),
+            None => None,
+        };
+        let mut tally = Tally::default();
+        picked
+            .iter()
+            .filter_map(|&i| runs.get(i).copied().flatten())
+            .for_each(|r| tally.add(&r));
+        let resumed = tally.seen;
+        let mut pb = Progress::new(ns, "secure");
+        pb.set_position(resumed as u64);
+        if resumed > 0 {
+            pb.println(&format!("journal: {resumed} of {ns} images already run"));
         }
-        let q = fixed_logits.get(i).map_or(&[][..], Vec::as_slice);
-        let img = ds.image(i);
-        let inf = local::secure(&view, fp, &maps, &keys, i as u64 + 1, &img, (Tile::WHOLE, false))
-            .map_err(|e| format!("image {i}: {e}"))?;
-        let g: Vec<f64> = inf.logits.iter().map(|&v| fp.decode(v)).collect();
-        let run = Run {
-            model_crc,
+        for &i in &picked {
+            if runs.get(i).is_some_and(Option::is_some) {
+                continue;
+            }
+            let label = usize::from(ds.labels.get(i).copied().ok_or("label missing")?);
+            let run = self.one(i, &ds.image(i), label, fixed.get(i).map_or(&[][..], Vec::as_slice))?;
+            if let (Some(f), Some(p)) = (journal.as_mut(), &a.journal) {
+                let line = serde_json::to_string(&run).map_err(|e| e.to_string())?;
+                writeln!(f, "{line}")
+                    .and_then(|()| f.flush())
+                    .map_err(|e| format!("cannot append to journal {}: {e}", p.display()))?;
+            }
+            tally.add(&run);
+            pb.set_message(format!(
+                "acc {:.3} agree {}/{}",
+                tally.correct as f64 / tally.seen as f64,
+                tally.agree,
+                tally.seen
+            ));
+            pb.inc();
+        }
+        pb.finish();
+        Ok(tally)
+    }
+
+    /// One secure inference of image `i` (session `i + 1`).
+    fn one(&self, i: usize, img: &[f32], label: usize, fixed: &[f64]) -> Result<Run, String> {
+        let inf = local::secure(
+            self.view,
+            self.fp,
+            self.maps,
+            self.keys,
+            i as u64 + 1,
+            img,
+            (Tile::WHOLE, false),
+        )
+        .map_err(|e| format!("image {i}: {e}"))?;
+        let g: Vec<f64> = inf.logits.iter().map(|&v| self.fp.decode(v)).collect();
+        Ok(Run {
+            model_crc: self.model_crc,
             version: VERSION,
             image: i,
-            label: ds.labels[i] as usize,
+            label,
             secure: argmax(&g),
-            fixed: argmax(q),
+            fixed: argmax(fixed),
             seconds: inf.wall_ns as f64 / 1e9,
             device_to_host: inf.device.bytes_sent,
             host_to_device: inf.device.bytes_recv,
             rounds: inf.device.rounds,
-            max_logit_error: Some(crate::logits::max_abs_diff(&g, q)),
-        };
-        if let (Some(f), Some(p)) = (journal.as_mut(), &a.journal) {
-            let line = serde_json::to_string(&run).map_err(|e| e.to_string())?;
-            writeln!(f, "{line}")
-                .and_then(|()| f.flush())
-                .map_err(|e| format!("cannot append to journal {}: {e}", p.display()))?;
-        }
-        tally.add(&run);
-        pb.set_message(format!(
-            "acc {:.3} agree {}/{}",
-            tally.correct as f64 / tally.seen as f64,
-            tally.agree,
-            tally.seen
-        ));
-        pb.inc();
+            max_logit_error: Some(crate::logits::max_abs_diff(&g, fixed)),
+        })
     }
-    let Tally {
-        correct: sec_ok,
-        agree,
-        seconds: secs,
-        device_to_host: dh,
-        host_to_device: hd,
-        rounds,
-        logit_runs,
-        max_logit_error,
-        ..
-    } = tally;
-    pb.finish();
-    let r = Report {
-        model: a.model.display().to_string(),
-        attention: attention(&view),
-        images: n,
-        float_accuracy: float_ok as f64 / n.max(1) as f64,
-        fixed_point_accuracy: fixed_ok as f64 / n.max(1) as f64,
-        secure_images: ns,
-        secure_spread: true,
-        secure_accuracy: sec_ok as f64 / ns.max(1) as f64,
-        secure_fixed_point_agreement: agree as f64 / ns.max(1) as f64,
-        mean_secure_seconds: secs / ns.max(1) as f64,
-        mean_device_to_host_bytes: dh as f64 / ns.max(1) as f64,
-        mean_host_to_device_bytes: hd as f64 / ns.max(1) as f64,
-        rounds,
-        version: VERSION,
-        max_logit_error: (logit_runs > 0).then_some(max_logit_error),
-        logit_error_images: logit_runs,
-    };
+}
+
+fn print_report(r: &Report, agree: usize) {
+    let (n, ns) = (r.images, r.secure_images);
     println!(
         "images {n}: float accuracy {:.4}, fixed-point accuracy {:.4}",
         r.float_accuracy, r.fixed_point_accuracy
@@ -378,14 +444,10 @@ pub fn run(a: &Args) -> Result<(), String> {
             r.mean_host_to_device_bytes / 1e6
         );
         if let Some(e) = r.max_logit_error {
-            println!("largest |secure - fixed-point| logit: {e:.2e} (over {logit_runs} of the {ns} images)");
+            println!(
+                "largest |secure - fixed-point| logit: {e:.2e} (over {} of the {ns} images)",
+                r.logit_error_images
+            );
         }
     }
-    if let Some(p) = &a.json {
-        crate::float::write_atomic(
-            p,
-            serde_json::to_string_pretty(&r).map_err(|e| e.to_string())?.as_bytes(),
-        )?;
-    }
-    Ok(())
 }

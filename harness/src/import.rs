@@ -197,6 +197,9 @@ impl<'a> Machine<'a> {
 }
 
 /// Runs the pickle machine on `data`.
+// One match arm per opcode over the machine's stack, memo and arena: the
+// arms share that state at every step, and split into functions they would
+// pass all of it around; each arm is a few lines.
 pub fn unpickle(data: &[u8]) -> Result<Pickle, String> {
     let mut m = Machine {
         data,
@@ -549,17 +552,81 @@ fn official(name: &str) -> Result<Option<Arch>, String> {
 /// `alpha`.
 pub fn convert(ck: &Checkpoint, arch_name: &str, classes: Option<usize>, frac_bits: u32) -> Result<FloatModel, String> {
     let t = &ck.tensors;
-    let get = |name: &str| -> Result<&(Vec<usize>, Vec<f32>), String> {
-        t.get(name).ok_or_else(|| format!("checkpoint: missing key {name}"))
+    check_keys(t)?;
+    let arch = checkpoint_arch(t, arch_name, classes)?;
+    let (kinds, gelu) = layout(t, &arch)?;
+    let weights = weights(t, &arch)?;
+    Ok(FloatModel {
+        arch,
+        frac_bits,
+        kinds,
+        gelu,
+        weights,
+    })
+}
+
+/// A checkpoint's tensors by name.
+type Tensors = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
+
+fn get<'t>(t: &'t Tensors, name: &str) -> Result<&'t (Vec<usize>, Vec<f32>), String> {
+    t.get(name).ok_or_else(|| format!("checkpoint: missing key {name}"))
+}
+
+/// Refuses keys the official layout does not have: report, do not guess.
+fn check_keys(t: &Tensors) -> Result<(), String> {
+    let known = |k: &str| {
+        k.starts_with("tokenizer.conv_layers.0.0.")
+            || matches!(
+                k,
+                "classifier.class_emb"
+                    | "classifier.positional_emb"
+                    | "classifier.norm.weight"
+                    | "classifier.norm.bias"
+                    | "classifier.fc.weight"
+                    | "classifier.fc.bias"
+            )
+            || k.starts_with("classifier.blocks.")
     };
-    let conv = get("tokenizer.conv_layers.0.0.weight")?;
+    if let Some(k) = t.keys().find(|k| !known(k)) {
+        return Err(format!("checkpoint: unknown key {k}"));
+    }
+    // keys of blocks that do not exist in our layout
+    for k in t.keys().filter(|k| k.starts_with("classifier.blocks.")) {
+        let rest = k.splitn(4, '.').nth(3).unwrap_or("");
+        let ok = matches!(
+            rest,
+            "pre_norm.weight"
+                | "pre_norm.bias"
+                | "self_attn.qkv.weight"
+                | "self_attn.proj.weight"
+                | "self_attn.proj.bias"
+                | "self_attn.alpha"
+                | "norm1.weight"
+                | "norm1.bias"
+                | "linear1.weight"
+                | "linear1.bias"
+                | "linear2.weight"
+                | "linear2.bias"
+                | "beta"
+        );
+        if !ok {
+            return Err(format!("checkpoint: unknown key {k}"));
+        }
+    }
+    Ok(())
+}
+
+/// The architecture the checkpoint's shapes give, checked against
+/// `arch_name` when it names an official configuration.
+fn checkpoint_arch(t: &Tensors, arch_name: &str, classes: Option<usize>) -> Result<Arch, String> {
+    let conv = get(t, "tokenizer.conv_layers.0.0.weight")?;
     let [dim, channels, patch, patch2] = conv.0[..] else {
         return Err("checkpoint: tokenizer conv weight is not 4-D".into());
     };
     if patch != patch2 {
         return Err("checkpoint: non-square patches".into());
     }
-    let pos = get("classifier.positional_emb")?;
+    let pos = get(t, "classifier.positional_emb")?;
     let tokens = *pos.0.get(1).ok_or("checkpoint: bad positional_emb")?;
     let grid = ((tokens - 1) as f64).sqrt() as usize;
     if grid * grid + 1 != tokens {
@@ -571,8 +638,8 @@ pub fn convert(ck: &Checkpoint, arch_name: &str, classes: Option<usize>, frac_bi
     while t.contains_key(&format!("classifier.blocks.{layers}.pre_norm.weight")) {
         layers += 1;
     }
-    let fc = get("classifier.fc.weight")?;
-    let mlp = *get("classifier.blocks.0.linear1.weight")?
+    let fc = get(t, "classifier.fc.weight")?;
+    let mlp = *get(t, "classifier.blocks.0.linear1.weight")?
         .0
         .first()
         .ok_or("checkpoint: bad linear1")?;
@@ -599,23 +666,13 @@ pub fn convert(ck: &Checkpoint, arch_name: &str, classes: Option<usize>, frac_bi
     {
         return Err(format!("checkpoint shape {arch:?} is not {arch_name} ({o:?})"));
     }
-    // Unknown keys: report, do not guess.
-    let known = |k: &str| {
-        k.starts_with("tokenizer.conv_layers.0.0.")
-            || matches!(
-                k,
-                "classifier.class_emb"
-                    | "classifier.positional_emb"
-                    | "classifier.norm.weight"
-                    | "classifier.norm.bias"
-                    | "classifier.fc.weight"
-                    | "classifier.fc.bias"
-            )
-            || k.starts_with("classifier.blocks.")
-    };
-    if let Some(k) = t.keys().find(|k| !known(k)) {
-        return Err(format!("checkpoint: unknown key {k}"));
-    }
+    Ok(arch)
+}
+
+/// The attention kind of every head (a binarized `alpha`, or Softmax
+/// without one) and MPCViT+'s GeLU flag of every token (`beta`).
+fn layout(t: &Tensors, arch: &Arch) -> Result<(Vec<AttnKind>, Vec<bool>), String> {
+    let (layers, heads, tokens) = (arch.layers, arch.heads, arch.tokens());
     let mut kinds = Vec::with_capacity(layers * heads);
     let mut gelu = Vec::with_capacity(layers * tokens);
     for l in 0..layers {
@@ -652,9 +709,16 @@ pub fn convert(ck: &Checkpoint, arch_name: &str, classes: Option<usize>, frac_bi
             None => gelu.extend(std::iter::repeat_n(true, tokens)),
         }
     }
-    // Weights in file order, with torch's (out, in) linear weights transposed.
+    Ok((kinds, gelu))
+}
+
+/// The weights in the core format's order, torch's `(out, in)` linear
+/// weights transposed.
+fn weights(t: &Tensors, arch: &Arch) -> Result<Vec<f32>, String> {
+    let (dim, mlp, tokens) = (arch.dim, arch.mlp, arch.tokens());
+    let conv = get(t, "tokenizer.conv_layers.0.0.weight")?;
     let transposed = |name: &str, rows: usize, cols: usize| -> Result<Vec<f32>, String> {
-        let (s, v) = get(name)?;
+        let (s, v) = get(t, name)?;
         if s[..] != [cols, rows] {
             return Err(format!("checkpoint: {name} has shape {s:?}, expected [{cols}, {rows}]"));
         }
@@ -667,7 +731,7 @@ pub fn convert(ck: &Checkpoint, arch_name: &str, classes: Option<usize>, frac_bi
         Ok(out)
     };
     let vector = |name: &str, len: usize| -> Result<Vec<f32>, String> {
-        let (_, v) = get(name)?;
+        let (_, v) = get(t, name)?;
         if v.len() != len {
             return Err(format!("checkpoint: {name} has {} values, expected {len}", v.len()));
         }
@@ -719,36 +783,7 @@ pub fn convert(ck: &Checkpoint, arch_name: &str, classes: Option<usize>, frac_bi
         }
         weights.extend(w);
     }
-    // Keys of blocks that do not exist in our layout.
-    for k in t.keys().filter(|k| k.starts_with("classifier.blocks.")) {
-        let rest = k.splitn(4, '.').nth(3).unwrap_or("");
-        let ok = matches!(
-            rest,
-            "pre_norm.weight"
-                | "pre_norm.bias"
-                | "self_attn.qkv.weight"
-                | "self_attn.proj.weight"
-                | "self_attn.proj.bias"
-                | "self_attn.alpha"
-                | "norm1.weight"
-                | "norm1.bias"
-                | "linear1.weight"
-                | "linear1.bias"
-                | "linear2.weight"
-                | "linear2.bias"
-                | "beta"
-        );
-        if !ok {
-            return Err(format!("checkpoint: unknown key {k}"));
-        }
-    }
-    Ok(FloatModel {
-        arch,
-        frac_bits,
-        kinds,
-        gelu,
-        weights,
-    })
+    Ok(weights)
 }
 
 /// `mpcvit import`.

@@ -188,6 +188,10 @@ pub fn run_device(elf: &Path, host: &str, index: u8, timeout: Duration) -> Resul
     r
 }
 
+/// Feeds QEMU's UART the preamble and relays it to the host until the
+/// firmware exits.
+// One loop over both directions and the exit check: the two copies share
+// the sockets, the byte counts and the deadline.
 fn relay(
     guard: &mut Kill,
     l: &TcpListener,

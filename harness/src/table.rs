@@ -1,4 +1,4 @@
-//! `mpcvit table`: the Fashion-MNIST results table (README) from the
+//! `mpcvit table`: the Fashion-MNIST results table (docs/results.md) from the
 //! evaluation reports `scripts/results-table.sh` leaves in its run
 //! directory, one sub-directory per row. A row whose report is missing is
 //! listed as not run, or with how far its training or secure evaluation

@@ -519,6 +519,141 @@ struct Stage<'a> {
     teacher: Option<&'a Vit>,
 }
 
+/// The heads the search keeps as RSAttn (the top `--mu` of its alphas, the
+/// rest ScaleAttn) and, with `--plus`, the token MLPs that keep GeLU (the
+/// top `--mu-beta` of its betas).
+fn binarize(a: &Args, searched: &Vit, all_gelu: &[bool], log: &mut Log) -> (Vec<Mode>, Vec<bool>) {
+    let alphas = searched.alphas();
+    let keep = top_fraction(&alphas, a.mu);
+    let modes: Vec<Mode> = keep.iter().map(|&k| if k { Mode::Relu } else { Mode::Scale }).collect();
+    log.line(&format!("[binarize] alphas {alphas:.3?}"));
+    log.line(&format!(
+        "[binarize] mu {} -> {} of {} heads RSAttn: {modes:?}",
+        a.mu,
+        keep.iter().filter(|&&k| k).count(),
+        keep.len()
+    ));
+    let gelu = if a.plus {
+        let betas = searched.betas();
+        let g = top_fraction(&betas, a.mu_beta);
+        log.line(&format!(
+            "[binarize] mu-beta {} -> {} of {} token MLPs keep GeLU",
+            a.mu_beta,
+            g.iter().filter(|&&k| k).count(),
+            g.len()
+        ));
+        g
+    } else {
+        all_gelu.to_vec()
+    };
+    (modes, gelu)
+}
+
+/// Exports the final model to the core format and checks the export's float
+/// forward pass against burn's on up to 200 test images; writes the run's
+/// report (`TAG.json`).
+fn export_and_check(
+    a: &Args,
+    (final_model, final_cfg): (&Vit, &VitConfig),
+    data: &(Dataset, Dataset),
+    dev: &Device,
+    log: &mut Log,
+    (tag, t_acc): (&str, f64),
+) -> Result<(), String> {
+    let acc = evaluate(final_model, &data.1, dev);
+    let fm = export(final_model, final_cfg, a.frac_bits)?;
+    let path = a.out.join(&a.export_name);
+    fm.save(&path)?;
+    let back = FloatModel::load(&path)?;
+    let check = data.1.len().min(200);
+    let plain = dev.clone().without_autodiff();
+    let valid = final_model.valid();
+    let idx: Vec<usize> = (0..check).collect();
+    let (xb, _) = batch(&data.1, &idx, &plain);
+    let burn_logits = to_vec(valid.forward(xb, data.1.side).0);
+    let (mut max_diff, mut agree, mut correct) = (0f32, 0usize, 0usize);
+    let classes = data.1.classes;
+    for i in 0..check {
+        let ours = back.forward(&data.1.image(i));
+        let theirs = &burn_logits[i * classes..(i + 1) * classes];
+        for (o, t) in ours.iter().zip(theirs) {
+            max_diff = max_diff.max((o - t).abs());
+        }
+        agree += (argmax(&ours) == argmax(theirs)) as usize;
+        correct += (argmax(&ours) == data.1.labels[i] as usize) as usize;
+    }
+    log.line(&format!(
+        "[export] {} ({} weights): burn test accuracy {acc:.4}; exported float forward vs burn on {check} images: max |logit diff| {max_diff:.2e}, argmax agreement {agree}/{check}, accuracy {:.4}",
+        path.display(),
+        fm.arch.weights(),
+        correct as f64 / check.max(1) as f64
+    ));
+    if agree + check / 50 < check {
+        return Err(format!(
+            "exported model disagrees with burn on {} of {check} images",
+            check - agree
+        ));
+    }
+    let report = serde_json::json!({
+        "tag": tag, "float_test_accuracy": acc, "teacher_test_accuracy": t_acc,
+        "test_images": data.1.len(), "model": path, "kinds": format!("{:?}", fm.kinds),
+        "linearized_mlps": fm.gelu.iter().filter(|g| !**g).count(),
+    });
+    let rp = a.out.join(format!("{tag}.json"));
+    crate::float::write_atomic(
+        &rp,
+        serde_json::to_string_pretty(&report)
+            .map_err(|e| e.to_string())?
+            .as_bytes(),
+    )?;
+    Ok(())
+}
+
+/// The loss of one training batch (`idx` of `train`; augmented with
+/// `seed`): cross-entropy, plus distillation from the teacher (KL on
+/// softened logits + MSE on the final tokens) and the search's L1 on alpha
+/// when the stage has them; and how many of the batch the model got right.
+fn batch_loss(
+    a: &Args,
+    st: &Stage<'_>,
+    (model, teacher): (&Vit, Option<&Vit>),
+    ce: &burn::nn::loss::CrossEntropyLoss,
+    (train, idx): (&Dataset, &[usize]),
+    seed: u64,
+    dev: &Device,
+) -> (Tensor<1>, i64) {
+    let (xb, yb) = if a.augment > 0 {
+        batch_augmented(train, idx, a.augment, seed, dev)
+    } else {
+        batch(train, idx, dev)
+    };
+    let (logits, tokens) = model.forward(xb.clone(), train.side);
+    let mut loss = ce.forward(logits.clone(), yb.clone());
+    if let Some(t) = teacher {
+        let (tl, tt) = t.forward(xb.without_autodiff(), train.side);
+        let soft = (softmax(tl, 1) * log_softmax(logits.clone(), 1))
+            .sum_dim(1)
+            .neg()
+            .mean();
+        let diff = tokens - tt;
+        let mse = (diff.clone() * diff).mean();
+        loss = loss + soft + mse.mul_scalar(0.5);
+    }
+    if st.lambda > 0.0
+        && let Some(l1) = model.l1()
+    {
+        loss = loss + l1.mul_scalar(st.lambda);
+    }
+    let correct: i64 = logits
+        .argmax(1)
+        .reshape([idx.len()])
+        .equal(yb)
+        .int()
+        .sum()
+        .into_scalar::<i64>();
+    (loss, correct)
+}
+
 /// Trains one stage with a checkpoint per epoch; returns the final model.
 fn run_stage(
     a: &Args,
@@ -585,41 +720,8 @@ fn run_stage(
         let (mut run_loss, mut run_acc, mut seen) = (0.0f64, 0i64, 0usize);
         for step in 0..per_epoch {
             let idx = &order[step * a.batch..(step + 1) * a.batch];
-            let (xb, yb) = if a.augment > 0 {
-                batch_augmented(
-                    train,
-                    idx,
-                    a.augment,
-                    a.seed ^ ((epoch * per_epoch + step) as u64) << 8,
-                    dev,
-                )
-            } else {
-                batch(train, idx, dev)
-            };
-            let (logits, tokens) = model.forward(xb.clone(), train.side);
-            let mut loss = ce.forward(logits.clone(), yb.clone());
-            if let Some(t) = &teacher {
-                let (tl, tt) = t.forward(xb.without_autodiff(), train.side);
-                let soft = (softmax(tl, 1) * log_softmax(logits.clone(), 1))
-                    .sum_dim(1)
-                    .neg()
-                    .mean();
-                let diff = tokens - tt;
-                let mse = (diff.clone() * diff).mean();
-                loss = loss + soft + mse.mul_scalar(0.5);
-            }
-            if st.lambda > 0.0
-                && let Some(l1) = model.l1()
-            {
-                loss = loss + l1.mul_scalar(st.lambda);
-            }
-            let correct: i64 = logits
-                .argmax(1)
-                .reshape([idx.len()])
-                .equal(yb)
-                .int()
-                .sum()
-                .into_scalar::<i64>();
+            let seed = a.seed ^ ((epoch * per_epoch + step) as u64) << 8;
+            let (loss, correct) = batch_loss(a, st, (&model, teacher.as_ref()), &ce, (train, idx), seed, dev);
             let grads = GradientsParams::from_grads(loss.backward(), &model);
             model = optim.step(sched.step(), model, grads);
             run_loss += loss.into_scalar::<f32>() as f64;
@@ -856,29 +958,7 @@ pub fn run(a: &Args) -> Result<(), String> {
         };
         let searched = run_stage(a, &search_stage, &s_cfg, init, &data, &dev, &mut log)?;
         // 3. binarize
-        let alphas = searched.alphas();
-        let keep = top_fraction(&alphas, a.mu);
-        let modes: Vec<Mode> = keep.iter().map(|&k| if k { Mode::Relu } else { Mode::Scale }).collect();
-        log.line(&format!("[binarize] alphas {alphas:.3?}"));
-        log.line(&format!(
-            "[binarize] mu {} -> {} of {} heads RSAttn: {modes:?}",
-            a.mu,
-            keep.iter().filter(|&&k| k).count(),
-            keep.len()
-        ));
-        let gelu = if a.plus {
-            let betas = searched.betas();
-            let g = top_fraction(&betas, a.mu_beta);
-            log.line(&format!(
-                "[binarize] mu-beta {} -> {} of {} token MLPs keep GeLU",
-                a.mu_beta,
-                g.iter().filter(|&&k| k).count(),
-                g.len()
-            ));
-            g
-        } else {
-            all_gelu.clone()
-        };
+        let (modes, gelu) = binarize(a, &searched, &all_gelu, &mut log);
         (
             modes,
             gelu,
@@ -907,51 +987,5 @@ pub fn run(a: &Args) -> Result<(), String> {
         (r_cfg, m)
     };
     // 5. export and check
-    let acc = evaluate(&final_model, &data.1, &dev);
-    let fm = export(&final_model, &final_cfg, a.frac_bits)?;
-    let path = a.out.join(&a.export_name);
-    fm.save(&path)?;
-    let back = FloatModel::load(&path)?;
-    let check = data.1.len().min(200);
-    let plain = dev.clone().without_autodiff();
-    let valid = final_model.valid();
-    let idx: Vec<usize> = (0..check).collect();
-    let (xb, _) = batch(&data.1, &idx, &plain);
-    let burn_logits = to_vec(valid.forward(xb, data.1.side).0);
-    let (mut max_diff, mut agree, mut correct) = (0f32, 0usize, 0usize);
-    let classes = data.1.classes;
-    for i in 0..check {
-        let ours = back.forward(&data.1.image(i));
-        let theirs = &burn_logits[i * classes..(i + 1) * classes];
-        for (o, t) in ours.iter().zip(theirs) {
-            max_diff = max_diff.max((o - t).abs());
-        }
-        agree += (argmax(&ours) == argmax(theirs)) as usize;
-        correct += (argmax(&ours) == data.1.labels[i] as usize) as usize;
-    }
-    log.line(&format!(
-        "[export] {} ({} weights): burn test accuracy {acc:.4}; exported float forward vs burn on {check} images: max |logit diff| {max_diff:.2e}, argmax agreement {agree}/{check}, accuracy {:.4}",
-        path.display(),
-        fm.arch.weights(),
-        correct as f64 / check.max(1) as f64
-    ));
-    if agree + check / 50 < check {
-        return Err(format!(
-            "exported model disagrees with burn on {} of {check} images",
-            check - agree
-        ));
-    }
-    let report = serde_json::json!({
-        "tag": tag, "float_test_accuracy": acc, "teacher_test_accuracy": t_acc,
-        "test_images": data.1.len(), "model": path, "kinds": format!("{:?}", fm.kinds),
-        "linearized_mlps": fm.gelu.iter().filter(|g| !**g).count(),
-    });
-    let rp = a.out.join(format!("{tag}.json"));
-    crate::float::write_atomic(
-        &rp,
-        serde_json::to_string_pretty(&report)
-            .map_err(|e| e.to_string())?
-            .as_bytes(),
-    )?;
-    Ok(())
+    export_and_check(a, (&final_model, &final_cfg), &data, &dev, &mut log, (&tag, t_acc))
 }

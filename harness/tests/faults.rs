@@ -7,7 +7,7 @@
 //! line) or, for a delay, the correct prediction; nothing panics; nothing
 //! waits past its timeout; host and dealer keep serving (a clean session
 //! after each direction succeeds). The table is printed (`--nocapture`)
-//! and recorded in README.
+//! and recorded in docs/robustness.md.
 
 mod common;
 use common::{Server, bin, expected, s, setup, start_dealer, start_host};
@@ -103,6 +103,8 @@ struct Tally {
 
 const TIMEOUT_S: u64 = 3;
 
+// One test over the whole matrix (servers restarted per link, cells
+// tallied into the printed table), hence its length.
 #[test]
 fn fault_matrix() {
     let st = setup("faults");

@@ -3,7 +3,7 @@
 //! fixed-point reference's; the host's threads and open file descriptors
 //! return to where they started; its resident memory is printed at start,
 //! after the sequential and after the concurrent sessions (recorded in
-//! README; checked only for gross growth, not timed).
+//! docs/robustness.md; checked only for gross growth, not timed).
 
 mod common;
 use common::{device, expected, prediction, setup, start_dealer, start_host};

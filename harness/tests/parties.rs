@@ -60,6 +60,8 @@ fn half_device(st: &Setup, host: &str) -> Link<Tcp> {
     l
 }
 
+// One scenario on one set of servers, step by step (each step needs the
+// servers the earlier ones left running), hence its length.
 #[test]
 fn parties_as_processes() {
     let st = setup("parties");

@@ -122,36 +122,7 @@ pub fn forward(m: &ModelView<'_>, fp: FixedPoint, w: &dyn Weights, image: &[f32]
                 .flat_map(|t| (0..hd).map(move |c| (t, c)))
                 .map(|(t, c)| col(t, 2, h, c))
                 .collect();
-            let kind = m.attn(l, h);
-            let out = if kind == AttnKind::Scale {
-                let ktv = matmul_t(&kt, &v, (hd, n, hd), f)?;
-                matmul_t(&q, &ktv, (n, hd, hd), 0)?
-            } else {
-                let s = matmul_t(&q, &kt, (n, hd, n), f)?;
-                let mut p = vec![0u64; n * n];
-                for (row, prow) in s.chunks(n).zip(p.chunks_mut(n)) {
-                    let e: Vec<u64> = match kind {
-                        AttnKind::Softmax => row
-                            .iter()
-                            .map(|&v| activation::fitted_reference(Func::Exp, exp_grid, fp, v.wrapping_sub(row[0])))
-                            .collect(),
-                        AttnKind::ReluSoftmax => row.iter().map(|&v| activation::relu_reference(v)).collect(),
-                        _ => row
-                            .iter()
-                            .map(|&v| {
-                                let c = v.wrapping_add(fp.encode(softmax::QUAD_C));
-                                trunc(c.wrapping_mul(c), f)
-                            })
-                            .collect(),
-                    };
-                    let sum = e.iter().fold(0u64, |a, &b| a.wrapping_add(b));
-                    let inv = recip.reference(sum);
-                    for (o, &ev) in prow.iter_mut().zip(&e) {
-                        *o = trunc(ev.wrapping_mul(inv), recip.out_frac);
-                    }
-                }
-                matmul_t(&p, &v, (n, n, hd), 0)?
-            };
+            let out = head_attention(m.attn(l, h), (&q, &kt, &v), (n, hd), fp, (exp_grid, &recip))?;
             for t in 0..n {
                 att[t * d + h * hd..t * d + (h + 1) * hd].copy_from_slice(&out[t * hd..(t + 1) * hd]);
             }
@@ -183,4 +154,46 @@ pub fn forward(m: &ModelView<'_>, fp: FixedPoint, w: &dyn Weights, image: &[f32]
     }
     let h = ln_rows(&x[..d], None, &[]);
     linear(&h, w.get(Wid::Head), w.get(Wid::HeadB), (1, d, a.classes), f)
+}
+
+/// One head's attention output (`n x hd`) from its `Q` (`n x hd`), `K^T`
+/// (`hd x n`) and `V` (`n x hd`): ScaleAttn in the associative form,
+/// the other kinds through their row normalisation.
+fn head_attention(
+    kind: AttnKind,
+    (q, kt, v): (&[u64], &[u64], &[u64]),
+    (n, hd): (usize, usize),
+    fp: FixedPoint,
+    (exp_grid, recip): (mpcvit_core::protocol::lut::LutShape, &mpcvit_core::ops::wide::WideSpec),
+) -> Result<Vec<u64>, ProtocolError> {
+    let f = fp.frac_bits();
+    Ok(if kind == AttnKind::Scale {
+        let ktv = matmul_t(kt, v, (hd, n, hd), f)?;
+        matmul_t(q, &ktv, (n, hd, hd), 0)?
+    } else {
+        let s = matmul_t(q, kt, (n, hd, n), f)?;
+        let mut p = vec![0u64; n * n];
+        for (row, prow) in s.chunks(n).zip(p.chunks_mut(n)) {
+            let e: Vec<u64> = match kind {
+                AttnKind::Softmax => row
+                    .iter()
+                    .map(|&v| activation::fitted_reference(Func::Exp, exp_grid, fp, v.wrapping_sub(row[0])))
+                    .collect(),
+                AttnKind::ReluSoftmax => row.iter().map(|&v| activation::relu_reference(v)).collect(),
+                _ => row
+                    .iter()
+                    .map(|&v| {
+                        let c = v.wrapping_add(fp.encode(softmax::QUAD_C));
+                        trunc(c.wrapping_mul(c), f)
+                    })
+                    .collect(),
+            };
+            let sum = e.iter().fold(0u64, |a, &b| a.wrapping_add(b));
+            let inv = recip.reference(sum);
+            for (o, &ev) in prow.iter_mut().zip(&e) {
+                *o = trunc(ev.wrapping_mul(inv), recip.out_frac);
+            }
+        }
+        matmul_t(&p, v, (n, n, hd), 0)?
+    })
 }

@@ -13,6 +13,9 @@ use crate::protocol::trunc;
 
 /// Row normalization of `heads.len()` heads of `rows x n` scores at `f`
 /// bits (none of them ScaleAttn), all in the same rounds.
+// One function on purpose: the kinds' elementwise steps, the row sums, the
+// reciprocal batch and the product share the arena and the per-kind offsets
+// step by step; split, each piece would take most of them as arguments.
 pub fn normalize_heads<P: Party + ?Sized>(
     p: &mut P,
     rows: usize,
@@ -137,6 +140,9 @@ pub fn normalize_heads<P: Party + ?Sized>(
 /// Steps 3-5 of layer `l` (see the module docs) for every head group and
 /// query tile of `spec.tile`: `qkv` (`n x 3d`) to `att` (`n x d`).
 // The head loops index several per-head arrays in step.
+// One function on purpose: steps 3, 4 and 5 fill and read the same
+// operand buffers, head by head, with offsets that carry from one step to
+// the next (K^T V kept over the query tiles).
 #[allow(clippy::needless_range_loop)]
 pub(super) fn attention<P: Party + ?Sized>(
     p: &mut P,

@@ -34,33 +34,8 @@ pub fn forward<P: Party + ?Sized>(
     let (x, rest) = scratch.split_at_mut(n * d);
     let (qkv, rest) = rest.split_at_mut(3 * n * d);
     let (att, stage) = rest.split_at_mut(n * d);
-    x.fill(0);
-    // patch embedding (row tiles), class token, positions
+    embed(p, spec, w, patches, x)?;
     let r = spec.tile.rows_of(&a);
-    for r0 in (0..n - 1).step_by(r) {
-        let r1 = (r0 + r).min(n - 1);
-        p.linear_trunc(
-            LinearShape {
-                n: r1 - r0,
-                din: pl,
-                dout: d,
-            },
-            &patches[r0 * pl..r1 * pl],
-            w.get(Wid::PatchW),
-            w.get(Wid::PatchB),
-            f,
-            &mut x[(r0 + 1) * d..(r1 + 1) * d],
-        )?;
-    }
-    if host {
-        let (cls, pos) = (w.get(Wid::Cls), w.get(Wid::Pos));
-        for (j, v) in x[..d].iter_mut().enumerate() {
-            *v = cls[j].wrapping_add(pos[j]);
-        }
-        for (v, &pv) in x[d..].iter_mut().zip(&pos[d..]) {
-            *v = v.wrapping_add(pv);
-        }
-    }
     for l in 0..a.layers {
         // 1-2. LayerNorm 0 (affine folded) and qkv, by row tiles
         for r0 in (0..n).step_by(r) {
@@ -102,7 +77,64 @@ pub fn forward<P: Party + ?Sized>(
             )?;
         }
     }
-    // final LayerNorm on the class token, head, reveal
+    head(p, spec, w, x, stage, logits)
+}
+
+/// Patch embedding (by row tiles) into rows `1..n` of `x`, then the class
+/// token into row 0 and the positions, which are the host's constants.
+fn embed<P: Party + ?Sized>(
+    p: &mut P,
+    spec: &VitSpec<'_>,
+    w: &dyn Weights,
+    patches: &[u64],
+    x: &mut [u64],
+) -> Result<(), P::Error> {
+    let a = spec.arch;
+    let (n, d, pl) = (a.tokens(), a.dim, a.patch_len());
+    let f = spec.fp.frac_bits();
+    let host = p.role() == crate::Role::Host;
+    x.fill(0);
+    let r = spec.tile.rows_of(&a);
+    for r0 in (0..n - 1).step_by(r) {
+        let r1 = (r0 + r).min(n - 1);
+        p.linear_trunc(
+            LinearShape {
+                n: r1 - r0,
+                din: pl,
+                dout: d,
+            },
+            &patches[r0 * pl..r1 * pl],
+            w.get(Wid::PatchW),
+            w.get(Wid::PatchB),
+            f,
+            &mut x[(r0 + 1) * d..(r1 + 1) * d],
+        )?;
+    }
+    if host {
+        let (cls, pos) = (w.get(Wid::Cls), w.get(Wid::Pos));
+        for (j, v) in x[..d].iter_mut().enumerate() {
+            *v = cls[j].wrapping_add(pos[j]);
+        }
+        for (v, &pv) in x[d..].iter_mut().zip(&pos[d..]) {
+            *v = v.wrapping_add(pv);
+        }
+    }
+    Ok(())
+}
+
+/// The final LayerNorm on the class token (row 0 of `x`), the head, and
+/// the logits revealed to the device (and to the host if the spec says so).
+fn head<P: Party + ?Sized>(
+    p: &mut P,
+    spec: &VitSpec<'_>,
+    w: &dyn Weights,
+    x: &[u64],
+    stage: &mut [u64],
+    logits: &mut [u64],
+) -> Result<(), P::Error> {
+    let a = spec.arch;
+    let (d, f) = (a.dim, spec.fp.frac_bits());
+    let host = p.role() == crate::Role::Host;
     let mut ar = Arena { rest: stage };
     let ln1 = LnSpec::new(1, d);
     let hln = ar.take(d)?;
