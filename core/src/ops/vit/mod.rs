@@ -1,4 +1,4 @@
-//! The secure MPCViT forward pass, written once over [`Party`].
+//! The secure MPCViT forward pass, written once over [`Party`](crate::ops::Party).
 //!
 //! Layout: tokens are `n x d` row-major (token 0 is the class token); `qkv`
 //! is `n x 3d` with `q | k | v` column blocks, head `h` at columns
@@ -19,7 +19,7 @@
 //! 5. One flight of products: `P_h V_h`, and `Q_h (K^T V)_h` for ScaleAttn
 //!    heads (their `1/N` is folded into the projection's rows): 1.
 //! 6. Projection with truncation by `2f`, residual: 1.
-//! 7. LayerNorm 1 with its learned scale (host-private, [`Party::scale_trunc`])
+//! 7. LayerNorm 1 with its learned scale (host-private, [`Party::scale_trunc`](crate::ops::Party::scale_trunc))
 //!    and shift: 6.
 //! 8. `fc1` with truncation: 1; GeLU on the GeLU tokens (one lookup): 1;
 //!    `fc2` with truncation: 1; precise ReLU on the MPCViT+ linearized

@@ -165,12 +165,12 @@ impl<'a> Arena<'a> {
     }
 }
 
-/// Scratch words [`normalize_heads`] needs for `heads` heads of `rows x n`.
+/// Scratch words [`normalize_heads`](super::normalize_heads) needs for `heads` heads of `rows x n`.
 pub fn norm_scratch_len(heads: usize, rows: usize, n: usize) -> usize {
     12 * heads * rows * n + wide::scratch_len(heads * rows) + 8 * heads * rows
 }
 
-/// Scratch words [`forward`] needs with `tile`: the activations that live
+/// Scratch words [`forward`](super::forward) needs with `tile`: the activations that live
 /// through a layer (`x`, `qkv` and the attention output: `5 n d`) plus the
 /// largest stage's temporaries.
 pub fn scratch_len(a: &Arch, tile: Tile) -> usize {
