@@ -27,6 +27,8 @@ pub enum Domain {
     ConfirmDevice = 0x434f_4e44,
     /// The dealer's key-confirmation tag (bound to the session id).
     ConfirmDealer = 0x434f_4e4c,
+    /// The pre-shared key of the sealed host-dealer link.
+    HostDealerLink = 0x484f_444c,
 }
 
 /// A 32-byte secret. Zeroized on drop; `Debug` prints `Seed(<redacted>)`.

@@ -138,6 +138,13 @@ pub fn dealer_tag(session_key: &Seed, session: SessionId) -> Tag {
     tag_of(&session_key.derive(Domain::ConfirmDealer, session.0))
 }
 
+/// The pre-shared key of the sealed host-dealer link: derived from the host
+/// key, which only host and dealer hold, so a party that opens the link is
+/// one of them (a device key, or a recording of any link, opens nothing).
+pub fn host_dealer_link_key(host_key: &Seed) -> Seed {
+    host_key.derive(Domain::HostDealerLink, 0)
+}
+
 /// The host's per-model mask seed (shared by host and dealer): derived from
 /// the host key and the model's CRC, so each model gets its own masks.
 pub fn model_seed(host_key: &Seed, model_crc: u32) -> Seed {

@@ -11,7 +11,7 @@
 
 mod common;
 use common::{Server, bin, expected, s, setup, start_dealer, start_host};
-use mpcvit_transport::fault::{Fault, FaultyWriter};
+use mpcvit_transport::fault::{Fault, FaultyWriter, Units};
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
@@ -39,10 +39,16 @@ struct Relay {
     frames: Arc<Mutex<(u64, u64)>>,
 }
 
-fn pump(mut from: TcpStream, to: TcpStream, fault: Option<(Fault, u64)>, count: Arc<Mutex<(u64, u64)>>, up: bool) {
+fn pump(
+    mut from: TcpStream,
+    (to, units): (TcpStream, Units),
+    fault: Option<(Fault, u64)>,
+    count: Arc<Mutex<(u64, u64)>>,
+    up: bool,
+) {
     let peer = to.try_clone().ok();
     let (f, at) = fault.unwrap_or((Fault::Drop, u64::MAX));
-    let mut w = FaultyWriter::new(to, f, at, 0x9E37_79B9);
+    let mut w = FaultyWriter::with_units(to, units, f, at, 0x9E37_79B9);
     let mut buf = [0u8; 64 << 10];
     loop {
         match from.read(&mut buf) {
@@ -68,7 +74,8 @@ fn pump(mut from: TcpStream, to: TcpStream, fault: Option<(Fault, u64)>, count: 
     }
 }
 
-fn relay(upstream: String) -> Relay {
+/// A relay to `upstream` whose streams are `units` (up, down).
+fn relay(upstream: String, (units_up, units_down): (Units, Units)) -> Relay {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = l.local_addr().expect("addr").to_string();
     let cell: Arc<Mutex<Option<Cell>>> = Arc::new(Mutex::new(None));
@@ -84,8 +91,8 @@ fn relay(upstream: String) -> Relay {
             let (a2, b2) = (a.try_clone().expect("clone"), b.try_clone().expect("clone"));
             let (fu, fd) = (f2.clone(), f2.clone());
             let (up, down) = (pick(Dir::Up), pick(Dir::Down));
-            std::thread::spawn(move || pump(a, b, up, fu, true));
-            std::thread::spawn(move || pump(b2, a2, down, fd, false));
+            std::thread::spawn(move || pump(a, (b, units_up), up, fu, true));
+            std::thread::spawn(move || pump(b2, (a2, units_down), down, fd, false));
         }
     });
     Relay { addr, cell, frames }
@@ -111,12 +118,18 @@ fn fault_matrix() {
     let logs = st.dir.join("logs");
     std::fs::create_dir_all(&logs).expect("logs");
     let dealer = start_dealer(&st, &["--timeout", "3"]);
-    let to_dealer = relay(dealer.1.clone());
+    // the host-dealer link is sealed (a mutual opening: 16 bytes from the
+    // host, 12 from the dealer): its faults hit records
+    let to_dealer = relay(
+        dealer.1.clone(),
+        (Units::Records { prefix: 16 }, Units::Records { prefix: 12 }),
+    );
     let host = start_host(&st, &to_dealer.addr, &["--timeout", "3"]);
-    let to_host = relay(host.1.clone());
+    let to_host = relay(host.1.clone(), (Units::Frames, Units::Frames));
     let want = expected(&st, 0);
 
-    // Calibration: frames each way on a clean session.
+    // Calibration: units (frames; records on the sealed dealer link) each
+    // way on a clean session.
     let run = |dev_addr: &str| -> (Option<i32>, String, String, Duration) {
         let t0 = Instant::now();
         let mut c = bin()
@@ -173,7 +186,7 @@ fn fault_matrix() {
     ];
     let full = std::env::var_os("MPCVIT_FAULTS_FULL").is_some_and(|v| v == "1");
     let mut table = String::from(
-        "| link | frames | phases (frame index) | cells | clear errors | correct results | wrong results | panics | hangs |\n|---|---|---|---|---|---|---|---|---|\n",
+        "| link | units | phases (unit index) | cells | clear errors | correct results | wrong results | panics | hangs |\n|---|---|---|---|---|---|---|---|---|\n",
     );
     let mut total = Tally::default();
     let mut harmless: Vec<String> = Vec::new();

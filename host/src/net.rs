@@ -64,6 +64,11 @@ pub enum Seal<'k> {
     Initiator(&'k [u8; 32]),
     /// The end that accepts it (the host), with the key.
     Responder(&'k [u8; 32]),
+    /// The end that opens a mutual sealed link (the host, to its dealer):
+    /// both ends' salts make the key.
+    MutualInitiator(&'k [u8; 32]),
+    /// The end that accepts a mutual sealed link (the dealer).
+    MutualResponder(&'k [u8; 32]),
 }
 
 /// Why a link could not be opened.
@@ -98,22 +103,32 @@ impl std::error::Error for OpenError {}
 /// by `profile`, and sealed as `seal` says. Bound to session 0 (set-up).
 pub fn link(s: TcpStream, timeout: Duration, profile: Option<Profile>, seal: Seal<'_>) -> Result<Link<Net>, OpenError> {
     let t = Shaped::new(Tcp::new(s, Some(timeout)).map_err(OpenError::Socket)?, profile);
+    let salt = || -> Result<[u8; SALT_LEN], OpenError> {
+        let mut salt = [0u8; SALT_LEN];
+        getrandom::fill(&mut salt).map_err(|_| OpenError::Randomness)?;
+        Ok(salt)
+    };
     let bufs = || (vec![0u8; RECORD], vec![0u8; RECORD]);
-    let net = match seal {
-        Seal::None => Net::Plain(t),
+    let sealed = match seal {
+        Seal::None => return Ok(Link::new(Net::Plain(t), 0)),
         Seal::Initiator(psk) => {
-            let mut salt = [0u8; SALT_LEN];
-            getrandom::fill(&mut salt).map_err(|_| OpenError::Randomness)?;
             let (tx, rx) = bufs();
-            Net::Sealed(Box::new(
-                Sealed::initiator(t, psk, salt, tx, rx).map_err(OpenError::Seal)?,
-            ))
+            Sealed::initiator(t, psk, salt()?, tx, rx)
         }
         Seal::Responder(psk) => {
             let (tx, rx) = bufs();
-            Net::Sealed(Box::new(Sealed::responder(t, psk, tx, rx).map_err(OpenError::Seal)?))
+            Sealed::responder(t, psk, tx, rx)
+        }
+        Seal::MutualInitiator(psk) => {
+            let (tx, rx) = bufs();
+            Sealed::initiator_mutual(t, psk, salt()?, tx, rx)
+        }
+        Seal::MutualResponder(psk) => {
+            let (tx, rx) = bufs();
+            Sealed::responder_mutual(t, psk, salt()?, tx, rx)
         }
     };
+    let net = Net::Sealed(Box::new(sealed.map_err(OpenError::Seal)?));
     Ok(Link::new(net, 0))
 }
 

@@ -82,6 +82,10 @@ pub enum SessionError {
     Replayed(u64),
     /// The host cannot reach its dealer.
     DealerUnreachable(std::io::Error),
+    /// The peer of the host-dealer link does not hold this deployment's
+    /// host key (the sealed link did not open): at the dealer, a client
+    /// that is not the host; at the host, a dealer of another deployment.
+    NotOurs(Peer),
     /// The dealer's answer to the set-up was malformed.
     BadAnswer,
     /// No randomness from the OS.
@@ -118,6 +122,13 @@ impl std::fmt::Display for SessionError {
             ),
             Self::Replayed(sid) => write!(f, "session id {sid:016x} was used before"),
             Self::DealerUnreachable(e) => write!(f, "the host cannot reach its dealer: {e}"),
+            Self::NotOurs(Peer::Dealer) => {
+                f.write_str("the dealer closed the sealed host-dealer link: do host and dealer hold the same host.key?")
+            }
+            Self::NotOurs(p) => write!(
+                f,
+                "refused a {p} that does not hold this deployment's host key (the sealed host-dealer link did not open)"
+            ),
             Self::BadAnswer => f.write_str("the dealer's answer was malformed"),
             Self::Randomness => f.write_str("no OS randomness"),
             Self::Poisoned => f.write_str("session table poisoned"),
@@ -206,6 +217,15 @@ fn refuse(l: &mut Link<Net>, why: SessionError) -> SessionError {
     why
 }
 
+/// Whether a link error says the peer's records did not open under our
+/// key.
+fn not_ours(e: &LinkError) -> bool {
+    matches!(
+        e,
+        mpcvit_transport::Error::Transport(NetError::Auth | NetError::Malformed)
+    )
+}
+
 fn random_u64() -> Result<u64, SessionError> {
     getrandom::u64().map_err(|_| SessionError::Randomness)
 }
@@ -213,6 +233,7 @@ fn random_u64() -> Result<u64, SessionError> {
 /// What the dealer holds: both keys, the session ids it has served.
 pub struct Dealer {
     host_key: Seed,
+    link_key: Seed,
     device_key: Seed,
     seen: Mutex<HashSet<u64>>,
     timeout: Duration,
@@ -223,6 +244,7 @@ impl Dealer {
     /// silent peer is dropped after `timeout`.
     pub fn new(host_key: Seed, device_key: Seed, timeout: Duration) -> Self {
         Self {
+            link_key: session::host_dealer_link_key(&host_key),
             host_key,
             device_key,
             seen: Mutex::new(HashSet::new()),
@@ -231,11 +253,21 @@ impl Dealer {
     }
 
     /// Serves one host connection: the set-up, then every op's
-    /// correlations. Returns the session id.
+    /// correlations. Returns the session id. The link is sealed under the
+    /// host-dealer key: a client that does not hold the host key is
+    /// refused at its first record, before anything is dealt.
     pub fn session(&self, s: TcpStream) -> Result<SessionId, SessionError> {
-        let mut l = link(s, self.timeout, None, Seal::None).map_err(SessionError::Open)?;
+        let seal = Seal::MutualResponder(self.link_key.expose());
+        let mut l = link(s, self.timeout, None, seal).map_err(|e| match e {
+            // not a sealed opening at all (a plain client)
+            OpenError::Seal(NetError::Malformed) => SessionError::NotOurs(Peer::Host),
+            e => SessionError::Open(e),
+        })?;
         let mut buf = vec![0u8; SETUP_MAX];
-        let p = recv_setup(&mut l, &mut buf, Peer::Host)?;
+        let p = match recv_setup(&mut l, &mut buf, Peer::Host) {
+            Err(SessionError::Link(_, e)) if not_ours(&e) => return Err(SessionError::NotOurs(Peer::Host)),
+            r => r?,
+        };
         let (setup, plan) = DealerSetup::decode(p).map_err(|e| SessionError::BadSetup(Peer::Host, e))?;
         let plan = plan.to_vec();
         let plan = match BlobView::parse_plan(&plan) {
@@ -301,6 +333,7 @@ pub struct HostReport {
 pub struct Host {
     model: Vec<u8>,
     key: Seed,
+    link_key: Seed,
     map: WeightMap,
     plan: Vec<u8>,
     crc: u32,
@@ -331,6 +364,7 @@ impl Host {
         provision::encode_plan(&arch, fp.frac_bits(), crc, &view, &mut plan)?;
         Ok(Self {
             model,
+            link_key: session::host_dealer_link_key(&key),
             key,
             map,
             plan,
@@ -362,7 +396,12 @@ impl Host {
     /// the session and the dealer's tag.
     fn dealer_setup(&self, hello: &DeviceHello, sid: u64) -> Result<(Link<Net>, [u8; session::TAG_LEN]), SessionError> {
         let s = TcpStream::connect(&self.dealer).map_err(SessionError::DealerUnreachable)?;
-        let mut dl = link(s, self.timeout, None, Seal::None).map_err(SessionError::Open)?;
+        let seal = Seal::MutualInitiator(self.link_key.expose());
+        let mut dl = link(s, self.timeout, None, seal).map_err(|e| match e {
+            // the dealer hung up on the opening: not a mutual sealed link's dealer
+            OpenError::Seal(NetError::Closed) => SessionError::NotOurs(Peer::Dealer),
+            e => SessionError::Open(e),
+        })?;
         let mut setup = [0u8; session::DEALER_SETUP_LEN];
         DealerSetup {
             session: sid,
@@ -375,7 +414,14 @@ impl Host {
         dl.send(FrameKind::Hello, &msg)
             .map_err(|e| SessionError::Link(Peer::Dealer, e))?;
         let mut buf = vec![0u8; SETUP_MAX];
-        let p = recv_setup(&mut dl, &mut buf, Peer::Dealer)?;
+        let p = match recv_setup(&mut dl, &mut buf, Peer::Dealer) {
+            // a dealer without this host key refuses the first record and
+            // closes; one with another key sends records that do not open
+            Err(SessionError::Link(_, e)) if not_ours(&e) || crate::net::peer_gone(&e) => {
+                return Err(SessionError::NotOurs(Peer::Dealer));
+            }
+            r => r?,
+        };
         let tag = <[u8; session::TAG_LEN]>::try_from(p).map_err(|_| SessionError::BadAnswer)?;
         dl.set_session(sid);
         Ok((dl, tag))
@@ -405,6 +451,9 @@ impl Host {
             Err(e) => {
                 let why = match &e {
                     SessionError::DealerUnreachable(_) => "the host cannot reach its dealer".to_string(),
+                    SessionError::NotOurs(_) => {
+                        "the host's dealer does not hold the host's key (a misconfigured deployment)".to_string()
+                    }
                     SessionError::Refused(_, why) => format!("the dealer refused the session: {why}"),
                     e => e.to_string(),
                 };

@@ -5,12 +5,13 @@
 //! between two sockets) to test what the other side does with a broken or
 //! hostile peer.
 //!
-//! Frames are recognised by their header's length field; bytes that do not
-//! parse as a frame header are passed through unchanged (the injector never
-//! makes a frame out of garbage). It works on plain frame streams: under a
-//! sealed link (`crate::seal`) the frames are encrypted and the injector
-//! would misread the record bytes, so put it outside the seal only to test
-//! the seal itself.
+//! It sees a stream as [`Units`]: plain *frames*, recognised by their
+//! header's length field (bytes that do not parse as a frame header are
+//! passed through unchanged: the injector never makes a frame out of
+//! garbage), or sealed *records* (`crate::seal`: `len: u16 | ciphertext |
+//! tag`) after the stream's opening, which passes through untouched. On a
+//! sealed stream every fault but a delay must make the reader refuse the
+//! stream (a record out of order fails its tag).
 
 use crate::frame::{HEADER_LEN, TRAILER_LEN};
 use std::io::{self, Write};
@@ -65,10 +66,27 @@ impl Fault {
     }
 }
 
-/// A writer that applies `fault` to frame number `at` (counting from 0) of
+/// How a stream is cut into the units faults apply to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Units {
+    /// Link frames (`crate::frame`).
+    Frames,
+    /// Sealed records after an opening of `prefix` bytes (`crate::seal`:
+    /// 16 from an initiator, 12 from a mutual responder, 0 from a plain
+    /// responder).
+    Records {
+        /// Bytes of the opening, passed through first.
+        prefix: usize,
+    },
+}
+
+/// A writer that applies `fault` to unit number `at` (counting from 0) of
 /// what passes through it; `seed` picks bit and cut positions.
 #[derive(Debug)]
 pub struct FaultyWriter<W: Write> {
+    units: Units,
+    /// Opening bytes still to pass through (records).
+    prefix_left: usize,
     inner: Option<W>,
     fault: Fault,
     at: u64,
@@ -81,9 +99,19 @@ pub struct FaultyWriter<W: Write> {
 }
 
 impl<W: Write> FaultyWriter<W> {
-    /// Wraps `inner`.
+    /// Wraps `inner`, a stream of frames.
     pub fn new(inner: W, fault: Fault, at: u64, seed: u64) -> Self {
+        Self::with_units(inner, Units::Frames, fault, at, seed)
+    }
+
+    /// Wraps `inner`, a stream of `units`.
+    pub fn with_units(inner: W, units: Units, fault: Fault, at: u64, seed: u64) -> Self {
         Self {
+            units,
+            prefix_left: match units {
+                Units::Frames => 0,
+                Units::Records { prefix } => prefix,
+            },
             inner: Some(inner),
             fault,
             at,
@@ -101,7 +129,7 @@ impl<W: Write> FaultyWriter<W> {
         self.fired
     }
 
-    /// Frames seen so far.
+    /// Units (frames or records) seen so far.
     pub fn frames(&self) -> u64 {
         self.frames
     }
@@ -187,6 +215,26 @@ impl<W: Write> Write for FaultyWriter<W> {
             ));
         }
         self.pending.extend_from_slice(buf);
+        if self.prefix_left > 0 {
+            let n = self.prefix_left.min(self.pending.len());
+            let rest = self.pending.split_off(n);
+            let opening = std::mem::replace(&mut self.pending, rest);
+            self.prefix_left -= n;
+            self.out(&opening)?;
+        }
+        if let Units::Records { .. } = self.units {
+            // `len: u16 LE | ciphertext | tag (16)`
+            while let Some(&[a, b]) = self.pending.get(..2) {
+                let total = 2 + usize::from(u16::from_le_bytes([a, b])) + 16;
+                if self.pending.len() < total {
+                    break;
+                }
+                let rest = self.pending.split_off(total);
+                let r = std::mem::replace(&mut self.pending, rest);
+                self.frame(r)?;
+            }
+            return Ok(buf.len());
+        }
         loop {
             if self.pending.len() < HEADER_LEN {
                 break;
@@ -281,5 +329,25 @@ mod tests {
         assert_eq!(c.len(), clean.len());
         let diff: u32 = c.iter().zip(&clean).map(|(a, b)| (a ^ b).count_ones()).sum();
         assert_eq!(diff, 1);
+    }
+
+    #[test]
+    fn records_after_the_opening_are_units() {
+        // an opening of 3 bytes, then records of 1 and 2 plaintext bytes
+        let rec = |n: u8| {
+            let mut v = u16::from(n).to_le_bytes().to_vec();
+            v.extend(std::iter::repeat_n(n, usize::from(n) + 16));
+            v
+        };
+        let stream: Vec<u8> = [vec![9, 9, 9], rec(1), rec(2)].concat();
+        let mut out = Vec::new();
+        {
+            let mut w = FaultyWriter::with_units(&mut out, Units::Records { prefix: 3 }, Fault::Drop, 1, 5);
+            for b in &stream {
+                w.write_all(std::slice::from_ref(b)).ok();
+            }
+            assert_eq!(w.frames(), 2);
+        }
+        assert_eq!(out, [vec![9, 9, 9], rec(1)].concat());
     }
 }

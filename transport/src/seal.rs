@@ -14,6 +14,14 @@
 //!   responder; counters start at 0 per direction) and the length bytes as
 //!   associated data.
 //!
+//! The *mutual* opening (`"MVS2"`, the host-dealer link) adds the
+//! responder's freshness: the initiator sends `"MVS2"` and its salt, the
+//! responder answers with a salt of its own, and the connection key is
+//! `K = ChaCha20(ChaCha20(PSK, salt_i)[..32], salt_r)[..32]`. A recorded
+//! connection replayed to the responder then meets another key, so the
+//! responder never encrypts under a key and nonce it used before, and the
+//! replayed records fail authentication.
+//!
 //! A record that fails authentication, or is longer than the reader's
 //! buffer, is an error and poisons the stream. Reordered, replayed, dropped
 //! or forged records fail the tag (the counter is implicit). What the link
@@ -28,6 +36,8 @@ use zeroize::Zeroize;
 
 /// Magic that opens a sealed stream.
 pub const MAGIC: [u8; 4] = *b"MVS1";
+/// Magic that opens a sealed stream whose key both sides' salts make.
+pub const MAGIC_MUTUAL: [u8; 4] = *b"MVS2";
 /// Salt length.
 pub const SALT_LEN: usize = 12;
 /// Bytes a record adds to its plaintext.
@@ -113,6 +123,19 @@ fn connection_key(psk: &[u8; 32], salt: &[u8; SALT_LEN]) -> ChaCha20Poly1305 {
     aead
 }
 
+/// The key of a mutual opening: the initiator's salt, then the
+/// responder's, each through ChaCha20 as a PRF.
+fn mutual_key(psk: &[u8; 32], initiator: &[u8; SALT_LEN], responder: &[u8; SALT_LEN]) -> ChaCha20Poly1305 {
+    let mut k1 = [0u8; 32];
+    ChaCha20::new(psk.into(), initiator.into()).apply_keystream(&mut k1);
+    let mut k = [0u8; 32];
+    ChaCha20::new((&k1).into(), responder.into()).apply_keystream(&mut k);
+    k1.zeroize();
+    let aead = ChaCha20Poly1305::new(Key::from_slice(&k));
+    k.zeroize();
+    aead
+}
+
 fn nonce(role: u8, ctr: u64) -> [u8; 12] {
     let mut n = [0u8; 12];
     n[0] = role;
@@ -149,6 +172,50 @@ impl<T: Read + Write, B: AsMut<[u8]>> Sealed<T, B> {
         let mut salt = [0u8; SALT_LEN];
         salt.copy_from_slice(&open[4..]);
         Ok(Self::with(io, connection_key(psk, &salt), 1, tx, rx))
+    }
+
+    /// The initiating side of a mutual opening: sends `"MVS2"` and `salt`
+    /// (fresh random bytes), reads the responder's salt.
+    pub fn initiator_mutual(
+        mut io: T,
+        psk: &[u8; 32],
+        salt: [u8; SALT_LEN],
+        tx: B,
+        rx: B,
+    ) -> Result<Self, SealError<T::Error>> {
+        io.write_all(&MAGIC_MUTUAL).map_err(SealError::Io)?;
+        io.write_all(&salt).map_err(SealError::Io)?;
+        io.flush().map_err(SealError::Io)?;
+        let mut theirs = [0u8; SALT_LEN];
+        io.read_exact(&mut theirs).map_err(|e| match e {
+            ReadExactError::UnexpectedEof => SealError::Closed,
+            ReadExactError::Other(e) => SealError::Io(e),
+        })?;
+        Ok(Self::with(io, mutual_key(psk, &salt, &theirs), 0, tx, rx))
+    }
+
+    /// The responding side of a mutual opening: reads `"MVS2"` and the
+    /// initiator's salt, answers with `salt` (fresh random bytes).
+    pub fn responder_mutual(
+        mut io: T,
+        psk: &[u8; 32],
+        salt: [u8; SALT_LEN],
+        tx: B,
+        rx: B,
+    ) -> Result<Self, SealError<T::Error>> {
+        let mut open = [0u8; 4 + SALT_LEN];
+        io.read_exact(&mut open).map_err(|e| match e {
+            ReadExactError::UnexpectedEof => SealError::Closed,
+            ReadExactError::Other(e) => SealError::Io(e),
+        })?;
+        if open[..4] != MAGIC_MUTUAL {
+            return Err(SealError::Malformed);
+        }
+        let mut theirs = [0u8; SALT_LEN];
+        theirs.copy_from_slice(&open[4..]);
+        io.write_all(&salt).map_err(SealError::Io)?;
+        io.flush().map_err(SealError::Io)?;
+        Ok(Self::with(io, mutual_key(psk, &theirs, &salt), 1, tx, rx))
     }
 
     fn with(io: T, aead: ChaCha20Poly1305, role: u8, tx: B, rx: B) -> Self {
@@ -412,5 +479,69 @@ mod tests {
         assert_eq!(r.read(&mut out).err(), Some(SealError::Auth));
         assert_eq!(r.read(&mut out).err(), Some(SealError::Poisoned));
         assert_eq!(r.write(b"x").err(), Some(SealError::Poisoned));
+    }
+
+    /// A mutual opening: both salts make the key, frames go both ways.
+    #[test]
+    fn mutual_opening_roundtrip_and_wrong_key() {
+        for (their_psk, ok) in [([7u8; 32], true), ([8u8; 32], false)] {
+            let (a, b) = crate::mem::pair();
+            let t = std::thread::spawn(move || {
+                let s = Sealed::responder_mutual(b, &their_psk, [4; SALT_LEN], vec![0; 64], vec![0; 64])
+                    .expect("responder");
+                let mut l = Link::new(s, 5);
+                let mut buf = [0u8; 64];
+                let p = l.recv_kind(FrameKind::Data, &mut buf).map(<[u8]>::to_vec);
+                if let Ok(p) = &p {
+                    l.send(FrameKind::Data, p).expect("echo");
+                }
+                p
+            });
+            let s = Sealed::initiator_mutual(a, &[7u8; 32], [9; SALT_LEN], vec![0; 64], vec![0; 64]).expect("open");
+            let mut l = Link::new(s, 5);
+            l.send(FrameKind::Data, b"set-up").expect("send");
+            let got = t.join().expect("thread");
+            if ok {
+                assert_eq!(got.as_deref().expect("the responder reads it"), b"set-up");
+                let mut buf = [0u8; 64];
+                assert_eq!(l.recv_kind(FrameKind::Data, &mut buf).expect("echo"), b"set-up");
+            } else {
+                // a responder without the key refuses the first record
+                assert!(matches!(got, Err(crate::Error::Transport(SealError::Auth))), "{got:?}");
+            }
+        }
+    }
+
+    /// A recorded mutual connection replayed to a responder with a fresh
+    /// salt fails: the responder's salt changes the key, so the recorded
+    /// records do not authenticate (and the responder never reuses a key
+    /// and nonce).
+    #[test]
+    fn replayed_mutual_connection_fails() {
+        let psk = [5u8; 32];
+        // the initiator's side of a connection, recorded: its opening and
+        // one record under the key made with responder salt [1; 12]
+        let mut rec = Wire::default();
+        rec.data.extend_from_slice(&[1u8; SALT_LEN]);
+        let mut s = Sealed::initiator_mutual(rec, &psk, [2; SALT_LEN], vec![0u8; 64], vec![0u8; 64]).expect("open");
+        s.write_all(b"hello").expect("write");
+        s.flush().expect("flush");
+        let recorded = s.io.data[SALT_LEN..].to_vec();
+        let replay = |salt: [u8; SALT_LEN]| {
+            let w = Wire {
+                data: recorded.clone(),
+                pos: 0,
+            };
+            let mut r = Sealed::responder_mutual(w, &psk, salt, vec![0u8; 64], vec![0u8; 64]).expect("opening");
+            let mut out = [0u8; 5];
+            r.read_exact(&mut out).map(|()| out)
+        };
+        // with the salt of the recorded connection it opens (the recording is sound)
+        assert_eq!(replay([1; SALT_LEN]).expect("same salts"), *b"hello");
+        // with a fresh salt it does not
+        assert!(matches!(
+            replay([3; SALT_LEN]),
+            Err(ReadExactError::Other(SealError::Auth))
+        ));
     }
 }

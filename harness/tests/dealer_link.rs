@@ -1,0 +1,130 @@
+//! Only the host may talk to the dealer: the host-dealer link is sealed
+//! under a key derived from the host key (`core::session::host_dealer_link_key`,
+//! a mutual opening: `transport::seal`), so a client holding a device key
+//! and its blob, which can compute a valid device key-confirmation tag,
+//! gets nothing from the dealer; and a host and a dealer of different
+//! deployments fail with one clear line at the device instead of a wrong
+//! answer.
+
+mod common;
+use common::{Setup, bin, s, setup, start_dealer, start_host};
+use mpcvit_core::FixedPoint;
+use mpcvit_core::model::ModelView;
+use mpcvit_core::ops::vit::Tile;
+use mpcvit_core::prg::Seed;
+use mpcvit_core::provision;
+use mpcvit_core::session::{self, DealerSetup};
+use mpcvit_transport::seal::{SALT_LEN, Sealed};
+use mpcvit_transport::tcp::Tcp;
+use mpcvit_transport::{FrameKind, Link};
+use std::net::TcpStream;
+use std::time::Duration;
+
+fn read_key(p: &std::path::Path) -> Seed {
+    let hex = std::fs::read_to_string(p).expect("key");
+    let mut k = [0u8; 32];
+    for (i, b) in k.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&hex.trim()[2 * i..2 * i + 2], 16).expect("hex");
+    }
+    Seed::from_bytes(k)
+}
+
+/// The set-up message the host sends the dealer for a device of `st` with
+/// `nonce`: it needs only the device key (for the tag) and the model's
+/// plan, which the device's blob holds.
+fn setup_message(st: &Setup, session: u64, nonce: u64) -> Vec<u8> {
+    let kd = session::device_session_key(&read_key(&st.keys.join("device.key")), nonce);
+    let mut m = [0u8; session::DEALER_SETUP_LEN];
+    DealerSetup {
+        session,
+        nonce,
+        tile: Tile::WHOLE,
+        tag: session::device_tag(&kd, Tile::WHOLE),
+    }
+    .encode(&mut m);
+    let model = std::fs::read(&st.model).expect("model");
+    let view = ModelView::parse(&model).expect("parse");
+    let a = view.arch();
+    let mut plan = vec![0; provision::plan_len(&a)];
+    let fp = FixedPoint::default();
+    provision::encode_plan(&a, fp.frac_bits(), provision::model_crc(&model), &view, &mut plan).expect("plan");
+    m.iter().chain(&plan).copied().collect()
+}
+
+fn connect(addr: &str) -> Tcp {
+    Tcp::new(
+        TcpStream::connect(addr).expect("connect"),
+        Some(Duration::from_secs(10)),
+    )
+    .expect("tcp")
+}
+
+/// What the dealer answers a set-up sent on `l`: the kind of its first
+/// frame, or `None` if it sent none (closed or refused the records).
+fn answer<T: embedded_io::Read + embedded_io::Write>(l: &mut Link<T>, msg: &[u8]) -> Option<FrameKind> {
+    l.send(FrameKind::Hello, msg).ok()?;
+    let mut buf = vec![0u8; 1 << 16];
+    l.recv(&mut buf).ok().map(|(k, _)| k)
+}
+
+#[test]
+fn a_device_key_alone_gets_no_correction() {
+    let st = setup("dealer-link-device-key");
+    let dealer = start_dealer(&st, &[]);
+    // in the clear, as a host of the unsealed protocol would
+    let mut plain = Link::new(connect(&dealer.1), 0);
+    assert_eq!(answer(&mut plain, &setup_message(&st, 0x1111, 7)), None);
+    // sealed under the device key's best guesses: the device key itself and
+    // the link key it would derive from it
+    let device_key = read_key(&st.keys.join("device.key"));
+    for guess in [device_key.clone(), session::host_dealer_link_key(&device_key)] {
+        let sealed = Sealed::initiator_mutual(
+            connect(&dealer.1),
+            guess.expose(),
+            [5; SALT_LEN],
+            vec![0u8; 4096],
+            vec![0u8; 4096],
+        )
+        .expect("opening");
+        let mut l = Link::new(sealed, 0);
+        assert_eq!(answer(&mut l, &setup_message(&st, 0x2222, 8)), None);
+    }
+    // the control: with the host key's link key the same set-up is answered
+    // (the dealer's tag), so the refusals above are the key's doing
+    let link_key = session::host_dealer_link_key(&read_key(&st.keys.join("host.key")));
+    let sealed = Sealed::initiator_mutual(
+        connect(&dealer.1),
+        link_key.expose(),
+        [6; SALT_LEN],
+        vec![0u8; 4096],
+        vec![0u8; 4096],
+    )
+    .expect("opening");
+    let mut l = Link::new(sealed, 0);
+    assert_eq!(answer(&mut l, &setup_message(&st, 0x3333, 9)), Some(FrameKind::Hello));
+}
+
+#[test]
+fn host_and_dealer_of_different_deployments_fail_clearly() {
+    let a = setup("dealer-link-a");
+    let b = setup("dealer-link-b");
+    let dealer_b = start_dealer(&b, &[]);
+    let host_a = start_host(&a, &dealer_b.1, &[]);
+    let o = bin()
+        .args([
+            "device",
+            "--connect",
+            &host_a.1,
+            "--blob",
+            s(&a.blob),
+            "--keys",
+            s(&a.keys),
+        ])
+        .args(["--images", s(&a.images), "--index", "0"])
+        .output()
+        .expect("device");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("does not hold the host's key"), "{err}");
+}
