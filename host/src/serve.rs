@@ -167,6 +167,12 @@ fn release_memory() {
 
 /// Accepts connections and runs `f` for each in its own thread; with a
 /// limit, waits for those sessions and returns.
+///
+/// When `accept` fails (out of file descriptors or memory, which the
+/// pending connection does not change), the loop waits before it tries
+/// again, twice as long each time up to a second, so a server at its limits
+/// does not spin; a thread that cannot be started drops its connection and
+/// the server goes on.
 pub fn serve<F, G>(l: &TcpListener, limit: Option<u64>, mut f: F)
 where
     F: FnMut(TcpStream) -> G,
@@ -175,20 +181,31 @@ where
     server_memory_policy();
     let mut threads = Vec::new();
     let mut n = 0u64;
+    let mut backoff = Duration::ZERO;
     while limit.is_none_or(|m| n < m) {
         let s = match l.accept() {
-            Ok((s, _)) => s,
+            Ok((s, _)) => {
+                backoff = Duration::ZERO;
+                s
+            }
             Err(e) => {
-                warn!("accept failed: {e}");
+                backoff = (backoff * 2).clamp(Duration::from_millis(10), Duration::from_secs(1));
+                warn!("accept failed: {e}; trying again in {} ms", backoff.as_millis());
+                std::thread::sleep(backoff);
                 continue;
             }
         };
         n += 1;
         let job = f(s);
-        threads.push(std::thread::spawn(move || {
+        let spawned = std::thread::Builder::new().spawn(move || {
             job();
             release_memory();
-        }));
+        });
+        match spawned {
+            Ok(t) => threads.push(t),
+            // the job, and with it the connection, is dropped
+            Err(e) => warn!("cannot start a session thread ({e}): connection closed"),
+        }
         threads.retain(|t| !t.is_finished());
     }
     for t in threads {

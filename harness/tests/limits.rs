@@ -1,0 +1,72 @@
+//! A server out of file descriptors: `accept` fails for every pending
+//! connection until one closes. The host must wait between attempts (not
+//! spin: the probe saw 80-90 % CPU and hundreds of MB of identical
+//! warnings), and serve devices again once descriptors are free.
+
+mod common;
+use common::{device, expected, prediction, s, setup, start_dealer};
+use std::io::{BufRead, BufReader};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+/// User + system CPU time of process `pid`, in clock ticks (`/proc`).
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    // the fields after the command name, which is in parentheses
+    let rest = &stat[stat.rfind(')').expect("comm") + 2..];
+    let f: Vec<&str> = rest.split(' ').collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 here
+    f[11].parse::<u64>().expect("utime") + f[12].parse::<u64>().expect("stime")
+}
+
+#[test]
+fn accept_failures_back_off() {
+    let st = setup("limits-fds");
+    let dealer = start_dealer(&st, &[]);
+    // a host with 24 descriptors: a few for itself, the rest for sessions
+    let cmd = format!(
+        "ulimit -n 24 && exec {} host --listen 127.0.0.1:0 --dealer {} --model {} --keys {} --timeout 30",
+        env!("CARGO_BIN_EXE_mpcvit"),
+        dealer.1,
+        s(&st.model),
+        s(&st.keys)
+    );
+    // its log goes to a file: a pipe nobody reads would block the host
+    let log = st.dir.join("host-limits.log");
+    let mut host = Command::new("sh")
+        .args(["-c", &cmd])
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .spawn()
+        .expect("host");
+    let mut line = String::new();
+    BufReader::new(host.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("first line");
+    let addr = line.trim().rsplit(' ').next().expect("addr").to_string();
+    // idle connections: each holds a descriptor of the host until its
+    // timeout; past the limit, accept fails for the rest
+    let idle: Vec<TcpStream> = (0..40).map(|_| TcpStream::connect(&addr).expect("connect")).collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let t0 = cpu_ticks(host.id());
+    std::thread::sleep(Duration::from_secs(2));
+    let used = cpu_ticks(host.id()) - t0;
+    // a spinning accept loop uses a core: ~200 ticks in 2 s
+    assert!(
+        used < 40,
+        "the host used {used} ticks of CPU in 2 s while out of descriptors"
+    );
+    drop(idle);
+    std::thread::sleep(Duration::from_millis(1500));
+    let (p, _) = prediction(&device(&st, &addr, 0, &[]));
+    assert_eq!(p, expected(&st, 0));
+    let _ = host.kill();
+    let _ = host.wait();
+    // the warnings came at most a few times a second, not in a flood
+    let warnings = std::fs::read_to_string(&log)
+        .expect("log")
+        .matches("accept failed")
+        .count();
+    assert!((1..100).contains(&warnings), "{warnings} accept warnings");
+}
