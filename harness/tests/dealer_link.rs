@@ -59,6 +59,19 @@ fn connect(addr: &str) -> Tcp {
     .expect("tcp")
 }
 
+/// A link to `addr` with the host's mutual sealed opening under `key`.
+fn sealed_link(addr: &str, key: &Seed, salt: u8) -> Link<Sealed<Tcp, Vec<u8>>> {
+    let s = Sealed::initiator_mutual(
+        connect(addr),
+        key.expose(),
+        [salt; SALT_LEN],
+        vec![0; 4096],
+        vec![0; 4096],
+    )
+    .expect("opening");
+    Link::new(s, 0)
+}
+
 /// What the dealer answers a set-up sent on `l`: the kind of its first
 /// frame, or `None` if it sent none (closed or refused the records).
 fn answer<T: embedded_io::Read + embedded_io::Write>(l: &mut Link<T>, msg: &[u8]) -> Option<FrameKind> {
@@ -78,29 +91,13 @@ fn a_device_key_alone_gets_no_correction() {
     // the link key it would derive from it
     let device_key = read_key(&st.keys.join("device.key"));
     for guess in [device_key.clone(), session::host_dealer_link_key(&device_key)] {
-        let sealed = Sealed::initiator_mutual(
-            connect(&dealer.1),
-            guess.expose(),
-            [5; SALT_LEN],
-            vec![0u8; 4096],
-            vec![0u8; 4096],
-        )
-        .expect("opening");
-        let mut l = Link::new(sealed, 0);
+        let mut l = sealed_link(&dealer.1, &guess, 5);
         assert_eq!(answer(&mut l, &setup_message(&st, 0x2222, 8)), None);
     }
     // the control: with the host key's link key the same set-up is answered
     // (the dealer's tag), so the refusals above are the key's doing
     let link_key = session::host_dealer_link_key(&read_key(&st.keys.join("host.key")));
-    let sealed = Sealed::initiator_mutual(
-        connect(&dealer.1),
-        link_key.expose(),
-        [6; SALT_LEN],
-        vec![0u8; 4096],
-        vec![0u8; 4096],
-    )
-    .expect("opening");
-    let mut l = Link::new(sealed, 0);
+    let mut l = sealed_link(&dealer.1, &link_key, 6);
     assert_eq!(answer(&mut l, &setup_message(&st, 0x3333, 9)), Some(FrameKind::Hello));
 }
 

@@ -123,6 +123,34 @@ fn connection_key(psk: &[u8; 32], salt: &[u8; SALT_LEN]) -> ChaCha20Poly1305 {
     aead
 }
 
+/// Sends an opening: `magic` and this side's salt.
+fn send_opening<T: Write>(io: &mut T, magic: [u8; 4], salt: &[u8; SALT_LEN]) -> Result<(), SealError<T::Error>> {
+    io.write_all(&magic).map_err(SealError::Io)?;
+    io.write_all(salt).map_err(SealError::Io)?;
+    io.flush().map_err(SealError::Io)
+}
+
+/// Fills `buf` from the stream; its end is [`SealError::Closed`].
+fn read_all<T: Read>(io: &mut T, buf: &mut [u8]) -> Result<(), SealError<T::Error>> {
+    io.read_exact(buf).map_err(|e| match e {
+        ReadExactError::UnexpectedEof => SealError::Closed,
+        ReadExactError::Other(e) => SealError::Io(e),
+    })
+}
+
+/// Reads an opening that must start with `magic`; returns the peer's salt.
+fn read_opening<T: Read>(io: &mut T, magic: [u8; 4]) -> Result<[u8; SALT_LEN], SealError<T::Error>> {
+    let mut open = [0u8; 4 + SALT_LEN];
+    read_all(io, &mut open)?;
+    let (m, salt) = open.split_at(4);
+    if m != magic {
+        return Err(SealError::Malformed);
+    }
+    let mut out = [0u8; SALT_LEN];
+    out.copy_from_slice(salt);
+    Ok(out)
+}
+
 /// The key of a mutual opening: the initiator's salt, then the
 /// responder's, each through ChaCha20 as a PRF.
 fn mutual_key(psk: &[u8; 32], initiator: &[u8; SALT_LEN], responder: &[u8; SALT_LEN]) -> ChaCha20Poly1305 {
@@ -153,24 +181,13 @@ impl<T: Read + Write, B: AsMut<[u8]>> Sealed<T, B> {
         tx: B,
         rx: B,
     ) -> Result<Self, SealError<T::Error>> {
-        io.write_all(&MAGIC).map_err(SealError::Io)?;
-        io.write_all(&salt).map_err(SealError::Io)?;
-        io.flush().map_err(SealError::Io)?;
+        send_opening(&mut io, MAGIC, &salt)?;
         Ok(Self::with(io, connection_key(psk, &salt), 0, tx, rx))
     }
 
     /// The responding side: reads the opening.
     pub fn responder(mut io: T, psk: &[u8; 32], tx: B, rx: B) -> Result<Self, SealError<T::Error>> {
-        let mut open = [0u8; 4 + SALT_LEN];
-        io.read_exact(&mut open).map_err(|e| match e {
-            ReadExactError::UnexpectedEof => SealError::Closed,
-            ReadExactError::Other(e) => SealError::Io(e),
-        })?;
-        if open[..4] != MAGIC {
-            return Err(SealError::Malformed);
-        }
-        let mut salt = [0u8; SALT_LEN];
-        salt.copy_from_slice(&open[4..]);
+        let salt = read_opening(&mut io, MAGIC)?;
         Ok(Self::with(io, connection_key(psk, &salt), 1, tx, rx))
     }
 
@@ -183,14 +200,9 @@ impl<T: Read + Write, B: AsMut<[u8]>> Sealed<T, B> {
         tx: B,
         rx: B,
     ) -> Result<Self, SealError<T::Error>> {
-        io.write_all(&MAGIC_MUTUAL).map_err(SealError::Io)?;
-        io.write_all(&salt).map_err(SealError::Io)?;
-        io.flush().map_err(SealError::Io)?;
+        send_opening(&mut io, MAGIC_MUTUAL, &salt)?;
         let mut theirs = [0u8; SALT_LEN];
-        io.read_exact(&mut theirs).map_err(|e| match e {
-            ReadExactError::UnexpectedEof => SealError::Closed,
-            ReadExactError::Other(e) => SealError::Io(e),
-        })?;
+        read_all(&mut io, &mut theirs)?;
         Ok(Self::with(io, mutual_key(psk, &salt, &theirs), 0, tx, rx))
     }
 
@@ -203,16 +215,7 @@ impl<T: Read + Write, B: AsMut<[u8]>> Sealed<T, B> {
         tx: B,
         rx: B,
     ) -> Result<Self, SealError<T::Error>> {
-        let mut open = [0u8; 4 + SALT_LEN];
-        io.read_exact(&mut open).map_err(|e| match e {
-            ReadExactError::UnexpectedEof => SealError::Closed,
-            ReadExactError::Other(e) => SealError::Io(e),
-        })?;
-        if open[..4] != MAGIC_MUTUAL {
-            return Err(SealError::Malformed);
-        }
-        let mut theirs = [0u8; SALT_LEN];
-        theirs.copy_from_slice(&open[4..]);
+        let theirs = read_opening(&mut io, MAGIC_MUTUAL)?;
         io.write_all(&salt).map_err(SealError::Io)?;
         io.flush().map_err(SealError::Io)?;
         Ok(Self::with(io, mutual_key(psk, &theirs, &salt), 1, tx, rx))
@@ -279,11 +282,8 @@ impl<T: Read + Write, B: AsMut<[u8]>> Sealed<T, B> {
 
     fn open_record(&mut self) -> Result<(), SealError<T::Error>> {
         let mut len = [0u8; 2];
-        if let Err(e) = self.io.read_exact(&mut len) {
-            return self.fail(match e {
-                ReadExactError::UnexpectedEof => SealError::Closed,
-                ReadExactError::Other(e) => SealError::Io(e),
-            });
+        if let Err(e) = read_all(&mut self.io, &mut len) {
+            return self.fail(e);
         }
         let n = u16::from_le_bytes(len) as usize;
         if n == 0 || n > self.rx.as_mut().len() {
@@ -292,13 +292,10 @@ impl<T: Read + Write, B: AsMut<[u8]>> Sealed<T, B> {
         let mut tag = [0u8; 16];
         let r = {
             let buf = self.rx.as_mut().get_mut(..n).unwrap_or(&mut []);
-            self.io.read_exact(buf).and_then(|()| self.io.read_exact(&mut tag))
+            read_all(&mut self.io, buf).and_then(|()| read_all(&mut self.io, &mut tag))
         };
         if let Err(e) = r {
-            return self.fail(match e {
-                ReadExactError::UnexpectedEof => SealError::Closed,
-                ReadExactError::Other(e) => SealError::Io(e),
-            });
+            return self.fail(e);
         }
         let nonce = nonce(1 - self.role, self.rx_ctr);
         let buf = self.rx.as_mut().get_mut(..n).unwrap_or(&mut []);
