@@ -41,8 +41,9 @@ pub struct Args {
     /// Where to write the model file.
     #[arg(long)]
     pub out: PathBuf,
-    /// Fixed-point fractional bits recorded in the model.
-    #[arg(long, default_value_t = 16)]
+    /// Fixed-point fractional bits recorded in the model (1..=30, what
+    /// `FixedPoint` takes).
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=30))]
     pub frac_bits: u32,
 }
 

@@ -27,10 +27,17 @@ pub fn read_key(path: &Path) -> Result<Seed, String> {
     for (i, b) in k.iter_mut().enumerate() {
         *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
     }
+    if k == [0; 32] {
+        return Err(format!(
+            "{}: an all-zero key is no secret (make keys with `mpcvit keygen --out DIR`)",
+            path.display()
+        ));
+    }
     Ok(Seed::from_bytes(k))
 }
 
-fn write_key(path: &Path, key: &Seed) -> Result<(), String> {
+/// Creates the key file `path` (mode 0600, never over an existing file).
+fn create_key_file(path: &Path) -> Result<std::fs::File, String> {
     use std::fs::OpenOptions;
     #[cfg(unix)]
     use std::os::unix::fs::OpenOptionsExt as _;
@@ -38,12 +45,15 @@ fn write_key(path: &Path, key: &Seed) -> Result<(), String> {
     o.write(true).create_new(true);
     #[cfg(unix)]
     o.mode(0o600);
-    let mut f = o.open(path).map_err(|e| {
+    o.open(path).map_err(|e| {
         format!(
             "cannot create {}: {e} (keygen never overwrites a key; choose another --out)",
             path.display()
         )
-    })?;
+    })
+}
+
+fn write_key(f: &mut std::fs::File, path: &Path, key: &Seed) -> Result<(), String> {
     let hex: String = key.expose().iter().map(|b| format!("{b:02x}")).collect();
     f.write_all(format!("{hex}\n").as_bytes())
         .and_then(|()| f.sync_all())
@@ -70,11 +80,29 @@ pub struct KeygenArgs {
     pub out: PathBuf,
 }
 
-/// Creates `host.key` and `device.key` with fresh random keys in `dir`.
+/// Creates `host.key` and `device.key` with fresh random keys in `dir`:
+/// both or neither (a key left alone would match no other).
 pub fn make_keys(dir: &Path) -> Result<(), String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    write_key(&dir.join(HOST_KEY), &random_seed()?)?;
-    write_key(&dir.join(DEVICE_KEY), &random_seed()?)
+    let (host, device) = (dir.join(HOST_KEY), dir.join(DEVICE_KEY));
+    let mut fh = create_key_file(&host)?;
+    let mut fd = match create_key_file(&device) {
+        Ok(f) => f,
+        Err(e) => {
+            let _ = std::fs::remove_file(&host);
+            return Err(e);
+        }
+    };
+    let written = random_seed()
+        .and_then(|k| write_key(&mut fh, &host, &k))
+        .and_then(|()| random_seed())
+        .and_then(|k| write_key(&mut fd, &device, &k));
+    if written.is_err() {
+        // both files are ours (created new above)
+        let _ = std::fs::remove_file(&host);
+        let _ = std::fs::remove_file(&device);
+    }
+    written
 }
 
 /// `mpcvit keygen`.

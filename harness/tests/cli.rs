@@ -152,3 +152,65 @@ fn errors_say_what_failed_with_exit_codes() {
     assert_eq!(out.status.code(), Some(2));
     std::fs::remove_dir_all(&d).ok();
 }
+
+/// `keygen` makes both keys or neither: with a `device.key` already in the
+/// folder it fails and leaves no `host.key` behind (one that would match no
+/// device key), and the existing file untouched.
+#[test]
+fn keygen_makes_both_keys_or_neither() {
+    let d = tmpdir("keygen-atomic");
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("dir");
+    std::fs::write(d.join("device.key"), "someone else's\n").expect("write");
+    let o = bin()
+        .args(["keygen", "--out", d.to_str().unwrap()])
+        .output()
+        .expect("keygen");
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("never overwrites"));
+    assert!(!d.join("host.key").exists(), "a lone host.key was left");
+    assert_eq!(
+        std::fs::read_to_string(d.join("device.key")).expect("read"),
+        "someone else's\n"
+    );
+    // an empty folder gets both, 0600
+    let e = d.join("fresh");
+    let o = bin()
+        .args(["keygen", "--out", e.to_str().unwrap()])
+        .output()
+        .expect("keygen");
+    assert!(o.status.success());
+    for k in ["host.key", "device.key"] {
+        let m = std::fs::metadata(e.join(k)).expect("key");
+        #[cfg(unix)]
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777,
+            0o600,
+            "{k}"
+        );
+    }
+}
+
+/// An all-zero key is no secret: refused with one clear line.
+#[test]
+fn all_zero_key_is_refused() {
+    let d = tmpdir("zero-key");
+    let p = d.join("host.key");
+    std::fs::write(&p, format!("{}\n", "0".repeat(64))).expect("write");
+    let e = mpcvit::keys::read_key(&p).expect_err("all-zero key");
+    assert!(e.contains("all-zero"), "{e}");
+}
+
+/// `import --frac-bits` takes what fixed point supports (1..=30), a usage
+/// error otherwise (it used to write 0 and 31..=255, and 272 became 16).
+#[test]
+fn import_frac_bits_out_of_range_is_a_usage_error() {
+    for f in ["0", "31", "272"] {
+        let o = bin()
+            .args(["import", "x.pth", "--out", "y.mpcvit", "--frac-bits", f])
+            .output()
+            .expect("import");
+        assert_eq!(o.status.code(), Some(2), "{f}: {}", String::from_utf8_lossy(&o.stderr));
+        assert!(String::from_utf8_lossy(&o.stderr).contains("frac-bits"), "{f}");
+    }
+}
