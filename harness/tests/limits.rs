@@ -4,7 +4,7 @@
 //! warnings), and serve devices again once descriptors are free.
 
 mod common;
-use common::{device, expected, prediction, s, setup, start_dealer};
+use common::{Server, device, expected, prediction, s, setup, start_dealer};
 use std::io::{BufRead, BufReader};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
@@ -34,14 +34,17 @@ fn accept_failures_back_off() {
     );
     // its log goes to a file: a pipe nobody reads would block the host
     let log = st.dir.join("host-limits.log");
-    let mut host = Command::new("sh")
+    let host = Command::new("sh")
         .args(["-c", &cmd])
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(&log).expect("log"))
         .spawn()
         .expect("host");
+    // killed when the test ends, whatever its end
+    let mut host = Server(host, String::new(), None);
+    let host_pid = host.0.id();
     let mut line = String::new();
-    BufReader::new(host.stdout.take().expect("stdout"))
+    BufReader::new(host.0.stdout.take().expect("stdout"))
         .read_line(&mut line)
         .expect("first line");
     let addr = line.trim().rsplit(' ').next().expect("addr").to_string();
@@ -49,9 +52,9 @@ fn accept_failures_back_off() {
     // timeout; past the limit, accept fails for the rest
     let idle: Vec<TcpStream> = (0..40).map(|_| TcpStream::connect(&addr).expect("connect")).collect();
     std::thread::sleep(Duration::from_millis(500));
-    let t0 = cpu_ticks(host.id());
+    let t0 = cpu_ticks(host_pid);
     std::thread::sleep(Duration::from_secs(2));
-    let used = cpu_ticks(host.id()) - t0;
+    let used = cpu_ticks(host_pid) - t0;
     // a spinning accept loop uses a core: ~200 ticks in 2 s
     assert!(
         used < 40,
@@ -61,8 +64,7 @@ fn accept_failures_back_off() {
     std::thread::sleep(Duration::from_millis(1500));
     let (p, _) = prediction(&device(&st, &addr, 0, &[]));
     assert_eq!(p, expected(&st, 0));
-    let _ = host.kill();
-    let _ = host.wait();
+    drop(host);
     // the warnings came at most a few times a second, not in a flood
     let warnings = std::fs::read_to_string(&log)
         .expect("log")
