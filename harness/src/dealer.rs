@@ -23,6 +23,10 @@ pub struct DealerArgs {
     /// Exit after this many sessions (default: serve forever).
     #[arg(long)]
     pub sessions: Option<u64>,
+    /// Most sessions in flight at once; a connection past that is closed
+    /// at once.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_sessions: u32,
 }
 
 /// `mpcvit dealer`.
@@ -34,7 +38,7 @@ pub fn dealer(a: &DealerArgs) -> Result<(), String> {
     ));
     let l = listen(&a.listen, "dealer")?;
     announce("dealer", &l)?;
-    serve(&l, a.sessions, move |s| {
+    serve(&l, (a.sessions, a.max_sessions as usize), move |s| {
         let d = d.clone();
         move || match d.session(s) {
             Ok(sid) => info!("dealer: session {:016x} done", sid.0),

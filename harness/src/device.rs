@@ -11,7 +11,7 @@ use mpcvit_core::provision::BlobView;
 use mpcvit_core::{FixedPoint, ProtocolError};
 use mpcvit_device::DeviceError;
 use mpcvit_host::WeightMap;
-use mpcvit_host::net::{Seal, link, peer_gone};
+use mpcvit_host::net::{Seal, link, peer_gone, timed_out};
 use mpcvit_transport::shape::Profile;
 use serde::Serialize;
 use std::path::PathBuf;
@@ -242,6 +242,12 @@ pub fn device_run(a: &DeviceArgs) -> Result<DeviceReport, String> {
             } else {
                 "the host closed the connection during set-up (does it require --psk? the host's log says why)".into()
             });
+        }
+        Err(Failure::Handshake(DeviceError::Link(e)) | Failure::Device(DeviceError::Link(e))) if timed_out(&e) => {
+            return Err(format!(
+                "the host did not answer within {} s (--timeout; the host's log says why)",
+                a.timeout.max(1)
+            ));
         }
         Err(Failure::Handshake(e)) => return Err(format!("set-up with the host failed: {e}")),
         Err(Failure::Device(DeviceError::Link(e))) if peer_gone(&e) => {

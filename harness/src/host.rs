@@ -31,6 +31,10 @@ pub struct HostArgs {
     /// Exit after this many sessions (default: serve forever).
     #[arg(long)]
     pub sessions: Option<u64>,
+    /// Most sessions in flight at once; a connection past that is closed
+    /// at once.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_sessions: u32,
     /// Seal the device links with ChaCha20-Poly1305 under this pre-shared
     /// key file (64 hex digits, e.g. one written by `mpcvit keygen`); devices
     /// must use the same `--psk`.
@@ -48,7 +52,7 @@ pub fn host(a: &HostArgs) -> Result<(), String> {
     let h = Arc::new(h);
     let l = listen(&a.listen, "host")?;
     announce("host", &l)?;
-    serve(&l, a.sessions, move |s| {
+    serve(&l, (a.sessions, a.max_sessions as usize), move |s| {
         let h = h.clone();
         move || match h.session(s) {
             Ok(r) => {

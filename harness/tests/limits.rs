@@ -72,3 +72,54 @@ fn accept_failures_back_off() {
         .count();
     assert!((1..100).contains(&warnings), "{warnings} accept warnings");
 }
+
+/// Past `--max-sessions` a connection is closed at once (it costs the host
+/// no thread and no session memory), and once the sessions in flight end a
+/// device is served again.
+#[test]
+fn connections_past_max_sessions_are_closed_at_once() {
+    use std::io::Read;
+    let st = setup("limits-sessions");
+    let dealer = start_dealer(&st, &[]);
+    let host = common::start_host(&st, &dealer.1, &["--max-sessions", "2", "--timeout", "30"]);
+    let idle: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(&host.1).expect("connect")).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut third = TcpStream::connect(&host.1).expect("connect");
+    third.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    let t0 = std::time::Instant::now();
+    let mut b = [0u8; 1];
+    // closed by the host: end of stream (or a reset), not a timeout
+    let r = third.read(&mut b);
+    assert!(
+        matches!(r, Ok(0))
+            || r.as_ref()
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+        "{r:?}"
+    );
+    assert!(t0.elapsed() < Duration::from_secs(3), "closed after {:?}", t0.elapsed());
+    drop(idle);
+    std::thread::sleep(Duration::from_millis(500));
+    let (p, _) = prediction(&device(&st, &host.1, 0, &[]));
+    assert_eq!(p, expected(&st, 0));
+}
+
+/// A host that never answers: the device gives up after its timeout with a
+/// line that says so (the socket's timeout used to surface as
+/// `WouldBlock`).
+#[test]
+fn a_silent_host_is_a_timeout_that_says_so() {
+    let st = setup("limits-silent");
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = l.local_addr().expect("addr").to_string();
+    // accepts, then says nothing
+    let _keep = std::thread::spawn(move || {
+        let c = l.accept();
+        std::thread::sleep(Duration::from_secs(10));
+        drop(c);
+    });
+    let o = device(&st, &addr, 0, &["--timeout", "1"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("did not answer within 1 s"), "{err}");
+    assert!(!err.contains("WouldBlock"), "{err}");
+}

@@ -132,6 +132,12 @@ pub fn link(s: TcpStream, timeout: Duration, profile: Option<Profile>, seal: Sea
     Ok(Link::new(net, 0))
 }
 
+/// Whether a link error is a timeout: the peer sent nothing, or read
+/// nothing, for the link's timeout.
+pub fn timed_out(e: &LinkError) -> bool {
+    matches!(e, mpcvit_transport::Error::Transport(SealError::Io(io)) if io.kind() == std::io::ErrorKind::TimedOut)
+}
+
 /// Whether a link error means the peer closed or reset the connection.
 pub fn peer_gone(e: &LinkError) -> bool {
     use std::io::ErrorKind as K;

@@ -165,15 +165,18 @@ fn release_memory() {
     }
 }
 
-/// Accepts connections and runs `f` for each in its own thread; with a
-/// limit, waits for those sessions and returns.
+/// Accepts connections and runs `f` for each in its own thread, at most
+/// `max_live` at a time (a connection past that is closed at once, so a
+/// flood of connections costs the server a descriptor each for an instant,
+/// not a thread and a session's memory); with a `limit`, waits for that
+/// many sessions and returns.
 ///
 /// When `accept` fails (out of file descriptors or memory, which the
 /// pending connection does not change), the loop waits before it tries
 /// again, twice as long each time up to a second, so a server at its limits
 /// does not spin; a thread that cannot be started drops its connection and
 /// the server goes on.
-pub fn serve<F, G>(l: &TcpListener, limit: Option<u64>, mut f: F)
+pub fn serve<F, G>(l: &TcpListener, (limit, max_live): (Option<u64>, usize), mut f: F)
 where
     F: FnMut(TcpStream) -> G,
     G: FnOnce() + Send + 'static,
@@ -195,6 +198,15 @@ where
                 continue;
             }
         };
+        threads.retain(|t: &std::thread::JoinHandle<()>| !t.is_finished());
+        if threads.len() >= max_live {
+            warn!(
+                "{} sessions in flight, the most allowed (--max-sessions): connection closed",
+                threads.len()
+            );
+            drop(s);
+            continue;
+        }
         n += 1;
         let job = f(s);
         let spawned = std::thread::Builder::new().spawn(move || {
@@ -206,7 +218,6 @@ where
             // the job, and with it the connection, is dropped
             Err(e) => warn!("cannot start a session thread ({e}): connection closed"),
         }
-        threads.retain(|t| !t.is_finished());
     }
     for t in threads {
         let _ = t.join();
