@@ -444,7 +444,7 @@ pub fn dealer_message_len(words: usize) -> usize {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
 
@@ -456,6 +456,31 @@ mod tests {
 
     /// The bulk writer writes what word-by-word `put` writes, and the host's
     /// word plus the device's derived word is the value.
+    /// Each op draws its own correlations: op ids count up from 0, and
+    /// the streams of two ops differ (a counter that never advanced would
+    /// reuse every Beaver triple, and the results would still be right).
+    #[test]
+    fn every_op_has_its_own_id_and_streams() {
+        let key = Seed::from_bytes([4; 32]);
+        let mut c = Correlations::new(Role::Device, &key, SessionId(9));
+        let mut firsts = std::vec::Vec::new();
+        for k in 0..200u64 {
+            let op = c.next_op().expect("op");
+            assert_eq!(op.op(), k);
+            firsts.push(op.random(0).next_u64());
+        }
+        firsts.sort_unstable();
+        firsts.dedup();
+        assert_eq!(firsts.len(), 200, "two ops share a stream");
+        assert_eq!(c.ops_used(), 200);
+        // the dealer's mirror counts the same way
+        let mut d = DealerSession::new(&Seed::from_bytes([5; 32]), &key, SessionId(9));
+        for k in 0..10u64 {
+            let op = d.next_op().expect("op");
+            assert_eq!((op.host.op(), op.device.op()), (k, k));
+        }
+    }
+
     #[test]
     fn put_lane_matches_put() {
         let op = dealer();

@@ -125,3 +125,19 @@ fn host_and_dealer_of_different_deployments_fail_clearly() {
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(err.contains("does not hold the host's key"), "{err}");
 }
+
+/// The dealer records the session ids it has served: the same set-up a
+/// second time (a replay by a holder of the host key, or a host bug) is
+/// refused, so no session's correlations are dealt twice.
+#[test]
+fn the_dealer_refuses_a_repeated_set_up() {
+    let st = setup("dealer-link-repeat");
+    let dealer = start_dealer(&st, &[]);
+    let link_key = session::host_dealer_link_key(&read_key(&st.keys.join("host.key")));
+    let msg = setup_message(&st, 0x4444, 10);
+    let mut first = sealed_link(&dealer.1, &link_key, 7);
+    assert_eq!(answer(&mut first, &msg), Some(FrameKind::Hello));
+    drop(first);
+    let mut again = sealed_link(&dealer.1, &link_key, 8);
+    assert_eq!(answer(&mut again, &msg), Some(FrameKind::Abort));
+}

@@ -478,6 +478,50 @@ mod tests {
         assert_eq!(r.write(b"x").err(), Some(SealError::Poisoned));
     }
 
+    /// Records carry an implicit counter: the same plaintext sealed twice
+    /// gives two ciphertexts, and a record replayed, reordered or dropped
+    /// fails its tag.
+    #[test]
+    fn replayed_reordered_and_dropped_records_fail() {
+        let psk = [2u8; 32];
+        let mut s =
+            Sealed::initiator(Wire::default(), &psk, [3; SALT_LEN], vec![0u8; 64], vec![0u8; 64]).expect("open");
+        for _ in 0..3 {
+            s.write_all(b"hello").expect("write");
+            s.flush().expect("flush");
+        }
+        let wire = s.io.data;
+        let open = 4 + SALT_LEN;
+        let rec = 2 + 5 + 16;
+        let r: Vec<&[u8]> = (0..3).map(|i| &wire[open + i * rec..open + (i + 1) * rec]).collect();
+        assert_ne!(
+            r[0], r[1],
+            "the same plaintext sealed twice must differ (the counter advances)"
+        );
+        let read_all_of = |records: &[&[u8]]| {
+            let mut data = wire[..open].to_vec();
+            for x in records {
+                data.extend_from_slice(x);
+            }
+            let mut rd = Sealed::responder(Wire { data, pos: 0 }, &psk, vec![0u8; 64], vec![0u8; 64]).expect("open");
+            let mut out = [0u8; 5];
+            (0..records.len())
+                .map(|_| rd.read_exact(&mut out).map(|()| out))
+                .collect::<Result<Vec<_>, _>>()
+        };
+        assert!(read_all_of(&[r[0], r[1], r[2]]).is_ok());
+        for (what, order) in [
+            ("replayed", [r[0], r[0], r[1]]),
+            ("reordered", [r[1], r[0], r[2]]),
+            ("dropped", [r[0], r[2], r[1]]),
+        ] {
+            assert!(
+                matches!(read_all_of(&order), Err(ReadExactError::Other(SealError::Auth))),
+                "{what} record accepted"
+            );
+        }
+    }
+
     /// A mutual opening: both salts make the key, frames go both ways.
     #[test]
     fn mutual_opening_roundtrip_and_wrong_key() {

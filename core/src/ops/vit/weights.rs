@@ -199,3 +199,30 @@ pub fn encode_weight(m: &ModelView<'_>, fp: FixedPoint, id: Wid, out: &mut [u64]
     }
     Ok(())
 }
+
+#[cfg(test)]
+#[allow(clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    /// Every weight has its own mask stream: two tensors sharing one would
+    /// give the device the difference of their weights from its blob.
+    #[test]
+    fn mask_ids_are_distinct_over_all_weight_ids() {
+        let a = Arch {
+            image: 32,
+            channels: 3,
+            patch: 4,
+            dim: 256,
+            layers: 7,
+            heads: 4,
+            mlp: 512,
+            classes: 10,
+        };
+        let ids: std::vec::Vec<u64> = Wid::all(&a).map(Wid::mask_id).collect();
+        let mut sorted = ids.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(sorted.len(), ids.len(), "two weights share a mask stream");
+    }
+}
