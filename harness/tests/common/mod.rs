@@ -84,10 +84,19 @@ impl Drop for Server {
 }
 
 pub fn server(args: &[&str]) -> Server {
+    server_logged(args, None)
+}
+
+/// [`server`] with its stderr (its log, and any panic message) in `log`.
+pub fn server_logged(args: &[&str], log: Option<&Path>) -> Server {
+    let err = match log {
+        Some(p) => Stdio::from(std::fs::File::create(p).expect("log")),
+        None => Stdio::null(),
+    };
     let mut c = bin()
         .args(args)
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(err)
         .spawn()
         .expect("spawn");
     let mut line = String::new();
