@@ -3,7 +3,7 @@
 use crate::keys::{DEVICE_KEY, HOST_KEY, read_key};
 use crate::net::{announce, listen, seconds};
 use log::{info, warn};
-use mpcvit_host::serve::{Dealer, serve};
+use mpcvit_host::serve::{Dealer, Limits, serve};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -17,9 +17,14 @@ pub struct DealerArgs {
     /// Directory with `host.key` and `device.key`.
     #[arg(long)]
     pub keys: PathBuf,
-    /// Seconds to wait for a silent peer before ending its session.
+    /// Seconds to wait for a silent peer (each read and write), and for a
+    /// connection's whole set-up, before ending its session.
     #[arg(long, default_value_t = 60)]
     pub timeout: u64,
+    /// Seconds a session may take after set-up, however its peer paces its
+    /// bytes.
+    #[arg(long, default_value_t = 3600)]
+    pub session_limit: u64,
     /// Exit after this many sessions (default: serve forever).
     #[arg(long)]
     pub sessions: Option<u64>,
@@ -31,10 +36,14 @@ pub struct DealerArgs {
 
 /// `mpcvit dealer`.
 pub fn dealer(a: &DealerArgs) -> Result<(), String> {
+    let limits = Limits {
+        timeout: seconds(a.timeout),
+        session: seconds(a.session_limit),
+    };
     let d = Arc::new(Dealer::new(
         read_key(&a.keys.join(HOST_KEY))?,
         read_key(&a.keys.join(DEVICE_KEY))?,
-        seconds(a.timeout),
+        limits,
     ));
     let l = listen(&a.listen, "dealer")?;
     announce("dealer", &l)?;

@@ -197,9 +197,15 @@ pub fn device_run(a: &DeviceArgs) -> Result<DeviceReport, String> {
     // The key stays in its zeroizing Seed; the link borrows it.
     let psk = a.psk.as_deref().map(read_key).transpose()?;
     let seal = psk.as_ref().map_or(Seal::None, |k| Seal::Initiator(k.expose()));
-    let io = link(connect(&a.connect, "host")?, seconds(a.timeout), a.link, seal)
-        .map_err(|e| e.to_string())?
-        .into_inner();
+    let no_deadline = mpcvit_transport::tcp::Deadline::default();
+    let io = link(
+        connect(&a.connect, "host")?,
+        (seconds(a.timeout), no_deadline),
+        a.link,
+        seal,
+    )
+    .map_err(|e| e.to_string())?
+    .into_inner();
     let mut scratch = vec![0; vit::scratch_len(&arch, a.tile)];
     let mut patches = vec![0; (arch.tokens() - 1) * arch.patch_len()];
     let mut logits = vec![0; arch.classes];

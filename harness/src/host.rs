@@ -4,7 +4,7 @@ use crate::keys::{HOST_KEY, read_key};
 use crate::net::{announce, listen, seconds};
 use crate::provision::read_model;
 use log::{info, warn};
-use mpcvit_host::serve::{Host, serve};
+use mpcvit_host::serve::{Host, Limits, serve};
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -25,9 +25,14 @@ pub struct HostArgs {
     /// The dealer's address.
     #[arg(long, default_value = "127.0.0.1:7100")]
     pub dealer: String,
-    /// Seconds to wait for a silent peer before ending its session.
+    /// Seconds to wait for a silent peer (each read and write), and for a
+    /// connection's whole set-up, before ending its session.
     #[arg(long, default_value_t = 60)]
     pub timeout: u64,
+    /// Seconds a session may take after set-up, however its peer paces its
+    /// bytes.
+    #[arg(long, default_value_t = 3600)]
+    pub session_limit: u64,
     /// Exit after this many sessions (default: serve forever).
     #[arg(long)]
     pub sessions: Option<u64>,
@@ -47,7 +52,11 @@ pub fn host(a: &HostArgs) -> Result<(), String> {
     let model = read_model(&a.model)?;
     let key = read_key(&a.keys.join(HOST_KEY))?;
     let psk = a.psk.as_deref().map(read_key).transpose()?;
-    let h = Host::new(model, key, a.dealer.clone(), seconds(a.timeout), psk)
+    let limits = Limits {
+        timeout: seconds(a.timeout),
+        session: seconds(a.session_limit),
+    };
+    let h = Host::new(model, key, a.dealer.clone(), limits, psk)
         .map_err(|e| format!("{}: not a usable model file: {e}", a.model.display()))?;
     let h = Arc::new(h);
     let l = listen(&a.listen, "host")?;

@@ -123,3 +123,35 @@ fn a_silent_host_is_a_timeout_that_says_so() {
     assert!(err.contains("did not answer within 1 s"), "{err}");
     assert!(!err.contains("WouldBlock"), "{err}");
 }
+
+/// Slowloris: a client that sends one byte of its hello every half second
+/// never trips a 2 s read timeout, but the set-up as a whole has a deadline
+/// (the timeout): the host closes the connection soon after it, and serves
+/// a device afterwards.
+#[test]
+fn a_trickling_client_is_cut_at_the_set_up_deadline() {
+    use std::io::{Read, Write};
+    let st = setup("limits-slowloris");
+    let dealer = start_dealer(&st, &[]);
+    let host = common::start_host(&st, &dealer.1, &["--timeout", "2"]);
+    let mut c = TcpStream::connect(&host.1).expect("connect");
+    let t0 = std::time::Instant::now();
+    // a frame header's worth of bytes, one at a time, never completed;
+    // after each, a short read tells whether the host has closed
+    c.set_read_timeout(Some(Duration::from_millis(10))).expect("timeout");
+    let mut cut = None;
+    for _ in 0..16 {
+        std::thread::sleep(Duration::from_millis(500));
+        let mut b = [0u8; 64];
+        let open = c.write_all(b"M").is_ok()
+            && matches!(c.read(&mut b), Err(ref e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut));
+        if !open {
+            cut = Some(t0.elapsed());
+            break;
+        }
+    }
+    let cut = cut.expect("the host kept a trickling connection for 8 s");
+    assert!(cut < Duration::from_secs(5), "cut after {cut:?}");
+    let (p, _) = prediction(&device(&st, &host.1, 0, &[]));
+    assert_eq!(p, expected(&st, 0));
+}

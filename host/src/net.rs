@@ -5,7 +5,7 @@
 use mpcvit_transport::Link;
 use mpcvit_transport::seal::{SALT_LEN, SealError, Sealed};
 use mpcvit_transport::shape::{Profile, Shaped};
-use mpcvit_transport::tcp::Tcp;
+use mpcvit_transport::tcp::{Deadline, Tcp};
 use std::net::TcpStream;
 use std::time::Duration;
 
@@ -99,10 +99,18 @@ impl std::fmt::Display for OpenError {
 
 impl std::error::Error for OpenError {}
 
-/// A party link on `s`: reads time out after `timeout`, traffic is shaped
-/// by `profile`, and sealed as `seal` says. Bound to session 0 (set-up).
-pub fn link(s: TcpStream, timeout: Duration, profile: Option<Profile>, seal: Seal<'_>) -> Result<Link<Net>, OpenError> {
-    let t = Shaped::new(Tcp::new(s, Some(timeout)).map_err(OpenError::Socket)?, profile);
+/// A party link on `s`: each read and write times out after `timeout`,
+/// every one of them fails past `deadline` (which the caller moves from
+/// phase to phase), traffic is shaped by `profile`, and sealed as `seal`
+/// says. Bound to session 0 (set-up).
+pub fn link(
+    s: TcpStream,
+    (timeout, deadline): (Duration, Deadline),
+    profile: Option<Profile>,
+    seal: Seal<'_>,
+) -> Result<Link<Net>, OpenError> {
+    let tcp = Tcp::with_deadline(s, Some(timeout), deadline).map_err(OpenError::Socket)?;
+    let t = Shaped::new(tcp, profile);
     let salt = || -> Result<[u8; SALT_LEN], OpenError> {
         let mut salt = [0u8; SALT_LEN];
         getrandom::fill(&mut salt).map_err(|_| OpenError::Randomness)?;

@@ -19,6 +19,7 @@ use mpcvit_core::prg::Seed;
 use mpcvit_core::provision::{self, BlobView};
 use mpcvit_core::session::{self, Accept, DealerSetup, DeviceHello};
 use mpcvit_core::{FixedPoint, ProtocolError, SessionId};
+use mpcvit_transport::tcp::Deadline;
 use mpcvit_transport::{FrameKind, Link};
 use std::collections::HashSet;
 use std::net::{TcpListener, TcpStream};
@@ -264,19 +265,39 @@ pub struct Dealer {
     link_key: Seed,
     device_key: Seed,
     seen: Mutex<HashSet<u64>>,
-    timeout: Duration,
+    limits: Limits,
+}
+
+/// How long a connection may take: each read and write (`timeout`), the
+/// set-up as a whole (also `timeout`), the session after it
+/// (`session`).
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Each read, each write, and the whole set-up.
+    pub timeout: Duration,
+    /// The whole session after set-up.
+    pub session: Duration,
+}
+
+impl Limits {
+    /// The deadline of a new connection's set-up.
+    fn setup(&self) -> Deadline {
+        let d = Deadline::default();
+        d.set(Some(Instant::now() + self.timeout));
+        d
+    }
 }
 
 impl Dealer {
-    /// The dealer of the deployment of `host_key` and `device_key`; a
-    /// silent peer is dropped after `timeout`.
-    pub fn new(host_key: Seed, device_key: Seed, timeout: Duration) -> Self {
+    /// The dealer of the deployment of `host_key` and `device_key`, with
+    /// `limits` on each connection.
+    pub fn new(host_key: Seed, device_key: Seed, limits: Limits) -> Self {
         Self {
             link_key: session::host_dealer_link_key(&host_key),
             host_key,
             device_key,
             seen: Mutex::new(HashSet::new()),
-            timeout,
+            limits,
         }
     }
 
@@ -286,7 +307,8 @@ impl Dealer {
     /// refused at its first record, before anything is dealt.
     pub fn session(&self, s: TcpStream) -> Result<SessionId, SessionError> {
         let seal = Seal::MutualResponder(self.link_key.expose());
-        let mut l = link(s, self.timeout, None, seal).map_err(|e| match e {
+        let phase = self.limits.setup();
+        let mut l = link(s, (self.limits.timeout, phase.clone()), None, seal).map_err(|e| match e {
             // not a sealed opening at all (a plain client)
             OpenError::Seal(NetError::Malformed) => SessionError::NotOurs(Peer::Host),
             e => SessionError::Open(e),
@@ -318,6 +340,7 @@ impl Dealer {
         l.send(FrameKind::Hello, &session::dealer_tag(&kd, sid))
             .map_err(|e| SessionError::Link(Peer::Host, e))?;
         l.set_session(sid.0);
+        phase.set(Some(Instant::now() + self.limits.session));
         let a = plan.arch();
         let fp = FixedPoint::new(plan.frac_bits()).map_err(|e| SessionError::BadSetup(Peer::Host, e))?;
         let map = WeightMap::dealer(&a, &session::model_seed(&self.host_key, plan.model_crc()));
@@ -367,20 +390,20 @@ pub struct Host {
     crc: u32,
     fp: FixedPoint,
     dealer: String,
-    timeout: Duration,
+    limits: Limits,
     used: Mutex<HashSet<u64>>,
     psk: Option<Seed>,
 }
 
 impl Host {
     /// The host of `model` (a model file's bytes) with `key`, its dealer at
-    /// `dealer`; a silent peer is dropped after `timeout`; device links are
-    /// sealed under `psk` if given.
+    /// `dealer`, `limits` on each connection; device links are sealed under
+    /// `psk` if given.
     pub fn new(
         model: Vec<u8>,
         key: Seed,
         dealer: String,
-        timeout: Duration,
+        limits: Limits,
         psk: Option<Seed>,
     ) -> Result<Self, crate::LoadError> {
         let view = ModelView::parse(&model)?;
@@ -399,7 +422,7 @@ impl Host {
             crc,
             fp,
             dealer,
-            timeout,
+            limits,
             used: Mutex::new(HashSet::new()),
             psk,
         })
@@ -422,10 +445,15 @@ impl Host {
 
     /// Relays the device's set-up to the dealer; the dealer link bound to
     /// the session and the dealer's tag.
-    fn dealer_setup(&self, hello: &DeviceHello, sid: u64) -> Result<(Link<Net>, [u8; session::TAG_LEN]), SessionError> {
+    fn dealer_setup(
+        &self,
+        hello: &DeviceHello,
+        sid: u64,
+        phase: &Deadline,
+    ) -> Result<(Link<Net>, [u8; session::TAG_LEN]), SessionError> {
         let s = TcpStream::connect(&self.dealer).map_err(SessionError::DealerUnreachable)?;
         let seal = Seal::MutualInitiator(self.link_key.expose());
-        let mut dl = link(s, self.timeout, None, seal).map_err(|e| match e {
+        let mut dl = link(s, (self.limits.timeout, phase.clone()), None, seal).map_err(|e| match e {
             // the dealer hung up on the opening: not a mutual sealed link's dealer
             OpenError::Seal(NetError::Closed) => SessionError::NotOurs(Peer::Dealer),
             e => SessionError::Open(e),
@@ -460,7 +488,10 @@ impl Host {
     pub fn session(&self, s: TcpStream) -> Result<HostReport, SessionError> {
         let t0 = Instant::now();
         let seal = self.psk.as_ref().map_or(Seal::None, |k| Seal::Responder(k.expose()));
-        let mut dev = link(s, self.timeout, None, seal).map_err(SessionError::Open)?;
+        // set-up, on both links, within the timeout; the session after it
+        // within the session limit
+        let phase = self.limits.setup();
+        let mut dev = link(s, (self.limits.timeout, phase.clone()), None, seal).map_err(SessionError::Open)?;
         let mut buf = vec![0u8; SETUP_MAX];
         let hello = DeviceHello::decode(recv_setup(&mut dev, &mut buf, Peer::Device)?)
             .map_err(|e| SessionError::BadSetup(Peer::Device, e))?;
@@ -474,7 +505,7 @@ impl Host {
             return Err(refuse(&mut dev, why));
         }
         let sid = self.fresh_session()?;
-        let (dl, tag) = match self.dealer_setup(&hello, sid) {
+        let (dl, tag) = match self.dealer_setup(&hello, sid, &phase) {
             Ok(v) => v,
             Err(e) => {
                 let why = match &e {
@@ -494,6 +525,7 @@ impl Host {
         dev.send(FrameKind::Hello, &acc)
             .map_err(|e| SessionError::Link(Peer::Device, e))?;
         dev.set_session(sid);
+        phase.set(Some(Instant::now() + self.limits.session));
         let (m0, d0) = (dev.meter(), dl.meter());
         let view = ModelView::parse(&self.model).map_err(SessionError::BadPlan)?;
         let a = view.arch();

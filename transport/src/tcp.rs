@@ -2,11 +2,40 @@
 
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A point in time by which a connection's current phase must be done,
+/// shared by the stream and its owner (who moves it from phase to phase:
+/// set-up, then the session). Past it, every read and write fails with
+/// `ErrorKind::TimedOut`, however the peer paces its bytes: a per-read
+/// timeout alone lets a peer that sends one byte per timeout hold a
+/// connection forever.
+#[derive(Clone, Debug, Default)]
+pub struct Deadline(Arc<Mutex<Option<Instant>>>);
+
+impl Deadline {
+    /// Sets the deadline (`None`: no deadline).
+    pub fn set(&self, at: Option<Instant>) {
+        if let Ok(mut d) = self.0.lock() {
+            *d = at;
+        }
+    }
+
+    /// Time left until the deadline: `None` without one, `Some(ZERO)` past it.
+    fn left(&self) -> Option<Duration> {
+        let at = self.0.lock().ok().and_then(|d| *d)?;
+        Some(at.saturating_duration_since(Instant::now()))
+    }
+}
 
 /// A TCP stream usable as a [`crate::Link`] byte stream.
 #[derive(Debug)]
-pub struct Tcp(pub TcpStream);
+pub struct Tcp {
+    s: TcpStream,
+    timeout: Option<Duration>,
+    deadline: Deadline,
+}
 
 impl Tcp {
     /// Wraps a connected stream: disables Nagle (protocol messages are
@@ -14,10 +43,37 @@ impl Tcp {
     /// a silent peer, or one that stops reading, is an error
     /// (`ErrorKind::TimedOut`) instead of a wait without end.
     pub fn new(s: TcpStream, timeout: Option<Duration>) -> std::io::Result<Self> {
+        Self::with_deadline(s, timeout, Deadline::default())
+    }
+
+    /// [`Tcp::new`] with a `deadline` the owner keeps a clone of.
+    pub fn with_deadline(s: TcpStream, timeout: Option<Duration>, deadline: Deadline) -> std::io::Result<Self> {
         s.set_nodelay(true)?;
         s.set_read_timeout(timeout)?;
         s.set_write_timeout(timeout)?;
-        Ok(Self(s))
+        Ok(Self { s, timeout, deadline })
+    }
+
+    /// The stream.
+    pub fn get_ref(&self) -> &TcpStream {
+        &self.s
+    }
+
+    /// Before a read or a write: past the deadline an error; before it, the
+    /// socket's timeout cut to the time left.
+    fn arm(&self, what: &str) -> std::io::Result<()> {
+        let Some(left) = self.deadline.left() else {
+            return Ok(());
+        };
+        if left.is_zero() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("the peer did not {what} before the deadline of this phase"),
+            ));
+        }
+        let t = Some(self.timeout.map_or(left, |t| t.min(left)));
+        self.s.set_read_timeout(t)?;
+        self.s.set_write_timeout(t)
     }
 }
 
@@ -39,8 +95,9 @@ impl embedded_io::ErrorType for Tcp {
 
 impl embedded_io::Read for Tcp {
     fn read(&mut self, buf: &mut [u8]) -> Result<usize, Self::Error> {
+        self.arm("send")?;
         loop {
-            match self.0.read(buf) {
+            match self.s.read(buf) {
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 r => return r.map_err(|e| timed_out(e, "send")),
             }
@@ -50,8 +107,9 @@ impl embedded_io::Read for Tcp {
 
 impl embedded_io::Write for Tcp {
     fn write(&mut self, buf: &[u8]) -> Result<usize, Self::Error> {
+        self.arm("read what it was sent")?;
         loop {
-            match self.0.write(buf) {
+            match self.s.write(buf) {
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 r => return r.map_err(|e| timed_out(e, "read what it was sent")),
             }
@@ -59,6 +117,6 @@ impl embedded_io::Write for Tcp {
     }
 
     fn flush(&mut self) -> Result<(), Self::Error> {
-        self.0.flush().map_err(|e| timed_out(e, "read what it was sent"))
+        self.s.flush().map_err(|e| timed_out(e, "read what it was sent"))
     }
 }
