@@ -78,7 +78,7 @@ impl Dataset {
 /// Reads a file, gunzipping it if it starts with the gzip magic (at most
 /// 1 GiB of output).
 pub fn read_file(path: &Path) -> Result<Vec<u8>, String> {
-    let raw = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let raw = crate::files::read_bounded(path, "data file", crate::files::MAX_DATA)?;
     if raw.starts_with(&[0x1f, 0x8b]) {
         let mut out = Vec::new();
         flate2::read::GzDecoder::new(&raw[..])

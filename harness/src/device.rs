@@ -179,7 +179,7 @@ pub fn device(a: &DeviceArgs) -> Result<(), String> {
 pub fn device_run(a: &DeviceArgs) -> Result<DeviceReport, String> {
     use mpcvit_device::session::{self as ds, Failure};
     let t_start = Instant::now();
-    let blob_bytes = std::fs::read(&a.blob).map_err(|e| format!("cannot read blob {}: {e}", a.blob.display()))?;
+    let blob_bytes = crate::files::read_bounded(&a.blob, "blob", crate::files::MAX_MODEL)?;
     let blob = BlobView::parse(&blob_bytes)
         .map_err(|e| format!("{}: not a usable provisioning blob: {e}", a.blob.display()))?;
     let key = read_key(&a.keys.join(DEVICE_KEY))?;

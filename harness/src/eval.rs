@@ -229,7 +229,7 @@ fn attention(v: &ModelView<'_>) -> String {
 
 /// Runs the evaluation.
 pub fn run(a: &Args) -> Result<(), String> {
-    let bytes = std::fs::read(&a.model).map_err(|e| format!("cannot read model {}: {e}", a.model.display()))?;
+    let bytes = crate::files::read_bounded(&a.model, "model", crate::files::MAX_MODEL)?;
     let fm = FloatModel::from_bytes(&bytes).map_err(|e| format!("{}: {e}", a.model.display()))?;
     let view = ModelView::parse(&bytes).map_err(|e| e.to_string())?;
     let ds = dataset(a, &fm)?;

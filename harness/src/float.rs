@@ -71,7 +71,7 @@ impl FloatModel {
 
     /// Loads a model file.
     pub fn load(path: &Path) -> Result<Self, String> {
-        let b = std::fs::read(path).map_err(|e| format!("cannot read model {}: {e}", path.display()))?;
+        let b = crate::files::read_bounded(path, "model", crate::files::MAX_MODEL)?;
         Self::from_bytes(&b).map_err(|e| format!("{}: {e}", path.display()))
     }
 

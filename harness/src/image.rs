@@ -25,7 +25,7 @@ pub fn normalise(pixels: &[u8], channels: usize) -> Vec<f32> {
 
 /// Reads a binary PGM/PPM into planar `[c, h, w]` bytes.
 pub fn read_pnm(path: &Path) -> Result<(usize, usize, Vec<u8>), String> {
-    let b = std::fs::read(path).map_err(|e| format!("cannot read image {}: {e}", path.display()))?;
+    let b = crate::files::read_bounded(path, "image", crate::files::MAX_DATA)?;
     let bad = |why: &str| {
         format!(
             "{}: {why} (expected a binary PGM P5 or PPM P6, maxval 255)",

@@ -448,6 +448,13 @@ pub struct Checkpoint {
 
 /// Reads a PyTorch zip checkpoint.
 pub fn read_checkpoint(path: &Path) -> Result<Checkpoint, String> {
+    // a regular file (the zip reader seeks in it): not a FIFO or a device
+    if !std::fs::metadata(path).is_ok_and(|m| m.is_file()) {
+        return Err(format!(
+            "cannot read checkpoint {}: not a regular file (or missing)",
+            path.display()
+        ));
+    }
     let f = std::fs::File::open(path).map_err(|e| format!("cannot read checkpoint {}: {e}", path.display()))?;
     let mut z = zip::ZipArchive::new(f).map_err(|e| {
         format!(

@@ -12,12 +12,9 @@ pub const DEVICE_KEY: &str = "device.key";
 
 /// Reads a key file: 64 hex digits (whitespace around them is ignored).
 pub fn read_key(path: &Path) -> Result<Seed, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        format!(
-            "cannot read key {}: {e} (make keys with `mpcvit keygen --out DIR`)",
-            path.display()
-        )
-    })?;
+    let bytes = crate::files::read_bounded(path, "key", crate::files::MAX_KEY)
+        .map_err(|e| format!("{e} (make keys with `mpcvit keygen --out DIR`)"))?;
+    let text = String::from_utf8_lossy(&bytes);
     let hex = text.trim();
     let bad = || format!("{}: a key file holds 64 hex digits", path.display());
     if hex.len() != 64 || !hex.is_ascii() {

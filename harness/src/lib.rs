@@ -12,6 +12,7 @@ pub mod dealer;
 pub mod demo;
 pub mod device;
 pub mod eval;
+pub mod files;
 pub mod float;
 pub mod host;
 pub mod image;

@@ -38,7 +38,7 @@ pub fn run(a: &Args) -> Result<(), String> {
         .collect::<Result<_, _>>()?;
     let archs: Vec<(String, Arch)> = match &a.model {
         Some(p) => {
-            let bytes = std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()))?;
+            let bytes = crate::files::read_bounded(p, "model", crate::files::MAX_MODEL)?;
             let m = ModelView::parse(&bytes).map_err(|e| format!("{}: {e}", p.display()))?;
             vec![(p.display().to_string(), m.arch())]
         }

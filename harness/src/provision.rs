@@ -26,7 +26,7 @@ pub struct ProvisionArgs {
 
 /// Reads and checks a model file.
 pub fn read_model(path: &Path) -> Result<Vec<u8>, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read model {}: {e}", path.display()))?;
+    let bytes = crate::files::read_bounded(path, "model", crate::files::MAX_MODEL)?;
     ModelView::parse(&bytes).map_err(|e| format!("{}: not a usable model file: {e}", path.display()))?;
     Ok(bytes)
 }

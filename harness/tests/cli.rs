@@ -214,3 +214,61 @@ fn import_frac_bits_out_of_range_is_a_usage_error() {
         assert!(String::from_utf8_lossy(&o.stderr).contains("frac-bits"), "{f}");
     }
 }
+
+/// Files the user names are read only if they are regular files of a
+/// sane size: `/dev/zero` as a model (it used to grow until memory ran
+/// out) and a FIFO as a key or a blob (it used to hang) are one clear
+/// error within seconds.
+#[test]
+fn special_files_are_refused_not_read() {
+    let d = tmpdir("special-files");
+    let fifo = d.join("fifo");
+    let _ = std::fs::remove_file(&fifo);
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .expect("mkfifo")
+            .success(),
+        "mkfifo"
+    );
+    let keys = d.join("keys");
+    let _ = std::fs::remove_dir_all(&keys);
+    std::fs::create_dir_all(&keys).expect("keys");
+    std::os::unix::fs::symlink(&fifo, keys.join("host.key")).expect("link");
+    let f = fifo.to_str().unwrap();
+    for args in [
+        vec![
+            "provision",
+            "--model",
+            "/dev/zero",
+            "--keys",
+            keys.to_str().unwrap(),
+            "--out",
+            "x.blob",
+        ],
+        vec!["memory", "--model", f],
+        vec!["host", "--model", "/dev/zero", "--keys", keys.to_str().unwrap()],
+        vec!["dealer", "--keys", keys.to_str().unwrap()],
+    ] {
+        let mut c = bin()
+            .args(&args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        let t0 = std::time::Instant::now();
+        while c.try_wait().expect("wait").is_none() && t0.elapsed() < std::time::Duration::from_secs(10) {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let done = c.try_wait().expect("wait").is_some();
+        if !done {
+            let _ = c.kill();
+        }
+        let o = c.wait_with_output().expect("output");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(done, "{args:?} still running after 10 s");
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains("not a regular file"), "{args:?}: {err}");
+    }
+}
