@@ -47,7 +47,8 @@ pub fn dealer(a: &DealerArgs) -> Result<(), String> {
     ));
     let l = listen(&a.listen, "dealer")?;
     announce("dealer", &l)?;
-    serve(&l, (a.sessions, a.max_sessions as usize), move |s| {
+    // a host is refused by closing: it expects a sealed opening, not a frame
+    serve(&l, (a.sessions, a.max_sessions as usize), None, move |s| {
         let d = d.clone();
         move || match d.session(s) {
             Ok(sid) => info!("dealer: session {:016x} done", sid.0),

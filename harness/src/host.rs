@@ -59,9 +59,10 @@ pub fn host(a: &HostArgs) -> Result<(), String> {
     let h = Host::new(model, key, a.dealer.clone(), limits, psk)
         .map_err(|e| format!("{}: not a usable model file: {e}", a.model.display()))?;
     let h = Arc::new(h);
+    let busy = h.busy_reply(a.max_sessions as usize);
     let l = listen(&a.listen, "host")?;
     announce("host", &l)?;
-    serve(&l, (a.sessions, a.max_sessions as usize), move |s| {
+    serve(&l, (a.sessions, a.max_sessions as usize), busy.as_deref(), move |s| {
         let h = h.clone();
         move || match h.session(s) {
             Ok(r) => {

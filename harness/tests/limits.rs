@@ -73,11 +73,11 @@ fn accept_failures_back_off() {
     assert!((1..100).contains(&warnings), "{warnings} accept warnings");
 }
 
-/// Past `--max-sessions` a connection is closed at once (it costs the host
-/// no thread and no session memory), and once the sessions in flight end a
-/// device is served again.
+/// Past `--max-sessions` a connection is refused at once, with a reason the
+/// device prints (it costs the host no thread and no session memory), and
+/// once the sessions in flight end a device is served again.
 #[test]
-fn connections_past_max_sessions_are_closed_at_once() {
+fn connections_past_max_sessions_are_refused_at_once() {
     use std::io::Read;
     let st = setup("limits-sessions");
     let dealer = start_dealer(&st, &[]);
@@ -87,16 +87,22 @@ fn connections_past_max_sessions_are_closed_at_once() {
     let mut third = TcpStream::connect(&host.1).expect("connect");
     third.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
     let t0 = std::time::Instant::now();
-    let mut b = [0u8; 1];
-    // closed by the host: end of stream (or a reset), not a timeout
-    let r = third.read(&mut b);
+    // refused by the host at once: an Abort frame saying why, then the end
+    let mut got = Vec::new();
+    let r = third.read_to_end(&mut got);
     assert!(
-        matches!(r, Ok(0))
+        r.is_ok()
             || r.as_ref()
                 .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
         "{r:?}"
     );
     assert!(t0.elapsed() < Duration::from_secs(3), "closed after {:?}", t0.elapsed());
+    assert!(String::from_utf8_lossy(&got).contains("the host is busy"), "{got:?}");
+    // a device refused so says why
+    let o = device(&st, &host.1, 1, &[]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("the host is busy"), "{err}");
     drop(idle);
     std::thread::sleep(Duration::from_millis(500));
     let (p, _) = prediction(&device(&st, &host.1, 0, &[]));

@@ -167,17 +167,18 @@ fn release_memory() {
 }
 
 /// Accepts connections and runs `f` for each in its own thread, at most
-/// `max_live` at a time (a connection past that is closed at once, so a
-/// flood of connections costs the server a descriptor each for an instant,
-/// not a thread and a session's memory); with a `limit`, waits for that
-/// many sessions and returns.
+/// `max_live` at a time: a connection past that gets `busy` (if given: the
+/// bytes of a refusal its client reads) and is closed at once, so a flood
+/// of connections costs the server a descriptor each for an instant, not a
+/// thread and a session's memory. With a `limit`, waits for that many
+/// sessions and returns.
 ///
 /// When `accept` fails (out of file descriptors or memory, which the
 /// pending connection does not change), the loop waits before it tries
 /// again, twice as long each time up to a second, so a server at its limits
 /// does not spin; a thread that cannot be started drops its connection and
 /// the server goes on.
-pub fn serve<F, G>(l: &TcpListener, (limit, max_live): (Option<u64>, usize), mut f: F)
+pub fn serve<F, G>(l: &TcpListener, (limit, max_live): (Option<u64>, usize), busy: Option<&[u8]>, mut f: F)
 where
     F: FnMut(TcpStream) -> G,
     G: FnOnce() + Send + 'static,
@@ -186,7 +187,14 @@ where
     let mut threads = Vec::new();
     let mut n = 0u64;
     let mut backoff = Duration::ZERO;
+    // refused connections, kept open for a moment after their refusal: one
+    // closed with the client's first bytes unread would answer them with a
+    // reset, which can reach the client before it has read the refusal
+    let mut refused: std::collections::VecDeque<(Instant, TcpStream)> = std::collections::VecDeque::new();
     while limit.is_none_or(|m| n < m) {
+        while refused.front().is_some_and(|(t, _)| t.elapsed() > Duration::from_secs(1)) || refused.len() > 64 {
+            refused.pop_front();
+        }
         let s = match l.accept() {
             Ok((s, _)) => {
                 backoff = Duration::ZERO;
@@ -202,10 +210,17 @@ where
         threads.retain(|t: &std::thread::JoinHandle<()>| !t.is_finished());
         if threads.len() >= max_live {
             warn!(
-                "{} sessions in flight, the most allowed (--max-sessions): connection closed",
+                "{} sessions in flight, the most allowed (--max-sessions): connection refused",
                 threads.len()
             );
-            drop(s);
+            if let Some(b) = busy {
+                // best effort, and never a wait: the client may be gone
+                let mut s = s;
+                let _ = s.set_write_timeout(Some(Duration::from_millis(200)));
+                let _ = std::io::Write::write_all(&mut s, b);
+                let _ = s.shutdown(std::net::Shutdown::Write);
+                refused.push_back((Instant::now(), s));
+            }
             continue;
         }
         n += 1;
@@ -395,6 +410,23 @@ pub struct Host {
     psk: Option<Seed>,
 }
 
+/// The bytes of an `Abort` frame (session 0, sequence 0) with `why`: what
+/// a server that refuses a connection before its set-up writes, so the
+/// client can say why.
+pub fn refusal(why: &str) -> Vec<u8> {
+    let payload = why.as_bytes();
+    let header = mpcvit_transport::frame::Header {
+        kind: FrameKind::Abort,
+        session: 0,
+        seq: 0,
+        len: u32::try_from(payload.len()).unwrap_or(0),
+    };
+    let mut out = vec![0; mpcvit_transport::frame::OVERHEAD + payload.len()];
+    let n = mpcvit_transport::frame::encode(&header, payload, &mut out).unwrap_or(0);
+    out.truncate(n);
+    out
+}
+
 impl Host {
     /// The host of `model` (a model file's bytes) with `key`, its dealer at
     /// `dealer`, `limits` on each connection; device links are sealed under
@@ -431,6 +463,17 @@ impl Host {
     /// The model's fixed-point parameters.
     pub fn fp(&self) -> FixedPoint {
         self.fp
+    }
+
+    /// What a device refused for want of a session slot reads: an `Abort`
+    /// frame saying so, or nothing on sealed device links (the device
+    /// expects a sealed opening first).
+    pub fn busy_reply(&self, max_sessions: usize) -> Option<Vec<u8>> {
+        self.psk.is_none().then(|| {
+            refusal(&format!(
+                "the host is busy ({max_sessions} sessions in flight, its --max-sessions): try again later"
+            ))
+        })
     }
 
     /// A fresh session id, never 0 and never one this host used before.
