@@ -192,7 +192,11 @@ where
     // reset, which can reach the client before it has read the refusal
     let mut refused: std::collections::VecDeque<(Instant, TcpStream)> = std::collections::VecDeque::new();
     while limit.is_none_or(|m| n < m) {
-        while refused.front().is_some_and(|(t, _)| t.elapsed() > Duration::from_secs(1)) || refused.len() > 64 {
+        while refused
+            .front()
+            .is_some_and(|(t, _)| t.elapsed() > Duration::from_secs(1))
+            || refused.len() > 64
+        {
             refused.pop_front();
         }
         let s = match l.accept() {
