@@ -1,10 +1,10 @@
 //! `mpcvit host`: the host as a server (`mpcvit_host::serve::Host`).
 
 use crate::keys::{HOST_KEY, read_key};
-use crate::net::{announce, listen, seconds};
+use crate::net::{ServerArgs, announce, listen};
 use crate::provision::read_model;
 use log::{info, warn};
-use mpcvit_host::serve::{Host, Limits, serve};
+use mpcvit_host::serve::{Host, serve};
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -25,21 +25,9 @@ pub struct HostArgs {
     /// The dealer's address.
     #[arg(long, default_value = "127.0.0.1:7100")]
     pub dealer: String,
-    /// Seconds to wait for a silent peer (each read and write), and for a
-    /// connection's whole set-up, before ending its session.
-    #[arg(long, default_value_t = 60)]
-    pub timeout: u64,
-    /// Seconds a session may take after set-up, however its peer paces its
-    /// bytes.
-    #[arg(long, default_value_t = 3600)]
-    pub session_limit: u64,
-    /// Exit after this many sessions (default: serve forever).
-    #[arg(long)]
-    pub sessions: Option<u64>,
-    /// Most sessions in flight at once; a connection past that is closed
-    /// at once.
-    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..))]
-    pub max_sessions: u32,
+    /// Timeouts and limits.
+    #[command(flatten)]
+    pub server: ServerArgs,
     /// Seal the device links with ChaCha20-Poly1305 under this pre-shared
     /// key file (64 hex digits, e.g. one written by `mpcvit keygen`); devices
     /// must use the same `--psk`.
@@ -52,17 +40,13 @@ pub fn host(a: &HostArgs) -> Result<(), String> {
     let model = read_model(&a.model)?;
     let key = read_key(&a.keys.join(HOST_KEY))?;
     let psk = a.psk.as_deref().map(read_key).transpose()?;
-    let limits = Limits {
-        timeout: seconds(a.timeout),
-        session: seconds(a.session_limit),
-    };
-    let h = Host::new(model, key, a.dealer.clone(), limits, psk)
+    let h = Host::new(model, key, a.dealer.clone(), a.server.limits(), psk)
         .map_err(|e| format!("{}: not a usable model file: {e}", a.model.display()))?;
     let h = Arc::new(h);
-    let busy = h.busy_reply(a.max_sessions as usize);
+    let busy = h.busy_reply(a.server.serve_limits().1);
     let l = listen(&a.listen, "host")?;
     announce("host", &l)?;
-    serve(&l, (a.sessions, a.max_sessions as usize), busy.as_deref(), move |s| {
+    serve(&l, a.server.serve_limits(), busy.as_deref(), move |s| {
         let h = h.clone();
         move || match h.session(s) {
             Ok(r) => {

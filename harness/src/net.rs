@@ -31,6 +31,42 @@ pub fn connect(addr: &str, what: &str) -> Result<TcpStream, String> {
     TcpStream::connect(addr).map_err(|e| format!("cannot connect to the {what} at {addr}: {e} (is it running?)"))
 }
 
+/// The timeouts and limits of `mpcvit host` and `mpcvit dealer`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ServerArgs {
+    /// Seconds to wait for a silent peer (each read and write), and for a
+    /// connection's whole set-up, before ending its session.
+    #[arg(long, default_value_t = 60)]
+    pub timeout: u64,
+    /// Seconds a session may take after set-up, however its peer paces its
+    /// bytes.
+    #[arg(long, default_value_t = 3600)]
+    pub session_limit: u64,
+    /// Exit after this many sessions (default: serve forever).
+    #[arg(long)]
+    pub sessions: Option<u64>,
+    /// Most sessions in flight at once; a connection past that is refused
+    /// at once.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_sessions: u32,
+}
+
+impl ServerArgs {
+    /// The limits of each connection.
+    pub fn limits(&self) -> mpcvit_host::serve::Limits {
+        mpcvit_host::serve::Limits {
+            timeout: seconds(self.timeout),
+            session: seconds(self.session_limit),
+        }
+    }
+
+    /// What `serve` takes: the sessions to serve before exiting, the most
+    /// in flight at once.
+    pub fn serve_limits(&self) -> (Option<u64>, usize) {
+        (self.sessions, self.max_sessions as usize)
+    }
+}
+
 /// A timeout of `s` seconds (at least one).
 pub fn seconds(s: u64) -> Duration {
     Duration::from_secs(s.max(1))
