@@ -376,3 +376,53 @@ fn missing_or_short_weights_are_a_typed_error() {
         "{e:?}"
     );
 }
+
+/// The load-time check of the fractional bits (`vit::check_frac_bits`,
+/// run by `weight_maps`) accepts only an `f` at which a secure inference
+/// runs, and every `f` in 11..=20, for every head kind and for linearized
+/// MLP tokens: a model is refused when it is loaded, or runs.
+#[test]
+fn fractional_bits_are_checked_at_load() {
+    use mpcvit_host::LoadError;
+    for (kinds, linear) in [
+        ([AttnKind::Softmax, AttnKind::Scale], false),
+        ([AttnKind::ReluSoftmax, AttnKind::Scale], false),
+        ([AttnKind::Softmax, AttnKind::Softmax], true),
+    ] {
+        let mut fm = random_model(7);
+        fm.arch.heads = 2;
+        fm.arch.dim = 8;
+        fm.arch.layers = 1;
+        fm.kinds = kinds.to_vec();
+        fm.gelu = (0..fm.arch.tokens()).map(|t| !(linear && t % 2 == 0)).collect();
+        fm.weights = (0..fm.arch.weights())
+            .map(|i| ((i * 37 % 101) as f32 / 101.0 - 0.5) * 0.5)
+            .collect();
+        let img = image(&fm.arch, 7);
+        let mut ran = Vec::new();
+        for f in 1..=30u32 {
+            fm.frac_bits = f;
+            let bytes = fm.to_bytes().expect("encode");
+            let view = ModelView::parse(&bytes).expect("parse");
+            let fp = FixedPoint::new(f).expect("fp");
+            let keys = Keys::fixed(9);
+            match weight_maps(&view, fp, &keys.model) {
+                Ok(maps) => {
+                    let r = local::secure(&view, fp, &maps, &keys, 1, &img, (Tile::WHOLE, false));
+                    assert!(
+                        r.is_ok(),
+                        "f = {f}, {kinds:?}, linear {linear}: accepted but {:?}",
+                        r.err()
+                    );
+                    ran.push(f);
+                }
+                Err(LoadError::FracBits(b)) => assert_eq!(b, f),
+                Err(e) => panic!("f = {f}: {e}"),
+            }
+        }
+        assert!(
+            (11..=20).all(|f| ran.contains(&f)),
+            "{kinds:?}, linear {linear}: ran at {ran:?}"
+        );
+    }
+}

@@ -76,6 +76,9 @@ pub enum LoadError {
     Model(mpcvit_core::model::ModelError),
     /// A weight cannot be encoded at these fractional bits.
     Weights(ProtocolError),
+    /// The forward pass cannot run this model at these fractional bits
+    /// (a lookup grid, a window or a bias scale does not fit).
+    FracBits(u32),
 }
 
 impl fmt::Display for LoadError {
@@ -83,6 +86,11 @@ impl fmt::Display for LoadError {
         match self {
             Self::Model(e) => write!(f, "{e}"),
             Self::Weights(e) => write!(f, "cannot encode the weights: {e}"),
+            Self::FracBits(b) => write!(
+                f,
+                "fixed point with {b} fractional bits does not fit this model's lookups and truncations \
+                 (11..=20 fit every model; 16 is the default): export it with other --frac-bits"
+            ),
         }
     }
 }

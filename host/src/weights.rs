@@ -28,6 +28,12 @@ impl Weights for WeightMap {
     }
 }
 
+/// Refuses a model the forward pass cannot run at `fp`
+/// ([`vit::check_frac_bits`]).
+fn check(m: &ModelView<'_>, fp: FixedPoint) -> Result<(), LoadError> {
+    vit::check_frac_bits(&m.arch(), m, fp.frac_bits()).map_err(|_| LoadError::FracBits(fp.frac_bits()))
+}
+
 /// The mask `B` of weight `id`.
 fn mask(a: &Arch, model_seed: &Seed, id: Wid) -> Vec<u64> {
     let mut b = vec![0; id.len(a)];
@@ -40,6 +46,7 @@ fn mask(a: &Arch, model_seed: &Seed, id: Wid) -> Vec<u64> {
 /// dealer, `core::session::model_seed`).
 pub fn weight_maps(m: &ModelView<'_>, fp: FixedPoint, model_seed: &Seed) -> Result<[WeightMap; 3], LoadError> {
     let a = m.arch();
+    check(m, fp)?;
     let (mut h, mut d, mut dl) = (WeightMap::default(), WeightMap::default(), WeightMap::default());
     for id in Wid::all(&a) {
         let mut w = vec![0; id.len(&a)];
@@ -58,6 +65,7 @@ impl WeightMap {
     /// The host's view: the fixed-point encodings with their folds.
     pub fn host(m: &ModelView<'_>, fp: FixedPoint) -> Result<Self, LoadError> {
         let a = m.arch();
+        check(m, fp)?;
         let mut h = WeightMap::default();
         for id in Wid::all(&a) {
             let mut w = vec![0; id.len(&a)];

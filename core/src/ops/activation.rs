@@ -127,6 +127,15 @@ impl crate::protocol::lut::Table for CoarseRelu {
     }
 }
 
+/// Whether [`relu_precise`] takes `shape`: its fine grid is `2^(k-3)`
+/// times finer than the coarse one, so it needs `k >= 4` and `s + 3 >= k`.
+pub fn check_precise(shape: LutShape) -> Result<(), ProtocolError> {
+    if shape.k < 4 || shape.s + 3 < shape.k {
+        return Err(ProtocolError::BadParameter);
+    }
+    Ok(())
+}
+
 /// ReLU exact outside `[-2^(s+3-k), 0)` in two rounds: one opening read
 /// through the coarse grid `shape` (ReLU and a near-zero flag for the three
 /// cells around 0) and a fine grid `2^(k-3)` times finer that covers those
@@ -141,7 +150,8 @@ pub fn relu_precise<P: Party + ?Sized>(
 ) -> Result<(), P::Error> {
     use crate::protocol::lut::Grid;
     let n = x.len();
-    if shape.k < 4 || shape.s + 3 < shape.k || out.len() != n || scratch.len() < 5 * n {
+    check_precise(shape)?;
+    if out.len() != n || scratch.len() < 5 * n {
         return Err(ProtocolError::BadParameter.into());
     }
     let coarse = LutShape { n, t: 0, ..shape };

@@ -128,6 +128,37 @@ pub const MLP_RANGE_LOG2: i32 = 5;
 /// changes nothing online.
 pub const MLP_GRID_BITS: u32 = 11;
 
+/// Checks that the forward pass can run `arch` with `layout`'s heads and
+/// MLPs at `f` fractional bits: every lookup grid it builds exists at `f`
+/// (the score and MLP grids, the fine grids of the exact ReLU where RSAttn
+/// heads or linearized MLP tokens use it), the row reciprocal's and
+/// LayerNorm's windows fit the ring, and biases at `3f` stay below `2^62`.
+/// A model that fails is refused when it is loaded, not in a session.
+pub fn check_frac_bits(a: &Arch, layout: &dyn Layout, f: u32) -> Result<(), ProtocolError> {
+    use crate::model::AttnKind;
+    use crate::ops::activation;
+    if 3 * f > 62 {
+        return Err(ProtocolError::BadParameter);
+    }
+    let scores = activation::grid(1, f, SCORE_RANGE_LOG2, 10)?;
+    activation::grid(1, f, MLP_RANGE_LOG2, MLP_GRID_BITS)?;
+    let mlp_relu = activation::grid(1, f, MLP_RANGE_LOG2, 10)?;
+    let heads = (0..a.layers).flat_map(|l| (0..a.heads).map(move |h| layout.attn(l, h)));
+    if heads.clone().any(|k| k == AttnKind::ReluSoftmax) {
+        activation::check_precise(scores)?;
+    }
+    let tokens = (0..a.layers).flat_map(|l| (0..a.tokens()).map(move |t| layout.gelu(l, t)));
+    if tokens.clone().any(|g| !g) {
+        activation::check_precise(mlp_relu)?;
+    }
+    let mut sh = [0u32; wide::MAX_WINDOWS];
+    if heads.clone().any(|k| k != AttnKind::Scale) {
+        row_recip(a.tokens(), f).shifts(&mut sh)?;
+    }
+    crate::ops::layernorm::LnSpec::new(1, a.dim).rsqrt(f).shifts(&mut sh)?;
+    Ok(())
+}
+
 /// The reciprocal of attention row sums shared by Softmax and RSAttn heads.
 ///
 /// Its range reaches down to one unit (`2^-f`): an RSAttn row with a single
