@@ -4,10 +4,12 @@
 //! [`DeviceParty`] implements [`Party`] for the device over a
 //! [`Link`] on any `embedded-io` byte stream (a UART, a TCP socket), so
 //! [`mpcvit_core::ops::vit::forward`] runs the whole private inference on it.
-//! It sends and receives exactly what the std drivers of the conformance
-//! suite send as the device (the same ops in the same order, the same
-//! lookup chunking), so a desktop device and a firmware device produce the
-//! same bits. [`session`] runs the set-up of `spec/session.md`.
+//! It is the only device there is: the firmware, `mpcvit device`, `eval`,
+//! `bench` and the conformance tests all run it, and its flights (several
+//! ops opened together, one message each way) are
+//! `mpcvit_core::ops::flight`'s, which the host runs too.
+//! [`session`] runs the set-up of `spec/session.md` and the whole session
+//! flow ([`session::infer`]: set-up, forward pass, argmax).
 //!
 //! Buffers: `tx` and `rx` hold one protocol message each way, `tmp` the
 //! per-op words (a linear layer's output share, a matrix product's scratch).
