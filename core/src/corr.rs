@@ -412,6 +412,31 @@ impl CorrectionWriter<'_> {
         count: usize,
         values: impl Iterator<Item = u64>,
     ) {
+        self.put_lane_with(device, lane, word, count, values, u64::wrapping_sub);
+    }
+
+    /// [`Self::put_lane`] for bit-valued words: the host's word is
+    /// `value xor device_share` (XOR shares of packed bits).
+    pub fn put_lane_xor(
+        &mut self,
+        device: &OpCorr<'_>,
+        lane: u32,
+        word: u64,
+        count: usize,
+        values: impl Iterator<Item = u64>,
+    ) {
+        self.put_lane_with(device, lane, word, count, values, |v, d| v ^ d);
+    }
+
+    fn put_lane_with(
+        &mut self,
+        device: &OpCorr<'_>,
+        lane: u32,
+        word: u64,
+        count: usize,
+        values: impl Iterator<Item = u64>,
+        share: fn(u64, u64) -> u64,
+    ) {
         let end = self.pos.saturating_add(count.saturating_mul(8));
         if let Some(dst) = self.out.get_mut(self.pos..end) {
             device.keystream_at(lane, word, dst);
@@ -419,7 +444,7 @@ impl CorrectionWriter<'_> {
             for (c, v) in dst.chunks_exact_mut(8).zip(values) {
                 let mut d = [0u8; 8];
                 d.copy_from_slice(c);
-                c.copy_from_slice(&v.wrapping_sub(u64::from_le_bytes(d)).to_le_bytes());
+                c.copy_from_slice(&share(v, u64::from_le_bytes(d)).to_le_bytes());
                 put += 1;
             }
             self.short |= put != count;

@@ -25,6 +25,7 @@ use embedded_io::{Read, Write};
 use mpcvit_core::model::Arch;
 use mpcvit_core::ops::vit::Tile;
 use mpcvit_core::ops::{LutJob, Party, flight, wide};
+use mpcvit_core::protocol::cmp::CmpShape;
 use mpcvit_core::protocol::linear::{LinearDevice, LinearShape};
 use mpcvit_core::protocol::lut;
 use mpcvit_core::protocol::matmul::MatmulShape;
@@ -355,6 +356,16 @@ impl<T: Read + Write> Party for DeviceParty<'_, T> {
         } = self;
         flight::grids(&mut || Ok(corr.next_op()?), grids, x, out, tx, |msg| {
             exchange(link, rx, hw, msg)
+        })
+    }
+
+    fn cmp(&mut self, shape: CmpShape, x: &[u64], out: &mut [u64]) -> Result<(), Self::Error> {
+        self.use_tx(flight::cmp_tx_len(shape))?;
+        let Self {
+            link, corr, tx, rx, hw, ..
+        } = self;
+        flight::cmps(&mut || Ok(corr.next_op()?), shape, x, out, tx, &mut |msg, on_peer| {
+            on_peer(exchange(link, rx, hw, msg)?)
         })
     }
 

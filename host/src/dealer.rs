@@ -10,6 +10,7 @@ use mpcvit_core::ops::{LutJob, Party, flight};
 use mpcvit_core::protocol::linear::{self, LinearShape};
 use mpcvit_core::protocol::lut::{self, Grid};
 use mpcvit_core::protocol::matmul::{self, MatmulShape};
+use mpcvit_core::protocol::cmp::{self, CmpShape};
 use mpcvit_core::protocol::{mul, scale, square, trunc};
 use mpcvit_core::{DealerSession, FixedPoint, ProtocolError, Role, Seed, SessionId};
 use mpcvit_transport::{FrameKind, Link};
@@ -136,6 +137,13 @@ impl<T: Read + Write> Party for DealerParty<T> {
             self.deal(words, scratch, |op, scratch, out| {
                 lut::deal_grids(op, &c.grids, scratch, out)
             })?;
+        }
+        Ok(())
+    }
+
+    fn cmp(&mut self, shape: CmpShape, _x: &[u64], _out: &mut [u64]) -> Res<T::Error> {
+        for c in flight::cmp_chunks(shape) {
+            self.deal(c.corrections(), 0, |op, _, out| cmp::deal(op, c, out))?;
         }
         Ok(())
     }

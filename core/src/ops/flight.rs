@@ -18,6 +18,7 @@
 use super::LutJob;
 use crate::ProtocolError;
 use crate::corr::OpCorr;
+use crate::protocol::cmp::{Cmp, CmpBits, CmpOpened, CmpShape};
 use crate::protocol::lut::{self, Grid, Lut, LutOpened, LutShape, Table};
 use crate::protocol::matmul::{Matmul, MatmulOpened, MatmulShape};
 
@@ -252,4 +253,85 @@ pub fn grids<'m, 'r, E: From<ProtocolError>>(
         )?;
     }
     Ok(())
+}
+
+/// Elements per chunk of a comparison.
+pub fn cmp_chunk(shape: CmpShape) -> usize {
+    (DEALER_CHUNK_BYTES / (8 * shape.words_per_elem().max(1))).max(1)
+}
+
+/// The ops of a comparison after chunking, in order.
+pub fn cmp_chunks(shape: CmpShape) -> impl Iterator<Item = CmpShape> {
+    let step = cmp_chunk(shape);
+    let n = shape.n;
+    (0..n).step_by(step).map(move |a| CmpShape {
+        n: step.min(n - a),
+        ..shape
+    })
+}
+
+/// Bytes of `tx` a comparison flight needs: both flights' messages.
+pub fn cmp_tx_len(shape: CmpShape) -> usize {
+    cmp_chunks(shape).map(|c| c.open_len() + c.bits_len()).sum()
+}
+
+/// One message exchange in a multi-flight op: sends this party's message
+/// and hands the peer's to `on_peer` (which may not outlive the call).
+pub type Exchange<'a, E> = dyn FnMut(&[u8], &mut dyn FnMut(&[u8]) -> Result<(), E>) -> Result<(), E> + 'a;
+
+/// A comparison ([`crate::protocol::cmp`]) in two flights, chunked
+/// ([`cmp_chunks`]): `out` gets the DReLU or ReLU shares of `x`; `tx` at
+/// least [`cmp_tx_len`] bytes.
+pub fn cmps<'m, E: From<ProtocolError>>(
+    next: &mut dyn FnMut() -> Result<OpCorr<'m>, E>,
+    shape: CmpShape,
+    x: &[u64],
+    out: &mut [u64],
+    tx: &mut [u8],
+    exchange: &mut Exchange<'_, E>,
+) -> Result<(), E> {
+    if x.len() != shape.n || out.len() != shape.n {
+        return Err(ProtocolError::BadBuffer.into());
+    }
+    let len1: usize = cmp_chunks(shape).map(|c| c.open_len()).sum();
+    let len2: usize = cmp_chunks(shape).map(|c| c.bits_len()).sum();
+    let (t1, rest) = tx.split_at_mut_checked(len1).ok_or(ProtocolError::BadBuffer)?;
+    let t2 = rest.get_mut(..len2).ok_or(ProtocolError::BadBuffer)?;
+    let mut opened: heapless::Vec<CmpOpened<'m>, MAX_JOBS> = heapless::Vec::new();
+    let (mut xo, mut to) = (0, 0);
+    for c in cmp_chunks(shape) {
+        let op = Cmp::new(next()?, c)?;
+        let st = op.open(sub(x, xo, c.n)?, sub_mut(t1, to, c.open_len())?)?;
+        opened.push(st).map_err(|_| ProtocolError::TooManyOps)?;
+        xo += c.n;
+        to += c.open_len();
+    }
+    let mut bits: heapless::Vec<CmpBits<'m>, MAX_JOBS> = heapless::Vec::new();
+    {
+        let t1: &[u8] = t1;
+        let mut on_open = |peer: &[u8]| -> Result<(), E> {
+            let peer = checked_peer(peer, len1)?;
+            let (mut o1, mut o2, mut oo) = (0, 0, 0);
+            for (c, st) in cmp_chunks(shape).zip(core::mem::take(&mut opened)) {
+                let (a, b) = (c.open_len(), c.bits_len());
+                let st = st.bits(sub(t1, o1, a)?, sub(peer, o1, a)?, sub_mut(out, oo, c.n)?, sub_mut(t2, o2, b)?)?;
+                bits.push(st).map_err(|_| ProtocolError::TooManyOps)?;
+                (o1, o2, oo) = (o1 + a, o2 + b, oo + c.n);
+            }
+            Ok(())
+        };
+        exchange(t1, &mut on_open)?;
+    }
+    let t2: &[u8] = t2;
+    let mut on_bits = |peer: &[u8]| -> Result<(), E> {
+        let peer = checked_peer(peer, len2)?;
+        let (mut o2, mut oo) = (0, 0);
+        for (c, st) in cmp_chunks(shape).zip(core::mem::take(&mut bits)) {
+            let b = c.bits_len();
+            st.finish(sub(t2, o2, b)?, sub(peer, o2, b)?, sub_mut(out, oo, c.n)?)?;
+            (o2, oo) = (o2 + b, oo + c.n);
+        }
+        Ok(())
+    };
+    exchange(t2, &mut on_bits)
 }

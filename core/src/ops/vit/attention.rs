@@ -6,6 +6,7 @@ use crate::ProtocolError;
 use crate::model::AttnKind;
 use crate::ops::wide;
 use crate::ops::{LutJob, Party, activation};
+use crate::protocol::cmp::{CmpOut, CmpShape};
 use crate::protocol::lut::LutShape;
 use crate::protocol::matmul::MatmulShape;
 use crate::protocol::pwl::Func;
@@ -66,8 +67,8 @@ pub fn normalize_heads<P: Party + ?Sized>(
             _ => {}
         }
     }
-    // Softmax heads: one exp lookup; RSAttn heads: the precise ReLU (two
-    // rounds). A layer mixing both pays the two steps in sequence.
+    // Softmax heads: one exp lookup; RSAttn heads: the comparison's ReLU
+    // (two rounds). A layer mixing both pays the two steps in sequence.
     if ns > 0 {
         let es = LutShape { n: ns, ..exp_shape };
         p.luts(
@@ -80,9 +81,8 @@ pub fn normalize_heads<P: Party + ?Sized>(
         )?;
     }
     if nr > 0 {
-        let rshape = LutShape { n: nr, ..grid };
-        let rs_scratch = ar.take(5 * nr)?;
-        activation::relu_precise(p, rshape, &ins[ns..ns + nr], &mut outs[ns..ns + nr], rs_scratch)?;
+        let rshape = CmpShape::new(nr, f, SCORE_RANGE_LOG2, CmpOut::Relu)?;
+        p.cmp(rshape, &ins[ns..ns + nr], &mut outs[ns..ns + nr])?;
     }
     for v in outs[..ns].iter_mut() {
         *v = trunc::local(*v, activation::EXTRA_BITS);

@@ -4,6 +4,7 @@ use super::spec::{Arena, MLP_GRID_BITS, MLP_RANGE_LOG2, VitSpec};
 use super::weights::{Weights, Wid};
 use crate::ops::layernorm::{self, LnSpec};
 use crate::ops::{Party, activation};
+use crate::protocol::cmp::{CmpOut, CmpShape};
 use crate::protocol::linear::LinearShape;
 use crate::protocol::pwl::Func;
 
@@ -36,7 +37,6 @@ pub(super) fn mlp_rows<P: Party + ?Sized>(
     let y = ar.take(rr * d)?;
     let sel_in = ar.take(rr * mlp.max(d))?;
     let sel_out = ar.take(rr * mlp.max(d))?;
-    let relu_scratch = ar.take(5 * rr * d)?;
     // 6. projection, residual
     p.linear_trunc(
         LinearShape { n: rr, din: d, dout: d },
@@ -100,8 +100,8 @@ pub(super) fn mlp_rows<P: Party + ?Sized>(
             sel_in[o..o + d].copy_from_slice(&y[t * d..(t + 1) * d]);
             o += d;
         }
-        let grid = activation::grid(o, f, MLP_RANGE_LOG2, 10)?;
-        activation::relu_precise(p, grid, &sel_in[..o], &mut sel_out[..o], &mut relu_scratch[..5 * o])?;
+        let shape = CmpShape::new(o, f, MLP_RANGE_LOG2, CmpOut::Relu)?;
+        p.cmp(shape, &sel_in[..o], &mut sel_out[..o])?;
         let mut o = 0;
         for t in (0..rr).filter(|&t| !gelu(t)) {
             y[t * d..(t + 1) * d].copy_from_slice(&sel_out[o..o + d]);

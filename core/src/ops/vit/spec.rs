@@ -140,16 +140,16 @@ pub fn check_frac_bits(a: &Arch, layout: &dyn Layout, f: u32) -> Result<(), Prot
     if 3 * f > 62 {
         return Err(ProtocolError::BadParameter);
     }
-    let scores = activation::grid(1, f, SCORE_RANGE_LOG2, 10)?;
+    use crate::protocol::cmp::{CmpOut, CmpShape};
+    activation::grid(1, f, SCORE_RANGE_LOG2, 10)?;
     activation::grid(1, f, MLP_RANGE_LOG2, MLP_GRID_BITS)?;
-    let mlp_relu = activation::grid(1, f, MLP_RANGE_LOG2, 10)?;
     let heads = (0..a.layers).flat_map(|l| (0..a.heads).map(move |h| layout.attn(l, h)));
     if heads.clone().any(|k| k == AttnKind::ReluSoftmax) {
-        activation::check_precise(scores)?;
+        CmpShape::new(1, f, SCORE_RANGE_LOG2, CmpOut::Relu)?;
     }
     let tokens = (0..a.layers).flat_map(|l| (0..a.tokens()).map(move |t| layout.gelu(l, t)));
     if tokens.clone().any(|g| !g) {
-        activation::check_precise(mlp_relu)?;
+        CmpShape::new(1, f, MLP_RANGE_LOG2, CmpOut::Relu)?;
     }
     let mut sh = [0u32; wide::MAX_WINDOWS];
     if heads.clone().any(|k| k != AttnKind::Scale) {
@@ -198,7 +198,7 @@ impl<'a> Arena<'a> {
 
 /// Scratch words [`normalize_heads`](super::normalize_heads) needs for `heads` heads of `rows x n`.
 pub fn norm_scratch_len(heads: usize, rows: usize, n: usize) -> usize {
-    12 * heads * rows * n + wide::scratch_len(heads * rows) + 8 * heads * rows
+    7 * heads * rows * n + wide::scratch_len(heads * rows) + 8 * heads * rows
 }
 
 /// Scratch words [`forward`](super::forward) needs with `tile`: the activations that live
@@ -211,7 +211,7 @@ pub fn scratch_len(a: &Arch, tile: Tile) -> usize {
     let stage_a = r * d + ln;
     let big = q.max(hd) * n.max(hd);
     let stage_b = g * hd * hd + 4 * g * big + g * q * n + norm_scratch_len(g, q, n);
-    let stage_c = 4 * r * d + ln + 2 * r * m + 2 * r * m.max(d) + 5 * r * d;
+    let stage_c = 4 * r * d + ln + 2 * r * m + 2 * r * m.max(d);
     let last = d + LnSpec::new(1, d).scratch_len() + 2 * a.classes;
     5 * n * d + stage_a.max(stage_b).max(stage_c).max(last)
 }

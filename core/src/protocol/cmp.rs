@@ -1,0 +1,623 @@
+//! Comparison with zero of a masked value by digit bit-tables: DReLU and
+//! ReLU in two rounds, a few hundred dealer bytes per element, exact
+//! outside a stated region of `2^s` units just below zero.
+//!
+//! # Law
+//! Shape `(l, s, m)`: inputs `x` in `[-2^(l-1), 2^(l-1) - 2^s)` (ring units).
+//! DReLU outputs shares of `[x >= 0]`, ReLU shares of `max(x, 0)`, both
+//! exact, except for `x` in `[-2^s, 0)`, where they may output `1` and `x`
+//! (`s = 0`: exact everywhere in range).
+//!
+//! # Protocol
+//! Correlation, per element: a random `r` (both shares seeded; only
+//! `r mod 2^l` matters), random mask bits `g_v` (the sum of the two
+//! parties' seeded words; neither party knows them), and derived lanes.
+//! With `x' = x + 2^(l-1)` in `[0, 2^l)`:
+//! 1. Both parties send `x_b + r_b (+ 2^(l-1) for the host)` modulo `2^l`
+//!    (`ceil(l / 8)` bytes): both learn `c = x' + r mod 2^l`, uniform.
+//! 2. Write `c = c_t 2^(l-1) + c_r`, `r = r_t 2^(l-1) + r_r`. Then
+//!    `msb(x') = c_t xor r_t xor L` with `L = [c_r < r_r]`, and the wrap of
+//!    the opening is `w = [c < r]`, so that `x' = c - r + 2^l w`.
+//!    `L` is computed on the bits `s..l-1` of `c_r` and `r_r`, cut into
+//!    `D` digits of at most `m` bits (from the top): `L = sum_i lt_i
+//!    prod_(j<i) eq_j` with `lt_i = [c_i < r_i]`, `eq_i = [c_i = r_i]` (the
+//!    terms exclude each other). For each digit the dealer tabulates
+//!    `lt_i(v) xor g` and `eq_i(v) xor g'` for every `v` in `[0, 2^(m_i))`
+//!    as bit tables: the device's bits are seeded, the host gets the rest
+//!    (`2^(m_i)` bits per table). Each party sends its `2 D - 1` bits read at
+//!    the public digits `c_i`; both learn `e_v = bit_v xor g_v` (uniform).
+//! 3. Each bit is `b_v = e_v + (1 - 2 e_v) g_v`, so `L` is a polynomial in
+//!    the mask bits with public coefficients: `L = sum_j coef_j(e) B_j` over
+//!    the monomials `B_j` of the masks that occur (5 for `D = 2`, 11 for
+//!    `D = 3`). The dealer deals shares of `F B_j` for `F` in `{1, r_t}`
+//!    (DReLU) or `{1, r_t, r, r_t r}` (ReLU), with which, locally:
+//!    `A = r_t xor L = r_t + L - 2 r_t L`, `DReLU = c_t + (1 - 2 c_t) A`;
+//!    `ReLU = DReLU x = DReLU (c - 2^(l-1)) - DReLU r + 2^l DReLU w`,
+//!    where `DReLU w = A` when `c_t = 0` and `r_t L` when `c_t = 1`.
+//!
+//! Ignoring the bits below `s` replaces `L` by `[c_r >> s < r_r >> s]`,
+//! which misses `L = 1` only when the high parts are equal and the low
+//! bits borrow: then `x` lies in `[-2^s, 0)` (the DReLU flips to 1, and the
+//! ReLU, with `w` unaffected, outputs `x`) or within `2^s` of the top of
+//! the range (excluded by the input range).
+//!
+//! Security: `c` is uniform; each opened bit is masked by its own `g_v`;
+//! the host's table bits and words are masked by the device's seeded ones.
+//!
+//! # Cost per element
+//! Rounds: 2 (two flights, both directions at once). Each way:
+//! `ceil(l / 8)` bytes + `2 D - 1` bits. Dealer -> host: the bit tables,
+//! `sum ceil(2^(m_i) / 64)` words, plus `2 |B| - 1` (DReLU) or `4 |B| - 1`
+//! (ReLU) words. For `l = 22, s = 5, m = 8` (`D = 2`): 3 B + 3 bits each
+//! way, 12 + 9 = 21 words (DReLU) or 12 + 19 = 31 words (ReLU) = 248 B.
+//! The device expands its words from its seed: one keystream block per
+//! table bit it reads and about three for its words.
+
+use crate::corr::{DealerOp, OpCorr, Role};
+use crate::error::ProtocolError;
+use crate::wire;
+
+/// Random lane `r`.
+pub const LANE_R: u32 = 0;
+/// Random lane of the mask bits `g_v` (bit `v` of the element's word).
+pub const LANE_G: u32 = 1;
+/// Derived lane of the bit tables (packed 64 to a word).
+pub const LANE_TAB: u32 = 2;
+/// Derived lane of the monomial words.
+pub const LANE_W: u32 = 3;
+
+/// Most digits.
+pub const MAX_DIGITS: usize = 3;
+/// Largest digit width (bit tables of `2^m` entries).
+pub const MAX_M: u32 = 10;
+/// Most monomials (`D = 3`).
+const MAX_BASIS: usize = 11;
+
+/// What a comparison outputs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum CmpOut {
+    /// `[x >= 0]`.
+    Drelu,
+    /// `max(x, 0)`.
+    Relu,
+}
+
+/// Shape of a comparison op.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct CmpShape {
+    /// Elements.
+    pub n: usize,
+    /// Bits of the opening: inputs lie in `[-2^(l-1), 2^(l-1) - 2^s)`.
+    pub l: u32,
+    /// Low bits left out of the comparison (the region `[-2^s, 0)`).
+    pub s: u32,
+    /// Bits per digit.
+    pub m: u32,
+    /// Output.
+    pub out: CmpOut,
+}
+
+/// The digits of a shape: `(shift, width)` from the top, at most
+/// [`MAX_DIGITS`].
+#[derive(Clone, Copy, Debug)]
+struct Digits {
+    d: usize,
+    shift: [u32; MAX_DIGITS],
+    width: [u32; MAX_DIGITS],
+}
+
+impl CmpShape {
+    /// The shape for inputs in `[-2^range_log2, 2^range_log2)` (real) at `f`
+    /// fractional bits, comparing 16 bits above the region `[-2^(range_log2
+    /// - 16), 0)` in two digits of 8 bits.
+    pub fn new(n: usize, f: u32, range_log2: i32, out: CmpOut) -> Result<Self, ProtocolError> {
+        let l = f as i32 + range_log2 + 1;
+        if !(2..=62).contains(&l) {
+            return Err(ProtocolError::BadParameter);
+        }
+        let l = l as u32;
+        let shape = Self {
+            n,
+            l,
+            s: (l - 1).saturating_sub(16),
+            m: 8,
+            out,
+        };
+        shape.check()?;
+        Ok(shape)
+    }
+
+    /// Offset added to the input: `2^(l-1)`.
+    pub fn offset(self) -> u64 {
+        1u64 << (self.l - 1)
+    }
+
+    /// Bytes per element of the opening.
+    pub fn width(self) -> usize {
+        (self.l as usize).div_ceil(8)
+    }
+
+    /// Opened bits per element in the second flight.
+    pub fn bits(self) -> usize {
+        2 * self.digits().d - 1
+    }
+
+    /// Bytes each party sends in the first flight.
+    pub fn open_len(self) -> usize {
+        wire::narrow_len(self.n, self.width())
+    }
+
+    /// Bytes each party sends in the second flight.
+    pub fn bits_len(self) -> usize {
+        (self.n * self.bits()).div_ceil(8)
+    }
+
+    fn digits(self) -> Digits {
+        let total = (self.l - 1).saturating_sub(self.s);
+        let m = self.m.max(1);
+        let d = (total.div_ceil(m) as usize).clamp(1, MAX_DIGITS);
+        let mut dg = Digits {
+            d,
+            shift: [0; MAX_DIGITS],
+            width: [0; MAX_DIGITS],
+        };
+        let mut left = total;
+        for i in 0..d {
+            let w = if i + 1 == d { left } else { m.min(left) };
+            left -= w;
+            if let (Some(sh), Some(wd)) = (dg.shift.get_mut(i), dg.width.get_mut(i)) {
+                *sh = left;
+                *wd = w;
+            }
+        }
+        dg
+    }
+
+    /// Words of one element's bit tables: `lt_i` for every digit, `eq_i`
+    /// for all but the last, `ceil(2^(m_i) / 64)` words each.
+    fn table_words(self) -> usize {
+        let dg = self.digits();
+        (0..dg.d)
+            .map(|i| {
+                let w = (1usize << dg.width.get(i).copied().unwrap_or(0)).div_ceil(64);
+                if i + 1 == dg.d { w } else { 2 * w }
+            })
+            .sum()
+    }
+
+    /// Monomial words of one element.
+    fn mono_words(self) -> usize {
+        let b = basis(self.digits().d).len();
+        match self.out {
+            CmpOut::Drelu => 2 * b - 1,
+            CmpOut::Relu => 4 * b - 1,
+        }
+    }
+
+    /// Correction words per element.
+    pub fn words_per_elem(self) -> usize {
+        self.table_words() + self.mono_words()
+    }
+
+    /// Correction words the host receives.
+    pub fn corrections(self) -> usize {
+        self.n * self.words_per_elem()
+    }
+
+    /// Checks the parameters.
+    pub fn check(self) -> Result<(), ProtocolError> {
+        let total = (self.l - 1).saturating_sub(self.s);
+        if self.n == 0
+            || !(2..=62).contains(&self.l)
+            || self.s >= self.l - 1
+            || !(1..=MAX_M).contains(&self.m)
+            || total.div_ceil(self.m) as usize > MAX_DIGITS
+        {
+            return Err(ProtocolError::BadShape);
+        }
+        self.n
+            .checked_mul(self.words_per_elem())
+            .and_then(|w| w.checked_mul(8))
+            .map(|_| ())
+            .ok_or(ProtocolError::BadShape)
+    }
+
+    /// Whether `x` is in the stated input range.
+    pub fn in_range(self, x: u64) -> bool {
+        let x = x as i64;
+        let top = 1i64 << (self.l - 1);
+        (-top..top - (1i64 << self.s)).contains(&x)
+    }
+}
+
+/// Plaintext reference (exact): `[x >= 0]` or `max(x, 0)`.
+pub fn reference(out: CmpOut, x: u64) -> u64 {
+    let neg = (x as i64) < 0;
+    match out {
+        CmpOut::Drelu => (!neg) as u64,
+        CmpOut::Relu => {
+            if neg {
+                0
+            } else {
+                x
+            }
+        }
+    }
+}
+
+/// Whether `got` is what the law allows for input `x` (in range): the
+/// exact value, or, for `x` in `[-2^s, 0)`, the positive branch.
+pub fn allowed(shape: CmpShape, x: u64, got: u64) -> bool {
+    let xi = x as i64;
+    got == reference(shape.out, x)
+        || ((-(1i64 << shape.s)..0).contains(&xi)
+            && got
+                == match shape.out {
+                    CmpOut::Drelu => 1,
+                    CmpOut::Relu => x,
+                })
+}
+
+/// The variables' masks of the terms: term `i` is `lt_i` (variable `2 i`)
+/// and `eq_j` (variable `2 j + 1`) for `j < i`.
+fn term(i: usize) -> u8 {
+    let mut t = 1u8 << (2 * i);
+    for j in 0..i {
+        t |= 1 << (2 * j + 1);
+    }
+    t
+}
+
+/// The monomials of the mask bits in `L`, ascending (the first is 1).
+fn basis(d: usize) -> heapless::Vec<u8, MAX_BASIS> {
+    let mut v: heapless::Vec<u8, MAX_BASIS> = heapless::Vec::new();
+    // every subset of every term; at most 11 for D = 3
+    for s in 0u8..(1 << (2 * d - 1)) {
+        if (0..d).any(|i| s & !term(i) == 0) {
+            let _ = v.push(s);
+        }
+    }
+    v
+}
+
+/// Coefficients of `L` on the basis for opened bits `e` (bit `v` of `e`).
+fn coefs(d: usize, e: u8, basis: &[u8], out: &mut [u64; MAX_BASIS]) {
+    *out = [0; MAX_BASIS];
+    for i in 0..d {
+        let t = term(i);
+        for (c, &sub) in out.iter_mut().zip(basis) {
+            if sub & !t != 0 {
+                continue;
+            }
+            // prod over t \ sub of e_v, times prod over sub of (1 - 2 e_v)
+            let rest = t & !sub;
+            if rest & !e != 0 {
+                continue;
+            }
+            let flips = (sub & e).count_ones();
+            *c = c.wrapping_add(if flips % 2 == 0 { 1 } else { u64::MAX });
+        }
+    }
+}
+
+/// Dealer: the host's message for one comparison op. Layout per element:
+/// its table words, then its monomial words.
+pub fn deal(op: &DealerOp, shape: CmpShape, out: &mut [u8]) -> Result<usize, ProtocolError> {
+    shape.check()?;
+    let (n, l) = (shape.n, shape.l);
+    let dg = shape.digits();
+    let b = basis(dg.d);
+    let (tw, nw) = (shape.table_words(), shape.mono_words());
+    let mut w = op.writer(out, shape.corrections())?;
+    let lmask = (1u64 << l) - 1;
+    let mut rs = op.random(LANE_R);
+    let mut gs = op.random(LANE_G);
+    let mut tabs = [0u64; 2 * MAX_DIGITS * (1 << MAX_M) / 64];
+    let mut monos = [0u64; 4 * MAX_BASIS];
+    for i in 0..n {
+        let r = rs.next_u64() & lmask;
+        let g = gs.next_u64();
+        let r_t = r >> (l - 1);
+        let rr = (r & (lmask >> 1)) >> shape.s;
+        // bit tables, in variable order lt_0, eq_0, lt_1, ...
+        let mut k = 0;
+        for dgt in 0..dg.d {
+            let sh = dg.shift.get(dgt).copied().unwrap_or(0);
+            let wd = dg.width.get(dgt).copied().unwrap_or(0);
+            let ri = (rr >> sh) & ((1u64 << wd) - 1);
+            let entries = 1u64 << wd;
+            let kinds: &[u32] = if dgt + 1 == dg.d { &[0] } else { &[0, 1] };
+            for &kind in kinds {
+                let gv = (g >> (2 * dgt as u32 + kind)) & 1;
+                for q in 0..entries.div_ceil(64) {
+                    let mut word = 0u64;
+                    for bit in 0..64u64.min(entries) {
+                        let v = q * 64 + bit;
+                        let t = if kind == 0 { v < ri } else { v == ri } as u64;
+                        word |= (t ^ gv) << bit;
+                    }
+                    if let Some(dst) = tabs.get_mut(k) {
+                        *dst = word;
+                    }
+                    k += 1;
+                }
+            }
+        }
+        w.put_lane_xor(&op.device, LANE_TAB, (i * tw) as u64, tw, tabs.iter().copied().take(tw));
+        // monomials F B_j, F in {1, r_t, r, r_t r}, (1, B_0) left out
+        let fs = [1u64, r_t, r, r_t.wrapping_mul(r)];
+        let mut k = 0;
+        for (fi, &fv) in fs.iter().enumerate().take((nw + 1) / b.len()) {
+            for (j, &mono) in b.iter().enumerate() {
+                if fi == 0 && j == 0 {
+                    continue;
+                }
+                let bj = (g & u64::from(mono) == u64::from(mono)) as u64;
+                if let Some(dst) = monos.get_mut(k) {
+                    *dst = fv.wrapping_mul(bj);
+                }
+                k += 1;
+            }
+        }
+        w.put_lane(&op.device, LANE_W, (i * nw) as u64, nw, monos.iter().copied().take(nw));
+    }
+    w.finish()
+}
+
+/// One party's comparison, before the first flight.
+#[derive(Debug)]
+pub struct Cmp<'d> {
+    corr: OpCorr<'d>,
+    shape: CmpShape,
+}
+
+/// After the first flight (the opened `c` are kept by the caller).
+#[derive(Debug)]
+pub struct CmpOpened<'d> {
+    corr: OpCorr<'d>,
+    shape: CmpShape,
+}
+
+/// After the second flight's message is written.
+#[derive(Debug)]
+pub struct CmpBits<'d> {
+    corr: OpCorr<'d>,
+    shape: CmpShape,
+}
+
+impl<'d> Cmp<'d> {
+    /// A comparison of this shape (the host's corrections are checked).
+    pub fn new(corr: OpCorr<'d>, shape: CmpShape) -> Result<Self, ProtocolError> {
+        shape.check()?;
+        corr.expect_corrections(shape.corrections())?;
+        Ok(Self { corr, shape })
+    }
+
+    /// Writes this party's masked input modulo `2^l` ([`CmpShape::open_len`]
+    /// bytes).
+    pub fn open(self, x: &[u64], out: &mut [u8]) -> Result<CmpOpened<'d>, ProtocolError> {
+        let sh = self.shape;
+        if x.len() != sh.n {
+            return Err(ProtocolError::BadBuffer);
+        }
+        let out = wire::out_prefix(out, sh.open_len())?;
+        let off = if self.corr.role() == Role::Host { sh.offset() } else { 0 };
+        let mut r = self.corr.random(LANE_R);
+        wire::put_narrow(
+            out,
+            sh.width(),
+            x.iter().map(|&v| v.wrapping_add(r.next_u64()).wrapping_add(off)),
+        );
+        Ok(CmpOpened {
+            corr: self.corr,
+            shape: sh,
+        })
+    }
+}
+
+impl<'d> CmpOpened<'d> {
+    /// Takes both first-flight messages: writes the opened `c` into `c`
+    /// and this party's table bits ([`CmpShape::bits_len`] bytes) into
+    /// `out`.
+    pub fn bits(self, own: &[u8], peer: &[u8], c: &mut [u64], out: &mut [u8]) -> Result<CmpBits<'d>, ProtocolError> {
+        let sh = self.shape;
+        wire::expect_len(own, sh.open_len())?;
+        wire::expect_len(peer, sh.open_len())?;
+        if c.len() != sh.n {
+            return Err(ProtocolError::BadBuffer);
+        }
+        let out = wire::out_prefix(out, sh.bits_len())?;
+        let lmask = (1u64 << sh.l) - 1;
+        let dg = sh.digits();
+        let (tw, nw) = (sh.table_words(), sh.mono_words());
+        let v = sh.bits();
+        out.fill(0);
+        let it = wire::narrow(own, sh.width()).zip(wire::narrow(peer, sh.width()));
+        for (i, ((a, b), ci)) in it.zip(c.iter_mut()).enumerate() {
+            let cv = a.wrapping_add(b) & lmask;
+            *ci = cv;
+            let cr = (cv & (lmask >> 1)) >> sh.s;
+            let mut k = 0;
+            for dgt in 0..dg.d {
+                let shf = dg.shift.get(dgt).copied().unwrap_or(0);
+                let wd = dg.width.get(dgt).copied().unwrap_or(0);
+                let idx = (cr >> shf) & ((1u64 << wd) - 1);
+                let per = (1usize << wd).div_ceil(64);
+                let kinds = if dgt + 1 == dg.d { 1 } else { 2 };
+                for kind in 0..kinds {
+                    let word = k + kind * per + (idx / 64) as usize;
+                    // host: correction i (tw + nw) + word; device: lane word i tw + word
+                    let t = self
+                        .corr
+                        .derived_word(LANE_TAB, i * nw, (i * tw + word) as u64);
+                    let bit = (t >> (idx % 64)) & 1;
+                    let pos = i * v + 2 * dgt + kind;
+                    if let Some(byte) = out.get_mut(pos / 8) {
+                        *byte |= (bit as u8) << (pos % 8);
+                    }
+                }
+                k += kinds * per;
+            }
+        }
+        Ok(CmpBits {
+            corr: self.corr,
+            shape: sh,
+        })
+    }
+}
+
+impl CmpBits<'_> {
+    /// Takes both second-flight messages and the opened `c`, writes this
+    /// party's output shares into `out` (which may be `c` itself: each
+    /// element's `c` is read before its output is written).
+    pub fn finish(self, own: &[u8], peer: &[u8], c_out: &mut [u64]) -> Result<(), ProtocolError> {
+        let sh = self.shape;
+        wire::expect_len(own, sh.bits_len())?;
+        wire::expect_len(peer, sh.bits_len())?;
+        if c_out.len() != sh.n {
+            return Err(ProtocolError::BadBuffer);
+        }
+        let host = self.corr.role() == Role::Host;
+        let dg = sh.digits();
+        let b = basis(dg.d);
+        let nb = b.len();
+        let (tw, nw) = (sh.table_words(), sh.mono_words());
+        let v = sh.bits();
+        let l = sh.l;
+        let mut dev = self.corr.random_at(LANE_W, 0);
+        let mut words = [0u64; 4 * MAX_BASIS];
+        let mut cf = [0u64; MAX_BASIS];
+        for (i, slot) in c_out.iter_mut().enumerate() {
+            let mut e = 0u8;
+            for q in 0..v {
+                let pos = i * v + q;
+                e |= ((wire::get_bit(own, pos) ^ wire::get_bit(peer, pos)) as u8) << q;
+            }
+            for (j, wd) in words.iter_mut().enumerate().take(nw) {
+                *wd = if host {
+                    self.corr.derived_word(LANE_W, (i + 1) * tw, (i * nw + j) as u64)
+                } else {
+                    dev.next_u64()
+                };
+            }
+            // W(F, j): F = 0 skips j = 0 (the public constant 1)
+            let wf = |f: usize, j: usize| -> u64 {
+                if f == 0 && j == 0 {
+                    return host as u64;
+                }
+                words.get(f * nb + j - 1).copied().unwrap_or(0)
+            };
+            coefs(dg.d, e, &b, &mut cf);
+            let c = *slot;
+            let c_t = c >> (l - 1);
+            // A = r_t xor L
+            let mut a = wf(1, 0);
+            for (j, &k) in cf.iter().enumerate().take(nb) {
+                a = a.wrapping_add(k.wrapping_mul(wf(0, j).wrapping_sub(wf(1, j).wrapping_mul(2))));
+            }
+            let sign = 1u64.wrapping_sub(c_t.wrapping_mul(2));
+            let drelu = (c_t * host as u64).wrapping_add(sign.wrapping_mul(a));
+            *slot = match sh.out {
+                CmpOut::Drelu => drelu,
+                CmpOut::Relu => {
+                    let mut ar = wf(3, 0);
+                    let mut rl = 0u64;
+                    for (j, &k) in cf.iter().enumerate().take(nb) {
+                        ar = ar.wrapping_add(k.wrapping_mul(wf(2, j).wrapping_sub(wf(3, j).wrapping_mul(2))));
+                        rl = rl.wrapping_add(k.wrapping_mul(wf(1, j)));
+                    }
+                    let dr = c_t.wrapping_mul(wf(2, 0)).wrapping_add(sign.wrapping_mul(ar));
+                    let dw = if c_t == 0 { a } else { rl };
+                    drelu
+                        .wrapping_mul(c.wrapping_sub(sh.offset()))
+                        .wrapping_sub(dr)
+                        .wrapping_add(dw.wrapping_mul(1u64 << l))
+                }
+            };
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+    use crate::corr::{Correlations, DealerSession, SessionId, dealer_message_len};
+    use crate::prg::Seed;
+    use std::vec;
+    use std::vec::Vec;
+
+    /// Runs one comparison between a host and a device share of `x`.
+    fn run(shape: CmpShape, x: &[u64], seed: u8) -> Vec<u64> {
+        let (hk, dk) = (Seed::from_bytes([seed; 32]), Seed::from_bytes([seed ^ 0x55; 32]));
+        let sid = SessionId(7);
+        let mut dealer = DealerSession::new(&hk, &dk, sid);
+        let mut msg = vec![0u8; dealer_message_len(shape.corrections())];
+        let len = deal(&dealer.next_op().unwrap(), shape, &mut msg).unwrap();
+        let mut host = Correlations::new(Role::Host, &hk, sid);
+        let mut dev = Correlations::new(Role::Device, &dk, sid);
+        let hc = Cmp::new(host.next_op_with(&msg[..len]).unwrap(), shape).unwrap();
+        let dc = Cmp::new(dev.next_op().unwrap(), shape).unwrap();
+        // the device's share is pseudo-random, the host's the rest
+        let x1: Vec<u64> = (0..x.len() as u64).map(|i| i.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xABCD).collect();
+        let x0: Vec<u64> = x.iter().zip(&x1).map(|(a, b)| a.wrapping_sub(*b)).collect();
+        let (mut ho, mut do_) = (vec![0u8; shape.open_len()], vec![0u8; shape.open_len()]);
+        let hc = hc.open(&x0, &mut ho).unwrap();
+        let dc = dc.open(&x1, &mut do_).unwrap();
+        let (mut hcv, mut dcv) = (vec![0u64; x.len()], vec![0u64; x.len()]);
+        let (mut hb, mut db) = (vec![0u8; shape.bits_len()], vec![0u8; shape.bits_len()]);
+        let hc = hc.bits(&ho, &do_, &mut hcv, &mut hb).unwrap();
+        let dc = dc.bits(&do_, &ho, &mut dcv, &mut db).unwrap();
+        assert_eq!(hcv, dcv);
+        hc.finish(&hb, &db, &mut hcv).unwrap();
+        dc.finish(&db, &hb, &mut dcv).unwrap();
+        hcv.iter().zip(&dcv).map(|(a, b)| a.wrapping_add(*b)).collect()
+    }
+
+    fn inputs(shape: CmpShape) -> Vec<u64> {
+        let top = 1i64 << (shape.l - 1);
+        let edge = 1i64 << shape.s;
+        let mut v: Vec<i64> = vec![-top, -top + 1, top - edge - 1, 0, 1, -1, -edge, -edge - 1, edge, 3 * edge - 1];
+        for k in 0..shape.l - 1 {
+            v.extend([1i64 << k, -(1i64 << k), (1i64 << k) - 1, -(1i64 << k) + 1]);
+        }
+        let mut z = 0x1234_5678u64;
+        for _ in 0..300 {
+            z = z.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            v.push((z >> 20) as i64 % top);
+        }
+        v.into_iter().map(|x| x as u64).filter(|&x| shape.in_range(x)).collect()
+    }
+
+    #[test]
+    fn drelu_and_relu_follow_the_law() {
+        for (l, s, m) in [(22, 5, 8), (22, 0, 7), (12, 0, 6), (17, 0, 8), (30, 9, 10), (9, 2, 3)] {
+            for out in [CmpOut::Drelu, CmpOut::Relu] {
+                let mut shape = CmpShape { n: 1, l, s, m, out };
+                shape.check().unwrap();
+                let x = inputs(shape);
+                shape.n = x.len();
+                let got = run(shape, &x, l as u8);
+                for (&xv, &g) in x.iter().zip(&got) {
+                    assert!(allowed(shape, xv, g), "{shape:?}: x = {} got {}", xv as i64, g as i64);
+                    if s == 0 {
+                        assert_eq!(g, reference(out, xv), "{shape:?}: x = {}", xv as i64);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn basis_sizes() {
+        assert_eq!(basis(1).len(), 2);
+        assert_eq!(basis(2).len(), 5);
+        assert_eq!(basis(3).len(), 11);
+        let s = CmpShape::new(10, 16, 5, CmpOut::Relu).unwrap();
+        assert_eq!((s.l, s.s, s.m, s.digits().d), (22, 5, 8, 2));
+        assert_eq!(s.words_per_elem(), 31);
+    }
+}
