@@ -25,6 +25,7 @@ use embedded_io::{Read, Write};
 use mpcvit_core::model::Arch;
 use mpcvit_core::ops::vit::Tile;
 use mpcvit_core::ops::{LutJob, Party, flight, wide};
+use mpcvit_core::protocol::cell::{CellFn, CellShape};
 use mpcvit_core::protocol::cmp::CmpShape;
 use mpcvit_core::protocol::linear::{LinearDevice, LinearShape};
 use mpcvit_core::protocol::lut;
@@ -355,6 +356,16 @@ impl<T: Read + Write> Party for DeviceParty<'_, T> {
             link, corr, tx, rx, hw, ..
         } = self;
         flight::grids(&mut || Ok(corr.next_op()?), grids, x, out, tx, |msg| {
+            exchange(link, rx, hw, msg)
+        })
+    }
+
+    fn cell(&mut self, shape: CellShape, _g: &dyn CellFn, x: &[u64], out: &mut [u64]) -> Result<(), Self::Error> {
+        self.use_tx(flight::cell_msg_len(shape))?;
+        let Self {
+            link, corr, tx, rx, hw, ..
+        } = self;
+        flight::cells(&mut || Ok(corr.next_op()?), shape, x, out, tx, |msg| {
             exchange(link, rx, hw, msg)
         })
     }

@@ -7,10 +7,11 @@ use crate::error::DealerError;
 use embedded_io::{Read, Write};
 use mpcvit_core::corr::{DealerOp, dealer_message_len};
 use mpcvit_core::ops::{LutJob, Party, flight};
+use mpcvit_core::protocol::cell::{self, CellFn, CellShape};
+use mpcvit_core::protocol::cmp::{self, CmpShape};
 use mpcvit_core::protocol::linear::{self, LinearShape};
 use mpcvit_core::protocol::lut::{self, Grid};
 use mpcvit_core::protocol::matmul::{self, MatmulShape};
-use mpcvit_core::protocol::cmp::{self, CmpShape};
 use mpcvit_core::protocol::{mul, scale, square, trunc};
 use mpcvit_core::{DealerSession, FixedPoint, ProtocolError, Role, Seed, SessionId};
 use mpcvit_transport::{FrameKind, Link};
@@ -144,6 +145,13 @@ impl<T: Read + Write> Party for DealerParty<T> {
     fn cmp(&mut self, shape: CmpShape, _x: &[u64], _out: &mut [u64]) -> Res<T::Error> {
         for c in flight::cmp_chunks(shape) {
             self.deal(c.corrections(), 0, |op, _, out| cmp::deal(op, c, out))?;
+        }
+        Ok(())
+    }
+
+    fn cell(&mut self, shape: CellShape, g: &dyn CellFn, _x: &[u64], _out: &mut [u64]) -> Res<T::Error> {
+        for c in flight::cell_chunks(shape) {
+            self.deal(c.corrections(), 0, |op, _, out| cell::deal(op, c, g, out))?;
         }
         Ok(())
     }

@@ -5,6 +5,7 @@ use crate::error::HostError;
 use embedded_io::{Read, Write};
 use mpcvit_core::ops::{LutJob, Party, flight};
 use mpcvit_core::protocol::affine;
+use mpcvit_core::protocol::cell::{CellFn, CellShape};
 use mpcvit_core::protocol::cmp::CmpShape;
 use mpcvit_core::protocol::linear::{LinearHost, LinearShape};
 use mpcvit_core::protocol::lut::Grid;
@@ -278,6 +279,15 @@ impl<T: Read + Write> Party for HostParty<T> {
         let Self { dev, corr, tx, rx, .. } = self;
         flight::cmps(&mut from_dealer(&msgs, corr), shape, x, out, tx, &mut |msg, on_peer| {
             on_peer(exchange(dev, rx, msg)?)
+        })
+    }
+
+    fn cell(&mut self, shape: CellShape, _g: &dyn CellFn, x: &[u64], out: &mut [u64]) -> Res<(), T::Error> {
+        let msgs = self.recv_dealers(flight::cell_chunks(shape).count())?;
+        self.tx.resize(flight::cell_msg_len(shape), 0);
+        let Self { dev, corr, tx, rx, .. } = self;
+        flight::cells(&mut from_dealer(&msgs, corr), shape, x, out, tx, |msg| {
+            exchange(dev, rx, msg)
         })
     }
 

@@ -12,7 +12,7 @@
 
 use mpcvit_core::model::{Arch, AttnKind, ModelView};
 use mpcvit_core::ops::layernorm::{self, LnSpec};
-use mpcvit_core::ops::vit::{self, MLP_GRID_BITS, MLP_RANGE_LOG2, SCORE_RANGE_LOG2, Weights, Wid};
+use mpcvit_core::ops::vit::{self, SCORE_RANGE_LOG2, Weights, Wid};
 use mpcvit_core::ops::{activation, softmax};
 use mpcvit_core::protocol::pwl::Func;
 use mpcvit_core::reference::trunc;
@@ -102,7 +102,6 @@ pub fn forward(m: &ModelView<'_>, fp: FixedPoint, w: &dyn Weights, image: &[f32]
         out
     };
     let exp_grid = activation::grid(1, f, SCORE_RANGE_LOG2, 10)?;
-    let mlp_grid = activation::grid(1, f, MLP_RANGE_LOG2, MLP_GRID_BITS)?;
     let recip = vit::row_recip(n, f);
     for l in 0..a.layers {
         let h0 = ln_rows(&x, None, &[]);
@@ -136,7 +135,7 @@ pub fn forward(m: &ModelView<'_>, fp: FixedPoint, w: &dyn Weights, image: &[f32]
         for t in 0..n {
             if m.gelu(l, t) {
                 for v in &mut hid[t * mlp..(t + 1) * mlp] {
-                    *v = activation::fitted_reference(Func::Gelu, mlp_grid, fp, *v);
+                    *v = fp.encode(Func::Gelu.eval(fp.decode(*v)));
                 }
             }
         }

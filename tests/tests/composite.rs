@@ -324,3 +324,27 @@ fn relu_precise_composite() {
     assert!(near < 10, "{near} inputs in the carry region");
     assert_eq!(meter.rounds, 2);
 }
+
+/// GeLU by comparison and cell lookup on a dense grid of `[-27, 27]`
+/// against float: within 2e-4 (the tail's fit plus rounding).
+#[test]
+fn gelu_by_comparison_and_cells() {
+    let xs: Vec<f64> = (-2700..=2700)
+        .map(|i| i as f64 / 100.0 + 0.0031)
+        .chain([-1e-4, -3e-5, 0.0, 3e-5])
+        .collect();
+    let (got, meter) = run3(7, 3, fp(), &enc(&xs), [&[], &[], &[]], |p, x, _| {
+        let mut out = vec![0; x.len()];
+        let mut scratch = vec![0; 2 * x.len()];
+        activation::gelu(p, 5, x, &mut out, &mut scratch)?;
+        Ok(out)
+    })
+    .expect("run");
+    let mut worst = 0f64;
+    for (g, x) in dec(&got).iter().zip(&xs) {
+        let want = Func::Gelu.eval(fp().decode(fp().encode(*x)));
+        worst = worst.max((g - want).abs());
+        assert!((g - want).abs() <= 2e-4, "gelu({x}) got {g} want {want}");
+    }
+    eprintln!("gelu worst {worst:e}, meter {meter:?}");
+}

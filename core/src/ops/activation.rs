@@ -195,3 +195,93 @@ pub fn relu_precise<P: Party + ?Sized>(
     }
     Ok(())
 }
+
+/// The smooth tail of GeLU: `G(t) = t Phi(-t)`, with `GeLU(x) = ReLU(x) -
+/// G(|x|)`. `G` is entire (its analytic continuation below 0 is used where
+/// the comparison takes the positive branch), at most 0.17, and below
+/// `2^-40` beyond 9.
+#[derive(Clone, Copy, Debug)]
+pub struct GeluTail;
+
+impl crate::protocol::cell::CellFn for GeluTail {
+    fn eval(&self, _cell: u64, x: f64) -> f64 {
+        x * 0.5 * libm::erfc(x / core::f64::consts::SQRT_2)
+    }
+    fn zero_on(&self, _cell: u64, lo: f64, _hi: f64) -> bool {
+        lo > 9.0
+    }
+}
+
+/// Fractional bits of the GeLU tail's output over the input's.
+pub const GELU_TAIL_EXTRA: u32 = 17;
+
+/// The two steps of [`gelu`] for `n` inputs in `(-(2^range_log2 - 2^(range_log2
+/// - 3)), 2^range_log2 - 2^(range_log2 - 3))` at `f` bits: the comparison's
+/// ReLU and the cell lookup of the tail on `|x|` (8 cells, degree 9).
+pub fn gelu_shapes(
+    n: usize,
+    f: u32,
+    range_log2: i32,
+) -> Result<(crate::protocol::cmp::CmpShape, crate::protocol::cell::CellShape), ProtocolError> {
+    use crate::protocol::cell::{Basis, CellShape};
+    use crate::protocol::cmp::{CmpOut, CmpShape};
+    let relu = CmpShape::new(n, f, range_log2, CmpOut::Relu)?;
+    let l = f as i32 + range_log2;
+    if !(4..=40).contains(&l) {
+        return Err(ProtocolError::BadParameter);
+    }
+    let tail = CellShape {
+        n,
+        l: l as u32,
+        kh: 3,
+        offset: 0,
+        f,
+        p: 16,
+        out: f + GELU_TAIL_EXTRA,
+        basis: Basis::Cheb(9),
+    };
+    tail.check()?;
+    Ok((relu, tail))
+}
+
+/// GeLU in three rounds: `ReLU(x)` by the comparison
+/// ([`crate::protocol::cmp`], two rounds), then `|x| = 2 ReLU(x) - x`
+/// (local) and the tail `G(|x|)` by a cell lookup (one round), `GeLU =
+/// ReLU(x) - G(|x|)`, the tail brought to `f` bits by local truncation.
+///
+/// Error: the tail's fit (`1e-4` on cells of `2^(range_log2 - 3)`) plus its
+/// rounding, plus 1 ulp; where the comparison takes the positive branch
+/// (`x` in `[-2^(range_log2 - 16), 0)`) both branches give the same GeLU
+/// (`x - G(x) = -G(-x)`), except that the tail read from the top cell is
+/// 0 instead of `G(x)` (`|G(x)| <= |x| / 2`). The local truncation fails
+/// with probability below `|G| 2^(f + 17) / 2^64 <= 2^-32` per element.
+///
+/// Bytes per element: 3 + 3 each way and 3 bits (comparison), 3 each way
+/// (tail); dealer 31 + 80 words. `scratch`: `2 x.len()` words.
+pub fn gelu<P: Party + ?Sized>(
+    p: &mut P,
+    range_log2: i32,
+    x: &[u64],
+    out: &mut [u64],
+    scratch: &mut [u64],
+) -> Result<(), P::Error> {
+    let n = x.len();
+    let f = p.fp().frac_bits();
+    let (relu, tail) = gelu_shapes(n, f, range_log2)?;
+    let (t, g) = scratch
+        .get_mut(..2 * n)
+        .ok_or(ProtocolError::BadBuffer)?
+        .split_at_mut(n);
+    if out.len() != n {
+        return Err(ProtocolError::BadBuffer.into());
+    }
+    p.cmp(relu, x, out)?;
+    for ((t, &r), &v) in t.iter_mut().zip(out.iter()).zip(x) {
+        *t = r.wrapping_mul(2).wrapping_sub(v);
+    }
+    p.cell(tail, &GeluTail, t, g)?;
+    for (o, &g) in out.iter_mut().zip(g.iter()) {
+        *o = o.wrapping_sub(crate::protocol::trunc::local(g, GELU_TAIL_EXTRA));
+    }
+    Ok(())
+}

@@ -18,6 +18,7 @@
 use super::LutJob;
 use crate::ProtocolError;
 use crate::corr::OpCorr;
+use crate::protocol::cell::{Cell, CellOpened, CellShape};
 use crate::protocol::cmp::{Cmp, CmpBits, CmpOpened, CmpShape};
 use crate::protocol::lut::{self, Grid, Lut, LutOpened, LutShape, Table};
 use crate::protocol::matmul::{Matmul, MatmulOpened, MatmulShape};
@@ -314,7 +315,12 @@ pub fn cmps<'m, E: From<ProtocolError>>(
             let (mut o1, mut o2, mut oo) = (0, 0, 0);
             for (c, st) in cmp_chunks(shape).zip(core::mem::take(&mut opened)) {
                 let (a, b) = (c.open_len(), c.bits_len());
-                let st = st.bits(sub(t1, o1, a)?, sub(peer, o1, a)?, sub_mut(out, oo, c.n)?, sub_mut(t2, o2, b)?)?;
+                let st = st.bits(
+                    sub(t1, o1, a)?,
+                    sub(peer, o1, a)?,
+                    sub_mut(out, oo, c.n)?,
+                    sub_mut(t2, o2, b)?,
+                )?;
                 bits.push(st).map_err(|_| ProtocolError::TooManyOps)?;
                 (o1, o2, oo) = (o1 + a, o2 + b, oo + c.n);
             }
@@ -334,4 +340,57 @@ pub fn cmps<'m, E: From<ProtocolError>>(
         Ok(())
     };
     exchange(t2, &mut on_bits)
+}
+
+/// Elements per chunk of a cell lookup.
+pub fn cell_chunk(shape: CellShape) -> usize {
+    (DEALER_CHUNK_BYTES / (8 * shape.words_per_elem().max(1))).max(1)
+}
+
+/// The ops of a cell lookup after chunking, in order.
+pub fn cell_chunks(shape: CellShape) -> impl Iterator<Item = CellShape> {
+    let step = cell_chunk(shape);
+    let n = shape.n;
+    (0..n).step_by(step).map(move |a| CellShape {
+        n: step.min(n - a),
+        ..shape
+    })
+}
+
+/// Bytes of this party's message in a cell lookup.
+pub fn cell_msg_len(shape: CellShape) -> usize {
+    cell_chunks(shape).map(|c| c.msg_len()).sum()
+}
+
+/// A cell lookup ([`crate::protocol::cell`]) in one flight, chunked
+/// ([`cell_chunks`]); `tx` at least [`cell_msg_len`] bytes.
+pub fn cells<'m, 'r, E: From<ProtocolError>>(
+    next: &mut dyn FnMut() -> Result<OpCorr<'m>, E>,
+    shape: CellShape,
+    x: &[u64],
+    out: &mut [u64],
+    tx: &mut [u8],
+    exchange: impl FnOnce(&[u8]) -> Result<&'r [u8], E>,
+) -> Result<(), E> {
+    if x.len() != shape.n || out.len() != shape.n {
+        return Err(ProtocolError::BadBuffer.into());
+    }
+    let mut opened: heapless::Vec<CellOpened<'m>, MAX_JOBS> = heapless::Vec::new();
+    let (mut xo, mut to) = (0, 0);
+    for c in cell_chunks(shape) {
+        let op = Cell::new(next()?, c)?;
+        let st = op.open(sub(x, xo, c.n)?, sub_mut(tx, to, c.msg_len())?)?;
+        opened.push(st).map_err(|_| ProtocolError::TooManyOps)?;
+        xo += c.n;
+        to += c.msg_len();
+    }
+    let peer = checked_peer(exchange(sub(tx, 0, to)?)?, to)?;
+    let (mut po, mut oo) = (0, 0);
+    for (c, st) in cell_chunks(shape).zip(opened) {
+        let len = c.msg_len();
+        st.finish(sub(tx, po, len)?, sub(peer, po, len)?, sub_mut(out, oo, c.n)?)?;
+        po += len;
+        oo += c.n;
+    }
+    Ok(())
 }

@@ -109,6 +109,16 @@ pub trait Party {
     /// Comparison with zero in two flights ([`crate::protocol::cmp`]):
     /// `out` gets shares of `[x >= 0]` or `max(x, 0)` per `shape.out`.
     fn cmp(&mut self, shape: crate::protocol::cmp::CmpShape, x: &[u64], out: &mut [u64]) -> Result<(), Self::Error>;
+    /// Cell lookup in one flight ([`crate::protocol::cell`]): `out` gets
+    /// shares of `g(x)` at `shape.out` fractional bits. Only the dealer
+    /// reads `g`.
+    fn cell(
+        &mut self,
+        shape: crate::protocol::cell::CellShape,
+        g: &dyn crate::protocol::cell::CellFn,
+        x: &[u64],
+        out: &mut [u64],
+    ) -> Result<(), Self::Error>;
     /// Exact truncation by `bits` (1..=62) of every element.
     fn trunc(&mut self, bits: u32, x: &[u64], z: &mut [u64]) -> Result<(), Self::Error>;
 }

@@ -297,7 +297,7 @@ fn coefs(d: usize, e: u8, basis: &[u8], out: &mut [u64; MAX_BASIS]) {
                 continue;
             }
             let flips = (sub & e).count_ones();
-            *c = c.wrapping_add(if flips % 2 == 0 { 1 } else { u64::MAX });
+            *c = c.wrapping_add(if flips.is_multiple_of(2) { 1 } else { u64::MAX });
         }
     }
 }
@@ -449,9 +449,7 @@ impl<'d> CmpOpened<'d> {
                 for kind in 0..kinds {
                     let word = k + kind * per + (idx / 64) as usize;
                     // host: correction i (tw + nw) + word; device: lane word i tw + word
-                    let t = self
-                        .corr
-                        .derived_word(LANE_TAB, i * nw, (i * tw + word) as u64);
+                    let t = self.corr.derived_word(LANE_TAB, i * nw, (i * tw + word) as u64);
                     let bit = (t >> (idx % 64)) & 1;
                     let pos = i * v + 2 * dgt + kind;
                     if let Some(byte) = out.get_mut(pos / 8) {
@@ -562,7 +560,9 @@ mod tests {
         let hc = Cmp::new(host.next_op_with(&msg[..len]).unwrap(), shape).unwrap();
         let dc = Cmp::new(dev.next_op().unwrap(), shape).unwrap();
         // the device's share is pseudo-random, the host's the rest
-        let x1: Vec<u64> = (0..x.len() as u64).map(|i| i.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xABCD).collect();
+        let x1: Vec<u64> = (0..x.len() as u64)
+            .map(|i| i.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xABCD)
+            .collect();
         let x0: Vec<u64> = x.iter().zip(&x1).map(|(a, b)| a.wrapping_sub(*b)).collect();
         let (mut ho, mut do_) = (vec![0u8; shape.open_len()], vec![0u8; shape.open_len()]);
         let hc = hc.open(&x0, &mut ho).unwrap();
@@ -580,7 +580,18 @@ mod tests {
     fn inputs(shape: CmpShape) -> Vec<u64> {
         let top = 1i64 << (shape.l - 1);
         let edge = 1i64 << shape.s;
-        let mut v: Vec<i64> = vec![-top, -top + 1, top - edge - 1, 0, 1, -1, -edge, -edge - 1, edge, 3 * edge - 1];
+        let mut v: Vec<i64> = vec![
+            -top,
+            -top + 1,
+            top - edge - 1,
+            0,
+            1,
+            -1,
+            -edge,
+            -edge - 1,
+            edge,
+            3 * edge - 1,
+        ];
         for k in 0..shape.l - 1 {
             v.extend([1i64 << k, -(1i64 << k), (1i64 << k) - 1, -(1i64 << k) + 1]);
         }

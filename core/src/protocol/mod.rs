@@ -16,6 +16,7 @@
 //! [`pwl`] holds the tables the lookups use (fitted chords, ReLU/DReLU).
 
 pub mod affine;
+pub mod cell;
 pub mod cmp;
 pub mod linear;
 pub mod lut;

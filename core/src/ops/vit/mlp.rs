@@ -1,12 +1,11 @@
 //! Steps 6-8 of a layer: projection, residual, LayerNorm 1 and the MLP.
 
-use super::spec::{Arena, MLP_GRID_BITS, MLP_RANGE_LOG2, VitSpec};
+use super::spec::{Arena, MLP_RANGE_LOG2, VitSpec};
 use super::weights::{Weights, Wid};
 use crate::ops::layernorm::{self, LnSpec};
 use crate::ops::{Party, activation};
 use crate::protocol::cmp::{CmpOut, CmpShape};
 use crate::protocol::linear::LinearShape;
-use crate::protocol::pwl::Func;
 
 /// Steps 6-8 of layer `l` for token rows `r0..r1`: projection of `att`
 /// (input at 2f), residual into `x`, LayerNorm 1 (host-private scale), the
@@ -37,6 +36,7 @@ pub(super) fn mlp_rows<P: Party + ?Sized>(
     let y = ar.take(rr * d)?;
     let sel_in = ar.take(rr * mlp.max(d))?;
     let sel_out = ar.take(rr * mlp.max(d))?;
+    let gelu_scratch = ar.take(2 * rr * mlp)?;
     // 6. projection, residual
     p.linear_trunc(
         LinearShape { n: rr, din: d, dout: d },
@@ -52,7 +52,8 @@ pub(super) fn mlp_rows<P: Party + ?Sized>(
     // 7. LayerNorm 1 (affine, host-private scale)
     layernorm::layernorm(p, &ln, x, Some(w.get(Wid::Ln1G(l))), w.get(Wid::Ln1B(l)), hln, lns)?;
     x.copy_from_slice(hln);
-    // 8. MLP: GeLU tokens through the GeLU lookup, linearized tokens not
+    // 8. MLP: GeLU tokens through comparison and tail lookup, linearized
+    // tokens not
     p.linear_trunc(
         LinearShape {
             n: rr,
@@ -74,8 +75,13 @@ pub(super) fn mlp_rows<P: Party + ?Sized>(
             sel_in[o..o + mlp].copy_from_slice(&hid[t * mlp..(t + 1) * mlp]);
             o += mlp;
         }
-        let grid = activation::grid(o, f, MLP_RANGE_LOG2, MLP_GRID_BITS)?;
-        activation::fitted(p, Func::Gelu, grid, &sel_in[..o], &mut sel_out[..o])?;
+        activation::gelu(
+            p,
+            MLP_RANGE_LOG2,
+            &sel_in[..o],
+            &mut sel_out[..o],
+            &mut gelu_scratch[..2 * o],
+        )?;
         let mut o = 0;
         for t in (0..rr).filter(|&t| gelu(t)) {
             hid2[t * mlp..(t + 1) * mlp].copy_from_slice(&sel_out[o..o + mlp]);

@@ -41,7 +41,6 @@ mod weights;
 pub use attention::normalize_heads;
 pub use forward::{forward, patches_from_pixels};
 pub use spec::{
-    MLP_GRID_BITS, MLP_RANGE_LOG2, SCORE_RANGE_LOG2, Tile, VitSpec, check_frac_bits, norm_scratch_len, row_recip,
-    scratch_len,
+    MLP_RANGE_LOG2, SCORE_RANGE_LOG2, Tile, VitSpec, check_frac_bits, norm_scratch_len, row_recip, scratch_len,
 };
 pub use weights::{Weights, Wid, check_weights, encode_weight};

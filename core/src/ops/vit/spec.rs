@@ -114,19 +114,11 @@ impl core::fmt::Debug for VitSpec<'_> {
 
 /// Grid of the softmax / ReLU lookups on attention scores: `[-32, 32)`.
 pub const SCORE_RANGE_LOG2: i32 = 5;
-/// Grid of the GeLU / ReLU lookups in the MLP: `[-32, 32)`.
+/// Range of the MLP's comparisons (GeLU's ReLU, the linearized tokens'
+/// ReLU): `[-32, 32)`. GeLU's tail lookup reads `|x|` on 8 cells of 4 and
+/// leaves the top one out, so GeLU inputs lie in `(-28, 28)`
+/// ([`crate::ops::activation::gelu`]).
 pub const MLP_RANGE_LOG2: i32 = 5;
-/// Index bits of the GeLU lookup: cells of `2^-5` on [`MLP_RANGE_LOG2`].
-///
-/// The lookup reads the next cell's chord with probability equal to the
-/// input's position in its cell (the carry of the mask, `protocol::lut`),
-/// off the curve by up to `max|g''| h^2` for cells of width `h`; summed over
-/// an MLP's hidden units and carried through the layers this was the
-/// largest gap between secure and fixed-point logits (1.5-2.2e-2 on the
-/// bundled model with 10 bits, whatever the fractional bits; 3.9e-3 with
-/// 11). One more bit doubles the dealer's GeLU tables (offline) and
-/// changes nothing online.
-pub const MLP_GRID_BITS: u32 = 11;
 
 /// Checks that the forward pass can run `arch` with `layout`'s heads and
 /// MLPs at `f` fractional bits: every lookup grid it builds exists at `f`
@@ -142,7 +134,7 @@ pub fn check_frac_bits(a: &Arch, layout: &dyn Layout, f: u32) -> Result<(), Prot
     }
     use crate::protocol::cmp::{CmpOut, CmpShape};
     activation::grid(1, f, SCORE_RANGE_LOG2, 10)?;
-    activation::grid(1, f, MLP_RANGE_LOG2, MLP_GRID_BITS)?;
+    activation::gelu_shapes(1, f, MLP_RANGE_LOG2)?;
     let heads = (0..a.layers).flat_map(|l| (0..a.heads).map(move |h| layout.attn(l, h)));
     if heads.clone().any(|k| k == AttnKind::ReluSoftmax) {
         CmpShape::new(1, f, SCORE_RANGE_LOG2, CmpOut::Relu)?;
@@ -211,7 +203,7 @@ pub fn scratch_len(a: &Arch, tile: Tile) -> usize {
     let stage_a = r * d + ln;
     let big = q.max(hd) * n.max(hd);
     let stage_b = g * hd * hd + 4 * g * big + g * q * n + norm_scratch_len(g, q, n);
-    let stage_c = 4 * r * d + ln + 2 * r * m + 2 * r * m.max(d);
+    let stage_c = 4 * r * d + ln + 4 * r * m + 2 * r * m.max(d);
     let last = d + LnSpec::new(1, d).scratch_len() + 2 * a.classes;
     5 * n * d + stage_a.max(stage_b).max(stage_c).max(last)
 }

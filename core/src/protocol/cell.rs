@@ -1,0 +1,524 @@
+//! Cell lookup: a smooth function of a masked input, by cells on the top
+//! bits of the opening and a short series in the public low bits. One
+//! round, a few bytes each way, `2^kh (K + 1)` dealer words per element.
+//!
+//! # Law
+//! Shape `(l, kh, offset, basis)`, input `t` (ring units, `f` fractional
+//! bits) with `t' = t + offset` in `[0, 2^l - 2^se)`, `se = l - kh` (the top
+//! cell is left out). The output is `G(t)` at `out` fractional bits, where
+//! `G` is the dealer's function ([`CellFn`]), within the fit's error (the
+//! dealer fits each element on the exact interval its mask gives it) plus
+//! the rounding stated in [`CellShape::error_bound`].
+//!
+//! # Protocol
+//! Correlation per element: a random `r` (both shares seeded; only
+//! `r mod 2^l` matters), `R = r >> se`, `r_L = r mod 2^se`, and derived
+//! words `W[j][m]` for every read index `j` in `[0, 2^kh)` and term `m`.
+//! 1. Both parties send `t_b + r_b (+ offset, host)` modulo `2^l`
+//!    (`ceil(l / 8)` bytes): both learn `c = t' + r mod 2^l`, uniform.
+//! 2. With `C = c >> se` and `c_L = c mod 2^se`: `t' = (C - R) 2^se + c_L -
+//!    r_L (mod 2^l)`. Read as the cell `v = (C - R) mod 2^kh` and the
+//!    offset `z = c_L - r_L` in `(-2^se, 2^se)`, this is exact for every
+//!    `t'` below the top cell (a borrow of the low part moves the read to
+//!    the next cell and makes `z` negative, and `v 2^se + z` is still
+//!    `t'`). For cell `v` the dealer knows the real interval
+//!    `[xi, xi + Lw)`, `xi = v 2^se - offset - r_L` (in real units), that
+//!    `c_L` in `[0, 2^se)` maps to, and deals the series of `G` on it in a
+//!    public basis of `c_L`: `W[j][m]` for `v = (j - R) mod 2^kh`.
+//! 3. Each party outputs `sum_m P_m(c_L) W_b[C][m]`, with the public
+//!    basis `P_m` computed identically by both in integers:
+//!    * [`Basis::Cheb`]: Chebyshev polynomials `T_m(u)`, `u = 2 c_L / 2^se
+//!      - 1` in `[-1, 1)`, at `p` fractional bits (the dealer interpolates
+//!      `G` at `K + 1` Chebyshev nodes of its interval);
+//!    * [`Basis::Exp`]: `P_0 = exp(c_L)` at `p` bits, one term, and the
+//!      dealer's word is `G(xi)` with `G` an exponential (possibly clamped
+//!      above): `exp(c_L) exp(xi) = exp(t)` exactly.
+//!
+//! Security: `c` is uniform; the host's words are masked by the device's
+//! seeded words; nobody learns `R` or `r_L`.
+//!
+//! # Cost per element
+//! One round; `ceil(l / 8)` bytes each way; dealer -> host `2^kh (K + 1)`
+//! words (`K = 0` for [`Basis::Exp`]). The device reads `K + 1` seeded
+//! words at a random position (one or two keystream blocks).
+
+use crate::corr::{DealerOp, OpCorr, Role};
+use crate::error::ProtocolError;
+use crate::wire;
+
+/// Random lane `r`.
+pub const LANE_R: u32 = 0;
+/// Derived lane of the words.
+pub const LANE_W: u32 = 1;
+
+/// Largest series degree.
+pub const MAX_DEGREE: u32 = 15;
+/// Largest number of cell bits.
+pub const MAX_KH: u32 = 6;
+
+/// The public basis of the low bits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Basis {
+    /// Chebyshev polynomials `T_0 .. T_K` of the cell coordinate.
+    Cheb(u32),
+    /// `exp` of the low part (one term).
+    Exp,
+}
+
+impl Basis {
+    /// Terms per cell.
+    pub fn terms(self) -> usize {
+        match self {
+            Basis::Cheb(k) => k as usize + 1,
+            Basis::Exp => 1,
+        }
+    }
+}
+
+/// Shape of a cell lookup.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct CellShape {
+    /// Elements.
+    pub n: usize,
+    /// Bits of the opening.
+    pub l: u32,
+    /// Cell bits (the top `kh` bits of the opening).
+    pub kh: u32,
+    /// Added to the input (ring units): `0` for non-negative inputs.
+    pub offset: u64,
+    /// Fractional bits of the input.
+    pub f: u32,
+    /// Fractional bits of the public basis values.
+    pub p: u32,
+    /// Fractional bits of the output (the dealer's words carry `out - p`).
+    pub out: u32,
+    /// The basis.
+    pub basis: Basis,
+}
+
+/// A real function dealt per cell (the dealer's side of a cell lookup).
+pub trait CellFn {
+    /// [`Basis::Cheb`]: `G(x)` at the real `x`; [`Basis::Exp`]: the cell
+    /// factor at the interval's start `xi` (the output is `exp(c_L)` times
+    /// it). `cell` is the cell index `v` (a function may treat cells
+    /// differently, e.g. the top one).
+    fn eval(&self, cell: u64, x: f64) -> f64;
+    /// Whether `G` is zero on all of `[lo, hi)` (the dealer skips the fit).
+    fn zero_on(&self, _cell: u64, _lo: f64, _hi: f64) -> bool {
+        false
+    }
+}
+
+impl CellShape {
+    /// Bits of the low part.
+    pub fn se(self) -> u32 {
+        self.l - self.kh
+    }
+
+    /// Cells.
+    pub fn cells(self) -> usize {
+        1usize << self.kh
+    }
+
+    /// Real width of a cell.
+    pub fn width(self) -> f64 {
+        libm::exp2(self.se() as f64 - self.f as f64)
+    }
+
+    /// Bytes per element of the opening.
+    pub fn width_bytes(self) -> usize {
+        (self.l as usize).div_ceil(8)
+    }
+
+    /// Bytes each party sends.
+    pub fn msg_len(self) -> usize {
+        wire::narrow_len(self.n, self.width_bytes())
+    }
+
+    /// Correction words per element.
+    pub fn words_per_elem(self) -> usize {
+        self.cells() * self.basis.terms()
+    }
+
+    /// Correction words the host receives.
+    pub fn corrections(self) -> usize {
+        self.n * self.words_per_elem()
+    }
+
+    /// Checks the parameters.
+    pub fn check(self) -> Result<(), ProtocolError> {
+        let degree_ok = match self.basis {
+            Basis::Cheb(k) => k <= MAX_DEGREE,
+            Basis::Exp => true,
+        };
+        if self.n == 0
+            || !(2..=62).contains(&self.l)
+            || !(1..=MAX_KH).contains(&self.kh)
+            || self.kh >= self.l
+            || !degree_ok
+            || self.p > 30
+            || self.out < self.p
+            || self.out > 62
+            || self.offset >= 1u64 << self.l
+        {
+            return Err(ProtocolError::BadShape);
+        }
+        self.n
+            .checked_mul(self.words_per_elem())
+            .and_then(|w| w.checked_mul(8))
+            .map(|_| ())
+            .ok_or(ProtocolError::BadShape)
+    }
+
+    /// Whether `t` (ring) is in the input range.
+    pub fn in_range(self, t: u64) -> bool {
+        let tp = t.wrapping_add(self.offset);
+        tp < (1u64 << self.l) - (1u64 << self.se())
+    }
+
+    /// The real input at cell `v`, coordinate `c_l - r_l`.
+    fn real(self, v: u64, c_l: f64, r_l: u64) -> f64 {
+        let scale = libm::exp2(self.f as f64);
+        ((v << self.se()) as f64 - self.offset as f64 + c_l - r_l as f64) / scale
+    }
+
+    /// Bound on the rounding error of the output (real units), beyond the
+    /// fit's: each of the `K + 1` words is rounded (half a unit at `out -
+    /// p` bits, times `|P_m| <= 1`) and each basis value is rounded (half a
+    /// unit at `p` bits, plus the Chebyshev recurrence's growth of one unit
+    /// per degree, times the coefficient, bounded by `coef_bound`).
+    pub fn error_bound(self, coef_bound: f64) -> f64 {
+        let t = self.basis.terms() as f64;
+        let word = 0.5 * libm::exp2(-((self.out - self.p) as f64));
+        let basis = (t + 1.0) * libm::exp2(-(self.p as f64));
+        match self.basis {
+            Basis::Cheb(_) => t * (word + basis * coef_bound),
+            // exp(c_L) < e^Lw scales the word's rounding
+            Basis::Exp => libm::exp(self.width()) * word + basis * coef_bound,
+        }
+    }
+}
+
+/// The public basis values at `c_l`, at `p` bits: identical integers on
+/// every party (no floating point for Chebyshev; `exp` through `libm`).
+pub fn basis_values(shape: CellShape, c_l: u64, out: &mut [i64]) {
+    let p = shape.p;
+    let one = 1i64 << p;
+    match shape.basis {
+        Basis::Cheb(k) => {
+            // u = 2 c_L / 2^se - 1 at p bits
+            let u = (((c_l as u128) << (p + 1)) >> shape.se()) as i64 - one;
+            let mut prev = one;
+            let mut cur = u;
+            for (m, o) in out.iter_mut().enumerate().take(k as usize + 1) {
+                *o = match m {
+                    0 => one,
+                    1 => u,
+                    _ => {
+                        let next = ((2 * u as i128 * cur as i128) >> p) as i64 - prev;
+                        prev = cur;
+                        cur = next;
+                        next
+                    }
+                };
+            }
+        }
+        Basis::Exp => {
+            let x = c_l as f64 / libm::exp2(shape.f as f64);
+            if let Some(o) = out.first_mut() {
+                *o = libm::round(libm::exp(x) * libm::exp2(p as f64)) as i64;
+            }
+        }
+    }
+}
+
+/// The dealer's words of cell `v` for the low mask `r_l`, at `out - p` bits.
+pub fn cell_words(shape: CellShape, g: &dyn CellFn, v: u64, r_l: u64, out: &mut [u64]) {
+    let terms = shape.basis.terms();
+    let lw = libm::exp2(shape.se() as f64);
+    let scale = libm::exp2((shape.out - shape.p) as f64);
+    let lo = shape.real(v, 0.0, r_l);
+    let hi = shape.real(v, lw, r_l);
+    if g.zero_on(v, lo, hi) {
+        out.iter_mut().take(terms).for_each(|w| *w = 0);
+        return;
+    }
+    match shape.basis {
+        Basis::Exp => {
+            if let Some(w) = out.first_mut() {
+                *w = libm::round(g.eval(v, lo) * scale) as i64 as u64;
+            }
+        }
+        Basis::Cheb(k) => {
+            let n = k as usize + 1;
+            let mut vals = [0f64; MAX_DEGREE as usize + 1];
+            for (j, s) in vals.iter_mut().enumerate().take(n) {
+                let u = libm::cos(core::f64::consts::PI * (j as f64 + 0.5) / n as f64);
+                *s = g.eval(v, shape.real(v, (u + 1.0) * 0.5 * lw, r_l));
+            }
+            for (m, w) in out.iter_mut().enumerate().take(n) {
+                let mut a = 0.0;
+                for (j, s) in vals.iter().enumerate().take(n) {
+                    a += s * libm::cos(core::f64::consts::PI * m as f64 * (j as f64 + 0.5) / n as f64);
+                }
+                a *= 2.0 / n as f64;
+                if m == 0 {
+                    a *= 0.5;
+                }
+                *w = libm::round(a * scale) as i64 as u64;
+            }
+        }
+    }
+}
+
+/// Dealer: the host's message for one cell lookup op.
+pub fn deal(op: &DealerOp, shape: CellShape, g: &dyn CellFn, out: &mut [u8]) -> Result<usize, ProtocolError> {
+    shape.check()?;
+    let (n, l, se) = (shape.n, shape.l, shape.se());
+    let terms = shape.basis.terms();
+    let cells = shape.cells() as u64;
+    let per = shape.words_per_elem();
+    let mut w = op.writer(out, shape.corrections())?;
+    let mut rs = op.random(LANE_R);
+    let lmask = (1u64 << l) - 1;
+    // the words of one element, by cell, then rotated by R as the host reads
+    let mut by_cell = [0u64; (1 << MAX_KH) * (MAX_DEGREE as usize + 1)];
+    for i in 0..n {
+        let r = rs.next_u64() & lmask;
+        let (big_r, r_l) = (r >> se, r & ((1u64 << se) - 1));
+        for v in 0..cells {
+            let at = v as usize * terms;
+            if let Some(dst) = by_cell.get_mut(at..at + terms) {
+                cell_words(shape, g, v, r_l, dst);
+            }
+        }
+        // read index j holds cell (j - R) mod 2^kh
+        let rotated = (0..cells).flat_map(|j| {
+            let v = (j.wrapping_sub(big_r) & (cells - 1)) as usize;
+            by_cell.get(v * terms..(v + 1) * terms).unwrap_or(&[]).iter().copied()
+        });
+        w.put_lane(&op.device, LANE_W, (i * per) as u64, per, rotated);
+    }
+    w.finish()
+}
+
+/// One party's cell lookup, before opening.
+#[derive(Debug)]
+pub struct Cell<'d> {
+    corr: OpCorr<'d>,
+    shape: CellShape,
+}
+
+/// After opening.
+#[derive(Debug)]
+pub struct CellOpened<'d> {
+    corr: OpCorr<'d>,
+    shape: CellShape,
+}
+
+impl<'d> Cell<'d> {
+    /// A cell lookup of this shape (the host's corrections are checked).
+    pub fn new(corr: OpCorr<'d>, shape: CellShape) -> Result<Self, ProtocolError> {
+        shape.check()?;
+        corr.expect_corrections(shape.corrections())?;
+        Ok(Self { corr, shape })
+    }
+
+    /// Writes this party's masked input modulo `2^l`.
+    pub fn open(self, x: &[u64], out: &mut [u8]) -> Result<CellOpened<'d>, ProtocolError> {
+        let sh = self.shape;
+        if x.len() != sh.n {
+            return Err(ProtocolError::BadBuffer);
+        }
+        let out = wire::out_prefix(out, sh.msg_len())?;
+        let off = if self.corr.role() == Role::Host { sh.offset } else { 0 };
+        let mut r = self.corr.random(LANE_R);
+        wire::put_narrow(
+            out,
+            sh.width_bytes(),
+            x.iter().map(|&v| v.wrapping_add(r.next_u64()).wrapping_add(off)),
+        );
+        Ok(CellOpened {
+            corr: self.corr,
+            shape: sh,
+        })
+    }
+}
+
+impl CellOpened<'_> {
+    /// Takes both messages, writes this party's output shares.
+    pub fn finish(self, own: &[u8], peer: &[u8], out: &mut [u64]) -> Result<(), ProtocolError> {
+        let sh = self.shape;
+        wire::expect_len(own, sh.msg_len())?;
+        wire::expect_len(peer, sh.msg_len())?;
+        if out.len() != sh.n {
+            return Err(ProtocolError::BadBuffer);
+        }
+        let (l, se) = (sh.l, sh.se());
+        let terms = sh.basis.terms();
+        let per = sh.words_per_elem();
+        let lmask = (1u64 << l) - 1;
+        let mut pm = [0i64; MAX_DEGREE as usize + 1];
+        let it = wire::narrow(own, sh.width_bytes()).zip(wire::narrow(peer, sh.width_bytes()));
+        for (i, ((a, b), o)) in it.zip(out.iter_mut()).enumerate() {
+            let c = a.wrapping_add(b) & lmask;
+            let (big_c, c_l) = (c >> se, c & ((1u64 << se) - 1));
+            basis_values(sh, c_l, &mut pm);
+            let base = (i * per) as u64 + big_c * terms as u64;
+            let mut acc = 0u64;
+            match self.corr.role() {
+                Role::Device => {
+                    let mut d = self.corr.random_at(LANE_W, base);
+                    for &p in pm.iter().take(terms) {
+                        acc = acc.wrapping_add((p as u64).wrapping_mul(d.next_u64()));
+                    }
+                }
+                Role::Host | Role::Dealer => {
+                    for (m, &p) in pm.iter().enumerate().take(terms) {
+                        let w = self.corr.derived_word(LANE_W, 0, base + m as u64);
+                        acc = acc.wrapping_add((p as u64).wrapping_mul(w));
+                    }
+                }
+            }
+            *o = acc;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+    use crate::corr::{Correlations, DealerSession, SessionId, dealer_message_len};
+    use crate::prg::Seed;
+    use std::vec;
+    use std::vec::Vec;
+
+    struct Gauss;
+    impl CellFn for Gauss {
+        fn eval(&self, _: u64, x: f64) -> f64 {
+            x * 0.5 * libm::erfc(x / core::f64::consts::SQRT_2)
+        }
+        fn zero_on(&self, _: u64, lo: f64, _: f64) -> bool {
+            lo > 9.0
+        }
+    }
+
+    struct ExpCell;
+    impl CellFn for ExpCell {
+        fn eval(&self, _: u64, x: f64) -> f64 {
+            libm::exp(x.min(12.0))
+        }
+    }
+
+    fn run(shape: CellShape, g: &dyn CellFn, x: &[u64]) -> Vec<u64> {
+        let (hk, dk) = (Seed::from_bytes([3; 32]), Seed::from_bytes([9; 32]));
+        let sid = SessionId(5);
+        let mut dealer = DealerSession::new(&hk, &dk, sid);
+        let mut msg = vec![0u8; dealer_message_len(shape.corrections())];
+        let len = deal(&dealer.next_op().unwrap(), shape, g, &mut msg).unwrap();
+        let mut host = Correlations::new(Role::Host, &hk, sid);
+        let mut dev = Correlations::new(Role::Device, &dk, sid);
+        let hc = Cell::new(host.next_op_with(&msg[..len]).unwrap(), shape).unwrap();
+        let dc = Cell::new(dev.next_op().unwrap(), shape).unwrap();
+        let x1: Vec<u64> = (0..x.len() as u64)
+            .map(|i| i.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x77)
+            .collect();
+        let x0: Vec<u64> = x.iter().zip(&x1).map(|(a, b)| a.wrapping_sub(*b)).collect();
+        let (mut ho, mut dm) = (vec![0u8; shape.msg_len()], vec![0u8; shape.msg_len()]);
+        let hc = hc.open(&x0, &mut ho).unwrap();
+        let dc = dc.open(&x1, &mut dm).unwrap();
+        let (mut a, mut b) = (vec![0u64; x.len()], vec![0u64; x.len()]);
+        hc.finish(&ho, &dm, &mut a).unwrap();
+        dc.finish(&dm, &ho, &mut b).unwrap();
+        a.iter().zip(&b).map(|(p, q)| p.wrapping_add(*q)).collect()
+    }
+
+    fn grid(shape: CellShape) -> Vec<u64> {
+        let lo = -(shape.offset as i64);
+        let hi = (1i64 << shape.l) - (1i64 << shape.se()) - shape.offset as i64;
+        let step = ((hi - lo) / 1500).max(1);
+        let mut v: Vec<u64> = (lo..hi).step_by(step as usize).map(|x| x as u64).collect();
+        // cell edges and the range's ends
+        for k in 0..shape.cells() as i64 - 1 {
+            let e = (k << shape.se()) - shape.offset as i64;
+            v.extend([e as u64, (e - 1) as u64, (e + 1) as u64]);
+        }
+        v.extend([lo as u64, (hi - 1) as u64]);
+        v.retain(|&t| shape.in_range(t));
+        v
+    }
+
+    #[test]
+    fn chebyshev_cells_follow_the_function() {
+        let f = 16;
+        let shape = CellShape {
+            n: 1,
+            l: f + 5,
+            kh: 3,
+            offset: 0,
+            f,
+            p: 16,
+            out: f + 18,
+            basis: Basis::Cheb(9),
+        };
+        shape.check().unwrap();
+        let x = grid(CellShape { n: 1, ..shape });
+        let shape = CellShape { n: x.len(), ..shape };
+        let got = run(shape, &Gauss, &x);
+        // the fit's error (1e-4 for degree 9 on cells of 4) plus rounding
+        let bound = 1.5e-4;
+        let mut worst = 0f64;
+        for (&t, &g) in x.iter().zip(&got) {
+            let want = Gauss.eval(0, t as i64 as f64 / 65536.0);
+            let err = (g as i64 as f64 / libm::exp2(shape.out as f64) - want).abs();
+            worst = worst.max(err);
+            assert!(
+                err <= bound,
+                "t = {} got {} want {want} (bound {bound})",
+                t as i64,
+                g as i64
+            );
+        }
+        assert!(worst > 0.0);
+    }
+
+    #[test]
+    fn exp_cells_are_exp() {
+        let f = 16;
+        let shape = CellShape {
+            n: 1,
+            l: f + 6,
+            kh: 4,
+            offset: 1 << (f + 5),
+            f,
+            p: 10,
+            out: f + 14,
+            basis: Basis::Exp,
+        };
+        shape.check().unwrap();
+        let x = grid(shape);
+        let shape = CellShape { n: x.len(), ..shape };
+        let got = run(shape, &ExpCell, &x);
+        for (&t, &g) in x.iter().zip(&got) {
+            let xr = t as i64 as f64 / 65536.0;
+            let got = g as i64 as f64 / libm::exp2(shape.out as f64);
+            if xr <= 12.0 {
+                let want = libm::exp(xr);
+                let err = (got - want).abs();
+                assert!(
+                    err <= want * 2e-3 + shape.error_bound(0.0),
+                    "x = {xr} got {got} want {want}"
+                );
+            } else {
+                assert!(
+                    got >= libm::exp(12.0) * 0.99 && got <= libm::exp(16.0) * 1.01,
+                    "x = {xr} got {got}"
+                );
+            }
+        }
+    }
+}
