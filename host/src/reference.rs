@@ -12,7 +12,7 @@
 
 use mpcvit_core::model::{Arch, AttnKind, ModelView};
 use mpcvit_core::ops::layernorm::{self, LnSpec};
-use mpcvit_core::ops::vit::{self, SCORE_RANGE_LOG2, Weights, Wid};
+use mpcvit_core::ops::vit::{self, Weights, Wid};
 use mpcvit_core::ops::{activation, softmax};
 use mpcvit_core::protocol::pwl::Func;
 use mpcvit_core::reference::trunc;
@@ -101,7 +101,6 @@ pub fn forward(m: &ModelView<'_>, fp: FixedPoint, w: &dyn Weights, image: &[f32]
         }
         out
     };
-    let exp_grid = activation::grid(1, f, SCORE_RANGE_LOG2, 10)?;
     let recip = vit::row_recip(n, f);
     for l in 0..a.layers {
         let h0 = ln_rows(&x, None, &[]);
@@ -121,7 +120,7 @@ pub fn forward(m: &ModelView<'_>, fp: FixedPoint, w: &dyn Weights, image: &[f32]
                 .flat_map(|t| (0..hd).map(move |c| (t, c)))
                 .map(|(t, c)| col(t, 2, h, c))
                 .collect();
-            let out = head_attention(m.attn(l, h), (&q, &kt, &v), (n, hd), fp, (exp_grid, &recip))?;
+            let out = head_attention(m.attn(l, h), (&q, &kt, &v), (n, hd), fp, &recip)?;
             for t in 0..n {
                 att[t * d + h * hd..t * d + (h + 1) * hd].copy_from_slice(&out[t * hd..(t + 1) * hd]);
             }
@@ -163,7 +162,7 @@ fn head_attention(
     (q, kt, v): (&[u64], &[u64], &[u64]),
     (n, hd): (usize, usize),
     fp: FixedPoint,
-    (exp_grid, recip): (mpcvit_core::protocol::lut::LutShape, &mpcvit_core::ops::wide::WideSpec),
+    recip: &mpcvit_core::ops::wide::WideSpec,
 ) -> Result<Vec<u64>, ProtocolError> {
     let f = fp.frac_bits();
     Ok(if kind == AttnKind::Scale {
@@ -173,24 +172,34 @@ fn head_attention(
         let s = matmul_t(q, kt, (n, hd, n), f)?;
         let mut p = vec![0u64; n * n];
         for (row, prow) in s.chunks(n).zip(p.chunks_mut(n)) {
+            // every row value at ROW_FRAC bits, as the secure op
+            let rf = vit::ROW_FRAC;
             let e: Vec<u64> = match kind {
                 AttnKind::Softmax => row
                     .iter()
-                    .map(|&v| activation::fitted_reference(Func::Exp, exp_grid, fp, v.wrapping_sub(row[0])))
+                    .map(|&v| {
+                        let x = fp.decode(v.wrapping_sub(row[0]));
+                        (x.min(vit::EXP_CAP).exp() * f64::from(1u32 << rf)).round() as i64 as u64
+                    })
                     .collect(),
-                AttnKind::ReluSoftmax => row.iter().map(|&v| activation::relu_reference(v)).collect(),
+                AttnKind::ReluSoftmax => row.iter().map(|&v| activation::relu_reference(v) << (rf - f)).collect(),
                 _ => row
                     .iter()
                     .map(|&v| {
                         let c = v.wrapping_add(fp.encode(softmax::QUAD_C));
-                        trunc(c.wrapping_mul(c), f)
+                        let sq = c.wrapping_mul(c);
+                        if 2 * f > rf {
+                            trunc(sq, 2 * f - rf)
+                        } else {
+                            sq << (rf - 2 * f)
+                        }
                     })
                     .collect(),
             };
             let sum = e.iter().fold(0u64, |a, &b| a.wrapping_add(b));
             let inv = recip.reference(sum);
             for (o, &ev) in prow.iter_mut().zip(&e) {
-                *o = trunc(ev.wrapping_mul(inv), recip.out_frac);
+                *o = trunc(ev.wrapping_mul(inv), vit::row_trunc(f));
             }
         }
         matmul_t(&p, v, (n, n, hd), 0)?

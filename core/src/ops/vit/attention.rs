@@ -1,16 +1,15 @@
 //! Steps 3-5 of a layer: the attention of every head, all heads of a
 //! group in the same protocol steps.
 
-use super::spec::{Arena, SCORE_RANGE_LOG2, VitSpec, norm_scratch_len, row_recip};
+use super::spec::{
+    Arena, ROW_FRAC, SCORE_RANGE_LOG2, ScoreExp, VitSpec, norm_scratch_len, row_recip, row_trunc, score_exp,
+};
 use crate::ProtocolError;
 use crate::model::AttnKind;
+use crate::ops::Party;
 use crate::ops::wide;
-use crate::ops::{LutJob, Party, activation};
 use crate::protocol::cmp::{CmpOut, CmpShape};
-use crate::protocol::lut::LutShape;
 use crate::protocol::matmul::MatmulShape;
-use crate::protocol::pwl::Func;
-use crate::protocol::trunc;
 
 /// Row normalization of `heads.len()` heads of `rows x n` scores at `f`
 /// bits (none of them ScaleAttn), all in the same rounds.
@@ -39,10 +38,9 @@ pub fn normalize_heads<P: Party + ?Sized>(
     let host = p.role().plays_host();
     let mut ar = Arena { rest: scratch };
     let e = ar.take(hcount * nn)?;
-    // elementwise step: exp of x - x_row0 (Softmax), ReLU (RSAttn) in one
-    // flight; 2Quad squares then truncates (two more rounds)
-    let grid = activation::grid(0, f, SCORE_RANGE_LOG2, 10)?;
-    let (exp_shape, exp_table) = activation::fitted_table(Func::Exp, grid, fp);
+    // elementwise step, every value brought to ROW_FRAC bits: exp of
+    // x - x_row0 (Softmax, a cell lookup), ReLU (RSAttn, the comparison),
+    // the square of x + c (2Quad)
     let ns = heads.iter().filter(|k| **k == AttnKind::Softmax).count() * nn;
     let nr = heads.iter().filter(|k| **k == AttnKind::ReluSoftmax).count() * nn;
     let nq = heads.iter().filter(|k| **k == AttnKind::Quad).count() * nn;
@@ -67,25 +65,18 @@ pub fn normalize_heads<P: Party + ?Sized>(
             _ => {}
         }
     }
-    // Softmax heads: one exp lookup; RSAttn heads: the comparison's ReLU
-    // (two rounds). A layer mixing both pays the two steps in sequence.
+    // Softmax heads: one exp cell lookup; RSAttn heads: the comparison's
+    // ReLU (two rounds), shifted to ROW_FRAC. A layer mixing both pays the
+    // two steps in sequence.
     if ns > 0 {
-        let es = LutShape { n: ns, ..exp_shape };
-        p.luts(
-            &[LutJob {
-                shape: es,
-                table: &exp_table,
-            }],
-            &ins[..ns],
-            &mut outs[..ns],
-        )?;
+        p.cell(score_exp(ns, f)?, &ScoreExp, &ins[..ns], &mut outs[..ns])?;
     }
     if nr > 0 {
         let rshape = CmpShape::new(nr, f, SCORE_RANGE_LOG2, CmpOut::Relu)?;
         p.cmp(rshape, &ins[ns..ns + nr], &mut outs[ns..ns + nr])?;
-    }
-    for v in outs[..ns].iter_mut() {
-        *v = trunc::local(*v, activation::EXTRA_BITS);
+        for v in outs[ns..ns + nr].iter_mut() {
+            *v <<= ROW_FRAC - f;
+        }
     }
     let qin = ar.take(nq)?;
     let qsq = ar.take(nq)?;
@@ -102,7 +93,13 @@ pub fn normalize_heads<P: Party + ?Sized>(
             }
         }
         p.square(qin, qsq)?;
-        p.trunc(f, qsq, qout)?;
+        if 2 * f > ROW_FRAC {
+            p.trunc(2 * f - ROW_FRAC, qsq, qout)?;
+        } else {
+            for (o, &v) in qout.iter_mut().zip(qsq.iter()) {
+                *o = v << (ROW_FRAC - 2 * f);
+            }
+        }
     }
     let (mut is, mut ir, mut iq) = (0, ns, 0);
     for (hi, &k) in heads.iter().enumerate() {
@@ -134,7 +131,7 @@ pub fn normalize_heads<P: Party + ?Sized>(
     wide::wide(p, &spec, sums, inv, wscratch)?;
     let prod = ar.take(hcount * nn)?;
     p.mul(e, inv, n, prod)?;
-    p.trunc(spec.out_frac, prod, out)
+    p.trunc(row_trunc(f), prod, out)
 }
 
 /// Steps 3-5 of layer `l` (see the module docs) for every head group and

@@ -41,6 +41,7 @@ mod weights;
 pub use attention::normalize_heads;
 pub use forward::{forward, patches_from_pixels};
 pub use spec::{
-    MLP_RANGE_LOG2, SCORE_RANGE_LOG2, Tile, VitSpec, check_frac_bits, norm_scratch_len, row_recip, scratch_len,
+    EXP_CAP, MLP_RANGE_LOG2, ROW_FRAC, SCORE_RANGE_LOG2, ScoreExp, Tile, VitSpec, check_frac_bits, norm_scratch_len,
+    row_recip, row_trunc, score_exp, scratch_len,
 };
 pub use weights::{Weights, Wid, check_weights, encode_weight};

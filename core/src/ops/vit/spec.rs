@@ -133,7 +133,7 @@ pub fn check_frac_bits(a: &Arch, layout: &dyn Layout, f: u32) -> Result<(), Prot
         return Err(ProtocolError::BadParameter);
     }
     use crate::protocol::cmp::{CmpOut, CmpShape};
-    activation::grid(1, f, SCORE_RANGE_LOG2, 10)?;
+    score_exp(1, f)?;
     activation::gelu_shapes(1, f, MLP_RANGE_LOG2)?;
     let heads = (0..a.layers).flat_map(|l| (0..a.heads).map(move |h| layout.attn(l, h)));
     if heads.clone().any(|k| k == AttnKind::ReluSoftmax) {
@@ -151,25 +151,81 @@ pub fn check_frac_bits(a: &Arch, layout: &dyn Layout, f: u32) -> Result<(), Prot
     Ok(())
 }
 
-/// The reciprocal of attention row sums shared by Softmax and RSAttn heads.
+/// Fractional bits of the attention rows' elementwise values (Softmax's
+/// exp, RSAttn's ReLU, 2Quad's square) from the elementwise step through
+/// the row sums to the product with the reciprocal: as many as a row sum of
+/// 257 saturated exps leaves in the ring.
+pub const ROW_FRAC: u32 = 30;
+
+/// Softmax's exp is exact up to this shifted score; above it saturates in
+/// `[e^EXP_CAP, e^(EXP_CAP + 4)]` (the cell's factor is capped, the public
+/// factor of its low part is not).
+pub const EXP_CAP: f64 = 10.0;
+
+/// The dealer's cell factor of Softmax's exp: `exp(min(xi, EXP_CAP))`.
+#[derive(Clone, Copy, Debug)]
+pub struct ScoreExp;
+
+impl crate::protocol::cell::CellFn for ScoreExp {
+    fn eval(&self, _cell: u64, xi: f64) -> f64 {
+        libm::exp(xi.min(EXP_CAP))
+    }
+    fn zero_on(&self, _cell: u64, lo: f64, _hi: f64) -> bool {
+        // e^(lo + 4) 2^ROW_FRAC below half a unit
+        lo + 4.0 < -(ROW_FRAC as f64 + 1.0) * core::f64::consts::LN_2
+    }
+}
+
+/// The cell lookup of Softmax's exp on `n` shifted scores in `[-32, 28)`
+/// at `f` bits: 16 cells of 4, the exp basis at 10 bits, output at
+/// [`ROW_FRAC`] bits (relative error about `2^-11` plus `e^4 2^-21`
+/// absolute).
+pub fn score_exp(n: usize, f: u32) -> Result<crate::protocol::cell::CellShape, ProtocolError> {
+    use crate::protocol::cell::{Basis, CellShape};
+    let l = f as i32 + SCORE_RANGE_LOG2 + 1;
+    if !(4..=62).contains(&l) || f + 2 > ROW_FRAC {
+        return Err(ProtocolError::BadParameter);
+    }
+    let shape = CellShape {
+        n,
+        l: l as u32,
+        kh: 4,
+        offset: 1u64 << (l - 1),
+        f,
+        p: 10,
+        out: ROW_FRAC,
+        basis: Basis::Exp,
+    };
+    shape.check()?;
+    Ok(shape)
+}
+
+/// The reciprocal of attention row sums (at [`ROW_FRAC`] bits) shared by
+/// Softmax, RSAttn and 2Quad heads.
 ///
-/// Its range reaches down to one unit (`2^-f`): an RSAttn row with a single
-/// small positive score has a sum of a few units, where `1 / (S + eps)` is
-/// steep, and a window whose cells span several units would read a chord
-/// far off the function there (and the secure op, reading a neighbouring
-/// cell, farther still). The last window then has shift 0: exact cells.
+/// Its range reaches down to one unit of the scores (`2^-f`): an RSAttn row
+/// with a single small positive score has a sum of a few units, where
+/// `1 / (S + eps)` is steep, and a window whose cells span several units
+/// would read a chord far off the function there (and the secure op,
+/// reading a neighbouring cell, farther still).
 pub fn row_recip(n: usize, f: u32) -> WideSpec {
-    let top = libm::exp(crate::protocol::pwl::EXP_MAX).max(libm::exp2(SCORE_RANGE_LOG2 as f64));
+    let top = libm::exp(EXP_CAP + 4.0).max(libm::exp2(SCORE_RANGE_LOG2 as f64));
     WideSpec {
         eps: RS_EPS,
         ..WideSpec::new(
             Func::Recip,
             libm::exp2(-(f as f64)),
             n as f64 * top * 1.01,
-            f,
-            61 - f - 2,
+            ROW_FRAC,
+            61 - ROW_FRAC - 2,
         )
     }
+}
+
+/// Bits the product of a row's values (at [`ROW_FRAC`]) and its reciprocal
+/// is truncated by to come back to `f` bits.
+pub fn row_trunc(f: u32) -> u32 {
+    61 - 2 - f
 }
 
 pub(super) struct Arena<'a> {
