@@ -215,9 +215,9 @@ impl crate::protocol::cell::CellFn for GeluTail {
 /// Fractional bits of the GeLU tail's output over the input's.
 pub const GELU_TAIL_EXTRA: u32 = 17;
 
-/// The two steps of [`gelu`] for `n` inputs in `(-(2^range_log2 - 2^(range_log2
-/// - 3)), 2^range_log2 - 2^(range_log2 - 3))` at `f` bits: the comparison's
-/// ReLU and the cell lookup of the tail on `|x|` (8 cells, degree 9).
+/// The two steps of [`gelu`] for `n` inputs at `f` bits: the one-digit
+/// comparison's ReLU and the cell lookup of the tail on `|x|` (8 cells of
+/// `2^(range_log2 - 3)`, degree 9).
 pub fn gelu_shapes(
     n: usize,
     f: u32,
@@ -225,7 +225,7 @@ pub fn gelu_shapes(
 ) -> Result<(crate::protocol::cmp::CmpShape, crate::protocol::cell::CellShape), ProtocolError> {
     use crate::protocol::cell::{Basis, CellShape};
     use crate::protocol::cmp::{CmpOut, CmpShape};
-    let relu = CmpShape::new(n, f, range_log2, CmpOut::Relu)?;
+    let relu = CmpShape::branch(n, f, range_log2, CmpOut::Relu)?;
     let l = f as i32 + range_log2;
     if !(4..=40).contains(&l) {
         return Err(ProtocolError::BadParameter);
@@ -234,7 +234,8 @@ pub fn gelu_shapes(
         n,
         l: l as u32,
         kh: 3,
-        offset: 0,
+        // the comparison's branch region `[-2^s, 0)` reads the tail at `x`
+        offset: 1u64 << relu.s,
         f,
         p: 16,
         out: f + GELU_TAIL_EXTRA,
@@ -249,15 +250,21 @@ pub fn gelu_shapes(
 /// (local) and the tail `G(|x|)` by a cell lookup (one round), `GeLU =
 /// ReLU(x) - G(|x|)`, the tail brought to `f` bits by local truncation.
 ///
-/// Error: the tail's fit (`1e-4` on cells of `2^(range_log2 - 3)`) plus its
-/// rounding, plus 1 ulp; where the comparison takes the positive branch
-/// (`x` in `[-2^(range_log2 - 16), 0)`) both branches give the same GeLU
-/// (`x - G(x) = -G(-x)`), except that the tail read from the top cell is
-/// 0 instead of `G(x)` (`|G(x)| <= |x| / 2`). The local truncation fails
-/// with probability below `|G| 2^(f + 17) / 2^64 <= 2^-32` per element.
+/// Either branch of the comparison gives the same GeLU (`x - G(x) = 0 -
+/// G(-x)`, as `G(t) - G(-t) = t`), so the comparison is the one-digit
+/// [`CmpShape::branch`](crate::protocol::cmp::CmpShape::branch), which may
+/// take the positive branch on `[-2^(range_log2 - 8), 0)`; the tail's
+/// lookup is offset by that much so that `|x|` computed as `x` there stays
+/// in its range. Inputs lie in `(-(2^range_log2 - 2^(range_log2 - 3) -
+/// 2^(range_log2 - 8)), ...)` (`(-27.875, 27.875)` for the MLP's range
+/// `2^5`: the tail lookup's top cell is left out).
 ///
-/// Bytes per element: 3 + 3 each way and 3 bits (comparison), 3 each way
-/// (tail); dealer 31 + 80 words. `scratch`: `2 x.len()` words.
+/// Error: the tail's fit (`1e-4` on cells of `2^(range_log2 - 3)`) plus its
+/// rounding, plus 1 ulp. The local truncation fails with probability below
+/// `|G| 2^(f + 17) / 2^64 <= 2^-32` per element.
+///
+/// Bytes per element: 3 each way and 1 bit (comparison), 3 each way
+/// (tail); dealer 11 + 80 words. `scratch`: `2 x.len()` words.
 pub fn gelu<P: Party + ?Sized>(
     p: &mut P,
     range_log2: i32,

@@ -129,6 +129,23 @@ impl CmpShape {
         Ok(shape)
     }
 
+    /// A cheaper comparison for callers that only need *a* branch near zero
+    /// (both branches agree there, as in GeLU): one digit of 8 bits, exact
+    /// outside `[-2^(range_log2 - 8), 0)` (11 dealer words for a ReLU).
+    pub fn branch(n: usize, f: u32, range_log2: i32, out: CmpOut) -> Result<Self, ProtocolError> {
+        let shape = Self {
+            s: 0,
+            m: 8,
+            ..Self::new(n, f, range_log2, out)?
+        };
+        let shape = Self {
+            s: (shape.l - 1).saturating_sub(8),
+            ..shape
+        };
+        shape.check()?;
+        Ok(shape)
+    }
+
     /// Offset added to the input: `2^(l-1)`.
     pub fn offset(self) -> u64 {
         1u64 << (self.l - 1)
