@@ -25,7 +25,7 @@ use embedded_io::{Read, Write};
 use mpcvit_core::model::Arch;
 use mpcvit_core::ops::vit::Tile;
 use mpcvit_core::ops::{LutJob, Party, flight, wide};
-use mpcvit_core::protocol::cell::{CellFn, CellShape};
+use mpcvit_core::protocol::cell::CellGrid;
 use mpcvit_core::protocol::cmp::CmpShape;
 use mpcvit_core::protocol::linear::{LinearDevice, LinearShape};
 use mpcvit_core::protocol::lut;
@@ -360,12 +360,12 @@ impl<T: Read + Write> Party for DeviceParty<'_, T> {
         })
     }
 
-    fn cell(&mut self, shape: CellShape, _g: &dyn CellFn, x: &[u64], out: &mut [u64]) -> Result<(), Self::Error> {
-        self.use_tx(flight::cell_msg_len(shape))?;
+    fn cells(&mut self, grids: &[CellGrid<'_>], x: &[u64], out: &mut [u64]) -> Result<(), Self::Error> {
+        self.use_tx(flight::cell_msg_len(grids, x.len()))?;
         let Self {
             link, corr, tx, rx, hw, ..
         } = self;
-        flight::cells(&mut || Ok(corr.next_op()?), shape, x, out, tx, |msg| {
+        flight::cells(&mut || Ok(corr.next_op()?), grids, x, out, tx, |msg| {
             exchange(link, rx, hw, msg)
         })
     }

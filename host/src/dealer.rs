@@ -7,7 +7,7 @@ use crate::error::DealerError;
 use embedded_io::{Read, Write};
 use mpcvit_core::corr::{DealerOp, dealer_message_len};
 use mpcvit_core::ops::{LutJob, Party, flight};
-use mpcvit_core::protocol::cell::{self, CellFn, CellShape};
+use mpcvit_core::protocol::cell::{self, CellGrid};
 use mpcvit_core::protocol::cmp::{self, CmpShape};
 use mpcvit_core::protocol::linear::{self, LinearShape};
 use mpcvit_core::protocol::lut::{self, Grid};
@@ -149,9 +149,11 @@ impl<T: Read + Write> Party for DealerParty<T> {
         Ok(())
     }
 
-    fn cell(&mut self, shape: CellShape, g: &dyn CellFn, _x: &[u64], _out: &mut [u64]) -> Res<T::Error> {
-        for c in flight::cell_chunks(shape) {
-            self.deal(c.corrections(), 0, |op, _, out| cell::deal(op, c, g, out))?;
+    fn cells(&mut self, grids: &[CellGrid<'_>], x: &[u64], _out: &mut [u64]) -> Res<T::Error> {
+        for c in flight::cell_chunks(grids, x.len()) {
+            let c = c?;
+            let words = cell::grids_corrections(&c.grids);
+            self.deal(words, 0, |op, _, out| cell::deal_grids(op, &c.grids, out))?;
         }
         Ok(())
     }

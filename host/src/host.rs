@@ -5,7 +5,7 @@ use crate::error::HostError;
 use embedded_io::{Read, Write};
 use mpcvit_core::ops::{LutJob, Party, flight};
 use mpcvit_core::protocol::affine;
-use mpcvit_core::protocol::cell::{CellFn, CellShape};
+use mpcvit_core::protocol::cell::CellGrid;
 use mpcvit_core::protocol::cmp::CmpShape;
 use mpcvit_core::protocol::linear::{LinearHost, LinearShape};
 use mpcvit_core::protocol::lut::Grid;
@@ -282,11 +282,11 @@ impl<T: Read + Write> Party for HostParty<T> {
         })
     }
 
-    fn cell(&mut self, shape: CellShape, _g: &dyn CellFn, x: &[u64], out: &mut [u64]) -> Res<(), T::Error> {
-        let msgs = self.recv_dealers(flight::cell_chunks(shape).count())?;
-        self.tx.resize(flight::cell_msg_len(shape), 0);
+    fn cells(&mut self, grids: &[CellGrid<'_>], x: &[u64], out: &mut [u64]) -> Res<(), T::Error> {
+        let msgs = self.recv_dealers(flight::cell_chunks(grids, x.len()).count())?;
+        self.tx.resize(flight::cell_msg_len(grids, x.len()), 0);
         let Self { dev, corr, tx, rx, .. } = self;
-        flight::cells(&mut from_dealer(&msgs, corr), shape, x, out, tx, |msg| {
+        flight::cells(&mut from_dealer(&msgs, corr), grids, x, out, tx, |msg| {
             exchange(dev, rx, msg)
         })
     }

@@ -18,7 +18,7 @@ use mpcvit_core::model::ModelView;
 use mpcvit_core::ops::vit::{self, Tile, VitSpec};
 use mpcvit_core::ops::{LutJob, Party};
 use mpcvit_core::prg::{Prg, Seed};
-use mpcvit_core::protocol::cell::{CellFn, CellShape};
+use mpcvit_core::protocol::cell::CellGrid;
 use mpcvit_core::protocol::cmp::CmpShape;
 use mpcvit_core::protocol::linear::{LinearShape, model_mask};
 use mpcvit_core::protocol::lut::Grid;
@@ -166,8 +166,8 @@ where
     fn lut_grids(&mut self, grids: &[Grid<'_>], x: &[u64], out: &mut [u64]) -> Result<(), Self::Error> {
         Ok(self.0.lut_grids(grids, x, out)?)
     }
-    fn cell(&mut self, shape: CellShape, g: &dyn CellFn, x: &[u64], out: &mut [u64]) -> Result<(), Self::Error> {
-        Ok(self.0.cell(shape, g, x, out)?)
+    fn cells(&mut self, grids: &[CellGrid<'_>], x: &[u64], out: &mut [u64]) -> Result<(), Self::Error> {
+        Ok(self.0.cells(grids, x, out)?)
     }
     fn cmp(&mut self, shape: CmpShape, x: &[u64], out: &mut [u64]) -> Result<(), Self::Error> {
         Ok(self.0.cmp(shape, x, out)?)

@@ -286,7 +286,7 @@ pub fn gelu<P: Party + ?Sized>(
     for ((t, &r), &v) in t.iter_mut().zip(out.iter()).zip(x) {
         *t = r.wrapping_mul(2).wrapping_sub(v);
     }
-    p.cell(tail, &GeluTail, t, g)?;
+    super::cell(p, tail, &GeluTail, t, g)?;
     for (o, &g) in out.iter_mut().zip(g.iter()) {
         *o = o.wrapping_sub(crate::protocol::trunc::local(g, GELU_TAIL_EXTRA));
     }

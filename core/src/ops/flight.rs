@@ -18,7 +18,7 @@
 use super::LutJob;
 use crate::ProtocolError;
 use crate::corr::OpCorr;
-use crate::protocol::cell::{Cell, CellOpened, CellShape};
+use crate::protocol::cell::{self, Cell, CellGrid, CellOpened, CellShape};
 use crate::protocol::cmp::{Cmp, CmpBits, CmpOpened, CmpShape};
 use crate::protocol::lut::{self, Grid, Lut, LutOpened, LutShape, Table};
 use crate::protocol::matmul::{Matmul, MatmulOpened, MatmulShape};
@@ -342,55 +342,85 @@ pub fn cmps<'m, E: From<ProtocolError>>(
     exchange(t2, &mut on_bits)
 }
 
-/// Elements per chunk of a cell lookup.
-pub fn cell_chunk(shape: CellShape) -> usize {
-    (DEALER_CHUNK_BYTES / (8 * shape.words_per_elem().max(1))).max(1)
+/// Elements per chunk of a cell lookup of several grids over `n` elements.
+pub fn cell_chunk(grids: &[CellGrid<'_>]) -> usize {
+    let per: usize = grids.iter().map(|g| g.shape.words_per_elem()).sum();
+    (DEALER_CHUNK_BYTES / (8 * per.max(1))).max(1)
 }
 
-/// The ops of a cell lookup after chunking, in order.
-pub fn cell_chunks(shape: CellShape) -> impl Iterator<Item = CellShape> {
-    let step = cell_chunk(shape);
-    let n = shape.n;
-    (0..n).step_by(step).map(move |a| CellShape {
-        n: step.min(n - a),
-        ..shape
+/// One chunk of a cell lookup: elements `start..end`, every grid cut to
+/// `end - start` elements.
+pub struct CellChunk<'a> {
+    /// First element.
+    pub start: usize,
+    /// One past the last element.
+    pub end: usize,
+    /// The grids of this chunk.
+    pub grids: heapless::Vec<CellGrid<'a>, { cell::MAX_GRIDS }>,
+}
+
+/// The ops of a cell lookup over `n` elements after chunking.
+pub fn cell_chunks<'g, 'a>(
+    grids: &'g [CellGrid<'a>],
+    n: usize,
+) -> impl Iterator<Item = Result<CellChunk<'a>, ProtocolError>> + 'g {
+    let step = cell_chunk(grids);
+    (0..n).step_by(step).map(move |start| {
+        let end = (start + step).min(n);
+        let mut v = heapless::Vec::new();
+        for g in grids {
+            v.push(CellGrid {
+                shape: CellShape {
+                    n: end - start,
+                    ..g.shape
+                },
+                g: g.g,
+            })
+            .map_err(|_| ProtocolError::BadShape)?;
+        }
+        Ok(CellChunk { start, end, grids: v })
     })
 }
 
-/// Bytes of this party's message in a cell lookup.
-pub fn cell_msg_len(shape: CellShape) -> usize {
-    cell_chunks(shape).map(|c| c.msg_len()).sum()
+/// Bytes of this party's message in a cell lookup of `n` elements.
+pub fn cell_msg_len(grids: &[CellGrid<'_>], n: usize) -> usize {
+    cell::grids_width(grids) * n
 }
 
-/// A cell lookup ([`crate::protocol::cell`]) in one flight, chunked
-/// ([`cell_chunks`]); `tx` at least [`cell_msg_len`] bytes.
+/// A cell lookup ([`crate::protocol::cell`]) of one or more grids in one
+/// flight, chunked ([`cell_chunks`]): `out` holds, per element, one value
+/// per grid in grid order; `tx` at least [`cell_msg_len`] bytes.
 pub fn cells<'m, 'r, E: From<ProtocolError>>(
     next: &mut dyn FnMut() -> Result<OpCorr<'m>, E>,
-    shape: CellShape,
+    grids: &[CellGrid<'_>],
     x: &[u64],
     out: &mut [u64],
     tx: &mut [u8],
     exchange: impl FnOnce(&[u8]) -> Result<&'r [u8], E>,
 ) -> Result<(), E> {
-    if x.len() != shape.n || out.len() != shape.n {
+    let n = x.len();
+    let (gc, w) = (grids.len(), cell::grids_width(grids));
+    if out.len() != n * gc || grids.iter().any(|g| g.shape.n != n) {
         return Err(ProtocolError::BadBuffer.into());
     }
     let mut opened: heapless::Vec<CellOpened<'m>, MAX_JOBS> = heapless::Vec::new();
-    let (mut xo, mut to) = (0, 0);
-    for c in cell_chunks(shape) {
-        let op = Cell::new(next()?, c)?;
-        let st = op.open(sub(x, xo, c.n)?, sub_mut(tx, to, c.msg_len())?)?;
+    for c in cell_chunks(grids, n) {
+        let c = c?;
+        let len = c.end - c.start;
+        let op = Cell::with_grids(next()?, &c.grids)?;
+        let st = op.open(sub(x, c.start, len)?, sub_mut(tx, w * c.start, w * len)?)?;
         opened.push(st).map_err(|_| ProtocolError::TooManyOps)?;
-        xo += c.n;
-        to += c.msg_len();
     }
-    let peer = checked_peer(exchange(sub(tx, 0, to)?)?, to)?;
-    let (mut po, mut oo) = (0, 0);
-    for (c, st) in cell_chunks(shape).zip(opened) {
-        let len = c.msg_len();
-        st.finish(sub(tx, po, len)?, sub(peer, po, len)?, sub_mut(out, oo, c.n)?)?;
-        po += len;
-        oo += c.n;
+    let peer = checked_peer(exchange(sub(tx, 0, w * n)?)?, w * n)?;
+    for (c, st) in cell_chunks(grids, n).zip(opened) {
+        let c = c?;
+        let len = c.end - c.start;
+        st.finish_grids(
+            &c.grids,
+            sub(tx, w * c.start, w * len)?,
+            sub(peer, w * c.start, w * len)?,
+            sub_mut(out, gc * c.start, gc * len)?,
+        )?;
     }
     Ok(())
 }

@@ -109,13 +109,13 @@ pub trait Party {
     /// Comparison with zero in two flights ([`crate::protocol::cmp`]):
     /// `out` gets shares of `[x >= 0]` or `max(x, 0)` per `shape.out`.
     fn cmp(&mut self, shape: crate::protocol::cmp::CmpShape, x: &[u64], out: &mut [u64]) -> Result<(), Self::Error>;
-    /// Cell lookup in one flight ([`crate::protocol::cell`]): `out` gets
-    /// shares of `g(x)` at `shape.out` fractional bits. Only the dealer
-    /// reads `g`.
-    fn cell(
+    /// Cell lookup in one flight ([`crate::protocol::cell`]), one opening
+    /// read through every grid: `out` holds, per element, one value per
+    /// grid (at its `shape.out` fractional bits). Only the dealer reads the
+    /// grids' functions.
+    fn cells(
         &mut self,
-        shape: crate::protocol::cell::CellShape,
-        g: &dyn crate::protocol::cell::CellFn,
+        grids: &[crate::protocol::cell::CellGrid<'_>],
         x: &[u64],
         out: &mut [u64],
     ) -> Result<(), Self::Error>;
@@ -132,4 +132,16 @@ pub fn lut<P: Party + ?Sized>(
     out: &mut [u64],
 ) -> Result<(), P::Error> {
     p.luts(&[LutJob { shape, table }], x, out)
+}
+
+/// A cell lookup of one grid: `out` gets shares of `g(x)` at `shape.out`
+/// fractional bits.
+pub fn cell<P: Party + ?Sized>(
+    p: &mut P,
+    shape: crate::protocol::cell::CellShape,
+    g: &dyn crate::protocol::cell::CellFn,
+    x: &[u64],
+    out: &mut [u64],
+) -> Result<(), P::Error> {
+    p.cells(&[crate::protocol::cell::CellGrid { shape, g }], x, out)
 }

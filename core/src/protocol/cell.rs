@@ -273,33 +273,98 @@ pub fn cell_words(shape: CellShape, g: &dyn CellFn, v: u64, r_l: u64, out: &mut 
     }
 }
 
-/// Dealer: the host's message for one cell lookup op.
+/// Most grids of one cell lookup (one opening read through several cell
+/// structures, as the wide-range functions' windows).
+pub const MAX_GRIDS: usize = 32;
+
+/// One grid of a cell lookup: its shape (every grid of an op has the same
+/// `n`) and the dealer's function.
+#[derive(Clone, Copy)]
+pub struct CellGrid<'a> {
+    /// The grid.
+    pub shape: CellShape,
+    /// Its function (read by the dealer only).
+    pub g: &'a dyn CellFn,
+}
+
+/// Checks a set of grids; returns the correction words per element.
+fn check_grids(grids: &[CellGrid<'_>]) -> Result<usize, ProtocolError> {
+    let first = grids.first().ok_or(ProtocolError::BadShape)?;
+    if grids.len() > MAX_GRIDS {
+        return Err(ProtocolError::BadShape);
+    }
+    let mut per = 0usize;
+    for g in grids {
+        g.shape.check()?;
+        if g.shape.n != first.shape.n {
+            return Err(ProtocolError::BadShape);
+        }
+        per += g.shape.words_per_elem();
+    }
+    first
+        .shape
+        .n
+        .checked_mul(per)
+        .and_then(|w| w.checked_mul(8))
+        .ok_or(ProtocolError::BadShape)?;
+    Ok(per)
+}
+
+/// Bytes per element of the opening of several grids: the widest.
+pub fn grids_width(grids: &[CellGrid<'_>]) -> usize {
+    grids.iter().map(|g| g.shape.width_bytes()).max().unwrap_or(8)
+}
+
+/// Bytes each party sends for several grids.
+pub fn grids_msg_len(grids: &[CellGrid<'_>]) -> usize {
+    grids
+        .first()
+        .map_or(0, |g| wire::narrow_len(g.shape.n, grids_width(grids)))
+}
+
+/// Correction words the host receives for several grids.
+pub fn grids_corrections(grids: &[CellGrid<'_>]) -> usize {
+    grids.iter().map(|g| g.shape.corrections()).sum()
+}
+
+/// Dealer: the host's message for one cell lookup op of one grid.
 pub fn deal(op: &DealerOp, shape: CellShape, g: &dyn CellFn, out: &mut [u8]) -> Result<usize, ProtocolError> {
-    shape.check()?;
-    let (n, l, se) = (shape.n, shape.l, shape.se());
-    let terms = shape.basis.terms();
-    let cells = shape.cells() as u64;
-    let per = shape.words_per_elem();
-    let mut w = op.writer(out, shape.corrections())?;
+    deal_grids(op, &[CellGrid { shape, g }], out)
+}
+
+/// Dealer: the host's message for one cell lookup op of several grids.
+/// Layout per element: each grid's words in read-index order, grid after
+/// grid.
+pub fn deal_grids(op: &DealerOp, grids: &[CellGrid<'_>], out: &mut [u8]) -> Result<usize, ProtocolError> {
+    let per = check_grids(grids)?;
+    let n = grids.first().map_or(0, |g| g.shape.n);
+    let mut w = op.writer(out, n * per)?;
     let mut rs = op.random(LANE_R);
-    let lmask = (1u64 << l) - 1;
-    // the words of one element, by cell, then rotated by R as the host reads
+    // the words of one grid of one element, by cell, then rotated by R
     let mut by_cell = [0u64; (1 << MAX_KH) * (MAX_DEGREE as usize + 1)];
     for i in 0..n {
-        let r = rs.next_u64() & lmask;
-        let (big_r, r_l) = (r >> se, r & ((1u64 << se) - 1));
-        for v in 0..cells {
-            let at = v as usize * terms;
-            if let Some(dst) = by_cell.get_mut(at..at + terms) {
-                cell_words(shape, g, v, r_l, dst);
+        let r = rs.next_u64();
+        let mut at = (i * per) as u64;
+        for grid in grids {
+            let sh = grid.shape;
+            let (terms, cells, se) = (sh.basis.terms(), sh.cells() as u64, sh.se());
+            let r = r & ((1u64 << sh.l) - 1);
+            let (big_r, r_l) = (r >> se, r & ((1u64 << se) - 1));
+            for v in 0..cells {
+                let a = v as usize * terms;
+                if let Some(dst) = by_cell.get_mut(a..a + terms) {
+                    cell_words(sh, grid.g, v, r_l, dst);
+                }
             }
+            // read index j holds cell (j - R) mod 2^kh
+            let rotated = (0..cells).flat_map(|j| {
+                let v = (j.wrapping_sub(big_r) & (cells - 1)) as usize;
+                by_cell.get(v * terms..(v + 1) * terms).unwrap_or(&[]).iter().copied()
+            });
+            let len = sh.words_per_elem();
+            w.put_lane(&op.device, LANE_W, at, len, rotated);
+            at += len as u64;
         }
-        // read index j holds cell (j - R) mod 2^kh
-        let rotated = (0..cells).flat_map(|j| {
-            let v = (j.wrapping_sub(big_r) & (cells - 1)) as usize;
-            by_cell.get(v * terms..(v + 1) * terms).unwrap_or(&[]).iter().copied()
-        });
-        w.put_lane(&op.device, LANE_W, (i * per) as u64, per, rotated);
     }
     w.finish()
 }
@@ -308,81 +373,136 @@ pub fn deal(op: &DealerOp, shape: CellShape, g: &dyn CellFn, out: &mut [u8]) -> 
 #[derive(Debug)]
 pub struct Cell<'d> {
     corr: OpCorr<'d>,
-    shape: CellShape,
+    n: usize,
+    offset: u64,
+    width: usize,
 }
 
 /// After opening.
 #[derive(Debug)]
 pub struct CellOpened<'d> {
     corr: OpCorr<'d>,
-    shape: CellShape,
+    n: usize,
+    offset: u64,
+    width: usize,
 }
 
 impl<'d> Cell<'d> {
-    /// A cell lookup of this shape (the host's corrections are checked).
+    /// A cell lookup of one grid (the host's corrections are checked).
     pub fn new(corr: OpCorr<'d>, shape: CellShape) -> Result<Self, ProtocolError> {
-        shape.check()?;
-        corr.expect_corrections(shape.corrections())?;
-        Ok(Self { corr, shape })
+        struct Nothing;
+        impl CellFn for Nothing {
+            fn eval(&self, _: u64, _: f64) -> f64 {
+                0.0
+            }
+        }
+        Self::with_grids(corr, &[CellGrid { shape, g: &Nothing }])
     }
 
-    /// Writes this party's masked input modulo `2^l`.
+    /// A cell lookup of several grids read from one opening.
+    pub fn with_grids(corr: OpCorr<'d>, grids: &[CellGrid<'_>]) -> Result<Self, ProtocolError> {
+        let per = check_grids(grids)?;
+        let first = grids.first().ok_or(ProtocolError::BadShape)?.shape;
+        corr.expect_corrections(first.n * per)?;
+        Ok(Self {
+            corr,
+            n: first.n,
+            offset: first.offset,
+            width: grids_width(grids),
+        })
+    }
+
+    /// Writes this party's masked input (plus the first grid's offset, for
+    /// the host) modulo `2^(8 w)`, `w` = [`grids_width`] bytes per element.
     pub fn open(self, x: &[u64], out: &mut [u8]) -> Result<CellOpened<'d>, ProtocolError> {
-        let sh = self.shape;
-        if x.len() != sh.n {
+        if x.len() != self.n {
             return Err(ProtocolError::BadBuffer);
         }
-        let out = wire::out_prefix(out, sh.msg_len())?;
-        let off = if self.corr.role() == Role::Host { sh.offset } else { 0 };
+        let out = wire::out_prefix(out, wire::narrow_len(self.n, self.width))?;
+        let off = if self.corr.role() == Role::Host { self.offset } else { 0 };
         let mut r = self.corr.random(LANE_R);
         wire::put_narrow(
             out,
-            sh.width_bytes(),
+            self.width,
             x.iter().map(|&v| v.wrapping_add(r.next_u64()).wrapping_add(off)),
         );
         Ok(CellOpened {
             corr: self.corr,
-            shape: sh,
+            n: self.n,
+            offset: self.offset,
+            width: self.width,
         })
     }
 }
 
 impl CellOpened<'_> {
-    /// Takes both messages, writes this party's output shares.
-    pub fn finish(self, own: &[u8], peer: &[u8], out: &mut [u64]) -> Result<(), ProtocolError> {
-        let sh = self.shape;
-        wire::expect_len(own, sh.msg_len())?;
-        wire::expect_len(peer, sh.msg_len())?;
-        if out.len() != sh.n {
+    /// Takes both messages, writes this party's output shares (one grid).
+    pub fn finish(self, shape: CellShape, own: &[u8], peer: &[u8], out: &mut [u64]) -> Result<(), ProtocolError> {
+        struct Nothing;
+        impl CellFn for Nothing {
+            fn eval(&self, _: u64, _: f64) -> f64 {
+                0.0
+            }
+        }
+        self.finish_grids(&[CellGrid { shape, g: &Nothing }], own, peer, out)
+    }
+
+    /// Takes both messages, writes this party's output shares: per
+    /// element, one value per grid in grid order.
+    pub fn finish_grids(
+        self,
+        grids: &[CellGrid<'_>],
+        own: &[u8],
+        peer: &[u8],
+        out: &mut [u64],
+    ) -> Result<(), ProtocolError> {
+        let per = check_grids(grids)?;
+        let n = self.n;
+        if grids
+            .first()
+            .is_some_and(|g| g.shape.n != n || g.shape.offset != self.offset)
+            || grids_width(grids) != self.width
+        {
+            return Err(ProtocolError::BadShape);
+        }
+        let len = wire::narrow_len(n, self.width);
+        wire::expect_len(own, len)?;
+        wire::expect_len(peer, len)?;
+        let gc = grids.len();
+        if out.len() != n * gc {
             return Err(ProtocolError::BadBuffer);
         }
-        let (l, se) = (sh.l, sh.se());
-        let terms = sh.basis.terms();
-        let per = sh.words_per_elem();
-        let lmask = (1u64 << l) - 1;
         let mut pm = [0i64; MAX_DEGREE as usize + 1];
-        let it = wire::narrow(own, sh.width_bytes()).zip(wire::narrow(peer, sh.width_bytes()));
-        for (i, ((a, b), o)) in it.zip(out.iter_mut()).enumerate() {
-            let c = a.wrapping_add(b) & lmask;
-            let (big_c, c_l) = (c >> se, c & ((1u64 << se) - 1));
-            basis_values(sh, c_l, &mut pm);
-            let base = (i * per) as u64 + big_c * terms as u64;
-            let mut acc = 0u64;
-            match self.corr.role() {
-                Role::Device => {
-                    let mut d = self.corr.random_at(LANE_W, base);
-                    for &p in pm.iter().take(terms) {
-                        acc = acc.wrapping_add((p as u64).wrapping_mul(d.next_u64()));
+        let it = wire::narrow(own, self.width).zip(wire::narrow(peer, self.width));
+        for (i, ((a, b), row)) in it.zip(out.chunks_exact_mut(gc)).enumerate() {
+            // c for the first grid's offset; other grids shift it publicly
+            let c0 = a.wrapping_add(b).wrapping_sub(self.offset);
+            let mut at = (i * per) as u64;
+            for (grid, o) in grids.iter().zip(row.iter_mut()) {
+                let sh = grid.shape;
+                let (terms, se) = (sh.basis.terms(), sh.se());
+                let c = c0.wrapping_add(sh.offset) & ((1u64 << sh.l) - 1);
+                let (big_c, c_l) = (c >> se, c & ((1u64 << se) - 1));
+                basis_values(sh, c_l, &mut pm);
+                let base = at + big_c * terms as u64;
+                let mut acc = 0u64;
+                match self.corr.role() {
+                    Role::Device => {
+                        let mut d = self.corr.random_at(LANE_W, base);
+                        for &p in pm.iter().take(terms) {
+                            acc = acc.wrapping_add((p as u64).wrapping_mul(d.next_u64()));
+                        }
+                    }
+                    Role::Host | Role::Dealer => {
+                        for (m, &p) in pm.iter().enumerate().take(terms) {
+                            let w = self.corr.derived_word(LANE_W, 0, base + m as u64);
+                            acc = acc.wrapping_add((p as u64).wrapping_mul(w));
+                        }
                     }
                 }
-                Role::Host | Role::Dealer => {
-                    for (m, &p) in pm.iter().enumerate().take(terms) {
-                        let w = self.corr.derived_word(LANE_W, 0, base + m as u64);
-                        acc = acc.wrapping_add((p as u64).wrapping_mul(w));
-                    }
-                }
+                *o = acc;
+                at += sh.words_per_elem() as u64;
             }
-            *o = acc;
         }
         Ok(())
     }
@@ -432,8 +552,8 @@ mod tests {
         let hc = hc.open(&x0, &mut ho).unwrap();
         let dc = dc.open(&x1, &mut dm).unwrap();
         let (mut a, mut b) = (vec![0u64; x.len()], vec![0u64; x.len()]);
-        hc.finish(&ho, &dm, &mut a).unwrap();
-        dc.finish(&dm, &ho, &mut b).unwrap();
+        hc.finish(shape, &ho, &dm, &mut a).unwrap();
+        dc.finish(shape, &dm, &ho, &mut b).unwrap();
         a.iter().zip(&b).map(|(p, q)| p.wrapping_add(*q)).collect()
     }
 

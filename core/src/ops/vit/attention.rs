@@ -69,7 +69,7 @@ pub fn normalize_heads<P: Party + ?Sized>(
     // ReLU (two rounds), shifted to ROW_FRAC. A layer mixing both pays the
     // two steps in sequence.
     if ns > 0 {
-        p.cell(score_exp(ns, f)?, &ScoreExp, &ins[..ns], &mut outs[..ns])?;
+        crate::ops::cell(p, score_exp(ns, f)?, &ScoreExp, &ins[..ns], &mut outs[..ns])?;
     }
     if nr > 0 {
         let rshape = CmpShape::new(nr, f, SCORE_RANGE_LOG2, CmpOut::Relu)?;
