@@ -101,7 +101,6 @@ pub fn forward(m: &ModelView<'_>, fp: FixedPoint, w: &dyn Weights, image: &[f32]
         }
         out
     };
-    let recip = vit::row_recip(n, f);
     for l in 0..a.layers {
         let h0 = ln_rows(&x, None, &[]);
         let qkv = linear(&h0, w.get(Wid::Qkv(l)), w.get(Wid::QkvB(l)), (n, d, 3 * d), f)?;
@@ -120,7 +119,7 @@ pub fn forward(m: &ModelView<'_>, fp: FixedPoint, w: &dyn Weights, image: &[f32]
                 .flat_map(|t| (0..hd).map(move |c| (t, c)))
                 .map(|(t, c)| col(t, 2, h, c))
                 .collect();
-            let out = head_attention(m.attn(l, h), (&q, &kt, &v), (n, hd), fp, &recip)?;
+            let out = head_attention(m.attn(l, h), (&q, &kt, &v), (n, hd), fp)?;
             for t in 0..n {
                 att[t * d + h * hd..t * d + (h + 1) * hd].copy_from_slice(&out[t * hd..(t + 1) * hd]);
             }
@@ -162,9 +161,9 @@ fn head_attention(
     (q, kt, v): (&[u64], &[u64], &[u64]),
     (n, hd): (usize, usize),
     fp: FixedPoint,
-    recip: &mpcvit_core::ops::wide::WideSpec,
 ) -> Result<Vec<u64>, ProtocolError> {
     let f = fp.frac_bits();
+    let recip = vit::row_recip(n, f, kind);
     Ok(if kind == AttnKind::Scale {
         let ktv = matmul_t(kt, v, (hd, n, hd), f)?;
         matmul_t(q, &ktv, (n, hd, hd), 0)?

@@ -64,6 +64,10 @@ pub enum Basis {
     Cheb(u32),
     /// `exp` of the low part (one term).
     Exp,
+    /// One constant per cell: the dealer's function at the cell's start
+    /// (a table with the lookup's carry: an input in cell `y` reads cell
+    /// `y` or `y + 1`; exact for inputs on a cell's start).
+    Step,
 }
 
 impl Basis {
@@ -71,7 +75,7 @@ impl Basis {
     pub fn terms(self) -> usize {
         match self {
             Basis::Cheb(k) => k as usize + 1,
-            Basis::Exp => 1,
+            Basis::Exp | Basis::Step => 1,
         }
     }
 }
@@ -151,7 +155,7 @@ impl CellShape {
     pub fn check(self) -> Result<(), ProtocolError> {
         let degree_ok = match self.basis {
             Basis::Cheb(k) => k <= MAX_DEGREE,
-            Basis::Exp => true,
+            Basis::Exp | Basis::Step => true,
         };
         if self.n == 0
             || !(2..=62).contains(&self.l)
@@ -197,6 +201,7 @@ impl CellShape {
             Basis::Cheb(_) => t * (word + basis * coef_bound),
             // exp(c_L) < e^Lw scales the word's rounding
             Basis::Exp => libm::exp(self.width()) * word + basis * coef_bound,
+            Basis::Step => word,
         }
     }
 }
@@ -231,6 +236,11 @@ pub fn basis_values(shape: CellShape, c_l: u64, out: &mut [i64]) {
                 *o = libm::round(libm::exp(x) * libm::exp2(p as f64)) as i64;
             }
         }
+        Basis::Step => {
+            if let Some(o) = out.first_mut() {
+                *o = one;
+            }
+        }
     }
 }
 
@@ -249,6 +259,11 @@ pub fn cell_words(shape: CellShape, g: &dyn CellFn, v: u64, r_l: u64, out: &mut 
         Basis::Exp => {
             if let Some(w) = out.first_mut() {
                 *w = libm::round(g.eval(v, lo) * scale) as i64 as u64;
+            }
+        }
+        Basis::Step => {
+            if let Some(w) = out.first_mut() {
+                *w = libm::round(g.eval(v, shape.real(v, 0.0, 0)) * scale) as i64 as u64;
             }
         }
         Basis::Cheb(k) => {

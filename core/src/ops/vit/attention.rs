@@ -119,16 +119,41 @@ pub fn normalize_heads<P: Party + ?Sized>(
             }
         }
     }
-    // reciprocal of every row sum, one batch
+    // reciprocal of every row sum
     let rows = hcount * rows;
     let sums = ar.take(rows)?;
     let inv = ar.take(rows)?;
     for (s, row) in sums.iter_mut().zip(e.chunks_exact(n)) {
         *s = row.iter().fold(0u64, |a, &b| a.wrapping_add(b));
     }
-    let spec = row_recip(n, f);
+    // one batch per kind present (each on its own range: fewer windows)
     let wscratch = ar.take(wide::scratch_len(rows))?;
-    wide::wide(p, &spec, sums, inv, wscratch)?;
+    let ksums = ar.take(rows)?;
+    let kinv = ar.take(rows)?;
+    let per = rows / hcount;
+    for kind in [AttnKind::Softmax, AttnKind::ReluSoftmax, AttnKind::Quad] {
+        let mut m = 0;
+        for (hi, _) in heads.iter().enumerate().filter(|(_, k)| **k == kind) {
+            ksums[m..m + per].copy_from_slice(&sums[hi * per..(hi + 1) * per]);
+            m += per;
+        }
+        if m == 0 {
+            continue;
+        }
+        let spec = row_recip(n, f, kind);
+        wide::wide(
+            p,
+            &spec,
+            &ksums[..m],
+            &mut kinv[..m],
+            &mut wscratch[..wide::scratch_len(m)],
+        )?;
+        let mut m = 0;
+        for (hi, _) in heads.iter().enumerate().filter(|(_, k)| **k == kind) {
+            inv[hi * per..(hi + 1) * per].copy_from_slice(&kinv[m..m + per]);
+            m += per;
+        }
+    }
     let prod = ar.take(hcount * nn)?;
     p.mul(e, inv, n, prod)?;
     p.trunc(row_trunc(f), prod, out)

@@ -144,8 +144,10 @@ pub fn check_frac_bits(a: &Arch, layout: &dyn Layout, f: u32) -> Result<(), Prot
         CmpShape::new(1, f, MLP_RANGE_LOG2, CmpOut::Relu)?;
     }
     let mut sh = [0u32; wide::MAX_WINDOWS];
-    if heads.clone().any(|k| k != AttnKind::Scale) {
-        row_recip(a.tokens(), f).shifts(&mut sh)?;
+    for kind in [AttnKind::Softmax, AttnKind::ReluSoftmax, AttnKind::Quad] {
+        if heads.clone().any(|k| k == kind) {
+            row_recip(a.tokens(), f, kind).shifts(&mut sh)?;
+        }
     }
     crate::ops::layernorm::LnSpec::new(1, a.dim).rsqrt(f).shifts(&mut sh)?;
     Ok(())
@@ -200,32 +202,38 @@ pub fn score_exp(n: usize, f: u32) -> Result<crate::protocol::cell::CellShape, P
     Ok(shape)
 }
 
-/// The reciprocal of attention row sums (at [`ROW_FRAC`] bits) shared by
-/// Softmax, RSAttn and 2Quad heads.
-///
-/// Its range reaches down to one unit of the scores (`2^-f`): an RSAttn row
-/// with a single small positive score has a sum of a few units, where
-/// `1 / (S + eps)` is steep, and a window whose cells span several units
-/// would read a chord far off the function there (and the secure op,
-/// reading a neighbouring cell, farther still).
-pub fn row_recip(n: usize, f: u32) -> WideSpec {
-    let top = libm::exp(EXP_CAP + 4.0).max(libm::exp2(SCORE_RANGE_LOG2 as f64));
-    WideSpec {
-        eps: RS_EPS,
-        ..WideSpec::new(
-            Func::Recip,
+/// The reciprocal of attention row sums (at [`ROW_FRAC`] bits) of heads of
+/// `kind` (ScaleAttn has none), on that kind's range: Softmax sums are at
+/// least 1 (the row's first score has `exp(0)`), RSAttn sums reach down to
+/// one unit of the scores (`2^-f`) and 0 (the epsilon keeps `1 / (S +
+/// eps)` finite; the last window has exact cells), 2Quad sums down to
+/// `2^-8`.
+pub fn row_recip(n: usize, f: u32, kind: crate::model::AttnKind) -> WideSpec {
+    use crate::model::AttnKind;
+    let n = n as f64;
+    let (lo, hi, eps) = match kind {
+        AttnKind::Softmax => (0.5, n * libm::exp(EXP_CAP + 4.0) * 1.01, 0.0),
+        AttnKind::ReluSoftmax => (
             libm::exp2(-(f as f64)),
-            n as f64 * top * 1.01,
-            ROW_FRAC,
-            61 - ROW_FRAC - 2,
-        )
+            n * libm::exp2(SCORE_RANGE_LOG2 as f64) * 1.01,
+            RS_EPS,
+        ),
+        _ => {
+            let top = libm::exp2(SCORE_RANGE_LOG2 as f64) + crate::ops::softmax::QUAD_C;
+            (libm::exp2(-8.0), n * top * top * 1.01, 0.0)
+        }
+    };
+    WideSpec {
+        eps,
+        ..WideSpec::new(Func::Recip, lo, hi, ROW_FRAC, 61 - ROW_FRAC)
     }
 }
 
 /// Bits the product of a row's values (at [`ROW_FRAC`]) and its reciprocal
-/// is truncated by to come back to `f` bits.
+/// (at `61 - ROW_FRAC`) is truncated by to come back to `f` bits: the
+/// product is `e / S` at 61 bits, below the exact truncation's `2^62`.
 pub fn row_trunc(f: u32) -> u32 {
-    61 - 2 - f
+    61 - f
 }
 
 pub(super) struct Arena<'a> {
@@ -246,7 +254,7 @@ impl<'a> Arena<'a> {
 
 /// Scratch words [`normalize_heads`](super::normalize_heads) needs for `heads` heads of `rows x n`.
 pub fn norm_scratch_len(heads: usize, rows: usize, n: usize) -> usize {
-    7 * heads * rows * n + wide::scratch_len(heads * rows) + 8 * heads * rows
+    7 * heads * rows * n + wide::scratch_len(heads * rows) + 10 * heads * rows
 }
 
 /// Scratch words [`forward`](super::forward) needs with `tile`: the activations that live
