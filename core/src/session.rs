@@ -26,11 +26,10 @@ use crate::corr::SessionId;
 use crate::ops::vit::Tile;
 use crate::prg::{Domain, Seed};
 
-/// Set-up message version: also the version of the computation (grids and
-/// approximations) and of the messages, so that parties that would compute
-/// or frame differently refuse each other (3: GeLU on an 11-bit grid; 4: a
-/// lookup's opening is sent modulo `2^(s+k)` in whole bytes, not as a word).
-pub const VERSION: u8 = 4;
+/// Set-up message version: also the version of the computation (nonlinear
+/// protocols and approximations) and of the messages, so that parties that
+/// would compute or frame differently refuse each other.
+pub const VERSION: u8 = 5;
 /// Length of a [`DeviceHello`].
 pub const DEVICE_HELLO_LEN: usize = 36;
 /// Length of an [`Accept`].

@@ -31,7 +31,7 @@
 //! `s + k`, and carries only move up), so each party sends its masked input
 //! modulo `2^(8 w)` with `w = ceil((s + k) / 8)` bytes ([`LutShape::width`];
 //! several grids read one opening of the widest of them): 3 bytes instead of
-//! 8 for the model's score and MLP grids (session version 4).
+//! 8 for 22-bit grids.
 //!
 //! Security: `c` is uniform (masked by `r`); the table shares each party sees
 //! are uniform (masked by the other's seeded words), and nobody learns `R`.
