@@ -10,7 +10,7 @@ use mpcvit_core::ops::layernorm::{self, LnSpec};
 use mpcvit_core::ops::max;
 use mpcvit_core::ops::softmax::{self, NormSpec};
 use mpcvit_core::ops::wide::{self, WideSpec};
-use mpcvit_core::protocol::pwl::{Func, ReluOut};
+use mpcvit_core::protocol::pwl::Func;
 use mpcvit_host::local::{LocalError, LocalKeys, PartyFn, Run3, run3_mem, weight_views};
 use serde::Serialize;
 
@@ -165,22 +165,23 @@ pub fn run(n: usize) -> Result<Vec<NlRow>, String> {
 /// No weights: the views of ops without host-private vectors.
 const NONE: [&[u64]; 3] = [&[], &[], &[]];
 
-/// ReLU, DReLU, GeLU and exp on 10-bit grids.
+/// ReLU and DReLU by the comparison, GeLU by comparison and tail lookup,
+/// exp by its cell lookup (the ops the model runs).
 fn activations(n: usize, rows: &mut Vec<NlRow>) -> Result<(), String> {
-    // ReLU / DReLU / GeLU / exp on 10-bit grids
-    let sh = grid(n, F, 3, 10).map_err(|e| e.to_string())?;
-    let lo = sh.min_input() as f64 / 65536.0;
-    let hi = sh.max_input() as f64 / 65536.0;
+    use mpcvit_core::ops::vit::{ROW_FRAC, ScoreExp, score_exp};
+    use mpcvit_core::protocol::cmp::{CmpOut, CmpShape};
+    let sh = CmpShape::new(n, F, 5, CmpOut::Relu).map_err(|e| e.to_string())?;
+    let (lo, hi) = (-32.0, 32.0 - 2f64.powi(sh.s as i32 - F as i32));
     let xs = grid_pts(lo, hi, n);
     let xq = dec(&enc(&xs));
-    let carry = 2f64.powi(sh.s as i32 - F as i32);
-    for (name, which) in [("ReLU", ReluOut::Relu), ("DReLU", ReluOut::Drelu)] {
-        // outside the stated carry region [-2^(s-f), 0) both are exact; inside
-        // it they may return the positive branch, which the error column shows
+    let region = 2f64.powi(sh.s as i32 - F as i32);
+    for (name, out) in [("ReLU", CmpOut::Relu), ("DReLU", CmpOut::Drelu)] {
+        // outside the stated region [-2^(s-f), 0) both are exact; inside it
+        // they may return the positive branch, which the error column shows
         let want: Vec<f64> = xq
             .iter()
             .map(|&x| {
-                if which == ReluOut::Relu {
+                if out == CmpOut::Relu {
                     x.max(0.0)
                 } else {
                     (x >= 0.0) as u8 as f64 / 65536.0
@@ -188,13 +189,13 @@ fn activations(n: usize, rows: &mut Vec<NlRow>) -> Result<(), String> {
             })
             .collect();
         let f = move |p: &mut P<'_>, x: &[u64], _: &[u64]| {
-            let mut out = vec![0; x.len()];
-            activation::relu(p, sh, which, x, &mut out)?;
-            Ok(out)
+            let mut o = vec![0; x.len()];
+            p.cmp(CmpShape { n: x.len(), out, ..sh }, x, &mut o)?;
+            Ok(o)
         };
         let mut r = measure(
             name,
-            format!("[{lo:.3}, {hi:.3}), k=10, carry region [-{carry}, 0)"),
+            format!("[{lo:.0}, {hi:.3}), 2 digits of 8 bits, region [-{region}, 0)"),
             &xs,
             NONE,
             &f,
@@ -207,34 +208,50 @@ fn activations(n: usize, rows: &mut Vec<NlRow>) -> Result<(), String> {
             },
             F,
         )?;
-        if which == ReluOut::Drelu {
+        if out == CmpOut::Drelu {
             r.max_abs_err *= 65536.0; // DReLU is an integer 0/1
         }
         rows.push(r);
     }
-    for (name, func, lo2, hi2, cr) in [
-        ("GeLU", Func::Gelu, lo, hi, crypten::GELU),
-        ("exp", Func::Exp, lo, 0.0, crypten::EXP),
-    ] {
-        let xs = grid_pts(lo2, hi2, n);
-        let want: Vec<f64> = dec(&enc(&xs)).iter().map(|&x| func.eval(x)).collect();
-        let f = move |p: &mut P<'_>, x: &[u64], _: &[u64]| {
-            let mut out = vec![0; x.len()];
-            activation::fitted(p, func, grid(x.len(), F, 3, 10)?, x, &mut out)?;
-            Ok(out)
-        };
-        rows.push(measure(
-            name,
-            format!("[{lo2:.3}, {hi2:.3}), k=10"),
-            &xs,
-            NONE,
-            &f,
-            &want,
-            if func == Func::Exp { Some(1e-2) } else { None },
-            cr,
-            F,
-        )?);
-    }
+    let (glo, ghi) = (-27.8, 27.8);
+    let xs = grid_pts(glo, ghi, n);
+    let want: Vec<f64> = dec(&enc(&xs)).iter().map(|&x| Func::Gelu.eval(x)).collect();
+    let gelu = |p: &mut P<'_>, x: &[u64], _: &[u64]| {
+        let mut o = vec![0; x.len()];
+        let mut scratch = vec![0; 2 * x.len()];
+        activation::gelu(p, 5, x, &mut o, &mut scratch)?;
+        Ok(o)
+    };
+    rows.push(measure(
+        "GeLU",
+        format!("[{glo}, {ghi}), ReLU(x) - G(|x|), 8 cells of degree 9"),
+        &xs,
+        NONE,
+        &gelu,
+        &want,
+        None,
+        crypten::GELU,
+        F,
+    )?);
+    let (elo, ehi) = (-16.0, mpcvit_core::ops::vit::EXP_CAP);
+    let xs = grid_pts(elo, ehi, n);
+    let want: Vec<f64> = dec(&enc(&xs)).iter().map(|&x| x.exp()).collect();
+    let exp = |p: &mut P<'_>, x: &[u64], _: &[u64]| {
+        let mut o = vec![0; x.len()];
+        mpcvit_core::ops::cell(p, score_exp(x.len(), F)?, &ScoreExp, x, &mut o)?;
+        Ok(o)
+    };
+    rows.push(measure(
+        "exp",
+        format!("[{elo}, {ehi}), 16 cells of 4, out 2^-{ROW_FRAC}"),
+        &xs,
+        NONE,
+        &exp,
+        &want,
+        Some(1e-2),
+        crypten::EXP,
+        ROW_FRAC,
+    )?);
     Ok(())
 }
 

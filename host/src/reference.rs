@@ -163,43 +163,15 @@ fn head_attention(
     fp: FixedPoint,
 ) -> Result<Vec<u64>, ProtocolError> {
     let f = fp.frac_bits();
-    let recip = vit::row_recip(n, f, kind);
     Ok(if kind == AttnKind::Scale {
         let ktv = matmul_t(kt, v, (hd, n, hd), f)?;
         matmul_t(q, &ktv, (n, hd, hd), 0)?
     } else {
         let s = matmul_t(q, kt, (n, hd, n), f)?;
         let mut p = vec![0u64; n * n];
+        let spec = softmax::NormSpec::new(kind, 1, n);
         for (row, prow) in s.chunks(n).zip(p.chunks_mut(n)) {
-            // every row value at ROW_FRAC bits, as the secure op
-            let rf = vit::ROW_FRAC;
-            let e: Vec<u64> = match kind {
-                AttnKind::Softmax => row
-                    .iter()
-                    .map(|&v| {
-                        let x = fp.decode(v.wrapping_sub(row[0]));
-                        (x.min(vit::EXP_CAP).exp() * f64::from(1u32 << rf)).round() as i64 as u64
-                    })
-                    .collect(),
-                AttnKind::ReluSoftmax => row.iter().map(|&v| activation::relu_reference(v) << (rf - f)).collect(),
-                _ => row
-                    .iter()
-                    .map(|&v| {
-                        let c = v.wrapping_add(fp.encode(softmax::QUAD_C));
-                        let sq = c.wrapping_mul(c);
-                        if 2 * f > rf {
-                            trunc(sq, 2 * f - rf)
-                        } else {
-                            sq << (rf - 2 * f)
-                        }
-                    })
-                    .collect(),
-            };
-            let sum = e.iter().fold(0u64, |a, &b| a.wrapping_add(b));
-            let inv = recip.reference(sum);
-            for (o, &ev) in prow.iter_mut().zip(&e) {
-                *o = trunc(ev.wrapping_mul(inv), vit::row_trunc(f));
-            }
+            softmax::reference(&spec, fp, row, prow);
         }
         matmul_t(&p, v, (n, n, hd), 0)?
     })

@@ -156,13 +156,14 @@ pub fn check_frac_bits(a: &Arch, layout: &dyn Layout, f: u32) -> Result<(), Prot
 /// Fractional bits of the attention rows' elementwise values (Softmax's
 /// exp, RSAttn's ReLU, 2Quad's square) from the elementwise step through
 /// the row sums to the product with the reciprocal: as many as a row sum of
-/// 257 saturated exps leaves in the ring.
-pub const ROW_FRAC: u32 = 30;
+/// 257 saturated exps (`e^(EXP_CAP + 4)`) leaves to the reciprocal's
+/// windows (below `2^61`), enough for exp's 10 + 18 bits.
+pub const ROW_FRAC: u32 = 28;
 
 /// Softmax's exp is exact up to this shifted score; above it saturates in
 /// `[e^EXP_CAP, e^(EXP_CAP + 4)]` (the cell's factor is capped, the public
 /// factor of its low part is not).
-pub const EXP_CAP: f64 = 10.0;
+pub const EXP_CAP: f64 = 12.0;
 
 /// The dealer's cell factor of Softmax's exp: `exp(min(xi, EXP_CAP))`.
 #[derive(Clone, Copy, Debug)]
@@ -180,7 +181,7 @@ impl crate::protocol::cell::CellFn for ScoreExp {
 
 /// The cell lookup of Softmax's exp on `n` shifted scores in `[-32, 28)`
 /// at `f` bits: 16 cells of 4, the exp basis at 10 bits, output at
-/// [`ROW_FRAC`] bits (relative error about `2^-11` plus `e^4 2^-21`
+/// [`ROW_FRAC`] bits (relative error about `2^-11` plus `e^4 2^-19`
 /// absolute).
 pub fn score_exp(n: usize, f: u32) -> Result<crate::protocol::cell::CellShape, ProtocolError> {
     use crate::protocol::cell::{Basis, CellShape};
