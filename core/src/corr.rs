@@ -53,6 +53,9 @@ pub struct SessionId(pub u64);
 /// Length of a dealer message header.
 pub const DEALER_HEADER_LEN: usize = 16;
 
+/// Words [`OpCorr::derived_words`] expands per keystream call.
+const DERIVED_RUN: usize = 16;
+
 /// One party's correlation source for one session.
 pub struct Correlations {
     seed: Seed,
@@ -239,6 +242,31 @@ impl<'d> OpCorr<'d> {
             Role::Host | Role::Dealer => {
                 let at = offset.saturating_add(index as usize).saturating_mul(8);
                 wire::word(self.corrections.get(at..at.saturating_add(8)).unwrap_or(&[]))
+            }
+        }
+    }
+
+    /// This party's shares of words `index..index + out.len()` of derived
+    /// lane `lane` (as [`Self::derived_word`], word by word): the device
+    /// expands just the keystream blocks that hold them.
+    pub fn derived_words(&self, lane: u32, offset: usize, index: u64, out: &mut [u64]) {
+        match self.role {
+            Role::Device => {
+                let mut bytes = [0u8; 8 * DERIVED_RUN];
+                let mut at = index;
+                for chunk in out.chunks_mut(DERIVED_RUN) {
+                    let b = bytes.get_mut(..8 * chunk.len()).unwrap_or_default();
+                    Prg::keystream_at(&self.seed, self.op, lane, at, b);
+                    for (w, c) in chunk.iter_mut().zip(b.chunks_exact(8)) {
+                        *w = wire::word(c);
+                    }
+                    at += chunk.len() as u64;
+                }
+            }
+            Role::Host | Role::Dealer => {
+                for (k, w) in out.iter_mut().enumerate() {
+                    *w = self.derived_word(lane, offset, index + k as u64);
+                }
             }
         }
     }

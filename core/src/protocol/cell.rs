@@ -222,7 +222,9 @@ pub fn basis_values(shape: CellShape, c_l: u64, out: &mut [i64]) {
                     0 => one,
                     1 => u,
                     _ => {
-                        let next = ((2 * u as i128 * cur as i128) >> p) as i64 - prev;
+                        // |u|, |T_m| <= 2^p (plus the recurrence's rounding): the
+                        // product stays below 2^(2p + 2) <= 2^62 for p <= 30
+                        let next = ((2 * u).wrapping_mul(cur) >> p) - prev;
                         prev = cur;
                         cur = next;
                         next
@@ -500,22 +502,13 @@ impl CellOpened<'_> {
                 let (big_c, c_l) = (c >> se, c & ((1u64 << se) - 1));
                 basis_values(sh, c_l, &mut pm);
                 let base = at + big_c * terms as u64;
-                let mut acc = 0u64;
-                match self.corr.role() {
-                    Role::Device => {
-                        let mut d = self.corr.random_at(LANE_W, base);
-                        for &p in pm.iter().take(terms) {
-                            acc = acc.wrapping_add((p as u64).wrapping_mul(d.next_u64()));
-                        }
-                    }
-                    Role::Host | Role::Dealer => {
-                        for (m, &p) in pm.iter().enumerate().take(terms) {
-                            let w = self.corr.derived_word(LANE_W, 0, base + m as u64);
-                            acc = acc.wrapping_add((p as u64).wrapping_mul(w));
-                        }
-                    }
-                }
-                *o = acc;
+                let mut ws = [0u64; MAX_DEGREE as usize + 1];
+                let ws = ws.get_mut(..terms).unwrap_or_default();
+                self.corr.derived_words(LANE_W, 0, base, ws);
+                *o = pm
+                    .iter()
+                    .zip(ws.iter())
+                    .fold(0u64, |a, (&p, &w)| a.wrapping_add((p as u64).wrapping_mul(w)));
                 at += sh.words_per_elem() as u64;
             }
         }

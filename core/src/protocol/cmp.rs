@@ -456,6 +456,11 @@ impl<'d> CmpOpened<'d> {
             let cv = a.wrapping_add(b) & lmask;
             *ci = cv;
             let cr = (cv & (lmask >> 1)) >> sh.s;
+            // the element's table words (host: corrections i (tw + nw) ..;
+            // device: lane words i tw ..), expanded once
+            let mut tabs = [0u64; 2 * MAX_DIGITS * (1 << MAX_M) / 64];
+            let tabs = tabs.get_mut(..tw).unwrap_or_default();
+            self.corr.derived_words(LANE_TAB, i * nw, (i * tw) as u64, tabs);
             let mut k = 0;
             for dgt in 0..dg.d {
                 let shf = dg.shift.get(dgt).copied().unwrap_or(0);
@@ -465,8 +470,7 @@ impl<'d> CmpOpened<'d> {
                 let kinds = if dgt + 1 == dg.d { 1 } else { 2 };
                 for kind in 0..kinds {
                     let word = k + kind * per + (idx / 64) as usize;
-                    // host: correction i (tw + nw) + word; device: lane word i tw + word
-                    let t = self.corr.derived_word(LANE_TAB, i * nw, (i * tw + word) as u64);
+                    let t = tabs.get(word).copied().unwrap_or(0);
                     let bit = (t >> (idx % 64)) & 1;
                     let pos = i * v + 2 * dgt + kind;
                     if let Some(byte) = out.get_mut(pos / 8) {
