@@ -292,7 +292,7 @@ pub fn cell_words(shape: CellShape, g: &dyn CellFn, v: u64, r_l: u64, out: &mut 
 
 /// Most grids of one cell lookup (one opening read through several cell
 /// structures, as the wide-range functions' windows).
-pub const MAX_GRIDS: usize = 32;
+pub const MAX_GRIDS: usize = 48;
 
 /// One grid of a cell lookup: its shape (every grid of an op has the same
 /// `n`) and the dealer's function.

@@ -143,13 +143,12 @@ pub fn check_frac_bits(a: &Arch, layout: &dyn Layout, f: u32) -> Result<(), Prot
     if tokens.clone().any(|g| !g) {
         CmpShape::new(1, f, MLP_RANGE_LOG2, CmpOut::Relu)?;
     }
-    let mut sh = [0u32; wide::MAX_WINDOWS];
     for kind in [AttnKind::Softmax, AttnKind::ReluSoftmax, AttnKind::Quad] {
         if heads.clone().any(|k| k == kind) {
-            row_recip(a.tokens(), f, kind).shifts(&mut sh)?;
+            row_recip(a.tokens(), f, kind).check()?;
         }
     }
-    crate::ops::layernorm::LnSpec::new(1, a.dim).rsqrt(f).shifts(&mut sh)?;
+    crate::ops::layernorm::LnSpec::new(1, a.dim).rsqrt(f).check()?;
     Ok(())
 }
 
