@@ -246,8 +246,49 @@ pub fn basis_values(shape: CellShape, c_l: u64, out: &mut [i64]) {
     }
 }
 
+/// Chebyshev nodes and the interpolation matrix of one degree, computed
+/// once per dealt op (`cos` is most of a fit's cost).
+#[derive(Clone, Copy, Debug)]
+pub struct ChebTable {
+    n: usize,
+    nodes: [f64; MAX_DEGREE as usize + 1],
+    // dct[m][j] = (2 / n) cos(pi m (j + 1/2) / n), halved for m = 0
+    dct: [[f64; MAX_DEGREE as usize + 1]; MAX_DEGREE as usize + 1],
+}
+
+impl ChebTable {
+    /// The table of `basis` (empty for the one-term bases).
+    pub fn new(basis: Basis) -> Self {
+        let n = match basis {
+            Basis::Cheb(k) => (k as usize + 1).min(MAX_DEGREE as usize + 1),
+            _ => 0,
+        };
+        let mut t = Self {
+            n,
+            nodes: [0.0; MAX_DEGREE as usize + 1],
+            dct: [[0.0; MAX_DEGREE as usize + 1]; MAX_DEGREE as usize + 1],
+        };
+        let pi = core::f64::consts::PI;
+        for (j, u) in t.nodes.iter_mut().enumerate().take(n) {
+            *u = libm::cos(pi * (j as f64 + 0.5) / n as f64);
+        }
+        for (m, row) in t.dct.iter_mut().enumerate().take(n) {
+            for (j, c) in row.iter_mut().enumerate().take(n) {
+                let w = if m == 0 { 1.0 } else { 2.0 } / n as f64;
+                *c = w * libm::cos(pi * m as f64 * (j as f64 + 0.5) / n as f64);
+            }
+        }
+        t
+    }
+}
+
 /// The dealer's words of cell `v` for the low mask `r_l`, at `out - p` bits.
 pub fn cell_words(shape: CellShape, g: &dyn CellFn, v: u64, r_l: u64, out: &mut [u64]) {
+    cell_words_with(shape, &ChebTable::new(shape.basis), g, v, r_l, out)
+}
+
+/// [`cell_words`] with the Chebyshev table of the shape's basis.
+pub fn cell_words_with(shape: CellShape, cheb: &ChebTable, g: &dyn CellFn, v: u64, r_l: u64, out: &mut [u64]) {
     let terms = shape.basis.terms();
     let lw = libm::exp2(shape.se() as f64);
     let scale = libm::exp2((shape.out - shape.p) as f64);
@@ -268,22 +309,14 @@ pub fn cell_words(shape: CellShape, g: &dyn CellFn, v: u64, r_l: u64, out: &mut 
                 *w = libm::round(g.eval(v, shape.real(v, 0.0, 0)) * scale) as i64 as u64;
             }
         }
-        Basis::Cheb(k) => {
-            let n = k as usize + 1;
+        Basis::Cheb(_) => {
+            let n = cheb.n;
             let mut vals = [0f64; MAX_DEGREE as usize + 1];
-            for (j, s) in vals.iter_mut().enumerate().take(n) {
-                let u = libm::cos(core::f64::consts::PI * (j as f64 + 0.5) / n as f64);
+            for (s, &u) in vals.iter_mut().zip(cheb.nodes.iter()).take(n) {
                 *s = g.eval(v, shape.real(v, (u + 1.0) * 0.5 * lw, r_l));
             }
-            for (m, w) in out.iter_mut().enumerate().take(n) {
-                let mut a = 0.0;
-                for (j, s) in vals.iter().enumerate().take(n) {
-                    a += s * libm::cos(core::f64::consts::PI * m as f64 * (j as f64 + 0.5) / n as f64);
-                }
-                a *= 2.0 / n as f64;
-                if m == 0 {
-                    a *= 0.5;
-                }
+            for (w, row) in out.iter_mut().zip(cheb.dct.iter()).take(n) {
+                let a: f64 = row.iter().zip(vals.iter()).take(n).map(|(c, s)| c * s).sum();
                 *w = libm::round(a * scale) as i64 as u64;
             }
         }
@@ -359,10 +392,26 @@ pub fn deal_grids(op: &DealerOp, grids: &[CellGrid<'_>], out: &mut [u8]) -> Resu
     let mut rs = op.random(LANE_R);
     // the words of one grid of one element, by cell, then rotated by R
     let mut by_cell = [0u64; (1 << MAX_KH) * (MAX_DEGREE as usize + 1)];
+    // one table per distinct basis (a few kilobytes each)
+    let mut tables: heapless::Vec<(Basis, ChebTable), 4> = heapless::Vec::new();
+    let mut which = [0usize; MAX_GRIDS];
+    for (k, g) in which.iter_mut().zip(grids) {
+        *k = match tables.iter().position(|(b, _)| *b == g.shape.basis) {
+            Some(k) => k,
+            None => {
+                tables
+                    .push((g.shape.basis, ChebTable::new(g.shape.basis)))
+                    .map_err(|_| ProtocolError::BadShape)?;
+                tables.len() - 1
+            }
+        };
+    }
+    let empty = ChebTable::new(Basis::Step);
     for i in 0..n {
         let r = rs.next_u64();
         let mut at = (i * per) as u64;
-        for grid in grids {
+        for (grid, &k) in grids.iter().zip(which.iter()) {
+            let cheb = tables.get(k).map_or(&empty, |(_, t)| t);
             let sh = grid.shape;
             let (terms, cells, se) = (sh.basis.terms(), sh.cells() as u64, sh.se());
             let r = r & ((1u64 << sh.l) - 1);
@@ -370,7 +419,7 @@ pub fn deal_grids(op: &DealerOp, grids: &[CellGrid<'_>], out: &mut [u8]) -> Resu
             for v in 0..cells {
                 let a = v as usize * terms;
                 if let Some(dst) = by_cell.get_mut(a..a + terms) {
-                    cell_words(sh, grid.g, v, r_l, dst);
+                    cell_words_with(sh, cheb, grid.g, v, r_l, dst);
                 }
             }
             // read index j holds cell (j - R) mod 2^kh
