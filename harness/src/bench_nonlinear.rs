@@ -154,7 +154,7 @@ pub fn run(n: usize) -> Result<Vec<NlRow>, String> {
     let nrows = (n / cols).max(1);
     let mut r = mpcvit_core::prg::Prg::new(&mpcvit_core::Seed::from_bytes([1; 32]), 5, 0);
     let scores: Vec<f64> = (0..nrows * cols)
-        .map(|_| (r.next_u64() % 16000) as f64 / 1000.0 - 8.0)
+        .map(|_| (r.next_u64() % 12000) as f64 / 1000.0 - 6.0)
         .collect();
     attention_rows(&scores, nrows, cols, &mut rows)?;
     row_max(&scores, nrows, cols, &mut rows)?;
@@ -332,7 +332,7 @@ fn attention_rows(scores: &[f64], nrows: usize, cols: usize, rows: &mut Vec<NlRo
         };
         rows.push(measure(
             &format!("{kind:?} row"),
-            format!("{nrows} rows x {cols}, scores in [-8, 8)"),
+            format!("{nrows} rows x {cols}, scores in [-6, 6)"),
             scores,
             NONE,
             &f,

@@ -13,11 +13,11 @@
 //! `2^-11`, keep their relative precision); `u r gamma` then has
 //! `2f + R_FRAC` bits and stays below `2^61` for outputs below 16.
 //!
-//! The inverse square root finishes with a local truncation (per row: it
-//! fails with probability below `2^-29` for `r < 8`, below `2^-24` at the
-//! smallest variance), so it takes 3 rounds.
+//! The inverse square root finishes with an exact truncation (its windows
+//! output at as many bits as its range allows, for the precision of their
+//! series), so it takes 4 rounds.
 //!
-//! Rounds: 1 + 3 + 1 + 1 = 6. Inputs: `|x| < 2^6` (real) and `d <= 256`, so
+//! Rounds: 1 + 4 + 1 + 1 = 7. Inputs: `|x| < 2^6` (real) and `d <= 256`, so
 //! `V < 2^60` at scale 2f.
 
 use super::Party;
@@ -65,7 +65,6 @@ impl LnSpec {
             pre: 1.0 / (d * d),
             eps: LN_EPS,
             post: 1.0 / d,
-            finish: wide::Finish::Local,
             ..WideSpec::new(Func::Rsqrt, d * d * self.var_lo, d * d * self.var_hi, 2 * f, R_FRAC)
         }
     }
