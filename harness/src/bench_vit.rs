@@ -62,6 +62,10 @@ struct Row {
     wan_s: f64,
     #[serde(default)]
     scratch_bytes_per_party: u64,
+    /// Plaintext fixed-point (u64) forward of the same model and image, one
+    /// thread, best of three, measured in the same run (0: not recorded).
+    #[serde(default)]
+    plain_s: f64,
     /// The session protocol version the row ran (0: recorded before rows
     /// kept it, i.e. version 2 or older).
     #[serde(default)]
@@ -209,6 +213,14 @@ pub fn run(a: &Args) -> Result<(), String> {
             .map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0)
             .collect();
         eprintln!("bench: {} {mix} ...", a.arch);
+        // the plaintext u64 forward of the same model: best of three
+        let host_w = mpcvit_host::WeightMap::host(&view, fp).map_err(|e| e.to_string())?;
+        let mut plain = f64::MAX;
+        for _ in 0..3 {
+            let t0 = std::time::Instant::now();
+            mpcvit_host::reference::forward(&view, fp, &host_w, &img).map_err(|e| e.to_string())?;
+            plain = plain.min(t0.elapsed().as_secs_f64());
+        }
         let inf = local::secure(&view, fp, &maps, &keys, 1, &img, (t, false)).map_err(|e| format!("{mix}: {e}"))?;
         let wall = inf.wall_ns as f64 / 1e9;
         let online = (inf.device.bytes_sent + inf.device.bytes_recv) as f64 * 8.0;
@@ -225,6 +237,7 @@ pub fn run(a: &Args) -> Result<(), String> {
             lan_s: lan,
             wan_s: wan,
             scratch_bytes_per_party: 8 * mpcvit_core::ops::vit::scratch_len(&ar, t) as u64,
+            plain_s: plain,
             protocol: mpcvit_core::session::VERSION,
         };
         print!("{}", table_row(&row));
@@ -247,13 +260,19 @@ pub fn run(a: &Args) -> Result<(), String> {
 }
 
 /// The header of the results table (stdout and the Markdown file).
-const TABLE_HEAD: &str = "| arch | mix | rounds | D->H MB | H->D MB | dealer->H MB | wall s | LAN s (1 Gbit/s, 0.5 ms) \
-     | WAN s (400 Mbit/s, 40 ms) | scratch MiB/party | protocol |\n|---|---|---|---|---|---|---|---|---|---|---|\n";
+const TABLE_HEAD: &str = "| arch | mix | rounds | D->H MB | H->D MB | dealer->H MB | wall s | plaintext s | wall / \
+     plaintext | LAN s (1 Gbit/s, 0.5 ms) | WAN s (400 Mbit/s, 40 ms) | scratch MiB/party | protocol \
+     |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
 
 /// One row of the results table.
 fn table_row(r: &Row) -> String {
+    let (plain, ratio) = if r.plain_s > 0.0 {
+        (format!("{:.3}", r.plain_s), format!("{:.1}x", r.wall_s / r.plain_s))
+    } else {
+        ("-".to_string(), "-".to_string())
+    };
     format!(
-        "| {} | {} | {} | {:.2} | {:.2} | {:.0} | {:.2} | {:.2} | {:.2} | {:.1} | {} |\n",
+        "| {} | {} | {} | {:.2} | {:.2} | {:.0} | {:.2} | {} | {} | {:.2} | {:.2} | {:.1} | {} |\n",
         r.arch,
         r.mix,
         r.rounds,
@@ -261,6 +280,8 @@ fn table_row(r: &Row) -> String {
         r.host_to_device_bytes as f64 / 1e6,
         r.dealer_to_host_bytes as f64 / 1e6,
         r.wall_s,
+        plain,
+        ratio,
         r.lan_s,
         r.wan_s,
         r.scratch_bytes_per_party as f64 / (1 << 20) as f64,
@@ -276,7 +297,8 @@ fn markdown(rows: &[Row]) -> String {
     let mut s = String::from(
         "# Secure MPCViT inference benchmark\n\nWritten by `mpcvit bench` (random weights; rounds and bytes are exact \
          counts, wall times depend on the machine's load; wall: loopback, three threads). LAN / WAN add `rounds x \
-         RTT + device bytes / bandwidth` to the wall time; dealer traffic is offline. `protocol`: the session \
+         RTT + device bytes / bandwidth` to the wall time; dealer traffic is offline. `plaintext s`: the \
+         fixed-point (u64) forward of the same model and image on one thread, measured in the same run. `protocol`: the session \
          protocol version the row ran (`<=2`: recorded before rows kept it).\n\n",
     );
     s.push_str(TABLE_HEAD);
