@@ -10,10 +10,13 @@
 //! | [`trunc`] local | 0 | 0 | 0 | 0 |
 //! | [`square`] | 1 (both ways at once) | 8 per elem | 8 per elem | 8 per elem |
 //! | [`scale`] (host-private vector) | 1 (D->H) | 8 per elem | 0 | 8 per elem |
-//! | [`lut`] (k-bit grid) | 1 (both ways at once) | 8 per elem | 8 per elem | `2^k` words per table per elem |
+//! | [`lut`] (k-bit grid) | 1 (both ways at once) | `ceil((s+k)/8)` per elem | the same | `2^k` words per table per elem |
+//! | [`cmp`] (DReLU / ReLU) | 2 (both ways at once) | `ceil(l/8)` + `(2D-1)/8` per elem | the same | 21 / 31 words per elem (`D = 2`) |
+//! | [`cell`] (cells and series) | 1 (both ways at once) | `ceil(l/8)` per elem | the same | `2^kh (K+1)` words per grid per elem |
 //! | [`affine`] | 0 | 0 | 0 | 0 |
 //!
-//! [`pwl`] holds the tables the lookups use (fitted chords, ReLU/DReLU).
+//! [`pwl`] holds the tables the piecewise-linear lookups use (fitted
+//! chords, ReLU/DReLU).
 
 pub mod affine;
 pub mod cell;
