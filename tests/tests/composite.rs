@@ -354,3 +354,47 @@ fn gelu_by_comparison_and_cells() {
     }
     eprintln!("gelu worst {worst:e}, meter {meter:?}");
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(16))]
+
+    /// The comparison's law against the exact reference: ReLU and DReLU are
+    /// exact outside `[-2^s, 0)`, where they may take the positive branch.
+    /// Inputs are random over the range, biased to the digit boundaries
+    /// (multiples of `2^s` and `2^(s+8)`, plus or minus one), zero and the
+    /// ends of the range.
+    #[test]
+    fn comparison_law(raw in proptest::collection::vec((any::<u64>(), 0u8..6), 1..300), session in any::<u64>(), relu in any::<bool>()) {
+        use mpcvit_core::protocol::cmp::{self, CmpOut, CmpShape};
+        let out = if relu { CmpOut::Relu } else { CmpOut::Drelu };
+        let sh = CmpShape::new(1, F, 5, out).expect("shape");
+        let top = 1i64 << (sh.l - 1);
+        let x: Vec<u64> = raw
+            .iter()
+            .map(|&(r, kind)| {
+                let k = (r >> 8) as i64;
+                let v = match kind {
+                    0 => (r as i64).rem_euclid(2 * top) - top,
+                    1 => (k % (2 * top >> sh.s)) * (1 << sh.s) - top + (r as i64 % 3 - 1),
+                    2 => (k % (2 * top >> (sh.s + 8))) * (1 << (sh.s + 8)) - top + (r as i64 % 3 - 1),
+                    3 => (r % 64) as i64 - 32,
+                    4 => -top + (r % 4) as i64,
+                    _ => top - (1 << sh.s) - 1 - (r % 4) as i64,
+                };
+                v as u64
+            })
+            .filter(|&v| sh.in_range(v))
+            .collect();
+        prop_assume!(!x.is_empty());
+        let shape = CmpShape { n: x.len(), ..sh };
+        let (got, meter) = run3(12, session, fp(), &x, [&[], &[], &[]], |p, x, _| {
+            let mut o = vec![0; x.len()];
+            mpcvit_core::ops::Party::cmp(p, shape, x, &mut o)?;
+            Ok(o)
+        }).expect("run");
+        for (&xv, &g) in x.iter().zip(&got) {
+            prop_assert!(cmp::allowed(shape, xv, g), "{out:?}({}) = {}", xv as i64, g as i64);
+        }
+        prop_assert_eq!(meter.rounds, 2);
+    }
+}
