@@ -19,7 +19,7 @@ use super::LutJob;
 use crate::ProtocolError;
 use crate::corr::OpCorr;
 use crate::protocol::cell::{self, Cell, CellGrid, CellOpened, CellShape};
-use crate::protocol::cmp::{Cmp, CmpBits, CmpOpened, CmpShape};
+use crate::protocol::cmp::{Cmp, CmpOpened, CmpShape};
 use crate::protocol::lut::{self, Grid, Lut, LutOpened, LutShape, Table};
 use crate::protocol::matmul::{Matmul, MatmulOpened, MatmulShape};
 
@@ -307,21 +307,19 @@ pub fn cmps<'m, E: From<ProtocolError>>(
         xo += c.n;
         to += c.open_len();
     }
-    let mut bits: heapless::Vec<CmpBits<'m>, MAX_JOBS> = heapless::Vec::new();
     {
         let t1: &[u8] = t1;
         let mut on_open = |peer: &[u8]| -> Result<(), E> {
             let peer = checked_peer(peer, len1)?;
             let (mut o1, mut o2, mut oo) = (0, 0, 0);
-            for (c, st) in cmp_chunks(shape).zip(core::mem::take(&mut opened)) {
+            for (c, st) in cmp_chunks(shape).zip(opened.iter()) {
                 let (a, b) = (c.open_len(), c.bits_len());
-                let st = st.bits(
+                st.bits(
                     sub(t1, o1, a)?,
                     sub(peer, o1, a)?,
                     sub_mut(out, oo, c.n)?,
                     sub_mut(t2, o2, b)?,
                 )?;
-                bits.push(st).map_err(|_| ProtocolError::TooManyOps)?;
                 (o1, o2, oo) = (o1 + a, o2 + b, oo + c.n);
             }
             Ok(())
@@ -332,7 +330,7 @@ pub fn cmps<'m, E: From<ProtocolError>>(
     let mut on_bits = |peer: &[u8]| -> Result<(), E> {
         let peer = checked_peer(peer, len2)?;
         let (mut o2, mut oo) = (0, 0);
-        for (c, st) in cmp_chunks(shape).zip(core::mem::take(&mut bits)) {
+        for (c, st) in cmp_chunks(shape).zip(core::mem::take(&mut opened)) {
             let b = c.bits_len();
             st.finish(sub(t2, o2, b)?, sub(peer, o2, b)?, sub_mut(out, oo, c.n)?)?;
             (o2, oo) = (o2 + b, oo + c.n);

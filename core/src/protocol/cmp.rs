@@ -390,16 +390,10 @@ pub struct Cmp<'d> {
     shape: CmpShape,
 }
 
-/// After the first flight (the opened `c` are kept by the caller).
+/// After the first flight (the opened `c` are kept by the caller); its
+/// [`CmpOpened::bits`] writes the second flight's message.
 #[derive(Debug)]
 pub struct CmpOpened<'d> {
-    corr: OpCorr<'d>,
-    shape: CmpShape,
-}
-
-/// After the second flight's message is written.
-#[derive(Debug)]
-pub struct CmpBits<'d> {
     corr: OpCorr<'d>,
     shape: CmpShape,
 }
@@ -438,7 +432,7 @@ impl<'d> CmpOpened<'d> {
     /// Takes both first-flight messages: writes the opened `c` into `c`
     /// and this party's table bits ([`CmpShape::bits_len`] bytes) into
     /// `out`.
-    pub fn bits(self, own: &[u8], peer: &[u8], c: &mut [u64], out: &mut [u8]) -> Result<CmpBits<'d>, ProtocolError> {
+    pub fn bits(&self, own: &[u8], peer: &[u8], c: &mut [u64], out: &mut [u8]) -> Result<(), ProtocolError> {
         let sh = self.shape;
         wire::expect_len(own, sh.open_len())?;
         wire::expect_len(peer, sh.open_len())?;
@@ -480,14 +474,11 @@ impl<'d> CmpOpened<'d> {
                 k += kinds * per;
             }
         }
-        Ok(CmpBits {
-            corr: self.corr,
-            shape: sh,
-        })
+        Ok(())
     }
 }
 
-impl CmpBits<'_> {
+impl CmpOpened<'_> {
     /// Takes both second-flight messages and the opened `c`, writes this
     /// party's output shares into `out` (which may be `c` itself: each
     /// element's `c` is read before its output is written).
@@ -590,8 +581,8 @@ mod tests {
         let dc = dc.open(&x1, &mut do_).unwrap();
         let (mut hcv, mut dcv) = (vec![0u64; x.len()], vec![0u64; x.len()]);
         let (mut hb, mut db) = (vec![0u8; shape.bits_len()], vec![0u8; shape.bits_len()]);
-        let hc = hc.bits(&ho, &do_, &mut hcv, &mut hb).unwrap();
-        let dc = dc.bits(&do_, &ho, &mut dcv, &mut db).unwrap();
+        hc.bits(&ho, &do_, &mut hcv, &mut hb).unwrap();
+        dc.bits(&do_, &ho, &mut dcv, &mut db).unwrap();
         assert_eq!(hcv, dcv);
         hc.finish(&hb, &db, &mut hcv).unwrap();
         dc.finish(&db, &hb, &mut dcv).unwrap();
