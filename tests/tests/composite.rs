@@ -375,8 +375,8 @@ proptest! {
                 let k = (r >> 8) as i64;
                 let v = match kind {
                     0 => (r as i64).rem_euclid(2 * top) - top,
-                    1 => (k % (2 * top >> sh.s)) * (1 << sh.s) - top + (r as i64 % 3 - 1),
-                    2 => (k % (2 * top >> (sh.s + 8))) * (1 << (sh.s + 8)) - top + (r as i64 % 3 - 1),
+                    1 => (k % ((2 * top) >> sh.s)) * (1 << sh.s) - top + (r as i64 % 3 - 1),
+                    2 => (k % ((2 * top) >> (sh.s + 8))) * (1 << (sh.s + 8)) - top + (r as i64 % 3 - 1),
                     3 => (r % 64) as i64 - 32,
                     4 => -top + (r % 4) as i64,
                     _ => top - (1 << sh.s) - 1 - (r % 4) as i64,
