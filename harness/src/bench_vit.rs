@@ -42,8 +42,8 @@ pub struct Args {
     replot: bool,
     /// Cut each layer into flights (`whole`, or `ROWS,HEADS,QUERIES` as
     /// `mpcvit device --tile`): fewer bytes held at once by every party (the
-    /// host holds a flight's dealer corrections: ~13 GB for a whole
-    /// vit_9_12_64 layer with lookups), more rounds. Rows of a tiled run are
+    /// host holds a flight's dealer corrections: ~250 MB for a whole
+    /// vit_9_12_64 layer with RSAttn heads), more rounds. Rows of a tiled run are
     /// labelled `MIX@TILE`.
     #[arg(long, value_parser = crate::device::parse_tile, default_value = "whole")]
     tile: mpcvit_core::ops::vit::Tile,
