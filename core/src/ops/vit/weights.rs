@@ -154,7 +154,24 @@ pub fn encode_weight(m: &ModelView<'_>, fp: FixedPoint, id: Wid, out: &mut [u64]
     let qscale = 1.0 / libm::sqrt(hd as f64);
     // `q` columns of `qkv` carry the attention scale
     let qs = |j: usize| if j < d { qscale } else { 1.0 };
-    let g = |t: Tensor, i: usize| m.get(t, i) as f64;
+    // The tensors' byte ranges, looked up once each: `ModelView::get` finds
+    // a tensor by walking the file's tensor list, per call.
+    let found = core::cell::RefCell::new([(None::<Tensor>, &[][..]); 4]);
+    let g = |t: Tensor, i: usize| -> f64 {
+        let mut c = found.borrow_mut();
+        let b = match c.iter().find(|e| e.0 == Some(t)) {
+            Some(e) => e.1,
+            None => {
+                let b = m.tensor_bytes(t);
+                c.rotate_right(1);
+                c[0] = (Some(t), b);
+                b
+            }
+        };
+        b.get(4 * i..4 * i + 4)
+            .and_then(|x| <[u8; 4]>::try_from(x).ok())
+            .map_or(0.0, |x| f32::from_le_bytes(x) as f64)
+    };
     // (scale of the encoding in multiples of f, the float value of word i)
     let (k, value): (u32, &dyn Fn(usize) -> f64) = match id {
         Wid::PatchW => (1, &|i| g(Tensor::PatchW, i)),
