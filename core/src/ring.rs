@@ -11,6 +11,20 @@ pub const MAX_FRAC_BITS: u32 = 30;
 /// Default number of fractional bits (CrypTen's).
 pub const DEFAULT_FRAC_BITS: u32 = 16;
 
+/// `2^k` as a float, exactly, for integer `k` (clamped to the normal
+/// range `-1022..=1023`): built from the exponent bits, where
+/// `libm::exp2` evaluates a series (the dealer scales every fitted word).
+pub const fn pow2(k: i32) -> f64 {
+    let k = if k < -1022 {
+        -1022
+    } else if k > 1023 {
+        1023
+    } else {
+        k
+    };
+    f64::from_bits(((k + 1023) as u64) << 52)
+}
+
 /// Fixed-point parameters: `f` fractional bits in Z_2^64.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]

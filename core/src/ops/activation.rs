@@ -208,7 +208,7 @@ impl crate::protocol::cell::CellFn for GeluTail {
         x * 0.5 * libm::erfc(x / core::f64::consts::SQRT_2)
     }
     fn zero_on(&self, _cell: u64, lo: f64, _hi: f64) -> bool {
-        lo > 9.0
+        lo > 6.0
     }
 }
 
