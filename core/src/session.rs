@@ -29,7 +29,7 @@ use crate::prg::{Domain, Seed};
 /// Set-up message version: also the version of the computation (nonlinear
 /// protocols and approximations) and of the messages, so that parties that
 /// would compute or frame differently refuse each other.
-pub const VERSION: u8 = 5;
+pub const VERSION: u8 = 6;
 /// Length of a [`DeviceHello`].
 pub const DEVICE_HELLO_LEN: usize = 36;
 /// Length of an [`Accept`].
