@@ -210,6 +210,11 @@ impl crate::protocol::cell::CellFn for GeluTail {
     fn zero_on(&self, _cell: u64, lo: f64, _hi: f64) -> bool {
         lo > 6.0
     }
+    fn smooth_on(&self) -> Option<(f64, f64)> {
+        // the nodes of every cell not dealt zero: `|x|`'s cells reach 4
+        // below 0 (the top cell's wrap) and 4 above 6
+        Some((-6.0, 12.0))
+    }
 }
 
 /// Fractional bits of the GeLU tail's output over the input's.
