@@ -321,87 +321,159 @@ fn parse_accuracy(s: Option<&str>) -> Result<Vec<(String, f64)>, String> {
         .collect()
 }
 
-/// RSAttn fraction of a mix name.
-fn mix_fraction(mix: &str) -> f64 {
-    // a tiled run's row is `MIX@TILE`
-    match mix.split('@').next().unwrap_or(mix) {
-        "rsattn" | "softmax" => 1.0,
-        "scale" => 0.0,
-        m => m.trim_start_matches("mu").parse().unwrap_or(0.0),
-    }
-}
+/// Mixes in the order of the plot's rows (bottom to top).
+const MIX_ORDER: [&str; 7] = ["scale", "mu0.1", "mu0.3", "mu0.5", "mu0.7", "rsattn", "softmax"];
 
-/// The Pareto-style figure: one panel per link, x = modelled latency, y =
-/// accuracy (if given) or the RSAttn fraction, one point per (arch, mix).
+/// The figure: one panel per link, x = modelled latency (log scale), y =
+/// the attention mix (or the accuracy given per mix), one colour per
+/// architecture; a tiled run is a ring.
 fn plot(rows: &[Row], acc: &[(String, f64)]) -> Result<String, String> {
+    use crate::plot::{LABEL_SIZE, Marker, legend_row, place_labels};
     use plotters::prelude::*;
+    let base = |m: &str| m.split('@').next().unwrap_or(m).to_string();
+    let y_of = |r: &Row| -> Option<f64> {
+        if acc.is_empty() {
+            MIX_ORDER.iter().position(|m| *m == base(&r.mix)).map(|i| i as f64)
+        } else {
+            acc.iter().find(|(m, _)| *m == r.mix).map(|&(_, v)| v)
+        }
+    };
+    let pts: Vec<(&Row, f64)> = rows.iter().filter_map(|r| y_of(r).map(|y| (r, y))).collect();
+    if pts.is_empty() {
+        return Err("--accuracy names none of the benchmarked mixes".into());
+    }
+    let archs: Vec<String> = {
+        let mut v: Vec<String> = Vec::new();
+        for (r, _) in &pts {
+            if !v.contains(&r.arch) {
+                v.push(r.arch.clone());
+            }
+        }
+        v
+    };
+    // tab10's first colours, one per architecture
+    const COLORS: [RGBColor; 5] = [
+        RGBColor(31, 119, 180),
+        RGBColor(255, 127, 14),
+        RGBColor(44, 160, 44),
+        RGBColor(214, 39, 40),
+        RGBColor(148, 103, 189),
+    ];
+    let color = |arch: &str| COLORS[archs.iter().position(|a| a == arch).unwrap_or(0) % COLORS.len()];
     let mut svg = String::new();
     {
-        let root = SVGBackend::with_string(&mut svg, (1000, 460)).into_drawing_area();
+        let root = SVGBackend::with_string(&mut svg, (1100, 530)).into_drawing_area();
         root.fill(&WHITE).map_err(|e| e.to_string())?;
-        let panels = root.split_evenly((1, 2));
-        let y_of = |r: &Row| -> Option<f64> {
-            if acc.is_empty() {
-                Some(mix_fraction(&r.mix))
-            } else {
-                acc.iter().find(|(m, _)| *m == r.mix).map(|&(_, v)| v)
-            }
+        let (title, rest) = root.split_vertically(34);
+        title
+            .draw(&Text::new(
+                "Secure MPCViT inference per attention mix (mpcvit bench: random weights; wall time + modelled link)",
+                (40, 10),
+                ("sans-serif", 17).into_font(),
+            ))
+            .map_err(|e| e.to_string())?;
+        let (body, foot) = rest.split_vertically(460);
+        let panels = body.split_evenly((1, 2));
+        let (ylo, yhi) = if acc.is_empty() {
+            (-0.5, MIX_ORDER.len() as f64 - 0.5)
+        } else {
+            let (a, b) = pts
+                .iter()
+                .fold((f64::MAX, f64::MIN), |(a, b), &(_, y)| (a.min(y), b.max(y)));
+            let pad = ((b - a) * 0.15).max(0.005);
+            (a - pad, b + pad)
         };
-        let pts: Vec<(&Row, f64)> = rows.iter().filter_map(|r| y_of(r).map(|y| (r, y))).collect();
-        if pts.is_empty() {
-            return Err("--accuracy names none of the benchmarked mixes".into());
-        }
-        let (ylo, yhi) = pts
-            .iter()
-            .fold((f64::MAX, f64::MIN), |(a, b), &(_, y)| (a.min(y), b.max(y)));
-        let pad = ((yhi - ylo) * 0.1).max(0.02);
         for (panel, (name, lat)) in panels.iter().zip([
-            ("LAN (1 Gbit/s, 0.5 ms)", (|r: &Row| r.lan_s) as fn(&Row) -> f64),
-            ("WAN (400 Mbit/s, 40 ms)", |r: &Row| r.wan_s),
+            ("LAN (1 Gbit/s, 0.5 ms RTT)", (|r: &Row| r.lan_s) as fn(&Row) -> f64),
+            ("WAN (400 Mbit/s, 40 ms RTT)", |r: &Row| r.wan_s),
         ]) {
-            let xmax = pts.iter().map(|(r, _)| lat(r)).fold(0.0, f64::max) * 1.1;
+            let (xlo, xhi) = pts
+                .iter()
+                .fold((f64::MAX, f64::MIN), |(a, b), (r, _)| (a.min(lat(r)), b.max(lat(r))));
+            let (xlo, xhi) = (xlo.max(1e-4) / 1.5, xhi.max(1e-3) * 1.5);
             let mut c = ChartBuilder::on(panel)
-                .caption(name, ("sans-serif", 18))
-                .margin(12)
-                .x_label_area_size(36)
-                .y_label_area_size(48)
-                .build_cartesian_2d(0.0..xmax.max(1e-3), (ylo - pad)..(yhi + pad))
+                .caption(format!("modelled latency, {name}"), ("sans-serif", 16))
+                .margin(14)
+                .x_label_area_size(40)
+                .y_label_area_size(if acc.is_empty() { 70 } else { 56 })
+                .build_cartesian_2d(
+                    (xlo..xhi).log_scale().with_key_points(
+                        [
+                            0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0,
+                        ]
+                        .into_iter()
+                        .filter(|k| (xlo..=xhi).contains(k))
+                        .collect(),
+                    ),
+                    ylo..yhi,
+                )
                 .map_err(|e| e.to_string())?;
-            c.configure_mesh()
-                .x_desc("modelled latency per inference, s")
-                .y_desc(if acc.is_empty() {
-                    "heads with RSAttn or Softmax (rest ScaleAttn)"
+            let mix_label = |y: &f64| {
+                let i = y.round();
+                if (y - i).abs() < 1e-6 && i >= 0.0 {
+                    MIX_ORDER.get(i as usize).map_or(String::new(), |m| m.to_string())
                 } else {
-                    "top-1 accuracy"
-                })
-                .draw()
-                .map_err(|e| e.to_string())?;
-            let archs: Vec<&str> = {
-                let mut v: Vec<&str> = pts.iter().map(|(r, _)| r.arch.as_str()).collect();
-                v.dedup();
-                v
+                    String::new()
+                }
             };
-            for (k, arch) in archs.iter().enumerate() {
-                let color = Palette99::pick(k).to_rgba();
-                let series: Vec<(f64, f64, String)> = pts
-                    .iter()
-                    .filter(|(r, _)| r.arch == *arch)
-                    .map(|(r, y)| (lat(r), *y, r.mix.clone()))
-                    .collect();
-                c.draw_series(series.iter().map(|(x, y, m)| {
-                    EmptyElement::at((*x, *y))
-                        + Circle::new((0, 0), 4, color.filled())
-                        + Text::new(m.clone(), (6, -6), ("sans-serif", 11))
-                }))
-                .map_err(|e| e.to_string())?
-                .label(arch.to_string())
-                .legend(move |(x, y)| Circle::new((x, y), 4, color.filled()));
+            let acc_label = |y: &f64| format!("{y:.3}");
+            let mut mesh = c.configure_mesh();
+            mesh.x_desc("seconds per inference (log scale)")
+                .x_label_formatter(&|x| {
+                    if *x >= 1.0 {
+                        format!("{x:.0}")
+                    } else {
+                        format!("{x:.2}").trim_end_matches('0').to_string()
+                    }
+                })
+                .light_line_style(WHITE);
+            if acc.is_empty() {
+                mesh.y_desc("attention mix")
+                    .y_labels(MIX_ORDER.len())
+                    .y_label_formatter(&mix_label);
+            } else {
+                mesh.y_desc("top-1 accuracy").y_label_formatter(&acc_label);
             }
-            c.configure_series_labels()
-                .border_style(BLACK)
-                .draw()
-                .map_err(|e| e.to_string())?;
+            mesh.draw().map_err(|e| e.to_string())?;
+            for (r, y) in &pts {
+                let col = color(&r.arch);
+                let tiled = r.mix.contains('@');
+                let style = if tiled { col.stroke_width(2) } else { col.filled() };
+                c.draw_series(std::iter::once(Circle::new((lat(r), *y), 5, style)))
+                    .map_err(|e| e.to_string())?;
+            }
+            if !acc.is_empty() {
+                let xy: Vec<(f64, f64)> = pts.iter().map(|(r, y)| (lat(r), *y)).collect();
+                let px: Vec<(i32, i32)> = xy.iter().map(|p| c.backend_coord(p)).collect();
+                let (rx, ry) = c.plotting_area().get_pixel_range();
+                let labels: Vec<String> = pts.iter().map(|(r, _)| r.mix.clone()).collect();
+                let offsets = place_labels(&px, &labels, 6, (rx.start, ry.start, rx.end, ry.end));
+                for ((p, text), off) in xy.iter().zip(labels).zip(offsets) {
+                    c.draw_series(std::iter::once(
+                        EmptyElement::at(*p) + Text::new(text, off, ("sans-serif", LABEL_SIZE).into_font()),
+                    ))
+                    .map_err(|e| e.to_string())?;
+                }
+            }
         }
+        let mut entries: Vec<(Marker, String)> = archs
+            .iter()
+            .map(|a| {
+                let col = color(a);
+                let m: Marker = Box::new(move |area: &DrawingArea<SVGBackend<'_>, _>, at| {
+                    area.draw(&Circle::new(at, 5, col.filled())).map_err(|e| e.to_string())
+                });
+                (m, a.clone())
+            })
+            .collect();
+        if pts.iter().any(|(r, _)| r.mix.contains('@')) {
+            let m: Marker = Box::new(|area: &DrawingArea<SVGBackend<'_>, _>, at| {
+                area.draw(&Circle::new(at, 5, BLACK.stroke_width(2)))
+                    .map_err(|e| e.to_string())
+            });
+            entries.push((m, "ring: layers cut into flights (--tile)".into()));
+        }
+        legend_row(&foot, &entries)?;
         root.present().map_err(|e| e.to_string())?;
     }
     Ok(svg)

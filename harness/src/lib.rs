@@ -21,6 +21,7 @@ pub mod keys;
 pub mod logits;
 pub mod memory;
 pub mod net;
+pub mod plot;
 pub mod progress;
 pub mod provision;
 pub mod qemu;
