@@ -348,13 +348,28 @@ pub fn deal(op: &DealerOp, shape: CmpShape, out: &mut [u8]) -> Result<usize, Pro
             let kinds: &[u32] = if dgt + 1 == dg.d { &[0] } else { &[0, 1] };
             for &kind in kinds {
                 let gv = (g >> (2 * dgt as u32 + kind)) & 1;
+                // entries `v` of this word: `q 64 .. q 64 + 64` (fewer when
+                // the table is shorter than a word)
+                let used = if entries >= 64 { u64::MAX } else { (1u64 << entries) - 1 };
                 for q in 0..entries.div_ceil(64) {
-                    let mut word = 0u64;
-                    for bit in 0..64u64.min(entries) {
-                        let v = q * 64 + bit;
-                        let t = if kind == 0 { v < ri } else { v == ri } as u64;
-                        word |= (t ^ gv) << bit;
-                    }
+                    // `ri` relative to the word's first entry
+                    let d = ri.wrapping_sub(q * 64);
+                    let t = if kind == 0 {
+                        // [v < ri]: the bits below d
+                        if ri <= q * 64 {
+                            0
+                        } else if d >= 64 {
+                            u64::MAX
+                        } else {
+                            (1u64 << d) - 1
+                        }
+                    } else if ri >= q * 64 && d < 64 {
+                        // [v == ri]
+                        1u64 << d
+                    } else {
+                        0
+                    };
+                    let word = (t ^ gv.wrapping_neg()) & used;
                     if let Some(dst) = tabs.get_mut(k) {
                         *dst = word;
                     }
