@@ -1,4 +1,4 @@
-//! The device's provisioning blob (version 2; `spec/provision.md`): the
+//! The device's provisioning blob (version 3; `spec/provision.md`): the
 //! architecture, the per-head attention kinds and per-token MPCViT+ flags,
 //! and the masked weights `W - B` of every host-private weight of one model,
 //! in [`Wid::all`] order (host-only constants skipped), bound to the model
@@ -14,7 +14,7 @@ pub const MAGIC: [u8; 8] = *b"MPCVITPV";
 /// Plan magic (a blob without words, for the dealer).
 pub const PLAN_MAGIC: [u8; 8] = *b"MPCVITPN";
 /// Blob version.
-pub const VERSION: u16 = 2;
+pub const VERSION: u16 = 3;
 /// Header length.
 pub const HEADER: usize = 40;
 

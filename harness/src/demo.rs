@@ -326,6 +326,28 @@ fn deploy(a: &Args, dir: &Path) -> Result<Deployment, String> {
     };
     let keys = deploy.join("keys");
     let blob_path = deploy.join("device.blob");
+    // A kept blob of another blob version (made by another build) is made
+    // again, with fresh keys: the firmware would refuse it.
+    let stale = std::fs::read(&blob_path)
+        .ok()
+        .is_some_and(|b| mpcvit_core::provision::BlobView::parse(&b).is_err());
+    if stale {
+        eprintln!(
+            "demo: {} is not a blob of this build: provisioning again",
+            blob_path.display()
+        );
+        for p in [blob_path.clone(), keys.join(HOST_KEY), keys.join(keys::DEVICE_KEY)] {
+            std::fs::remove_file(&p)
+                .or_else(|e| {
+                    if e.kind() == std::io::ErrorKind::NotFound {
+                        Ok(())
+                    } else {
+                        Err(e)
+                    }
+                })
+                .map_err(|e| format!("cannot remove {}: {e}", p.display()))?;
+        }
+    }
     if !blob_path.exists() {
         keys::make_keys(&keys)?;
         write_atomic(
