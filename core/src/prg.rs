@@ -33,6 +33,8 @@ pub enum Domain {
     ConfirmDealer = 0x434f_4e4c,
     /// The pre-shared key of the sealed host-dealer link.
     HostDealerLink = 0x484f_444c,
+    /// The key check a blob carries (which host key its masks are under).
+    BlobCheck = 0x424c_4f42,
 }
 
 /// A 32-byte secret. Zeroized on drop; `Debug` prints `Seed(<redacted>)`.

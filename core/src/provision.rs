@@ -52,16 +52,25 @@ pub fn plan_len(arch: &Arch) -> usize {
     HEADER + layout_len(arch) + 4
 }
 
-/// Writes a blob: `masked` yields the device's words in order.
+/// Writes a blob: `masked` yields the device's words in order, `key_check`
+/// is [`crate::session::key_check`] of the masks' seed.
 pub fn encode(
     arch: &Arch,
     frac_bits: u32,
-    model_crc: u32,
+    (model_crc, key_check): (u32, u32),
     layout: &dyn Layout,
     masked: impl Iterator<Item = u64>,
     out: &mut [u8],
 ) -> Result<usize, ModelError> {
-    encode_inner(&MAGIC, arch, frac_bits, model_crc, layout, Some(masked), out)
+    encode_inner(
+        &MAGIC,
+        arch,
+        frac_bits,
+        (model_crc, key_check),
+        layout,
+        Some(masked),
+        out,
+    )
 }
 
 /// Writes a plan: the blob's header and layout without the words, what the
@@ -78,7 +87,7 @@ pub fn encode_plan(
         &PLAN_MAGIC,
         arch,
         frac_bits,
-        model_crc,
+        (model_crc, 0),
         layout,
         None::<core::iter::Empty<u64>>,
         out,
@@ -89,7 +98,7 @@ fn encode_inner(
     magic: &[u8; 8],
     arch: &Arch,
     frac_bits: u32,
-    model_crc: u32,
+    (model_crc, key_check): (u32, u32),
     layout: &dyn Layout,
     masked: Option<impl Iterator<Item = u64>>,
     out: &mut [u8],
@@ -112,7 +121,7 @@ fn encode_inner(
         &model_crc.to_le_bytes(),
         &(nw as u32).to_le_bytes(),
         &(ll as u32).to_le_bytes(),
-        &[0u8; 4],
+        &key_check.to_le_bytes(),
     ];
     let mut pos = 0;
     for part in header {
@@ -257,6 +266,11 @@ impl<'a> BlobView<'a> {
     /// CRC of the model file this blob was made from.
     pub fn model_crc(&self) -> u32 {
         self.model_crc
+    }
+
+    /// The key check of the masks (0 in a plan).
+    pub fn key_check(&self) -> u32 {
+        rd(self.bytes, 36, 4) as u32
     }
 
     /// The bytes of the layout section followed by the words (for a plan:

@@ -31,7 +31,7 @@ use crate::prg::{Domain, Seed};
 /// would compute or frame differently refuse each other.
 pub const VERSION: u8 = 6;
 /// Length of a [`DeviceHello`].
-pub const DEVICE_HELLO_LEN: usize = 36;
+pub const DEVICE_HELLO_LEN: usize = 40;
 /// Length of an [`Accept`].
 pub const ACCEPT_LEN: usize = 25;
 /// Length of the fixed part of a [`DealerSetup`] (the plan follows).
@@ -58,6 +58,8 @@ pub struct DeviceHello {
     pub nonce: u64,
     /// `derive(Kd, ConfirmDevice, tile)`.
     pub tag: Tag,
+    /// The blob's [`key_check`]: which host key its masks are under.
+    pub key_check: u32,
 }
 
 /// The host's answer to the device: the session id and the dealer's tag.
@@ -150,6 +152,17 @@ pub fn model_seed(host_key: &Seed, model_crc: u32) -> Seed {
     host_key.derive(Domain::ModelMask, u64::from(model_crc))
 }
 
+/// The key check of a model's masks: 32 bits of `derive(model seed,
+/// BlobCheck, 0)`. A blob carries it and the device sends it in its hello,
+/// so a host refuses, with a clear reason, a device provisioned under
+/// another host key (whose `W - B` would decode to garbage with this
+/// host's `B`). It tells nothing about the seed (a PRF output), and it is
+/// a check against mistakes, not an authentication.
+pub fn key_check(model_seed: &Seed) -> u32 {
+    let s = model_seed.derive(Domain::BlobCheck, 0);
+    u32::from_le_bytes(get(s.expose(), 0))
+}
+
 impl DeviceHello {
     /// Encodes into the first [`DEVICE_HELLO_LEN`] bytes of `out`.
     pub fn encode(&self, out: &mut [u8; DEVICE_HELLO_LEN]) {
@@ -160,6 +173,7 @@ impl DeviceHello {
         put(out, 7, &self.tile.encode());
         put(out, 12, &self.nonce.to_le_bytes());
         put(out, 20, &self.tag);
+        put(out, 36, &self.key_check.to_le_bytes());
     }
 
     /// Decodes and checks the length and version.
@@ -177,6 +191,7 @@ impl DeviceHello {
             tile: Tile::decode(get(b, 7)),
             nonce: u64::from_le_bytes(get(b, 12)),
             tag: get(b, 20),
+            key_check: u32::from_le_bytes(get(b, 36)),
         })
     }
 }
@@ -243,6 +258,7 @@ mod tests {
             tile,
             nonce: 99,
             tag: device_tag(&kd, tile),
+            key_check: 0x0123_4567,
         };
         let mut b = [0u8; DEVICE_HELLO_LEN];
         h.encode(&mut b);
@@ -265,6 +281,11 @@ mod tests {
         ] {
             assert!(!tags_equal(&device_tag(&kd, other), &h.tag));
         }
+        // the key check: one per model seed
+        let (k1, k2) = (Seed::from_bytes([1; 32]), Seed::from_bytes([2; 32]));
+        assert_ne!(key_check(&model_seed(&k1, 5)), key_check(&model_seed(&k2, 5)));
+        assert_ne!(key_check(&model_seed(&k1, 5)), key_check(&model_seed(&k1, 6)));
+        assert_eq!(key_check(&model_seed(&k1, 5)), key_check(&model_seed(&k1, 5)));
         // version 1 hellos are refused
         b[0] = 1;
         assert_eq!(DeviceHello::decode(&b), Err(ProtocolError::BadVersion(1)));

@@ -24,6 +24,8 @@ pub struct Offer {
     pub tile: Tile,
     /// Whether the host sees the logits too.
     pub logits_to_host: bool,
+    /// The blob's key check.
+    pub key_check: u32,
 }
 
 /// Runs the set-up on `link` (session 0): sends the hello for `nonce`
@@ -47,6 +49,7 @@ pub fn open<T: Read + Write>(
         tile: offer.tile,
         nonce,
         tag: s::device_tag(&kd, offer.tile),
+        key_check: offer.key_check,
     }
     .encode(&mut hello);
     link.send(FrameKind::Hello, &hello)?;
@@ -184,6 +187,7 @@ pub fn infer<T: Read + Write>(
         frac_bits: u8::try_from(blob.frac_bits()).map_err(|_| Failure::Setup("the blob's fractional bits"))?,
         tile,
         logits_to_host,
+        key_check: blob.key_check(),
     };
     let (sid, kd) = match open(&mut link, dep.key, dep.nonce, &offer, b.rx) {
         Ok(v) => v,

@@ -47,6 +47,7 @@ fn half_device(st: &Setup, host: &str) -> Link<Tcp> {
         tile: mpcvit_core::ops::vit::Tile::WHOLE,
         nonce,
         tag: session::device_tag(&kd, mpcvit_core::ops::vit::Tile::WHOLE),
+        key_check: b.key_check(),
     }
     .encode(&mut hello);
     l.send(FrameKind::Hello, &hello).expect("hello");
@@ -150,6 +151,37 @@ fn parties_as_processes() {
         .output()
         .expect("device");
     fails_with(&o, 1, "key confirmation failed");
+
+    // A blob of this model made under another host key (another
+    // deployment's `host.key`): refused at set-up, never a wrong answer.
+    let foreign_blob = st.dir.join("foreign.blob");
+    let o = bin()
+        .args([
+            "provision",
+            "--model",
+            s(&st.model),
+            "--keys",
+            s(&stranger),
+            "--out",
+            s(&foreign_blob),
+        ])
+        .output()
+        .expect("provision");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = bin()
+        .args([
+            "device",
+            "--connect",
+            h,
+            "--blob",
+            s(&foreign_blob),
+            "--keys",
+            s(&st.keys),
+        ])
+        .args(["--images", s(&st.images), "--index", "0"])
+        .output()
+        .expect("device");
+    fails_with(&o, 1, "made with another host key");
 
     // Still serving.
     let (p, _) = prediction(&device(&st, h, 1, &[]));

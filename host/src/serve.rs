@@ -77,6 +77,8 @@ pub enum SessionError {
         /// The host's fractional bits.
         host_f: u32,
     },
+    /// The device's blob was made under another host key.
+    OtherHostKey,
     /// The device's key confirmation failed at the dealer.
     Unauthenticated,
     /// The session id was used before (a replayed set-up).
@@ -117,6 +119,10 @@ impl std::fmt::Display for SessionError {
                 f,
                 "the device's provisioning blob is for model {device_crc:08x} (f={device_f}), this host serves model \
                  {host_crc:08x} (f={host_f}): provision the device for this model (`mpcvit provision`)"
+            ),
+            Self::OtherHostKey => f.write_str(
+                "the device's provisioning blob was made with another host key than this host's: provision the \
+                 device again with this host's key (`mpcvit provision`)",
             ),
             Self::Unauthenticated => f.write_str(
                 "the device's key confirmation failed (device and dealer keys differ, or the relay changed it)",
@@ -407,6 +413,7 @@ pub struct Host {
     map: WeightMap,
     plan: Vec<u8>,
     crc: u32,
+    key_check: u32,
     fp: FixedPoint,
     dealer: String,
     limits: Limits,
@@ -451,6 +458,7 @@ impl Host {
         provision::encode_plan(&arch, fp.frac_bits(), crc, &view, &mut plan)?;
         Ok(Self {
             model,
+            key_check: session::key_check(&session::model_seed(&key, crc)),
             link_key: session::host_dealer_link_key(&key),
             key,
             map,
@@ -550,6 +558,9 @@ impl Host {
                 host_f: self.fp.frac_bits(),
             };
             return Err(refuse(&mut dev, why));
+        }
+        if hello.key_check != self.key_check {
+            return Err(refuse(&mut dev, SessionError::OtherHostKey));
         }
         let sid = self.fresh_session()?;
         let (dl, tag) = match self.dealer_setup(&hello, sid, &phase) {

@@ -112,7 +112,10 @@ pub fn device_blob(model_file: &[u8], fp: FixedPoint, model_seed: &Seed) -> Resu
     provision::encode(
         &a,
         fp.frac_bits(),
-        provision::model_crc(model_file),
+        (
+            provision::model_crc(model_file),
+            mpcvit_core::session::key_check(model_seed),
+        ),
         &m,
         words,
         &mut out,
