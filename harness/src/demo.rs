@@ -326,11 +326,17 @@ fn deploy(a: &Args, dir: &Path) -> Result<Deployment, String> {
     };
     let keys = deploy.join("keys");
     let blob_path = deploy.join("device.blob");
-    // A kept blob of another blob version (made by another build) is made
-    // again, with fresh keys: the firmware would refuse it.
-    let stale = std::fs::read(&blob_path)
-        .ok()
-        .is_some_and(|b| mpcvit_core::provision::BlobView::parse(&b).is_err());
+    // A kept blob that this build cannot use (another blob version, or not
+    // under the kept host key) is made again, with fresh keys.
+    let stale = std::fs::read(&blob_path).ok().is_some_and(|b| {
+        let usable = mpcvit_core::provision::BlobView::parse(&b)
+            .ok()
+            .zip(keys::read_key(&keys.join(HOST_KEY)).ok());
+        usable.is_none_or(|(v, k)| {
+            let seed = mpcvit_core::session::model_seed(&k, mpcvit_core::provision::model_crc(&model));
+            v.key_check() != mpcvit_core::session::key_check(&seed)
+        })
+    });
     if stale {
         eprintln!(
             "demo: {} is not a blob of this build: provisioning again",
