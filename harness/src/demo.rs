@@ -248,8 +248,7 @@ fn run_inner(a: &Args, verbose: u8) -> Result<(), String> {
         std::process::exit(130);
     })
     .map_err(|e| format!("cannot install the Ctrl-C handler: {e}"))?;
-    let dir = std::env::temp_dir().join(format!("mpcvit-demo-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let dir = scratch_dir()?;
     *SCRATCH.lock().map_err(|_| "poisoned")? = Some(dir.clone());
     let d = deploy(a, &dir)?;
     let view = ModelView::parse(&d.model).map_err(|e| e.to_string())?;
@@ -295,6 +294,25 @@ struct Deployment {
     psk: Option<PathBuf>,
     elf: Option<PathBuf>,
     images_path: PathBuf,
+}
+
+/// A new scratch directory of this run's own: a random name, created (not
+/// found: a directory someone else made under that name is not used), and
+/// readable by this user only (it holds the run's keys).
+fn scratch_dir() -> Result<PathBuf, String> {
+    let base = std::env::temp_dir();
+    for _ in 0..8 {
+        let dir = base.join(format!("mpcvit-demo-{:016x}", crate::keys::random_u64()?));
+        let mut b = std::fs::DirBuilder::new();
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
+        match b.create(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(format!("cannot create {}: {e}", dir.display())),
+        }
+    }
+    Err(format!("cannot create a fresh scratch directory in {}", base.display()))
 }
 
 /// Writes the model, keys, blob and images into `dir` (the QEMU firmware's

@@ -266,17 +266,35 @@ fn cli_errors_are_one_clear_line() {
     fails_with(&o, 1, "cannot read model");
 }
 
+/// A fresh, empty directory for a demo's `TMPDIR`, so that what the demo
+/// leaves there can be seen.
+fn demo_tmp(tag: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("mpcvit-demo-test-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("tmp");
+    d
+}
+
+fn entries(d: &std::path::Path) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(d)
+        .expect("read tmp")
+        .flatten()
+        .map(|e| e.path())
+        .collect()
+}
+
 /// The README's main command with 3 images: exit 0, the secure predictions
 /// agree with the plaintext, and the scratch directory is gone afterwards.
 #[test]
 fn demo_three_images() {
+    let tmp = demo_tmp("three");
     let c = bin()
+        .env("TMPDIR", &tmp)
         .args(["demo", "--images", "3"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("demo");
-    let pid = c.id();
     let o = c.wait_with_output().expect("wait");
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{out}\n{}", String::from_utf8_lossy(&o.stderr));
@@ -287,8 +305,12 @@ fn demo_three_images() {
         .collect();
     assert_eq!(rows.len(), 3, "{out}");
     assert!(out.contains("rounds") && out.contains("WAN"), "{out}");
-    let scratch = std::env::temp_dir().join(format!("mpcvit-demo-{pid}"));
-    assert!(!scratch.exists(), "demo left {}", scratch.display());
+    assert_eq!(
+        entries(&tmp),
+        Vec::<std::path::PathBuf>::new(),
+        "the demo left its scratch"
+    );
+    std::fs::remove_dir_all(&tmp).ok();
 }
 
 fn children_of(pid: u32) -> Vec<u32> {
@@ -312,7 +334,9 @@ fn children_of(pid: u32) -> Vec<u32> {
 #[cfg(target_os = "linux")]
 #[test]
 fn demo_ctrl_c_cleans_up() {
+    let tmp = demo_tmp("ctrl-c");
     let c = bin()
+        .env("TMPDIR", &tmp)
         .args(["demo", "--images", "16"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -330,6 +354,20 @@ fn demo_ctrl_c_cleans_up() {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     assert!(kids.len() >= 3, "children: {kids:?}");
+    // its scratch: one new directory of its own, for this user only
+    let made = entries(&tmp);
+    assert_eq!(made.len(), 1, "{made:?}");
+    let name = made[0].file_name().and_then(|n| n.to_str()).unwrap_or("").to_string();
+    assert!(
+        name.starts_with("mpcvit-demo-") && name != format!("mpcvit-demo-{pid}"),
+        "{name}"
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&made[0]).expect("meta").permissions().mode();
+        assert_eq!(mode & 0o077, 0, "scratch mode {mode:o}");
+    }
     let st = std::process::Command::new("kill")
         .args(["-INT", &pid.to_string()])
         .status()
@@ -344,7 +382,12 @@ fn demo_ctrl_c_cleans_up() {
             .unwrap_or(false);
         assert!(!alive, "child {k} survived the demo");
     }
-    assert!(!std::env::temp_dir().join(format!("mpcvit-demo-{pid}")).exists());
+    assert_eq!(
+        entries(&tmp),
+        Vec::<std::path::PathBuf>::new(),
+        "the demo left its scratch"
+    );
+    std::fs::remove_dir_all(&tmp).ok();
 }
 
 /// `--psk`: host and device seal their link (ChaCha20-Poly1305); a device
