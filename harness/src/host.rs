@@ -52,7 +52,7 @@ pub fn host(a: &HostArgs) -> Result<(), String> {
             Ok(r) => {
                 let sid = format!("{:016x}", r.session.0);
                 info!(
-                    "host: session {sid} done: {} rounds, device->host {} B, host->device {} B, dealer->host {} B, {:.2} s",
+                    "host: session {sid} done: waited on the device {} times, device->host {} B, host->device {} B, dealer->host {} B, {:.2} s",
                     r.rounds, r.device_bytes_in, r.device_bytes_out, r.dealer_bytes_in, r.wall_s
                 );
                 // the device chose to show its result: one JSON line on stdout

@@ -397,7 +397,9 @@ pub struct HostReport {
     pub device_bytes_out: u64,
     /// Dealer -> host bytes.
     pub dealer_bytes_in: u64,
-    /// Rounds with the device.
+    /// Times the host waited on the device after sending to it. Not the
+    /// device's round count (`bench`, `demo`): the device counts its waits
+    /// on the host, and the two differ by where each side's flights start.
     pub rounds: u64,
     /// Wall time of the session, s.
     pub wall_s: f64,
