@@ -134,6 +134,10 @@ fn parties_as_processes() {
         .output()
         .expect("device");
     fails_with(&o, 1, "provision the device for this model");
+    // an unauthenticated device is not told which model the host serves
+    let served = mpcvit_core::provision::model_crc(&std::fs::read(&st.model).expect("model"));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!err.contains(&format!("{served:08x}")), "{err}");
 
     // A device whose key the dealer does not hold.
     let stranger = st.dir.join("stranger");

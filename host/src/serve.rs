@@ -267,7 +267,19 @@ fn recv_setup<'b>(l: &mut Link<Net>, buf: &'b mut [u8], peer: Peer) -> Result<&'
 
 /// Sends `why` to the peer as an abort and returns it.
 fn refuse(l: &mut Link<Net>, why: SessionError) -> SessionError {
-    abort(l, &why.to_string());
+    // the device is not authenticated yet: it hears what is wrong with
+    // its own blob, not which model or key this host serves (the host's
+    // log has the details)
+    let told = match &why {
+        SessionError::WrongModel {
+            device_crc, device_f, ..
+        } => format!(
+            "the device's provisioning blob (model {device_crc:08x}, f={device_f}) is not for the model this host \
+             serves: provision the device for this model (`mpcvit provision`)"
+        ),
+        e => e.to_string(),
+    };
+    abort(l, &told);
     why
 }
 
