@@ -526,13 +526,16 @@ mod tests {
                 "device_to_host_bytes": 3_000_000u64, "host_to_device_bytes": 2_000_000u64, "version": v});
             std::fs::write(d.join(dir).join("timing.json"), j.to_string()).unwrap();
         };
+        let mu05_row = || {
+            render(&d)
+                .unwrap()
+                .lines()
+                .find(|l| l.starts_with("| mu = 0.5, KD |"))
+                .unwrap()
+                .to_string()
+        };
         timing("mu0.5-kd", VERSION);
-        let row = render(&d)
-            .unwrap()
-            .lines()
-            .find(|l| l.starts_with("| mu = 0.5, KD |"))
-            .unwrap()
-            .to_string();
+        let row = mu05_row();
         // 0.123 + 100 x 0.04 + 4e7 / 4e8
         assert!(row.contains("| 100.00 % | 0.123 | 4.22 | 116 |"), "{row}");
         let pts = points(&d).unwrap();
@@ -540,12 +543,7 @@ mod tests {
         assert!((pts[0].wan_s - 4.223).abs() < 1e-9 && pts[0].kind == 1);
         assert!(plot(&pts).unwrap().contains("<svg"));
         timing("mu0.5-kd", VERSION.wrapping_add(1));
-        let row = render(&d)
-            .unwrap()
-            .lines()
-            .find(|l| l.starts_with("| mu = 0.5, KD |"))
-            .unwrap()
-            .to_string();
+        let row = mu05_row();
         assert!(row.contains("| 100.00 % | 1.50 |  | 116 |"), "{row}");
         assert!(points(&d).unwrap_err().contains("--time"));
         let teacher = t.lines().find(|l| l.starts_with("| Softmax (teacher) |")).unwrap();
