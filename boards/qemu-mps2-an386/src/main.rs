@@ -147,8 +147,11 @@ fn SysTick() {
     WRAPS.store(WRAPS.load(Relaxed) + 1, Relaxed);
 }
 
+/// The last reading of [`now_ticks`].
+static LAST_TICKS: Mutex<Cell<u64>> = Mutex::new(Cell::new(0));
+
 fn now_ticks() -> u64 {
-    cortex_m::interrupt::free(|_| {
+    cortex_m::interrupt::free(|cs| {
         let mut w = u64::from(WRAPS.load(Relaxed));
         let cvr = SYST::get_current();
         // A reload whose exception has not run yet (interrupts are off here,
@@ -157,7 +160,18 @@ fn now_ticks() -> u64 {
         if SCB::is_pendst_pending() && cvr > 0x0080_0000 {
             w += 1;
         }
-        (w << 24) | u64::from(0x00FF_FFFF - cvr)
+        let mut t = (w << 24) | u64::from(0x00FF_FFFF - cvr);
+        // Under `-icount` QEMU reloads the counter when the guest reads it
+        // past zero but raises the exception (and sets PENDST) only when its
+        // timer runs, between blocks: a reading in between falls exactly one
+        // period into the past (instruction counts that differed by 2^24 x
+        // 40 from run to run). Time does not run backwards: count that wrap.
+        let last = LAST_TICKS.borrow(cs);
+        while t < last.get() {
+            t += 1 << 24;
+        }
+        last.set(t);
+        t
     })
 }
 
