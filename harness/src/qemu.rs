@@ -42,8 +42,11 @@ pub fn build_firmware(
     // Run in the board's directory so that its .cargo/config.toml (target,
     // linker script) applies.
     let mut cmd = Command::new("cargo");
+    // The ELF is looked for in the board's own target directory: a
+    // CARGO_TARGET_DIR of the caller's would put it elsewhere.
     cmd.current_dir(&dir)
         .args(["build", "--release", "--quiet"])
+        .env_remove("CARGO_TARGET_DIR")
         .env("MPCVIT_BLOB", blob)
         .env("MPCVIT_DEVICE_KEY", device_key);
     match psk {
