@@ -8,6 +8,7 @@ use mpcvit_core::model::{Arch, AttnKind, ModelView};
 use mpcvit_core::prg::{Prg, Seed};
 use mpcvit_host::local::{self, LocalKeys};
 use mpcvit_host::weight_maps;
+use mpcvit_transport::shape::Profile;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -220,9 +221,7 @@ pub fn run(a: &Args) -> Result<(), String> {
         let bytes = fm.to_bytes()?;
         let view = ModelView::parse(&bytes).map_err(|e| e.to_string())?;
         let maps = weight_maps(&view, fp, &keys.model).map_err(|e| e.to_string())?;
-        let img: Vec<f32> = (0..ar.channels * ar.image * ar.image)
-            .map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0)
-            .collect();
+        let img = synthetic_image(&ar);
         eprintln!("bench: {} {mix} ...", a.arch);
         // the plaintext u64 forward of the same model: best of three
         let host_w = mpcvit_host::WeightMap::host(&view, fp).map_err(|e| e.to_string())?;
@@ -232,20 +231,11 @@ pub fn run(a: &Args) -> Result<(), String> {
             mpcvit_host::reference::forward(&view, fp, &host_w, &img).map_err(|e| e.to_string())?;
             plain = plain.min(t0.elapsed().as_secs_f64());
         }
-        let mut walls = Vec::new();
-        let mut last = None;
-        for session in 1..=u64::from(a.repeat) {
-            let inf =
-                local::secure(&view, fp, &maps, &keys, session, &img, (t, false)).map_err(|e| format!("{mix}: {e}"))?;
-            walls.push(inf.wall_ns as f64 / 1e9);
-            last = Some(inf);
-        }
-        let inf = last.ok_or("--repeat 0")?;
-        walls.sort_by(f64::total_cmp);
-        let wall = walls.get(walls.len() / 2).copied().unwrap_or(0.0);
-        let online = (inf.device.bytes_sent + inf.device.bytes_recv) as f64 * 8.0;
-        let lan = wall + inf.device.rounds as f64 * 0.5e-3 + online / 1e9;
-        let wan = wall + inf.device.rounds as f64 * 40e-3 + online / 400e6;
+        let (wall, inf) =
+            median_secure(&view, fp, &maps, &keys, &img, t, a.repeat).map_err(|e| format!("{mix}: {e}"))?;
+        let online = inf.device.bytes_sent + inf.device.bytes_recv;
+        let lan = wall + Profile::LAN.added_s(inf.device.rounds, online);
+        let wan = wall + Profile::WAN.added_s(inf.device.rounds, online);
         let row = Row {
             arch: a.arch.clone(),
             mix: format!("{mix}{tile_label}"),
@@ -278,6 +268,37 @@ pub fn run(a: &Args) -> Result<(), String> {
         eprintln!("bench: wrote {}", p.display());
     }
     Ok(())
+}
+
+/// The image every timing runs (the cost does not depend on it).
+pub fn synthetic_image(a: &Arch) -> Vec<f32> {
+    (0..a.channels * a.image * a.image)
+        .map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0)
+        .collect()
+}
+
+/// `n` (at least 1) secure inferences of `image` back to back (sessions
+/// `1..=n`, three threads): the median wall time in seconds and the last
+/// inference (rounds and bytes are the same for every one).
+pub fn median_secure(
+    view: &ModelView<'_>,
+    fp: FixedPoint,
+    maps: &[mpcvit_host::WeightMap; 3],
+    keys: &LocalKeys,
+    image: &[f32],
+    tile: mpcvit_core::ops::vit::Tile,
+    n: u32,
+) -> Result<(f64, local::Inference), String> {
+    let mut walls = Vec::new();
+    let mut last = None;
+    for session in 1..=u64::from(n) {
+        let inf = local::secure(view, fp, maps, keys, session, image, (tile, false)).map_err(|e| e.to_string())?;
+        walls.push(inf.wall_ns as f64 / 1e9);
+        last = Some(inf);
+    }
+    let inf = last.ok_or("no inference to time (0 runs)")?;
+    walls.sort_by(f64::total_cmp);
+    Ok((walls.get(walls.len() / 2).copied().unwrap_or(0.0), inf))
 }
 
 /// The header of the results table (stdout and the Markdown file).

@@ -58,8 +58,8 @@ pub struct Timing {
 impl Timing {
     /// Modelled WAN latency (400 Mbit/s, 40 ms RTT), as `bench`'s.
     pub fn wan_s(&self) -> f64 {
-        let bits = (self.device_to_host_bytes + self.host_to_device_bytes) as f64 * 8.0;
-        self.wall_s + self.rounds as f64 * 40e-3 + bits / 400e6
+        let bytes = self.device_to_host_bytes + self.host_to_device_bytes;
+        self.wall_s + mpcvit_transport::shape::Profile::WAN.added_s(self.rounds, bytes)
     }
 }
 
@@ -80,29 +80,20 @@ fn time_row(dir: &Path, n: usize) -> Result<Timing, String> {
     use mpcvit_core::model::ModelView;
     use mpcvit_core::ops::vit::Tile;
     use mpcvit_core::ring::FixedPoint;
-    use mpcvit_host::local::{self, LocalKeys};
+    use mpcvit_host::local::LocalKeys;
     let path = dir.join("model.mpcvit");
     let bytes = crate::files::read_bounded(&path, "model", crate::files::MAX_MODEL)?;
     let view = ModelView::parse(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
     let fp = FixedPoint::new(view.frac_bits()).map_err(|e| e.to_string())?;
     let keys = LocalKeys::fixed(1);
     let maps = mpcvit_host::weight_maps(&view, fp, &keys.model).map_err(|e| e.to_string())?;
-    let a = view.arch();
-    let img: Vec<f32> = (0..a.channels * a.image * a.image)
-        .map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0)
-        .collect();
-    let mut walls = Vec::with_capacity(n);
-    let mut last = None;
-    for s in 0..n {
-        let inf = local::secure(&view, fp, &maps, &keys, s as u64 + 1, &img, (Tile::WHOLE, false))
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-        walls.push(inf.wall_ns as f64 / 1e9);
-        last = Some(inf.device);
-    }
-    let m = last.ok_or("--time 0")?;
-    walls.sort_by(f64::total_cmp);
+    let img = crate::bench_vit::synthetic_image(&view.arch());
+    let runs = u32::try_from(n).map_err(|_| format!("--time {n}: too many"))?;
+    let (wall_s, inf) = crate::bench_vit::median_secure(&view, fp, &maps, &keys, &img, Tile::WHOLE, runs)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let m = inf.device;
     let t = Timing {
-        wall_s: walls.get(n / 2).copied().unwrap_or(0.0),
+        wall_s,
         inferences: n,
         rounds: m.rounds,
         device_to_host_bytes: m.bytes_sent,
