@@ -28,7 +28,7 @@ pub struct Args {
     /// model on this machine (run it with nothing else on the cores), and
     /// keep the median in the row's `timing.json`.
     #[arg(long, default_value_t = 0)]
-    time: usize,
+    time: u32,
     /// Also draw accuracy against latency per inference (measured on
     /// loopback, and modelled WAN) as an SVG: one point per row, the
     /// teacher and the students with and without KD told apart, the Pareto
@@ -44,7 +44,7 @@ pub struct Timing {
     /// loopback, dealer included).
     pub wall_s: f64,
     /// Inferences timed.
-    pub inferences: usize,
+    pub inferences: u32,
     /// Rounds of one inference.
     pub rounds: u64,
     /// Device -> host bytes of one inference.
@@ -63,20 +63,14 @@ impl Timing {
     }
 }
 
+/// A row's timing of this protocol version (another version's is ignored).
 fn read_timing(dir: &Path) -> Result<Option<Timing>, String> {
-    let p = dir.join("timing.json");
-    match std::fs::read(&p) {
-        Ok(b) => serde_json::from_slice::<Timing>(&b)
-            .map(|t| (t.version == VERSION).then_some(t))
-            .map_err(|e| format!("{}: {e}", p.display())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(format!("cannot read {}: {e}", p.display())),
-    }
+    Ok(read_json::<Timing>(&dir.join("timing.json"))?.filter(|t| t.version == VERSION))
 }
 
 /// Times `n` secure inferences of the model in `dir` (a fixed synthetic
 /// image: the cost does not depend on it) and writes `timing.json`.
-fn time_row(dir: &Path, n: usize) -> Result<Timing, String> {
+fn time_row(dir: &Path, n: u32) -> Result<Timing, String> {
     use mpcvit_core::model::ModelView;
     use mpcvit_core::ops::vit::Tile;
     use mpcvit_core::ring::FixedPoint;
@@ -88,8 +82,7 @@ fn time_row(dir: &Path, n: usize) -> Result<Timing, String> {
     let keys = LocalKeys::fixed(1);
     let maps = mpcvit_host::weight_maps(&view, fp, &keys.model).map_err(|e| e.to_string())?;
     let img = crate::bench_vit::synthetic_image(&view.arch());
-    let runs = u32::try_from(n).map_err(|_| format!("--time {n}: too many"))?;
-    let (wall_s, inf) = crate::bench_vit::median_secure(&view, fp, &maps, &keys, &img, Tile::WHOLE, runs)
+    let (wall_s, inf) = crate::bench_vit::median_secure(&view, fp, &maps, &keys, &img, Tile::WHOLE, n)
         .map_err(|e| format!("{}: {e}", path.display()))?;
     let m = inf.device;
     let t = Timing {
@@ -120,15 +113,19 @@ pub const ROWS: [(&str, &str); 11] = [
     ("mu0.7-kd", "mu = 0.7, KD"),
 ];
 
-fn read(dir: &Path) -> Result<Option<Eval>, String> {
-    let p = dir.join("eval.json");
-    match std::fs::read(&p) {
+/// A JSON file of a row, `None` if it does not exist.
+fn read_json<T: serde::de::DeserializeOwned>(p: &Path) -> Result<Option<T>, String> {
+    match std::fs::read(p) {
         Ok(b) => serde_json::from_slice(&b)
             .map(Some)
             .map_err(|e| format!("{}: {e}", p.display())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(format!("cannot read {}: {e}", p.display())),
     }
+}
+
+fn read(dir: &Path) -> Result<Option<Eval>, String> {
+    read_json(&dir.join("eval.json"))
 }
 
 /// How far an unfinished row has got, from what the script leaves behind:
