@@ -372,7 +372,7 @@ const MIX_ORDER: [&str; 7] = ["scale", "mu0.1", "mu0.3", "mu0.5", "mu0.7", "rsat
 /// the attention mix (or the accuracy given per mix), one colour per
 /// architecture; a tiled run is a ring.
 fn plot(rows: &[Row], acc: &[(String, f64)]) -> Result<String, String> {
-    use crate::plot::{LABEL_SIZE, Marker, legend_row, place_labels};
+    use crate::plot::{LABEL_SIZE, Marker, extent, legend_row, place_labels};
     use plotters::prelude::*;
     let base = |m: &str| m.split('@').next().unwrap_or(m).to_string();
     let y_of = |r: &Row| -> Option<f64> {
@@ -421,9 +421,7 @@ fn plot(rows: &[Row], acc: &[(String, f64)]) -> Result<String, String> {
         let (ylo, yhi) = if acc.is_empty() {
             (-0.5, MIX_ORDER.len() as f64 - 0.5)
         } else {
-            let (a, b) = pts
-                .iter()
-                .fold((f64::MAX, f64::MIN), |(a, b), &(_, y)| (a.min(y), b.max(y)));
+            let (a, b) = extent(pts.iter().map(|&(_, y)| y));
             let pad = ((b - a) * 0.15).max(0.005);
             (a - pad, b + pad)
         };
@@ -431,9 +429,7 @@ fn plot(rows: &[Row], acc: &[(String, f64)]) -> Result<String, String> {
             ("LAN (1 Gbit/s, 0.5 ms RTT)", (|r: &Row| r.lan_s) as fn(&Row) -> f64),
             ("WAN (400 Mbit/s, 40 ms RTT)", |r: &Row| r.wan_s),
         ]) {
-            let (xlo, xhi) = pts
-                .iter()
-                .fold((f64::MAX, f64::MIN), |(a, b), (r, _)| (a.min(lat(r)), b.max(lat(r))));
+            let (xlo, xhi) = extent(pts.iter().map(|(r, _)| lat(r)));
             let (xlo, xhi) = (xlo.max(1e-4) / 1.5, xhi.max(1e-3) * 1.5);
             let mut c = ChartBuilder::on(panel)
                 .caption(format!("modelled latency, {name}"), ("sans-serif", 16))

@@ -5,6 +5,11 @@
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
+/// The smallest and largest of `values` (`(f64::MAX, f64::MIN)` if none).
+pub fn extent(values: impl Iterator<Item = f64>) -> (f64, f64) {
+    values.fold((f64::MAX, f64::MIN), |(a, b), v| (a.min(v), b.max(v)))
+}
+
 /// Font size of point labels (pixels).
 pub const LABEL_SIZE: u32 = 12;
 

@@ -327,7 +327,7 @@ fn marker<DB: plotters::prelude::DrawingBackend>(
 
 /// Accuracy against latency, one panel per link.
 fn plot(rows: &[Point]) -> Result<String, String> {
-    use crate::plot::{LABEL_SIZE, Marker, legend_row, place_labels};
+    use crate::plot::{LABEL_SIZE, Marker, extent, legend_row, place_labels};
     use plotters::prelude::*;
     let mut svg = String::new();
     {
@@ -350,9 +350,7 @@ fn plot(rows: &[Point]) -> Result<String, String> {
                 ))
             })
             .map_err(|e| e.to_string())?;
-        let (ylo, yhi) = rows
-            .iter()
-            .fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.accuracy), b.max(p.accuracy)));
+        let (ylo, yhi) = extent(rows.iter().map(|p| p.accuracy));
         let pad = ((yhi - ylo) * 0.15).max(0.1);
         let panels = body.split_evenly((1, 2));
         for (panel, (name, lat)) in panels.iter().zip([
@@ -364,9 +362,7 @@ fn plot(rows: &[Point]) -> Result<String, String> {
                 p.wan_s
             }),
         ]) {
-            let (xlo, xhi) = rows
-                .iter()
-                .fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(lat(p)), b.max(lat(p))));
+            let (xlo, xhi) = extent(rows.iter().map(lat));
             let xpad = ((xhi - xlo) * 0.12).max(1e-3);
             let mut c = ChartBuilder::on(panel)
                 .caption(name, ("sans-serif", 15))
