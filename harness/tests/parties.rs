@@ -273,10 +273,9 @@ fn cli_errors_are_one_clear_line() {
 /// A fresh, empty directory for a demo's `TMPDIR`, so that what the demo
 /// leaves there can be seen.
 fn demo_tmp(tag: &str) -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("mpcvit-demo-test-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).expect("tmp");
-    d
+    let d = common::tmpdir(tag);
+    std::fs::remove_dir_all(&d).expect("clear tmp");
+    common::tmpdir(tag)
 }
 
 fn entries(d: &std::path::Path) -> Vec<std::path::PathBuf> {
@@ -291,7 +290,7 @@ fn entries(d: &std::path::Path) -> Vec<std::path::PathBuf> {
 /// agree with the plaintext, and the scratch directory is gone afterwards.
 #[test]
 fn demo_three_images() {
-    let tmp = demo_tmp("three");
+    let tmp = demo_tmp("demo-three");
     let c = bin()
         .env("TMPDIR", &tmp)
         .args(["demo", "--images", "3"])
@@ -338,7 +337,7 @@ fn children_of(pid: u32) -> Vec<u32> {
 #[cfg(target_os = "linux")]
 #[test]
 fn demo_ctrl_c_cleans_up() {
-    let tmp = demo_tmp("ctrl-c");
+    let tmp = demo_tmp("demo-ctrl-c");
     let c = bin()
         .env("TMPDIR", &tmp)
         .args(["demo", "--images", "16"])
