@@ -460,11 +460,6 @@ impl<'a> ModelView<'a> {
         self.bytes.get(start..start + 4 * self.arch.len(t)).unwrap_or(&[])
     }
 
-    /// Element `i` of a tensor.
-    pub fn get(&self, t: Tensor, i: usize) -> f32 {
-        self.tensor_bytes(t).get(4 * i..4 * i + 4).map_or(0.0, f32_le)
-    }
-
     /// Iterator over a tensor's elements.
     pub fn iter(&self, t: Tensor) -> impl Iterator<Item = f32> + 'a {
         self.tensor_bytes(t).chunks_exact(4).map(f32_le)

@@ -5,10 +5,11 @@
 //! ([`Seed::derive`]) use ChaCha20; the correlation lanes ([`Prg`]), which
 //! every party expands by the hundred megabytes per inference, use
 //! ChaCha12: the reduced-round variant that the `rand` crate's `StdRng`
-//! uses, with a wide margin over the best published attacks (7 rounds). Each lane is an independent keystream that can
-//! be read sequentially or from any word position, so a party regenerates a
-//! correlation when it needs it instead of storing it (device RAM stays bounded
-//! by a tile). Words are the keystream read as little-endian `u64`.
+//! uses, with a wide margin over the best published attacks (7 rounds).
+//! Each lane is an independent keystream that can be read sequentially or
+//! from any word position, so a party regenerates a correlation when it
+//! needs it instead of storing it (device RAM stays bounded by a tile).
+//! Words are the keystream read as little-endian `u64`.
 
 use chacha20::cipher::{KeyIvInit, StreamCipher, StreamCipherSeek};
 use chacha20::{ChaCha12, ChaCha20};
