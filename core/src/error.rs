@@ -30,8 +30,12 @@ pub enum ProtocolError {
     /// A set-up message has a version this build does not speak.
     BadVersion(u8),
     /// A key-confirmation tag did not verify: the peer does not hold the key,
-    /// or a relay changed the message.
+    /// a relay changed the message, or it belongs to another session (a
+    /// replay).
     Unauthenticated,
+    /// A set-up message does not decode (truncated, trailing bytes, a value
+    /// out of its type).
+    Malformed,
     /// More ops in one flight than this build holds open at once
     /// (`ops::flight::MAX_JOBS`): a smaller tile cuts the flight.
     TooManyOps,
@@ -53,7 +57,10 @@ impl fmt::Display for ProtocolError {
             Self::OutOfRange => f.write_str("value outside the protocol's stated range"),
             Self::Poisoned => f.write_str("session poisoned by an earlier error"),
             Self::BadVersion(v) => write!(f, "set-up message version {v} is not supported"),
-            Self::Unauthenticated => f.write_str("key confirmation failed (wrong key or altered relay)"),
+            Self::Unauthenticated => {
+                f.write_str("key confirmation failed (wrong key, altered relay, or a replay from another session)")
+            }
+            Self::Malformed => f.write_str("set-up message does not decode"),
             Self::BadWeights => {
                 f.write_str("the weights do not match the architecture (a tensor missing or of the wrong length)")
             }

@@ -57,6 +57,8 @@ pub enum DeviceError<E> {
         /// Length of the reason.
         reason_len: usize,
     },
+    /// The random source failed (no nonce could be drawn).
+    Randomness,
 }
 
 impl<E: fmt::Debug> fmt::Display for DeviceError<E> {
@@ -68,6 +70,7 @@ impl<E: fmt::Debug> fmt::Display for DeviceError<E> {
                 write!(f, "device buffer {which} too small: need {need}, have {have}")
             }
             Self::Refused { .. } => f.write_str("the host refused the session"),
+            Self::Randomness => f.write_str("the random source failed"),
         }
     }
 }
@@ -395,3 +398,6 @@ impl<T: Read + Write> Party for DeviceParty<'_, T> {
 }
 
 pub mod session;
+/// The RNG traits the set-up draws its nonce through (`rand_core`), for
+/// boards that wrap their TRNG.
+pub use rand_core;

@@ -8,61 +8,54 @@ use mpcvit_core::ops::vit::Tile;
 use mpcvit_core::ops::vit::{self, VitSpec, Weights};
 use mpcvit_core::prg::Seed;
 use mpcvit_core::provision::BlobView;
-use mpcvit_core::session::{self as s, Accept, DeviceHello};
+pub use mpcvit_core::session::Offer;
+use mpcvit_core::session::{self as s, Accept, Challenge, DeviceHello, Message};
 use mpcvit_core::{ProtocolError, SessionId};
 use mpcvit_transport::Meter;
 use mpcvit_transport::{FrameKind, Link};
+use rand_core::TryCryptoRng;
 
-/// What the device offers at set-up besides its nonce.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Offer {
-    /// CRC of the model its blob was made from.
-    pub model_crc: u32,
-    /// Fractional bits of its blob.
-    pub frac_bits: u8,
-    /// The cut of each layer it runs.
-    pub tile: Tile,
-    /// Whether the host sees the logits too.
-    pub logits_to_host: bool,
-    /// The blob's key check.
-    pub key_check: u32,
+/// Receives a set-up answer from the host: its message, or its refusal
+/// (an `Abort` whose reason is left in `buf`).
+fn answer<'b, T: Read + Write>(link: &mut Link<T>, buf: &'b mut [u8]) -> Result<&'b [u8], DeviceError<T::Error>> {
+    let (kind, p) = link.recv(buf)?;
+    match kind {
+        FrameKind::Abort => Err(DeviceError::Refused { reason_len: p.len() }),
+        FrameKind::Hello => Ok(p),
+        _ => Err(DeviceError::Protocol(ProtocolError::WrongOp)),
+    }
 }
 
-/// Runs the set-up on `link` (session 0): sends the hello for `nonce`
-/// with `offer`, checks the dealer's tag, binds the link to the session.
+/// Runs the set-up on `link` (session 0): takes the host's challenge,
+/// draws a nonce from `rng`, sends the hello with `offer` bound to the
+/// challenge, checks the dealer's tag, binds the link to the session.
 /// Returns the session id and the device's session key. `buf` receives
-/// the answer (64 bytes are enough; an abort reason longer than `buf` is
-/// a frame error).
-pub fn open<T: Read + Write>(
+/// the host's messages ([`s::DEVICE_RX_MAX`] bytes are enough; an abort
+/// reason longer than `buf` is a frame error).
+pub fn open<T: Read + Write, R: TryCryptoRng + ?Sized>(
     link: &mut Link<T>,
     device_key: &Seed,
-    nonce: u64,
+    rng: &mut R,
     offer: &Offer,
     buf: &mut [u8],
 ) -> Result<(SessionId, Seed), DeviceError<T::Error>> {
+    let sid = SessionId(Challenge::decode(answer(link, buf)?)?.session);
+    if sid.0 == 0 {
+        return Err(DeviceError::Protocol(ProtocolError::BadParameter));
+    }
+    let nonce = rng.try_next_u64().map_err(|_| DeviceError::Randomness)?;
     let kd = s::device_session_key(device_key, nonce);
-    let mut hello = [0u8; s::DEVICE_HELLO_LEN];
-    DeviceHello {
-        model_crc: offer.model_crc,
-        frac_bits: offer.frac_bits,
-        logits_to_host: offer.logits_to_host,
-        tile: offer.tile,
+    let tag = s::device_tag(&kd, sid, offer);
+    let mut hello = [0u8; DeviceHello::MAX_LEN];
+    let hello = DeviceHello {
+        offer: *offer,
         nonce,
-        tag: s::device_tag(&kd, offer.tile),
-        key_check: offer.key_check,
+        tag,
     }
-    .encode(&mut hello);
-    link.send(FrameKind::Hello, &hello)?;
-    let (kind, p) = link.recv(buf)?;
-    if kind == FrameKind::Abort {
-        return Err(DeviceError::Refused { reason_len: p.len() });
-    }
-    if kind != FrameKind::Hello {
-        return Err(DeviceError::Protocol(ProtocolError::WrongOp));
-    }
-    let acc = Accept::decode(p)?;
-    let sid = SessionId(acc.session);
-    if !s::tags_equal(&acc.tag, &s::dealer_tag(&kd, sid)) {
+    .encode(&mut hello)?;
+    link.send(FrameKind::Hello, hello)?;
+    let acc = Accept::decode(answer(link, buf)?)?;
+    if acc.session != sid.0 || !s::tags_equal(&acc.tag, &s::dealer_tag(&kd, sid, &tag)) {
         return Err(DeviceError::Protocol(ProtocolError::Unauthenticated));
     }
     link.set_session(sid.0);
@@ -138,8 +131,8 @@ impl<E> Failure<E> {
 }
 
 /// What the device brings to a session: its blob (architecture, model
-/// checksum, fractional bits, attention layout), its weights `W - B`, its
-/// key and a fresh nonce.
+/// checksum, fractional bits, attention layout), its weights `W - B` and
+/// its key.
 pub struct Deployment<'a> {
     /// The provisioning blob.
     pub blob: &'a BlobView<'a>,
@@ -147,18 +140,17 @@ pub struct Deployment<'a> {
     pub weights: &'a dyn Weights,
     /// The device's key (shared with the dealer).
     pub key: &'a Seed,
-    /// A fresh random nonce for this session.
-    pub nonce: u64,
 }
 
 /// One private inference of `pixels` (8-bit, `[c, h, w]`, normalised per
 /// channel by `(mean, std)`) with the host on `io`: set-up announcing
-/// `offer`'s tile and logits flag (the blob gives the model), forward pass,
+/// `offer`'s tile and logits flag (the blob gives the model), its nonce
+/// drawn from `rng` (a crypto RNG: the OS, the board's TRNG), forward pass,
 /// argmax. `clock` reads a tick counter (or returns 0); it is called at the
 /// start, after set-up and at the end.
 #[allow(clippy::result_large_err)] // see `Failure`
-pub fn infer<T: Read + Write>(
-    clock: &mut dyn FnMut() -> u64,
+pub fn infer<T: Read + Write, R: TryCryptoRng + ?Sized>(
+    (clock, rng): (&mut dyn FnMut() -> u64, &mut R),
     io: T,
     dep: &Deployment<'_>,
     (tile, logits_to_host): (Tile, bool),
@@ -189,7 +181,7 @@ pub fn infer<T: Read + Write>(
         logits_to_host,
         key_check: blob.key_check(),
     };
-    let (sid, kd) = match open(&mut link, dep.key, dep.nonce, &offer, b.rx) {
+    let (sid, kd) = match open(&mut link, dep.key, rng, &offer, b.rx) {
         Ok(v) => v,
         Err(DeviceError::Refused { reason_len }) => {
             let mut reason = [0u8; REASON_MAX];

@@ -248,7 +248,7 @@ pub fn run(a: &Args) -> Result<(), String> {
             wan_s: wan,
             scratch_bytes_per_party: 8 * mpcvit_core::ops::vit::scratch_len(&ar, t) as u64,
             plain_s: plain,
-            protocol: mpcvit_core::session::VERSION,
+            protocol: mpcvit_core::session::COMPUTATION,
             runs: a.repeat,
         };
         print!("{}", table_row(&row));

@@ -32,9 +32,9 @@ pub fn dealer(a: &DealerArgs) -> Result<(), String> {
     let l = listen(&a.listen, "dealer")?;
     announce("dealer", &l)?;
     // a host is refused by closing: it expects a sealed opening, not a frame
-    serve(&l, a.server.serve_limits(), None, move |s| {
+    serve(&l, a.server.serve_limits(), None, move |s, admission| {
         let d = d.clone();
-        move || match d.session(s) {
+        move || match d.session(s, &admission) {
             Ok(sid) => info!("dealer: session {:016x} done", sid.0),
             Err(e) => warn!("dealer: session failed: {e}"),
         }

@@ -4,7 +4,7 @@
 
 use crate::data;
 use crate::image::{norm_stats, read_pnm};
-use crate::keys::{DEVICE_KEY, random_u64, read_key};
+use crate::keys::{DEVICE_KEY, os_rng, read_key};
 use crate::net::{connect, seconds};
 use mpcvit_core::ops::vit::{self, Tile};
 use mpcvit_core::provision::BlobView;
@@ -174,6 +174,16 @@ pub fn device(a: &DeviceArgs) -> Result<(), String> {
     Ok(())
 }
 
+/// Whether the host's records did not open under our pre-shared key (or
+/// were not sealed at all).
+fn not_sealed_by_us(e: &mpcvit_host::net::LinkError) -> bool {
+    use mpcvit_host::net::NetError;
+    matches!(
+        e,
+        mpcvit_transport::Error::Transport(NetError::Auth | NetError::Malformed)
+    )
+}
+
 /// Runs one private inference as the device ([`mpcvit_device::session::infer`],
 /// as every firmware runs it).
 pub fn device_run(a: &DeviceArgs) -> Result<DeviceReport, String> {
@@ -192,7 +202,6 @@ pub fn device_run(a: &DeviceArgs) -> Result<DeviceReport, String> {
         blob: &blob,
         weights: &map,
         key: &key,
-        nonce: random_u64()?,
     };
     // The key stays in its zeroizing Seed; the link borrows it.
     let psk = a.psk.as_deref().map(read_key).transpose()?;
@@ -221,7 +230,7 @@ pub fn device_run(a: &DeviceArgs) -> Result<DeviceReport, String> {
     };
     let mut clock = || u64::try_from(t_start.elapsed().as_nanos()).unwrap_or(u64::MAX);
     let r = ds::infer(
-        &mut clock,
+        (&mut clock, &mut os_rng()),
         io,
         &dep,
         (a.tile, a.logits_to_host),
@@ -235,12 +244,13 @@ pub fn device_run(a: &DeviceArgs) -> Result<DeviceReport, String> {
             return Err(format!("the host refused the session: {}", f.reason().unwrap_or("?")));
         }
         Err(Failure::Setup(e)) => return Err(e.into()),
+        Err(Failure::Handshake(DeviceError::Randomness)) => return Err("no OS randomness for the nonce".into()),
         Err(Failure::Handshake(DeviceError::Protocol(ProtocolError::Unauthenticated))) => {
             return Err(
                 "the dealer's key confirmation failed: the host's dealer does not hold this device's key".into(),
             );
         }
-        Err(Failure::Handshake(DeviceError::Link(e))) if peer_gone(&e) => {
+        Err(Failure::Handshake(DeviceError::Link(e))) if peer_gone(&e) || not_sealed_by_us(&e) => {
             return Err(if a.psk.is_some() {
                 "the host closed the connection during set-up: check that host and device use the same --psk \
                      (sealed records that do not authenticate are refused; the host's log says why)"

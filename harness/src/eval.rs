@@ -12,7 +12,7 @@ use crate::progress::Progress;
 use mpcvit_core::FixedPoint;
 use mpcvit_core::model::ModelView;
 use mpcvit_core::ops::vit::Tile;
-use mpcvit_core::session::VERSION;
+use mpcvit_core::session::COMPUTATION;
 use mpcvit_host::local::{self, LocalKeys};
 use mpcvit_host::{reference, weight_maps};
 use serde::{Deserialize, Serialize};
@@ -54,8 +54,8 @@ pub struct Args {
 #[derive(Serialize, Deserialize, Debug, Clone, Copy)]
 struct Run {
     model_crc: u32,
-    /// The protocol version that ran it (`mpcvit_core::session::VERSION`,
-    /// which changes with the computation; 0 in journals from before).
+    /// The computation version that ran it
+    /// (`mpcvit_core::session::COMPUTATION`; 0 in journals from before).
     #[serde(default)]
     version: u8,
     image: usize,
@@ -115,7 +115,7 @@ fn journal_runs(text: &str, model_crc: u32) -> impl Iterator<Item = (Run, &str)>
     let mut images = std::collections::HashSet::new();
     text.lines().filter_map(move |line| {
         let r = serde_json::from_str::<Run>(line).ok()?;
-        (r.model_crc == model_crc && r.version == VERSION && images.insert(r.image)).then_some((r, line))
+        (r.model_crc == model_crc && r.version == COMPUTATION && images.insert(r.image)).then_some((r, line))
     })
 }
 
@@ -186,8 +186,9 @@ pub struct Report {
     pub mean_host_to_device_bytes: f64,
     /// Rounds per inference.
     pub rounds: u64,
-    /// Protocol version of the secure runs (`mpcvit_core::session::VERSION`;
-    /// 0 in reports from before it was recorded).
+    /// Computation version of the secure runs
+    /// (`mpcvit_core::session::COMPUTATION`; 0 in reports from before it
+    /// was recorded).
     #[serde(default)]
     pub version: u8,
     /// Largest |secure - fixed-point| logit over the secure images that
@@ -261,7 +262,7 @@ pub fn run(a: &Args) -> Result<(), String> {
         mean_device_to_host_bytes: tally.device_to_host as f64 / ns.max(1) as f64,
         mean_host_to_device_bytes: tally.host_to_device as f64 / ns.max(1) as f64,
         rounds: tally.rounds,
-        version: VERSION,
+        version: COMPUTATION,
         max_logit_error: (tally.logit_runs > 0).then_some(tally.max_logit_error),
         logit_error_images: tally.logit_runs,
     };
@@ -413,7 +414,7 @@ impl Secure<'_> {
         let g: Vec<f64> = inf.logits.iter().map(|&v| self.fp.decode(v)).collect();
         Ok(Run {
             model_crc: self.model_crc,
-            version: VERSION,
+            version: COMPUTATION,
             image: i,
             label,
             secure: argmax(&g),

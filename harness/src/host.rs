@@ -46,9 +46,9 @@ pub fn host(a: &HostArgs) -> Result<(), String> {
     let busy = h.busy_reply(a.server.serve_limits().1);
     let l = listen(&a.listen, "host")?;
     announce("host", &l)?;
-    serve(&l, a.server.serve_limits(), busy.as_deref(), move |s| {
+    serve(&l, a.server.serve_limits(), busy.as_deref(), move |s, admission| {
         let h = h.clone();
-        move || match h.session(s) {
+        move || match h.session(s, &admission) {
             Ok(r) => {
                 let sid = format!("{:016x}", r.session.0);
                 info!(

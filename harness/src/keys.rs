@@ -2,6 +2,7 @@
 //! (device and dealer), 64 hex digits each, created by `mpcvit keygen`.
 
 use mpcvit_core::prg::Seed;
+use rand_core::TryRng;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -59,13 +60,21 @@ fn write_key(f: &mut std::fs::File, path: &Path, key: &Seed) -> Result<(), Strin
 
 fn random_seed() -> Result<Seed, String> {
     let mut k = [0u8; 32];
-    getrandom::fill(&mut k).map_err(|e| format!("no OS randomness: {e}"))?;
+    os_rng()
+        .try_fill_bytes(&mut k)
+        .map_err(|e| format!("no OS randomness: {e}"))?;
     Ok(Seed::from_bytes(k))
+}
+
+/// The OS's crypto RNG, through the `rand_core` trait every party's
+/// randomness comes through (the boards' TRNGs implement it too).
+pub fn os_rng() -> impl rand_core::TryCryptoRng<Error = getrandom::Error> {
+    getrandom::SysRng
 }
 
 /// A random 64-bit number from the OS.
 pub fn random_u64() -> Result<u64, String> {
-    getrandom::u64().map_err(|e| format!("no OS randomness: {e}"))
+    os_rng().try_next_u64().map_err(|e| format!("no OS randomness: {e}"))
 }
 
 /// Options of `mpcvit keygen`.

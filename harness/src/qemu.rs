@@ -3,8 +3,8 @@
 //! relay that socket to the host, and read the firmware's report.
 //!
 //! The relay (this process) sits where a serial-to-network bridge would: it
-//! sends the firmware's 13-byte preamble (a fresh nonce, standing in for the
-//! RNG QEMU's mps2 lacks, and the test image's index), then copies bytes
+//! sends the firmware's 13-byte preamble (a fresh random seed, standing in
+//! for the RNG QEMU's mps2 lacks, and the test image's index), then copies bytes
 //! both ways and counts them. QEMU runs with `-icount shift=0`, so the
 //! firmware's SysTick counts instructions (one tick = 40).
 
@@ -223,10 +223,10 @@ fn relay(
     };
     uart.set_nonblocking(false).map_err(|e| e.to_string())?;
     uart.set_nodelay(true).map_err(|e| e.to_string())?;
-    let nonce = getrandom::u64().map_err(|e| format!("no OS randomness: {e}"))?;
+    let seed = crate::keys::random_u64()?;
     let mut pre = Vec::with_capacity(13);
     pre.extend_from_slice(b"MVQ1");
-    pre.extend_from_slice(&nonce.to_le_bytes());
+    pre.extend_from_slice(&seed.to_le_bytes());
     pre.push(index);
     (&uart)
         .write_all(&pre)

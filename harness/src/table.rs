@@ -11,7 +11,7 @@
 //! timing when it exists for this protocol version.
 
 use crate::eval::Report as Eval;
-use mpcvit_core::session::VERSION;
+use mpcvit_core::session::COMPUTATION;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -51,7 +51,7 @@ pub struct Timing {
     pub device_to_host_bytes: u64,
     /// Host -> device bytes of one inference.
     pub host_to_device_bytes: u64,
-    /// Session protocol version timed.
+    /// Computation version timed (`session::COMPUTATION`).
     pub version: u8,
 }
 
@@ -63,9 +63,9 @@ impl Timing {
     }
 }
 
-/// A row's timing of this protocol version (another version's is ignored).
+/// A row's timing of this computation version (another version's is ignored).
 fn read_timing(dir: &Path) -> Result<Option<Timing>, String> {
-    Ok(read_json::<Timing>(&dir.join("timing.json"))?.filter(|t| t.version == VERSION))
+    Ok(read_json::<Timing>(&dir.join("timing.json"))?.filter(|t| t.version == COMPUTATION))
 }
 
 /// Times `n` secure inferences of the model in `dir` (a fixed synthetic
@@ -91,7 +91,7 @@ fn time_row(dir: &Path, n: u32) -> Result<Timing, String> {
         rounds: m.rounds,
         device_to_host_bytes: m.bytes_sent,
         host_to_device_bytes: m.bytes_recv,
-        version: VERSION,
+        version: COMPUTATION,
     };
     let json = serde_json::to_string_pretty(&t).map_err(|e| e.to_string())?;
     crate::float::write_atomic(&dir.join("timing.json"), json.as_bytes())?;
@@ -179,8 +179,8 @@ pub fn render(runs: &Path) -> Result<String, String> {
             Some(e) => {
                 // secure runs of an older protocol (another computation) say so
                 let version = match e.version {
-                    VERSION => String::new(),
-                    0 => format!(", protocol < {VERSION}"),
+                    COMPUTATION => String::new(),
+                    0 => format!(", protocol < {COMPUTATION}"),
                     v => format!(", protocol {v}"),
                 };
                 let _ = writeln!(
@@ -284,7 +284,7 @@ fn points(runs: &Path) -> Result<Vec<Point>, String> {
     }
     if v.is_empty() {
         return Err(format!(
-            "no row of {} has both eval.json and a timing.json of protocol {VERSION}: run `mpcvit table --time 5` first",
+            "no row of {} has both eval.json and a timing.json of protocol {COMPUTATION}: run `mpcvit table --time 5` first",
             runs.display()
         ));
     }
@@ -482,7 +482,7 @@ mod tests {
                 // reports written before these fields were added ran the first
                 // images, with an older protocol
                 j["secure_spread"] = true.into();
-                j["version"] = VERSION.into();
+                j["version"] = COMPUTATION.into();
             }
             std::fs::write(d.join(dir).join("eval.json"), j.to_string()).unwrap();
         };
@@ -518,7 +518,7 @@ mod tests {
                 .unwrap()
                 .to_string()
         };
-        timing("mu0.5-kd", VERSION);
+        timing("mu0.5-kd", COMPUTATION);
         let row = mu05_row();
         // 0.123 + 100 x 0.04 + 4e7 / 4e8
         assert!(row.contains("| 100.00 % | 0.123 | 4.22 | 116 |"), "{row}");
@@ -526,13 +526,13 @@ mod tests {
         assert_eq!(pts.len(), 1);
         assert!((pts[0].wan_s - 4.223).abs() < 1e-9 && pts[0].kind == 1);
         assert!(plot(&pts).unwrap().contains("<svg"));
-        timing("mu0.5-kd", VERSION.wrapping_add(1));
+        timing("mu0.5-kd", COMPUTATION.wrapping_add(1));
         let row = mu05_row();
         assert!(row.contains("| 100.00 % | 1.50 |  | 116 |"), "{row}");
         assert!(points(&d).unwrap_err().contains("--time"));
         let teacher = t.lines().find(|l| l.starts_with("| Softmax (teacher) |")).unwrap();
         assert!(
-            teacher.contains(&format!("90.00 % (first 1000, protocol < {VERSION})")),
+            teacher.contains(&format!("90.00 % (first 1000, protocol < {COMPUTATION})")),
             "{teacher}"
         );
         // unfinished rows say how far they have got
@@ -554,11 +554,11 @@ mod tests {
                  \"seconds\":1.0,\"device_to_host\":1,\"host_to_device\":1,\"rounds\":1}}\n"
             )
         };
-        let journal = line(crc, VERSION, 0)
-            + &line(crc, VERSION, 0)
+        let journal = line(crc, COMPUTATION, 0)
+            + &line(crc, COMPUTATION, 0)
             + &line(crc, 0, 10)
-            + &line(crc + 1, VERSION, 20)
-            + &line(crc, VERSION, 30)
+            + &line(crc + 1, COMPUTATION, 20)
+            + &line(crc, COMPUTATION, 30)
             + "{";
         std::fs::write(d.join("mu0.7").join("secure.jsonl"), journal).unwrap();
         std::fs::create_dir_all(d.join("mu0.3-kd")).unwrap();

@@ -9,11 +9,12 @@
 mod common;
 use common::{Setup, bin, s, setup, start_dealer, start_host};
 use mpcvit_core::FixedPoint;
+use mpcvit_core::SessionId;
 use mpcvit_core::model::ModelView;
 use mpcvit_core::ops::vit::Tile;
 use mpcvit_core::prg::Seed;
 use mpcvit_core::provision;
-use mpcvit_core::session::{self, DealerSetup};
+use mpcvit_core::session::{self, DealerSetup, Message, Offer};
 use mpcvit_transport::seal::{SALT_LEN, Sealed};
 use mpcvit_transport::tcp::Tcp;
 use mpcvit_transport::{FrameKind, Link};
@@ -29,26 +30,49 @@ fn read_key(p: &std::path::Path) -> Seed {
     Seed::from_bytes(k)
 }
 
+/// The device's offer for the model of `st`, its blob made under `st`'s
+/// host key.
+fn offer(st: &Setup) -> Offer {
+    let crc = provision::model_crc(&std::fs::read(&st.model).expect("model"));
+    Offer {
+        model_crc: crc,
+        frac_bits: u8::try_from(FixedPoint::default().frac_bits()).expect("f"),
+        tile: Tile::WHOLE,
+        logits_to_host: false,
+        key_check: session::blob_key_check(&read_key(&st.keys.join("host.key")), crc),
+    }
+}
+
 /// The set-up message the host sends the dealer for a device of `st` with
-/// `nonce`: it needs only the device key (for the tag) and the model's
-/// plan, which the device's blob holds.
-fn setup_message(st: &Setup, session: u64, nonce: u64) -> Vec<u8> {
+/// `nonce`, offering `offer` with a tag over `tagged` (the session id the
+/// device answered): it needs only the device key (for the tag) and the
+/// model's plan, which the device's blob holds.
+fn setup_for(st: &Setup, (session, tagged): (u64, u64), nonce: u64, offer: Offer) -> Vec<u8> {
     let kd = session::device_session_key(&read_key(&st.keys.join("device.key")), nonce);
-    let mut m = [0u8; session::DEALER_SETUP_LEN];
-    DealerSetup {
+    let mut m = vec![0u8; DealerSetup::MAX_LEN];
+    let n = DealerSetup {
         session,
         nonce,
-        tile: Tile::WHOLE,
-        tag: session::device_tag(&kd, Tile::WHOLE),
+        offer,
+        tag: session::device_tag(&kd, SessionId(tagged), &offer),
     }
-    .encode(&mut m);
+    .encode(&mut m)
+    .expect("encode")
+    .len();
+    m.truncate(n);
     let model = std::fs::read(&st.model).expect("model");
     let view = ModelView::parse(&model).expect("parse");
     let a = view.arch();
     let mut plan = vec![0; provision::plan_len(&a)];
     let fp = FixedPoint::default();
     provision::encode_plan(&a, fp.frac_bits(), provision::model_crc(&model), &view, &mut plan).expect("plan");
-    m.iter().chain(&plan).copied().collect()
+    m.extend_from_slice(&plan);
+    m
+}
+
+/// A well-formed set-up for session `session`.
+fn setup_message(st: &Setup, session: u64, nonce: u64) -> Vec<u8> {
+    setup_for(st, (session, session), nonce, offer(st))
 }
 
 fn connect(addr: &str) -> Tcp {
@@ -140,4 +164,71 @@ fn the_dealer_refuses_a_repeated_set_up() {
     drop(first);
     let mut again = sealed_link(&dealer.1, &link_key, 8);
     assert_eq!(answer(&mut again, &msg), Some(FrameKind::Abort));
+}
+
+/// Every set-up is bound to its session and checked against the
+/// deployment before anything is dealt: a device tag made for another
+/// session id (a hello replayed into a new session), an offer changed on
+/// the way (the tile, the logits flag), a blob under another host key, and
+/// a plan for another model than the device's are each refused, on a link
+/// that the real host key opens.
+#[test]
+fn the_dealer_refuses_set_ups_not_bound_to_their_session() {
+    let st = setup("dealer-link-bound");
+    let dealer = start_dealer(&st, &[]);
+    let link_key = session::host_dealer_link_key(&read_key(&st.keys.join("host.key")));
+    let o = offer(&st);
+    let ask = |salt: u8, msg: &[u8]| {
+        let mut l = sealed_link(&dealer.1, &link_key, salt);
+        l.send(FrameKind::Hello, msg).expect("send");
+        let mut buf = vec![0u8; 1 << 16];
+        let (k, p) = l.recv(&mut buf).expect("answer");
+        (k, String::from_utf8_lossy(p).into_owned())
+    };
+    // the tag answered session 0x50, the set-up claims 0x51
+    let (k, why) = ask(1, &setup_for(&st, (0x51, 0x50), 11, o));
+    assert_eq!(k, FrameKind::Abort);
+    assert!(why.contains("replayed from another session"), "{why}");
+    // the tag covers the offer the device made; a relay changes it
+    let tagged = setup_for(&st, (0x52, 0x52), 12, o);
+    for changed in [
+        Offer {
+            tile: Tile { rows: 1, ..Tile::WHOLE },
+            ..o
+        },
+        Offer {
+            logits_to_host: true,
+            ..o
+        },
+    ] {
+        let (d, plan) = DealerSetup::decode_prefix(&tagged).expect("decode");
+        let mut m = vec![0u8; DealerSetup::MAX_LEN];
+        let n = DealerSetup { offer: changed, ..d }
+            .encode(&mut m)
+            .expect("encode")
+            .len();
+        m.truncate(n);
+        m.extend_from_slice(plan);
+        let (k, why) = ask(2, &m);
+        assert_eq!(k, FrameKind::Abort, "{changed:?}");
+        assert!(why.contains("key confirmation failed"), "{why}");
+    }
+    // the untouched set-up is answered: the refusals above are the binding's
+    assert_eq!(ask(3, &tagged).0, FrameKind::Hello);
+    // a blob under another host key, even with a valid tag over it
+    let other = Offer {
+        key_check: o.key_check ^ 1,
+        ..o
+    };
+    let (k, why) = ask(4, &setup_for(&st, (0x53, 0x53), 13, other));
+    assert_eq!(k, FrameKind::Abort);
+    assert!(why.contains("another host key"), "{why}");
+    // an offer for another model than the plan the host sends
+    let wrong = Offer {
+        model_crc: o.model_crc ^ 1,
+        ..o
+    };
+    let (k, why) = ask(5, &setup_for(&st, (0x54, 0x54), 14, wrong));
+    assert_eq!(k, FrameKind::Abort);
+    assert!(why.contains("another model"), "{why}");
 }

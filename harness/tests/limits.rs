@@ -4,7 +4,7 @@
 //! warnings), and serve devices again once descriptors are free.
 
 mod common;
-use common::{Server, device, expected, prediction, s, setup, start_dealer};
+use common::{Server, device, expected, half_device, prediction, s, setup, start_dealer};
 use std::io::{BufRead, BufReader};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
@@ -73,17 +73,18 @@ fn accept_failures_back_off() {
     assert!((1..100).contains(&warnings), "{warnings} accept warnings");
 }
 
-/// Past `--max-sessions` a connection is refused at once, with a reason the
-/// device prints (it costs the host no thread and no session memory), and
-/// once the sessions in flight end a device is served again.
+/// Past `--max-sessions` sessions whose device is authenticated, a
+/// connection is refused at once, with a reason the device prints (it costs
+/// the host no thread and no session memory), and once the sessions in
+/// flight end a device is served again.
 #[test]
 fn connections_past_max_sessions_are_refused_at_once() {
     use std::io::Read;
     let st = setup("limits-sessions");
     let dealer = start_dealer(&st, &[]);
     let host = common::start_host(&st, &dealer.1, &["--max-sessions", "2", "--timeout", "30"]);
-    let idle: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(&host.1).expect("connect")).collect();
-    std::thread::sleep(Duration::from_millis(300));
+    // two devices past set-up (admitted), idle in their inference
+    let held: Vec<_> = (0..2).map(|_| half_device(&st, &host.1)).collect();
     let mut third = TcpStream::connect(&host.1).expect("connect");
     third.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
     let t0 = std::time::Instant::now();
@@ -103,10 +104,48 @@ fn connections_past_max_sessions_are_refused_at_once() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(err.contains("the host is busy"), "{err}");
-    drop(idle);
+    drop(held);
     std::thread::sleep(Duration::from_millis(500));
     let (p, _) = prediction(&device(&st, &host.1, 0, &[]));
     assert_eq!(p, expected(&st, 0));
+}
+
+/// A flood of connections that never finish their set-up, at the host and
+/// at the dealer, each far past `--max-sessions`: a real device is served
+/// meanwhile (a new connection takes the slot of the oldest one still in
+/// set-up), and each server holds at most its `--max-sessions` threads.
+#[test]
+fn a_flood_of_idle_connections_does_not_keep_a_device_out() {
+    let st = setup("limits-flood");
+    let dealer = start_dealer(&st, &["--max-sessions", "4", "--timeout", "60"]);
+    let host = common::start_host(&st, &dealer.1, &["--max-sessions", "4", "--timeout", "60"]);
+    let mut flood = Vec::new();
+    for _ in 0..100 {
+        flood.push(TcpStream::connect(&host.1).expect("host"));
+        flood.push(TcpStream::connect(&dealer.1).expect("dealer"));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    for (server, pid) in [("host", host.0.id()), ("dealer", dealer.0.id())] {
+        let threads = threads_of(pid);
+        // the accept loop, at most 4 sessions, and those closed to make
+        // room that have not yet ended
+        assert!(threads <= 1 + 2 * 4, "{server}: {threads} threads");
+    }
+    for i in 0..3 {
+        let (p, _) = prediction(&device(&st, &host.1, i, &[]));
+        assert_eq!(p, expected(&st, i));
+        // the flood goes on between the devices
+        for _ in 0..20 {
+            flood.push(TcpStream::connect(&host.1).expect("host"));
+            flood.push(TcpStream::connect(&dealer.1).expect("dealer"));
+        }
+    }
+    drop(flood);
+}
+
+/// Threads of process `pid` (Linux).
+fn threads_of(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, |d| d.count())
 }
 
 /// A host that never answers: the device gives up after its timeout with a

@@ -5,10 +5,12 @@
 //! clear line with exit code 1 (2 for usage).
 
 mod common;
-use common::{Setup, bin, device, expected, prediction, s, setup, start_dealer, start_host, tiny_model_seeded};
+use common::{
+    bin, connect, device, device_key, device_offer, expected, half_device, prediction, s, setup, start_dealer,
+    start_host, tiny_model_seeded,
+};
 use mpcvit_core::SessionId;
-use mpcvit_core::prg::Seed;
-use mpcvit_core::session::{self, Accept, DeviceHello};
+use mpcvit_core::session::{self, Accept, Challenge, DeviceHello, Message};
 use mpcvit_transport::tcp::Tcp;
 use mpcvit_transport::{FrameKind, Link};
 use std::net::TcpStream;
@@ -24,41 +26,11 @@ fn fails_with(o: &Output, code: i32, needle: &str) {
     }
 }
 
-/// Opens a session as a well-behaved device would, then returns the link
-/// (the caller misbehaves on it).
-fn half_device(st: &Setup, host: &str) -> Link<Tcp> {
-    let hex = std::fs::read_to_string(st.keys.join("device.key")).expect("key");
-    let mut k = [0u8; 32];
-    for (i, b) in k.iter_mut().enumerate() {
-        *b = u8::from_str_radix(&hex.trim()[2 * i..2 * i + 2], 16).expect("hex");
-    }
-    let key = Seed::from_bytes(k);
-    let blob = std::fs::read(&st.blob).expect("blob");
-    let b = mpcvit_core::provision::BlobView::parse(&blob).expect("blob");
-    let nonce = 0x1234_5678;
-    let kd = session::device_session_key(&key, nonce);
-    let t = Tcp::new(TcpStream::connect(host).expect("connect"), None).expect("tcp");
-    let mut l = Link::new(t, 0);
-    let mut hello = [0u8; session::DEVICE_HELLO_LEN];
-    DeviceHello {
-        model_crc: b.model_crc(),
-        frac_bits: 16,
-        logits_to_host: false,
-        tile: mpcvit_core::ops::vit::Tile::WHOLE,
-        nonce,
-        tag: session::device_tag(&kd, mpcvit_core::ops::vit::Tile::WHOLE),
-        key_check: b.key_check(),
-    }
-    .encode(&mut hello);
-    l.send(FrameKind::Hello, &hello).expect("hello");
-    let mut buf = [0u8; 64];
-    let acc = Accept::decode(l.recv_kind(FrameKind::Hello, &mut buf).expect("accept")).expect("decode");
-    assert!(session::tags_equal(
-        &acc.tag,
-        &session::dealer_tag(&kd, SessionId(acc.session))
-    ));
-    l.set_session(acc.session);
-    l
+/// The host's next set-up frame on `l`: its kind and payload.
+fn next_frame(l: &mut Link<Tcp>) -> (FrameKind, Vec<u8>) {
+    let mut buf = [0u8; 1024];
+    let (k, p) = l.recv(&mut buf).expect("frame");
+    (k, p.to_vec())
 }
 
 // One scenario on one set of servers, step by step (each step needs the
@@ -504,4 +476,114 @@ fn logits_revealed_to_the_host_on_request() {
         !lines.iter().any(|l| l.contains(&sid_quiet)),
         "the quiet session stays private"
     );
+}
+
+/// A hello answers one challenge: recorded (with the device key unknown to
+/// the recorder) and replayed to the host, alone or as the start of a whole
+/// recorded device transcript, it meets a new session id and is refused
+/// before the host sends anything but its challenge and the refusal.
+#[test]
+fn recorded_hellos_and_transcripts_are_refused() {
+    let st = setup("parties-replay");
+    let dealer = start_dealer(&st, &[]);
+    let host = start_host(&st, &dealer.1, &["--timeout", "10"]);
+    let h = host.1.as_str();
+
+    // a device's hello, recorded: answered once
+    let kd = session::device_session_key(&device_key(&st), 0x5eed);
+    let mut l = connect(h);
+    let (k, c) = next_frame(&mut l);
+    assert_eq!(k, FrameKind::Hello);
+    let sid = SessionId(Challenge::decode(&c).expect("challenge").session);
+    let offer = device_offer(&st);
+    let tag = session::device_tag(&kd, sid, &offer);
+    let mut hello = [0u8; DeviceHello::MAX_LEN];
+    let hello = DeviceHello {
+        offer,
+        nonce: 0x5eed,
+        tag,
+    }
+    .encode(&mut hello)
+    .expect("encode")
+    .to_vec();
+    l.send(FrameKind::Hello, &hello).expect("hello");
+    let (k, a) = next_frame(&mut l);
+    assert_eq!(k, FrameKind::Hello);
+    let acc = Accept::decode(&a).expect("accept");
+    assert!(session::tags_equal(&acc.tag, &session::dealer_tag(&kd, sid, &tag)));
+    drop(l);
+    // ... replayed: each replay meets another session id, and is refused
+    for _ in 0..3 {
+        let mut l = connect(h);
+        let (k, c) = next_frame(&mut l);
+        assert_eq!(k, FrameKind::Hello);
+        assert_ne!(Challenge::decode(&c).expect("challenge").session, sid.0);
+        l.send(FrameKind::Hello, &hello).expect("replay");
+        let (k, why) = next_frame(&mut l);
+        assert_eq!(k, FrameKind::Abort);
+        let why = String::from_utf8_lossy(&why);
+        assert!(why.contains("replayed from another session"), "{why}");
+    }
+
+    // A whole device transcript, recorded through a relay, then replayed
+    // on a new connection: its hello frame, then the rest.
+    let relay = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let relay_addr = relay.local_addr().expect("addr").to_string();
+    let host_addr = h.to_string();
+    let recorder = std::thread::spawn(move || {
+        let (mut d, _) = relay.accept().expect("accept");
+        let mut up = TcpStream::connect(&host_addr).expect("host");
+        let (mut d2, mut up2) = (d.try_clone().expect("clone"), up.try_clone().expect("clone"));
+        let down = std::thread::spawn(move || std::io::copy(&mut up2, &mut d2));
+        let mut rec = Vec::new();
+        let mut buf = [0u8; 1 << 16];
+        loop {
+            match std::io::Read::read(&mut d, &mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    rec.extend_from_slice(&buf[..n]);
+                    if std::io::Write::write_all(&mut up, &buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        let _ = up.shutdown(std::net::Shutdown::Write);
+        let _ = down.join();
+        rec
+    });
+    let (p, _) = prediction(&device(&st, &relay_addr, 0, &[]));
+    assert_eq!(p, expected(&st, 0));
+    let transcript = recorder.join().expect("recorder");
+    let frames = frames_of(&transcript);
+    assert!(frames.len() > 10, "{} frames recorded", frames.len());
+    let mut raw = TcpStream::connect(h).expect("connect");
+    raw.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .expect("timeout");
+    std::io::Write::write_all(&mut raw, &transcript[..frames[0].1]).expect("hello");
+    let mut back = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut raw, &mut back);
+    let _ = std::io::Write::write_all(&mut raw, &transcript[frames[0].1..]);
+    let kinds: Vec<FrameKind> = frames_of(&back).into_iter().map(|f| f.0).collect();
+    assert_eq!(
+        kinds,
+        [FrameKind::Hello, FrameKind::Abort],
+        "the host answered the replay with {kinds:?}"
+    );
+    // and the host goes on serving
+    let (p, _) = prediction(&device(&st, h, 1, &[]));
+    assert_eq!(p, expected(&st, 1));
+}
+
+/// The frames in `b`: each one's kind and where it ends.
+fn frames_of(b: &[u8]) -> Vec<(FrameKind, usize)> {
+    use mpcvit_transport::frame::{HEADER_LEN, Header, OVERHEAD};
+    let mut out = Vec::new();
+    let mut at = 0;
+    while let Some(h) = b.get(at..at + HEADER_LEN) {
+        let h = Header::decode(h.try_into().expect("header"), 1 << 26).expect("frame header");
+        at += OVERHEAD + h.len as usize;
+        out.push((h.kind, at));
+    }
+    out
 }

@@ -113,7 +113,7 @@ pub fn link(
     let t = Shaped::new(tcp, profile);
     let salt = || -> Result<[u8; SALT_LEN], OpenError> {
         let mut salt = [0u8; SALT_LEN];
-        getrandom::fill(&mut salt).map_err(|_| OpenError::Randomness)?;
+        rand_core::TryRng::try_fill_bytes(&mut getrandom::SysRng, &mut salt).map_err(|_| OpenError::Randomness)?;
         Ok(salt)
     };
     let bufs = || (vec![0u8; RECORD], vec![0u8; RECORD]);

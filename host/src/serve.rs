@@ -4,7 +4,8 @@
 //!
 //! Topology: the dealer and the host listen; a device connects to the host;
 //! for each device the host opens a connection to the dealer and relays the
-//! device's set-up (a nonce and a key-confirmation tag, `core::session`).
+//! device's set-up (its answer to the host's challenge: a nonce and a
+//! key-confirmation tag bound to the session, `core::session`).
 //! The device's correlations come from its provisioned key and its nonce,
 //! which the host never sees in a usable form; all the dealer sends goes to
 //! the host. Each device connection is one session with its own id.
@@ -17,13 +18,14 @@ use mpcvit_core::model::{ModelError, ModelView};
 use mpcvit_core::ops::vit::{self, VitSpec};
 use mpcvit_core::prg::Seed;
 use mpcvit_core::provision::{self, BlobView};
-use mpcvit_core::session::{self, Accept, DealerSetup, DeviceHello};
+use mpcvit_core::session::{self, Accept, Challenge, DealerConfirm, DealerSetup, DeviceHello, Message, Offer};
 use mpcvit_core::{FixedPoint, ProtocolError, SessionId};
 use mpcvit_transport::tcp::Deadline;
 use mpcvit_transport::{FrameKind, Link};
 use std::collections::HashSet;
 use std::net::{TcpListener, TcpStream};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Largest set-up frame (a plan is a few kB; an abort reason a line).
@@ -81,6 +83,9 @@ pub enum SessionError {
     OtherHostKey,
     /// The device's key confirmation failed at the dealer.
     Unauthenticated,
+    /// The host relayed a device's offer for another model than its plan's
+    /// (at the dealer).
+    PlanMismatch,
     /// The session id was used before (a replayed set-up).
     Replayed(u64),
     /// The host cannot reach its dealer.
@@ -125,8 +130,10 @@ impl std::fmt::Display for SessionError {
                  device again with this host's key (`mpcvit provision`)",
             ),
             Self::Unauthenticated => f.write_str(
-                "the device's key confirmation failed (device and dealer keys differ, or the relay changed it)",
+                "the device's key confirmation failed (device and dealer keys differ, the relay changed the set-up, \
+                 or it was replayed from another session)",
             ),
+            Self::PlanMismatch => f.write_str("the host's plan is for another model than the device's offer"),
             Self::Replayed(sid) => write!(f, "session id {sid:016x} was used before"),
             Self::DealerUnreachable(e) => write!(f, "the host cannot reach its dealer: {e}"),
             Self::NotOurs(Peer::Dealer) => {
@@ -172,25 +179,79 @@ fn release_memory() {
     }
 }
 
+/// A connection's standing in [`serve`]: until its session calls
+/// [`Admission::admit`] (its peer has shown it belongs to the deployment),
+/// the connection is still in set-up, and [`serve`] may close it to make
+/// room for a new one when every slot is taken.
+#[derive(Clone, Debug, Default)]
+pub struct Admission(Arc<AtomicBool>);
+
+impl Admission {
+    /// The peer is authenticated: the connection keeps its slot.
+    pub fn admit(&self) {
+        self.0.store(true, Ordering::Release);
+    }
+
+    fn admitted(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+/// A connection being served.
+struct Live {
+    thread: std::thread::JoinHandle<()>,
+    admission: Admission,
+    /// A handle on its socket, to close it from the accept loop (weak: the
+    /// session's thread holds the socket, which closes when it ends).
+    socket: Option<std::sync::Weak<TcpStream>>,
+    since: Instant,
+}
+
 /// Accepts connections and runs `f` for each in its own thread, at most
-/// `max_live` at a time: a connection past that gets `busy` (if given: the
-/// bytes of a refusal its client reads) and is closed at once, so a flood
-/// of connections costs the server a descriptor each for an instant, not a
-/// thread and a session's memory. With a `limit`, waits for that many
+/// `max_live` at a time. When all are taken, a new connection takes the
+/// slot of the oldest one still in set-up (not yet [`Admission::admit`]ted:
+/// its socket is shut down, which ends its thread at its next read), so
+/// idle or slow connections cannot keep a real peer out; when every slot
+/// holds an admitted session, the new connection gets `busy` (if given:
+/// the bytes of a refusal its client reads) and is closed at once. A flood
+/// costs the server a descriptor per connection for an instant and at
+/// most `max_live` threads, not more. With a `limit`, waits for that many
 /// sessions and returns.
 ///
 /// When `accept` fails (out of file descriptors or memory, which the
 /// pending connection does not change), the loop waits before it tries
 /// again, twice as long each time up to a second, so a server at its limits
 /// does not spin; a thread that cannot be started drops its connection and
-/// the server goes on.
-pub fn serve<F, G>(l: &TcpListener, (limit, max_live): (Option<u64>, usize), busy: Option<&[u8]>, mut f: F)
+/// the server goes on (it does not count towards `limit`).
+pub fn serve<F, G>(l: &TcpListener, limits: (Option<u64>, usize), busy: Option<&[u8]>, f: F)
 where
-    F: FnMut(TcpStream) -> G,
+    F: FnMut(TcpStream, Admission) -> G,
     G: FnOnce() + Send + 'static,
 {
+    serve_with(l, limits, busy, f, |job| std::thread::Builder::new().spawn(job));
+}
+
+/// A job of [`serve`]: one connection's session.
+type Job = Box<dyn FnOnce() + Send>;
+
+/// [`serve`] with the thread start given (`spawn`), so that a start that
+/// fails can be tested.
+fn serve_with<F, G, S>(
+    l: &TcpListener,
+    (limit, max_live): (Option<u64>, usize),
+    busy: Option<&[u8]>,
+    mut f: F,
+    spawn: S,
+) where
+    F: FnMut(TcpStream, Admission) -> G,
+    G: FnOnce() + Send + 'static,
+    S: Fn(Job) -> std::io::Result<std::thread::JoinHandle<()>>,
+{
     server_memory_policy();
-    let mut threads = Vec::new();
+    let mut live: Vec<Live> = Vec::new();
+    // threads of connections closed to make room, until they have ended
+    let mut closing: Vec<std::thread::JoinHandle<()>> = Vec::new();
+    let (mut closed, mut told) = (0u64, Instant::now());
     let mut n = 0u64;
     let mut backoff = Duration::ZERO;
     // refused connections, kept open for a moment after their refusal: one
@@ -217,35 +278,88 @@ where
                 continue;
             }
         };
-        threads.retain(|t: &std::thread::JoinHandle<()>| !t.is_finished());
-        if threads.len() >= max_live {
-            warn!(
-                "{} sessions in flight, the most allowed (--max-sessions): connection refused",
-                threads.len()
-            );
-            if let Some(b) = busy {
-                // best effort, and never a wait: the client may be gone
-                let mut s = s;
-                let _ = s.set_write_timeout(Some(Duration::from_millis(200)));
-                let _ = std::io::Write::write_all(&mut s, b);
-                let _ = s.shutdown(std::net::Shutdown::Write);
-                refused.push_back((Instant::now(), s));
+        live.retain(|c| !c.thread.is_finished());
+        closing.retain(|t| !t.is_finished());
+        if live.len() >= max_live {
+            // threads of connections closed before end at their next read:
+            // give them a moment (at most `max_live` are kept closing)
+            let wait = Instant::now() + Duration::from_millis(100);
+            while closing.len() >= max_live && Instant::now() < wait {
+                std::thread::sleep(Duration::from_millis(1));
+                closing.retain(|t| !t.is_finished());
             }
-            continue;
+            // the oldest connection still in set-up
+            let oldest = live
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| !c.admission.admitted() && c.socket.is_some())
+                .min_by_key(|(_, c)| c.since)
+                .map(|(i, _)| i);
+            match oldest {
+                Some(i) if closing.len() < max_live => {
+                    let c = live.swap_remove(i);
+                    if let Some(sock) = c.socket.as_ref().and_then(std::sync::Weak::upgrade) {
+                        let _ = sock.shutdown(std::net::Shutdown::Both);
+                    }
+                    closing.push(c.thread);
+                    closed += 1;
+                    if told.elapsed() > Duration::from_secs(1) {
+                        warn!(
+                            "{max_live} connections in flight (--max-sessions): closed {closed} still in set-up to make \
+                             room for new ones"
+                        );
+                        (closed, told) = (0, Instant::now());
+                    }
+                }
+                _ => {
+                    warn!(
+                        "{} sessions in flight, the most allowed (--max-sessions): connection refused",
+                        live.len()
+                    );
+                    if let Some(b) = busy {
+                        // best effort, and never a wait: the client may be gone
+                        let mut s = s;
+                        let _ = s.set_write_timeout(Some(Duration::from_millis(200)));
+                        let _ = std::io::Write::write_all(&mut s, b);
+                        let _ = s.shutdown(std::net::Shutdown::Write);
+                        refused.push_back((Instant::now(), s));
+                    }
+                    continue;
+                }
+            }
         }
-        n += 1;
-        let job = f(s);
-        let spawned = std::thread::Builder::new().spawn(move || {
+        let admission = Admission::default();
+        // a second handle on the socket, for the accept loop to shut it
+        // down: the session's thread holds it and shuts it down when it
+        // ends (its peer sees the close at once, and the descriptor goes)
+        let end = s.try_clone().ok().map(Arc::new);
+        let socket = end.as_ref().map(Arc::downgrade);
+        let job = f(s, admission.clone());
+        let spawned = spawn(Box::new(move || {
             job();
+            if let Some(s) = end {
+                let _ = s.shutdown(std::net::Shutdown::Both);
+            }
             release_memory();
-        });
+        }));
         match spawned {
-            Ok(t) => threads.push(t),
+            Ok(thread) => {
+                n += 1;
+                live.push(Live {
+                    thread,
+                    admission,
+                    socket,
+                    since: Instant::now(),
+                });
+            }
             // the job, and with it the connection, is dropped
             Err(e) => warn!("cannot start a session thread ({e}): connection closed"),
         }
     }
-    for t in threads {
+    for c in live {
+        let _ = c.thread.join();
+    }
+    for t in closing {
         let _ = t.join();
     }
 }
@@ -293,7 +407,8 @@ fn not_ours(e: &LinkError) -> bool {
 }
 
 fn random_u64() -> Result<u64, SessionError> {
-    getrandom::u64().map_err(|_| SessionError::Randomness)
+    use rand_core::TryRng;
+    getrandom::SysRng.try_next_u64().map_err(|_| SessionError::Randomness)
 }
 
 /// What the dealer holds: both keys, the session ids it has served.
@@ -342,7 +457,8 @@ impl Dealer {
     /// correlations. Returns the session id. The link is sealed under the
     /// host-dealer key: a client that does not hold the host key is
     /// refused at its first record, before anything is dealt.
-    pub fn session(&self, s: TcpStream) -> Result<SessionId, SessionError> {
+    /// The connection is admitted (`admission`) once the set-up verifies.
+    pub fn session(&self, s: TcpStream, admission: &Admission) -> Result<SessionId, SessionError> {
         let seal = Seal::MutualResponder(self.link_key.expose());
         let phase = self.limits.setup();
         let mut l = link(s, (self.limits.timeout, phase.clone()), None, seal).map_err(|e| match e {
@@ -355,14 +471,25 @@ impl Dealer {
             Err(SessionError::Link(_, e)) if not_ours(&e) => return Err(SessionError::NotOurs(Peer::Host)),
             r => r?,
         };
-        let (setup, plan) = DealerSetup::decode(p).map_err(|e| SessionError::BadSetup(Peer::Host, e))?;
+        let (setup, plan) = DealerSetup::decode_prefix(p).map_err(|e| SessionError::BadSetup(Peer::Host, e))?;
         let plan = plan.to_vec();
         let plan = match BlobView::parse_plan(&plan) {
             Ok(p) => p,
             Err(e) => return Err(refuse(&mut l, SessionError::BadPlan(e))),
         };
+        // the deployment checks itself before anything is dealt: the plan
+        // is the model the device holds, under this dealer's host key
+        let o = setup.offer;
+        if o.model_crc != plan.model_crc() || u32::from(o.frac_bits) != plan.frac_bits() {
+            return Err(refuse(&mut l, SessionError::PlanMismatch));
+        }
+        if o.key_check != session::blob_key_check(&self.host_key, o.model_crc) {
+            return Err(refuse(&mut l, SessionError::OtherHostKey));
+        }
         let kd = session::device_session_key(&self.device_key, setup.nonce);
-        if !session::tags_equal(&session::device_tag(&kd, setup.tile), &setup.tag) {
+        let sid = SessionId(setup.session);
+        let device_tag = session::device_tag(&kd, sid, &o);
+        if !session::tags_equal(&device_tag, &setup.tag) {
             return Err(refuse(&mut l, SessionError::Unauthenticated));
         }
         let fresh = self
@@ -373,8 +500,14 @@ impl Dealer {
         if !fresh || setup.session == 0 {
             return Err(refuse(&mut l, SessionError::Replayed(setup.session)));
         }
-        let sid = SessionId(setup.session);
-        l.send(FrameKind::Hello, &session::dealer_tag(&kd, sid))
+        admission.admit();
+        let mut answer = [0u8; DealerConfirm::MAX_LEN];
+        let answer = DealerConfirm {
+            tag: session::dealer_tag(&kd, sid, &device_tag),
+        }
+        .encode(&mut answer)
+        .map_err(|e| SessionError::BadSetup(Peer::Host, e))?;
+        l.send(FrameKind::Hello, answer)
             .map_err(|e| SessionError::Link(Peer::Host, e))?;
         l.set_session(sid.0);
         phase.set(Some(Instant::now() + self.limits.session));
@@ -386,13 +519,13 @@ impl Dealer {
             arch: a,
             fp,
             model: &plan,
-            tile: setup.tile,
+            tile: o.tile,
             // revealing to the host is between host and device: no correlations
             logits_to_host: false,
         };
         let zeros = vec![0u64; (a.tokens() - 1) * a.patch_len()];
         let mut out = vec![0; a.classes];
-        let mut scratch = vec![0; vit::scratch_len(&a, setup.tile)];
+        let mut scratch = vec![0; vit::scratch_len(&a, o.tile)];
         vit::forward(&mut d, &spec, &map, &zeros, &mut out, &mut scratch).map_err(SessionError::Dealer)?;
         Ok(sid)
     }
@@ -472,7 +605,7 @@ impl Host {
         provision::encode_plan(&arch, fp.frac_bits(), crc, &view, &mut plan)?;
         Ok(Self {
             model,
-            key_check: session::key_check(&session::model_seed(&key, crc)),
+            key_check: session::blob_key_check(&key, crc),
             link_key: session::host_dealer_link_key(&key),
             key,
             map,
@@ -519,7 +652,7 @@ impl Host {
         hello: &DeviceHello,
         sid: u64,
         phase: &Deadline,
-    ) -> Result<(Link<Net>, [u8; session::TAG_LEN]), SessionError> {
+    ) -> Result<(Link<Net>, session::Tag), SessionError> {
         let s = TcpStream::connect(&self.dealer).map_err(SessionError::DealerUnreachable)?;
         let seal = Seal::MutualInitiator(self.link_key.expose());
         let mut dl = link(s, (self.limits.timeout, phase.clone()), None, seal).map_err(|e| match e {
@@ -527,15 +660,18 @@ impl Host {
             OpenError::Seal(NetError::Closed) => SessionError::NotOurs(Peer::Dealer),
             e => SessionError::Open(e),
         })?;
-        let mut setup = [0u8; session::DEALER_SETUP_LEN];
-        DealerSetup {
+        let mut msg = vec![0u8; DealerSetup::MAX_LEN + self.plan.len()];
+        let n = DealerSetup {
             session: sid,
             nonce: hello.nonce,
-            tile: hello.tile,
+            offer: hello.offer,
             tag: hello.tag,
         }
-        .encode(&mut setup);
-        let msg: Vec<u8> = setup.iter().chain(&self.plan).copied().collect();
+        .encode(&mut msg)
+        .map_err(|e| SessionError::BadSetup(Peer::Dealer, e))?
+        .len();
+        msg.truncate(n);
+        msg.extend_from_slice(&self.plan);
         dl.send(FrameKind::Hello, &msg)
             .map_err(|e| SessionError::Link(Peer::Dealer, e))?;
         let mut buf = vec![0u8; SETUP_MAX];
@@ -547,36 +683,51 @@ impl Host {
             }
             r => r?,
         };
-        let tag = <[u8; session::TAG_LEN]>::try_from(p).map_err(|_| SessionError::BadAnswer)?;
+        let tag = DealerConfirm::decode(p).map_err(|_| SessionError::BadAnswer)?.tag;
         dl.set_session(sid);
         Ok((dl, tag))
     }
 
     /// Serves one device connection: the set-up (relayed to the dealer),
-    /// then the inference.
-    pub fn session(&self, s: TcpStream) -> Result<HostReport, SessionError> {
+    /// then the inference. The connection is admitted (`admission`) once
+    /// the dealer has confirmed the device.
+    pub fn session(&self, s: TcpStream, admission: &Admission) -> Result<HostReport, SessionError> {
         let t0 = Instant::now();
         let seal = self.psk.as_ref().map_or(Seal::None, |k| Seal::Responder(k.expose()));
         // set-up, on both links, within the timeout; the session after it
         // within the session limit
         let phase = self.limits.setup();
         let mut dev = link(s, (self.limits.timeout, phase.clone()), None, seal).map_err(SessionError::Open)?;
+        // the challenge: a session id the device's tag must cover, so a
+        // hello recorded in another session is refused
+        let sid = self.fresh_session()?;
+        let mut challenge = [0u8; Challenge::MAX_LEN];
+        let challenge = Challenge { session: sid }
+            .encode(&mut challenge)
+            .map_err(|e| SessionError::BadSetup(Peer::Device, e))?;
+        dev.send(FrameKind::Hello, challenge)
+            .map_err(|e| SessionError::Link(Peer::Device, e))?;
         let mut buf = vec![0u8; SETUP_MAX];
         let hello = DeviceHello::decode(recv_setup(&mut dev, &mut buf, Peer::Device)?)
             .map_err(|e| SessionError::BadSetup(Peer::Device, e))?;
-        if hello.model_crc != self.crc || u32::from(hello.frac_bits) != self.fp.frac_bits() {
+        let Offer {
+            model_crc,
+            frac_bits,
+            key_check,
+            ..
+        } = hello.offer;
+        if model_crc != self.crc || u32::from(frac_bits) != self.fp.frac_bits() {
             let why = SessionError::WrongModel {
-                device_crc: hello.model_crc,
-                device_f: hello.frac_bits,
+                device_crc: model_crc,
+                device_f: frac_bits,
                 host_crc: self.crc,
                 host_f: self.fp.frac_bits(),
             };
             return Err(refuse(&mut dev, why));
         }
-        if hello.key_check != self.key_check {
+        if key_check != self.key_check {
             return Err(refuse(&mut dev, SessionError::OtherHostKey));
         }
-        let sid = self.fresh_session()?;
         let (dl, tag) = match self.dealer_setup(&hello, sid, &phase) {
             Ok(v) => v,
             Err(e) => {
@@ -592,9 +743,12 @@ impl Host {
                 return Err(e);
             }
         };
-        let mut acc = [0u8; session::ACCEPT_LEN];
-        Accept { session: sid, tag }.encode(&mut acc);
-        dev.send(FrameKind::Hello, &acc)
+        admission.admit();
+        let mut acc = [0u8; Accept::MAX_LEN];
+        let acc = Accept { session: sid, tag }
+            .encode(&mut acc)
+            .map_err(|e| SessionError::BadSetup(Peer::Device, e))?;
+        dev.send(FrameKind::Hello, acc)
             .map_err(|e| SessionError::Link(Peer::Device, e))?;
         dev.set_session(sid);
         phase.set(Some(Instant::now() + self.limits.session));
@@ -605,13 +759,13 @@ impl Host {
             arch: a,
             fp: self.fp,
             model: &view,
-            tile: hello.tile,
-            logits_to_host: hello.logits_to_host,
+            tile: hello.offer.tile,
+            logits_to_host: hello.offer.logits_to_host,
         };
         let mut h = HostParty::new(self.fp, dev, dl, &self.key, SessionId(sid));
         let zeros = vec![0u64; (a.tokens() - 1) * a.patch_len()];
         let mut out = vec![0; a.classes];
-        let mut scratch = vec![0; vit::scratch_len(&a, hello.tile)];
+        let mut scratch = vec![0; vit::scratch_len(&a, hello.offer.tile)];
         vit::forward(&mut h, &spec, &self.map, &zeros, &mut out, &mut scratch).map_err(SessionError::Host)?;
         let m = h.device_link().meter().since(&m0);
         let d = h.dealer_link().meter().since(&d0);
@@ -622,7 +776,61 @@ impl Host {
             dealer_bytes_in: d.bytes_recv,
             rounds: m.rounds,
             wall_s: t0.elapsed().as_secs_f64(),
-            revealed: hello.logits_to_host.then_some(out),
+            revealed: hello.offer.logits_to_host.then_some(out),
         })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::expect_used)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    /// A thread that cannot be started drops its own connection only: the
+    /// server goes on, every other session is served, and the limit counts
+    /// only the sessions that ran.
+    #[test]
+    fn a_failed_thread_start_loses_no_other_session() {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = l.local_addr().expect("addr");
+        let clients = std::thread::spawn(move || {
+            (0..6u8)
+                .map(|i| {
+                    let mut s = TcpStream::connect(addr).expect("connect");
+                    s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+                    s.write_all(&[i]).expect("send");
+                    let mut b = Vec::new();
+                    let _ = s.read_to_end(&mut b);
+                    b
+                })
+                .collect::<Vec<_>>()
+        });
+        let starts = std::sync::atomic::AtomicUsize::new(0);
+        serve_with(
+            &l,
+            (Some(3), 8),
+            None,
+            |mut s, _| {
+                move || {
+                    let mut b = [0u8];
+                    if s.read_exact(&mut b).is_ok() {
+                        let _ = s.write_all(&[b[0] + 100]);
+                    }
+                }
+            },
+            |job| {
+                // every other start fails, as under an address-space limit
+                if starts.fetch_add(1, Ordering::Relaxed).is_multiple_of(2) {
+                    Err(std::io::Error::other("no thread"))
+                } else {
+                    std::thread::Builder::new().spawn(job)
+                }
+            },
+        );
+        let got = clients.join().expect("clients");
+        // the connections whose thread failed were closed, unanswered; the
+        // others were answered; three sessions ran, as the limit asked
+        assert_eq!(got, [vec![], vec![101], vec![], vec![103], vec![], vec![105]]);
     }
 }

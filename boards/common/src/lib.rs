@@ -1,7 +1,8 @@
 //! What every device firmware of mpcvit-rs shares: the device's weights read
 //! in place from the provisioning blob in flash, and one private inference
 //! (set-up, forward pass, argmax) over any `embedded-io` byte stream. A
-//! board adds its clocks, its UART, its random nonce and its logging.
+//! board adds its clocks, its UART, its random source ([`Trng`]) and its
+//! logging.
 //!
 //! `build_support.rs` (included by each board's `build.rs`) puts the blob,
 //! the device key and an optional pre-shared key into `OUT_DIR` and writes
@@ -16,7 +17,9 @@ pub use mpcvit_core;
 use mpcvit_core::ops::vit::{Weights, Wid};
 use mpcvit_core::provision::BlobView;
 pub use mpcvit_device;
+pub use mpcvit_device::rand_core;
 pub use mpcvit_device::session::{Buffers, Failure, Outcome};
+use rand_core::{Infallible, TryCryptoRng, TryRng};
 
 /// The Fashion-MNIST normalisation the bundled model was trained with.
 pub use mpcvit_core::model::{FMNIST_MEAN, FMNIST_STD};
@@ -56,6 +59,35 @@ impl Weights for FlashWeights {
         self.view.word_range(id).and_then(|r| self.words.get(r)).unwrap_or(&[])
     }
 }
+
+/// A board's hardware random source as the `rand_core` crypto RNG the
+/// device's set-up draws its nonce from: `.0` returns 32 random bits (the
+/// board's TRNG, or its entropy whitened by a PRF). The board vouches for
+/// the source: that is what the `TryCryptoRng` marker says.
+pub struct Trng<F: FnMut() -> u32>(pub F);
+
+impl<F: FnMut() -> u32> TryRng for Trng<F> {
+    type Error = Infallible;
+
+    fn try_next_u32(&mut self) -> Result<u32, Infallible> {
+        Ok((self.0)())
+    }
+
+    fn try_next_u64(&mut self) -> Result<u64, Infallible> {
+        let hi = u64::from((self.0)());
+        Ok(hi << 32 | u64::from((self.0)()))
+    }
+
+    fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Infallible> {
+        for chunk in dst.chunks_mut(4) {
+            let w = (self.0)().to_le_bytes();
+            chunk.copy_from_slice(w.get(..chunk.len()).unwrap_or_default());
+        }
+        Ok(())
+    }
+}
+
+impl<F: FnMut() -> u32> TryCryptoRng for Trng<F> {}
 
 /// Declares a firmware's deployment in flash and its static buffers, from
 /// `build_support.rs`'s files in `OUT_DIR`: `BLOB` (8-byte aligned), `KEY`,
@@ -113,12 +145,16 @@ macro_rules! deployment {
 
         /// One private inference of bundled test image `IMAGE_INDEX`
         /// (`MPCVIT_IMAGE`) over `io` with the blob and key in flash, the
-        /// static buffers (take them once: call this once) and `nonce`.
+        /// static buffers (take them once: call this once) and the nonce
+        /// drawn from `rng`.
         #[allow(dead_code)]
-        fn run_bundled<T: $crate::embedded_io::Read + $crate::embedded_io::Write>(
+        fn run_bundled<
+            T: $crate::embedded_io::Read + $crate::embedded_io::Write,
+            R: $crate::rand_core::TryCryptoRng,
+        >(
             clock: &mut dyn FnMut() -> u64,
+            rng: &mut R,
             io: T,
-            nonce: u64,
         ) -> Result<$crate::Outcome, $crate::Failure<T::Error>> {
             let weights = $crate::FlashWeights::new(&BLOB.0).map_err($crate::Failure::Setup)?;
             let pixels = image(IMAGE_INDEX).ok_or($crate::Failure::Setup("image index out of range"))?;
@@ -128,9 +164,16 @@ macro_rules! deployment {
                 blob: weights.blob(),
                 weights: &weights,
                 key: &key,
-                nonce,
             };
-            $crate::mpcvit_device::session::infer(clock, io, &dep, (TILE, false), pixels, norm, take_buffers())
+            $crate::mpcvit_device::session::infer(
+                (clock, rng),
+                io,
+                &dep,
+                (TILE, false),
+                pixels,
+                norm,
+                take_buffers(),
+            )
         }
     };
 }

@@ -66,13 +66,12 @@ fn main() -> ! {
     let uart = uart.with_tx(p.GPIO4).with_rx(p.GPIO5);
     let _entropy = TrngSource::new(p.RNG, p.ADC1);
     let Ok(trng) = Trng::try_new() else { halt("rng") };
-    let nonce = (u64::from(trng.random()) << 32) | u64::from(trng.random());
 
     info!(
         "mpcvit: image {}, tile {} {} {}",
         IMAGE_INDEX, TILE.rows, TILE.heads, TILE.queries
     );
-    let res = run_bundled(&mut micros, Serial(uart), nonce);
+    let res = run_bundled(&mut micros, &mut mpcvit_board::Trng(|| trng.random()), Serial(uart));
     log_outcome(&res, "us");
     halt("done")
 }

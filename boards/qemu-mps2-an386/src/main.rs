@@ -3,9 +3,10 @@
 //!
 //! Flash holds the provisioning blob, the device key and the demo's test
 //! images (build.rs). At boot the firmware reads a 13-byte preamble from
-//! the UART: `"MVQ1"`, a 64-bit nonce and an image index. The nonce stands
-//! in for the hardware RNG a real board has (QEMU's mps2 has none), the index
-//! for a camera. Then it runs the session set-up and the forward pass with
+//! the UART: `"MVQ1"`, a 64-bit seed and an image index. The seed, expanded
+//! by the PRF, stands in for the hardware RNG a real board has (QEMU's mps2
+//! has none) as the [`Trng`] the set-up draws its nonce from; the index
+//! stands in for a camera. Then it runs the session set-up and the forward pass with
 //! `mpcvit-device`, prints its report as one `fw: {...}` line on
 //! semihosting stdout and exits QEMU with status 0 (or an error line and a
 //! non-zero status). Static buffers only, no heap.
@@ -24,7 +25,8 @@ use cortex_m::peripheral::{SCB, SYST, syst::SystClkSource};
 use cortex_m_rt::{ExceptionFrame, entry, exception};
 use cortex_m_semihosting::hprintln;
 use mpcvit_board::mpcvit_device::session::{Deployment, infer};
-use mpcvit_board::{FMNIST_MEAN, FMNIST_STD, Failure, FlashWeights, Outcome};
+use mpcvit_board::rand_core::TryRng;
+use mpcvit_board::{FMNIST_MEAN, FMNIST_STD, Failure, FlashWeights, Outcome, Trng};
 use mpcvit_core::prg::Seed;
 use mpcvit_transport::seal::Sealed;
 
@@ -238,7 +240,7 @@ fn main() -> ! {
         fail(2, "this firmware's test images are 28x28 grey");
     }
 
-    // Preamble: "MVQ1", nonce, image index.
+    // Preamble: "MVQ1", the random source's seed, image index.
     use embedded_io::Read as _;
     let mut uart = Uart;
     let mut pre = [0u8; 13];
@@ -247,7 +249,17 @@ fn main() -> ! {
     }
     let mut nb = [0u8; 8];
     nb.copy_from_slice(&pre[4..12]);
-    let nonce = u64::from_le_bytes(nb);
+    let mut raw = [0u8; 32];
+    raw[..8].copy_from_slice(&nb);
+    let stand_in = Seed::from_bytes(raw);
+    let mut drawn = 0u64;
+    let mut rng = Trng(move || {
+        drawn += 1;
+        let d = stand_in.derive(mpcvit_core::prg::Domain::Other, drawn);
+        let mut w = [0u8; 4];
+        w.copy_from_slice(&d.expose()[..4]);
+        u32::from_le_bytes(w)
+    });
     let index = pre[12] as usize;
     let Some(image) = image(index) else {
         fail(4, "image index out of range")
@@ -259,7 +271,6 @@ fn main() -> ! {
         blob: weights.blob(),
         weights: &weights,
         key: &key,
-        nonce,
     };
     // UART waits at each clock reading: the inference's own are the last
     // two readings apart.
@@ -273,21 +284,20 @@ fn main() -> ! {
     if PSK.len() == 32 {
         let mut psk = [0u8; 32];
         psk.copy_from_slice(PSK);
-        // The salt must be fresh per connection: derive it from the nonce.
-        let d = key.derive(mpcvit_core::prg::Domain::Other, nonce);
+        // The salt must be fresh per connection: from the random source.
         let mut salt = [0u8; 12];
-        salt.copy_from_slice(&d.expose()[..12]);
+        let Ok(()) = rng.try_fill_bytes(&mut salt);
         // SAFETY: the record buffers are borrowed once, here.
         let (stx, srx) = unsafe { (&mut *(&raw mut SEAL_TX), &mut *(&raw mut SEAL_RX)) };
         match Sealed::initiator(Uart, &psk, salt, &mut stx[..], &mut srx[..]) {
             Ok(io) => {
-                let r = infer(&mut clock, io, &dep, (TILE, false), image, norm, bufs);
+                let r = infer((&mut clock, &mut rng), io, &dep, (TILE, false), image, norm, bufs);
                 report(r, true, waits[2] - waits[1])
             }
             Err(_) => fail(6, "cannot open the sealed link"),
         }
     } else {
-        let r = infer(&mut clock, Uart, &dep, (TILE, false), image, norm, bufs);
+        let r = infer((&mut clock, &mut rng), Uart, &dep, (TILE, false), image, norm, bufs);
         report(r, false, waits[2] - waits[1])
     }
 }

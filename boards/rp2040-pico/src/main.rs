@@ -16,7 +16,7 @@
 use defmt::{error, info};
 use defmt_rtt as _;
 use fugit::RateExtU32;
-use mpcvit_board::log_outcome;
+use mpcvit_board::{Trng, log_outcome};
 use mpcvit_core::prg::{Domain, Seed};
 use panic_probe as _;
 use rp2040_hal::{self as hal, Clock, pac};
@@ -74,9 +74,9 @@ impl embedded_io::Write for Serial {
     }
 }
 
-/// 64 bits of nonce: 256 ring-oscillator bits (biased and correlated on
+/// 32 random bits: 256 ring-oscillator bits (biased and correlated on
 /// their own) whitened by a ChaCha derivation.
-fn nonce(rosc: &hal::rosc::RingOscillator<hal::rosc::Enabled>) -> u64 {
+fn random_u32(rosc: &hal::rosc::RingOscillator<hal::rosc::Enabled>) -> u32 {
     let mut raw = [0u8; 32];
     for byte in raw.iter_mut() {
         for _ in 0..8 {
@@ -84,9 +84,9 @@ fn nonce(rosc: &hal::rosc::RingOscillator<hal::rosc::Enabled>) -> u64 {
         }
     }
     let d = Seed::from_bytes(raw).derive(Domain::Other, 0);
-    let mut b = [0u8; 8];
-    b.copy_from_slice(&d.expose()[..8]);
-    u64::from_le_bytes(b)
+    let mut b = [0u8; 4];
+    b.copy_from_slice(&d.expose()[..4]);
+    u32::from_le_bytes(b)
 }
 
 /// The SysTick-free clock of this board: the 1 MHz timer.
@@ -133,7 +133,7 @@ fn main() -> ! {
         "mpcvit: image {}, tile {} {} {}",
         IMAGE_INDEX, TILE.rows, TILE.heads, TILE.queries
     );
-    let res = run_bundled(&mut now_us, Serial(uart), nonce(&rosc));
+    let res = run_bundled(&mut now_us, &mut Trng(|| random_u32(&rosc)), Serial(uart));
     log_outcome(&res, "us");
     loop {
         cortex_m::asm::wfi();

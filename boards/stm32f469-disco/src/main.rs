@@ -14,7 +14,7 @@
 use defmt::{error, info};
 use defmt_rtt as _;
 use embedded_hal_nb::serial::{Read as _, Write as _};
-use mpcvit_board::log_outcome;
+use mpcvit_board::{Trng, log_outcome};
 use panic_probe as _;
 use rand_core::RngCore;
 use stm32f4xx_hal::{pac, prelude::*, serial};
@@ -91,7 +91,6 @@ fn main() -> ! {
         halt("uart")
     };
     let mut rng = dp.RNG.constrain(&clocks);
-    let nonce = (u64::from(rng.next_u32()) << 32) | u64::from(rng.next_u32());
 
     info!(
         "mpcvit: image {}, tile {} {} {}",
@@ -99,7 +98,7 @@ fn main() -> ! {
     );
     // The 32-bit cycle counter wraps after 23.9 s at 180 MHz: times are
     // modulo 2^32 cycles (the meter's bytes and rounds are exact).
-    let res = run_bundled(&mut cycles, Serial(uart), nonce);
+    let res = run_bundled(&mut cycles, &mut Trng(|| rng.next_u32()), Serial(uart));
     log_outcome(&res, "cycles (mod 2^32)");
     loop {
         cortex_m::asm::wfi();

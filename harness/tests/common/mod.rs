@@ -5,8 +5,12 @@ use mpcvit::float::FloatModel;
 use mpcvit_core::FixedPoint;
 use mpcvit_core::model::{Arch, AttnKind, ModelView};
 use mpcvit_core::prg::Seed;
+use mpcvit_device::session::open;
 use mpcvit_host::{reference, weight_maps};
+use mpcvit_transport::Link;
+use mpcvit_transport::tcp::Tcp;
 use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
@@ -210,4 +214,49 @@ pub fn start_host(st: &Setup, dealer: &str, extra: &[&str]) -> Server {
     args.extend(["--model", s(&st.model), "--keys", s(&st.keys)]);
     args.extend(extra);
     server(&args)
+}
+
+pub fn device_key(st: &Setup) -> Seed {
+    let hex = std::fs::read_to_string(st.keys.join("device.key")).expect("key");
+    let mut k = [0u8; 32];
+    for (i, b) in k.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&hex.trim()[2 * i..2 * i + 2], 16).expect("hex");
+    }
+    Seed::from_bytes(k)
+}
+
+/// What the device of `st` offers (its blob's model, the whole-layer tile).
+pub fn device_offer(st: &Setup) -> mpcvit_core::session::Offer {
+    let blob = std::fs::read(&st.blob).expect("blob");
+    let b = mpcvit_core::provision::BlobView::parse(&blob).expect("blob");
+    mpcvit_core::session::Offer {
+        model_crc: b.model_crc(),
+        frac_bits: 16,
+        tile: mpcvit_core::ops::vit::Tile::WHOLE,
+        logits_to_host: false,
+        key_check: b.key_check(),
+    }
+}
+
+pub fn connect(host: &str) -> mpcvit_transport::Link<mpcvit_transport::tcp::Tcp> {
+    Link::new(
+        Tcp::new(TcpStream::connect(host).expect("connect"), None).expect("tcp"),
+        0,
+    )
+}
+
+/// Opens a session as a well-behaved device would, then returns the link
+/// (the caller misbehaves on it).
+pub fn half_device(st: &Setup, host: &str) -> mpcvit_transport::Link<mpcvit_transport::tcp::Tcp> {
+    let mut l = connect(host);
+    let mut buf = [0u8; mpcvit_core::session::DEVICE_RX_MAX];
+    open(
+        &mut l,
+        &device_key(st),
+        &mut getrandom::SysRng,
+        &device_offer(st),
+        &mut buf,
+    )
+    .expect("set-up");
+    l
 }

@@ -38,7 +38,18 @@ pub struct VitSpec<'a> {
 ///   the group's `K^T`, `hd n` words, a cost only tiles pay).
 ///
 /// 0 means all (the whole layer in one flight per step, [`Tile::WHOLE`]).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+    postcard::experimental::max_size::MaxSize,
+)]
 pub struct Tile {
     /// Token rows per flight in the per-token stages (0: all).
     pub rows: u16,
