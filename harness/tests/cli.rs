@@ -2,7 +2,7 @@
 //! errors with exit code 1 (runtime) or 2 (usage).
 
 mod common;
-use common::{bin, fake_fmnist, tiny_model, tmpdir};
+use common::{bin, fake_fmnist, s, tiny_model, tmpdir};
 
 #[test]
 fn eval_runs_and_reports_all_three_accuracies() {
@@ -271,4 +271,69 @@ fn special_files_are_refused_not_read() {
         assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
         assert!(err.contains("not a regular file"), "{args:?}: {err}");
     }
+}
+
+/// A model whose weights are finite, encodable, but so large that a linear
+/// layer's products would leave the 64-bit ring (its secure and fixed-point
+/// logits used to differ by 1e9) is refused when it is loaded, by
+/// `provision` and `host` alike, with one clear line.
+#[test]
+fn weights_too_large_for_the_ring_are_refused_at_load() {
+    use mpcvit::float::FloatModel;
+    use mpcvit_core::model::Tensor;
+    let d = tmpdir("huge-weights");
+    let ok = d.join("ok.mpcvit");
+    tiny_model(&ok);
+    let mut fm = FloatModel::load(&ok).expect("load");
+    // one output column of fc1, about 1e9 per weight: each word fits
+    // fixed point (2^46 at f = 16), their products do not fit the ring
+    let (at, cols) = (fm.arch.offset(Tensor::Fc1W(0)), fm.arch.mlp);
+    for r in 0..fm.arch.dim {
+        fm.weights[at + r * cols + 3] = 1e9;
+    }
+    let huge = d.join("huge.mpcvit");
+    fm.save(&huge).expect("save");
+    let keys = d.join("keys");
+    assert!(
+        bin()
+            .args(["keygen", "--out", s(&keys)])
+            .output()
+            .expect("keygen")
+            .status
+            .success()
+    );
+    for model in [&ok, &huge] {
+        let o = bin()
+            .args(["provision", "--model", s(model), "--keys", s(&keys), "--out"])
+            .arg(d.join("m.blob"))
+            .output()
+            .expect("provision");
+        let err = String::from_utf8_lossy(&o.stderr);
+        if model == &ok {
+            assert!(o.status.success(), "{err}");
+            continue;
+        }
+        assert_eq!(o.status.code(), Some(1), "{err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(
+            err.contains("Fc1(0)") && err.contains("too large for fixed point"),
+            "{err}"
+        );
+    }
+    let o = bin()
+        .args([
+            "host",
+            "--model",
+            s(&huge),
+            "--keys",
+            s(&keys),
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .args(["--dealer", "127.0.0.1:1"])
+        .output()
+        .expect("host");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("too large for fixed point"), "{err}");
 }

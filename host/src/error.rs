@@ -79,6 +79,15 @@ pub enum LoadError {
     /// The forward pass cannot run this model at these fractional bits
     /// (a lookup grid, a window or a bias scale does not fit).
     FracBits(u32),
+    /// A matrix's weights are too large for fixed point at these
+    /// fractional bits: its products could leave the ring
+    /// (`vit::check_weight_range`).
+    Range {
+        /// The weight.
+        id: mpcvit_core::ops::vit::Wid,
+        /// The fractional bits.
+        frac_bits: u32,
+    },
 }
 
 impl fmt::Display for LoadError {
@@ -90,6 +99,14 @@ impl fmt::Display for LoadError {
                 f,
                 "fixed point with {b} fractional bits does not fit this model's lookups and truncations \
                  (11..=20 fit every model; 16 is the default): export it with other --frac-bits"
+            ),
+            Self::Range { id, frac_bits } => write!(
+                f,
+                "the weights of {id:?} are too large for fixed point with {frac_bits} fractional bits: an output \
+                 column's sum of |w| must stay below 2^{} so that the products stay in the 64-bit ring for inputs \
+                 up to 2^{} (fewer --frac-bits leave more room)",
+                62u32.saturating_sub(mpcvit_core::ops::vit::INPUT_RANGE_LOG2 + 2 * frac_bits),
+                mpcvit_core::ops::vit::INPUT_RANGE_LOG2
             ),
         }
     }

@@ -34,6 +34,19 @@ fn check(m: &ModelView<'_>, fp: FixedPoint) -> Result<(), LoadError> {
     vit::check_frac_bits(&m.arch(), m, fp.frac_bits()).map_err(|_| LoadError::FracBits(fp.frac_bits()))
 }
 
+/// The host's encoding of weight `id`, its range checked
+/// ([`vit::check_weight_range`]).
+fn encode(m: &ModelView<'_>, fp: FixedPoint, id: Wid) -> Result<Vec<u64>, LoadError> {
+    let a = m.arch();
+    let mut w = vec![0; id.len(&a)];
+    vit::encode_weight(m, fp, id, &mut w)?;
+    vit::check_weight_range(&a, fp, id, &w).map_err(|_| LoadError::Range {
+        id,
+        frac_bits: fp.frac_bits(),
+    })?;
+    Ok(w)
+}
+
 /// The mask `B` of weight `id`.
 fn mask(a: &Arch, model_seed: &Seed, id: Wid) -> Vec<u64> {
     let mut b = vec![0; id.len(a)];
@@ -49,8 +62,7 @@ pub fn weight_maps(m: &ModelView<'_>, fp: FixedPoint, model_seed: &Seed) -> Resu
     check(m, fp)?;
     let (mut h, mut d, mut dl) = (WeightMap::default(), WeightMap::default(), WeightMap::default());
     for id in Wid::all(&a) {
-        let mut w = vec![0; id.len(&a)];
-        vit::encode_weight(m, fp, id, &mut w)?;
+        let w = encode(m, fp, id)?;
         if !id.host_only() {
             let b = mask(&a, model_seed, id);
             d.0.insert(id, w.iter().zip(&b).map(|(x, y)| x.wrapping_sub(*y)).collect());
@@ -68,9 +80,7 @@ impl WeightMap {
         check(m, fp)?;
         let mut h = WeightMap::default();
         for id in Wid::all(&a) {
-            let mut w = vec![0; id.len(&a)];
-            vit::encode_weight(m, fp, id, &mut w)?;
-            h.0.insert(id, w);
+            h.0.insert(id, encode(m, fp, id)?);
         }
         Ok(h)
     }

@@ -44,4 +44,4 @@ pub use spec::{
     EXP_CAP, MLP_RANGE_LOG2, ROW_FRAC, SCORE_RANGE_LOG2, ScoreExp, Tile, VitSpec, check_frac_bits, norm_scratch_len,
     row_recip, row_trunc, score_exp, scratch_len,
 };
-pub use weights::{Weights, Wid, check_weights, encode_weight};
+pub use weights::{INPUT_RANGE_LOG2, Weights, Wid, check_weight_range, check_weights, encode_weight};

@@ -217,10 +217,91 @@ pub fn encode_weight(m: &ModelView<'_>, fp: FixedPoint, id: Wid, out: &mut [u64]
     Ok(())
 }
 
+/// Log2 of the largest input magnitude a linear layer is checked for
+/// ([`check_weight_range`]): the range the nonlinear protocols are stated
+/// for (`MLP_RANGE_LOG2`, `[-32, 32)`); LayerNorm's normalised outputs,
+/// which `qkv` and the head read with `gamma` folded in, stay within
+/// `sqrt(dim)`, at most 32 for `dim <= 1024`.
+pub const INPUT_RANGE_LOG2: u32 = 5;
+
+/// Checks that matrix weight `id`'s encoding `w` (at `f`) keeps every
+/// output of its linear layer inside exact truncation's stated range
+/// `[-2^62, 2^62)` at `2f` for inputs up to `2^INPUT_RANGE_LOG2` in
+/// magnitude: each output column's `sum |w|` (in words) stays below
+/// `2^(62 - INPUT_RANGE_LOG2 - f)`. Biases, vectors and embeddings pass
+/// (their encoding is range-checked by `FixedPoint::try_encode_at`). A
+/// model that fails would overflow the ring in the products and give
+/// garbage; it is refused when it is loaded.
+pub fn check_weight_range(a: &Arch, fp: FixedPoint, id: Wid, w: &[u64]) -> Result<(), ProtocolError> {
+    let fan_in = match id {
+        Wid::PatchW => a.patch_len(),
+        Wid::Qkv(_) | Wid::Proj(_) | Wid::Fc1(_) | Wid::Head => a.dim,
+        Wid::Fc2(_) => a.mlp,
+        _ => return Ok(()),
+    };
+    if fan_in == 0 || w.len() != id.len(a) {
+        return Err(ProtocolError::BadWeights);
+    }
+    let cols = w.len() / fan_in;
+    let limit = 1u128 << (62 - INPUT_RANGE_LOG2).saturating_sub(fp.frac_bits());
+    let mut sums = [0u128; 64];
+    for chunk in (0..cols).step_by(sums.len()) {
+        let width = sums.len().min(cols - chunk);
+        sums.iter_mut().for_each(|s| *s = 0);
+        for row in w.chunks_exact(cols) {
+            for (s, &x) in sums.iter_mut().zip(row.iter().skip(chunk).take(width)) {
+                *s += u128::from((x as i64).unsigned_abs());
+            }
+        }
+        if sums.iter().any(|&s| s >= limit) {
+            return Err(ProtocolError::OutOfRange);
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 #[allow(clippy::expect_used)]
 mod tests {
     use super::*;
+
+    /// The column sums are compared with the limit exactly: one word more
+    /// in any column fails, wherever the column lies.
+    #[test]
+    fn weight_range_bounds_each_output_column() {
+        let a = Arch {
+            image: 28,
+            channels: 1,
+            patch: 7,
+            dim: 8,
+            layers: 1,
+            heads: 2,
+            mlp: 80,
+            classes: 10,
+        };
+        let fp = FixedPoint::new(16).expect("f");
+        let limit = 1u64 << (62 - INPUT_RANGE_LOG2 - 16);
+        let (id, cols) = (Wid::Fc1(0), 80);
+        for col in [0, 63, 64, 79] {
+            let mut w = vec![0u64; id.len(&a)];
+            // the column's sum at the limit less one: spread over its rows,
+            // negative words counted by magnitude
+            w[col] = limit / 2;
+            w[cols + col] = (-((limit / 2 - 1) as i64)) as u64;
+            assert_eq!(check_weight_range(&a, fp, id, &w), Ok(()), "column {col}");
+            w[2 * cols + col] = 1;
+            assert_eq!(
+                check_weight_range(&a, fp, id, &w),
+                Err(ProtocolError::OutOfRange),
+                "column {col}"
+            );
+        }
+        // vectors pass whatever their words
+        assert_eq!(
+            check_weight_range(&a, fp, Wid::Fc1B(0), &vec![u64::MAX / 2; 80]),
+            Ok(())
+        );
+    }
 
     /// Every weight has its own mask stream: two tensors sharing one would
     /// give the device the difference of their weights from its blob.
