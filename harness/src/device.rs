@@ -259,6 +259,14 @@ pub fn device_run(a: &DeviceArgs) -> Result<DeviceReport, String> {
                 "the host closed the connection during set-up (does it require --psk? the host's log says why)".into()
             });
         }
+        Err(Failure::Handshake(DeviceError::Link(e))) if timed_out(&e) && a.psk.is_none() => {
+            // a host that seals its device links waits for the device's
+            // sealed opening, and this device for the host's challenge
+            return Err(format!(
+                "the host did not answer the set-up within {} s (does it require --psk? the host's log says why)",
+                a.timeout.max(1)
+            ));
+        }
         Err(Failure::Handshake(DeviceError::Link(e)) | Failure::Device(DeviceError::Link(e))) if timed_out(&e) => {
             return Err(format!(
                 "the host did not answer within {} s (--timeout; the host's log says why)",

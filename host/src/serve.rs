@@ -30,6 +30,8 @@ use std::time::{Duration, Instant};
 
 /// Largest set-up frame (a plan is a few kB; an abort reason a line).
 const SETUP_MAX: usize = 1 << 20;
+/// Largest set-up frame from a device (its hello, or an abort reason).
+const DEVICE_SETUP_MAX: usize = 1024;
 
 /// Who is at the other end of a link.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -707,7 +709,9 @@ impl Host {
             .map_err(|e| SessionError::BadSetup(Peer::Device, e))?;
         dev.send(FrameKind::Hello, challenge)
             .map_err(|e| SessionError::Link(Peer::Device, e))?;
-        let mut buf = vec![0u8; SETUP_MAX];
+        // a hello is a few dozen bytes: a connection still in set-up costs
+        // the host a small buffer, not a plan's
+        let mut buf = [0u8; DEVICE_SETUP_MAX];
         let hello = DeviceHello::decode(recv_setup(&mut dev, &mut buf, Peer::Device)?)
             .map_err(|e| SessionError::BadSetup(Peer::Device, e))?;
         let Offer {
