@@ -99,10 +99,11 @@ impl std::fmt::Display for OpenError {
 
 impl std::error::Error for OpenError {}
 
-/// A party link on `s`: each read and write times out after `timeout`,
-/// every one of them fails past `deadline` (which the caller moves from
-/// phase to phase), traffic is shaped by `profile`, and sealed as `seal`
-/// says. Bound to session 0 (set-up).
+/// A party link on `s`: each read and write times out after `timeout`, a
+/// frame must arrive whole within `timeout` of its first byte, every read
+/// and write fails past `deadline` (which the caller moves from phase to
+/// phase), traffic is shaped by `profile`, and sealed as `seal` says.
+/// Bound to session 0 (set-up).
 pub fn link(
     s: TcpStream,
     (timeout, deadline): (Duration, Deadline),
@@ -118,7 +119,7 @@ pub fn link(
     };
     let bufs = || (vec![0u8; RECORD], vec![0u8; RECORD]);
     let sealed = match seal {
-        Seal::None => return Ok(Link::new(Net::Plain(t), 0)),
+        Seal::None => return Ok(paced(Net::Plain(t))),
         Seal::Initiator(psk) => {
             let (tx, rx) = bufs();
             Sealed::initiator(t, psk, salt()?, tx, rx)
@@ -136,8 +137,18 @@ pub fn link(
             Sealed::responder_mutual(t, psk, salt()?, tx, rx)
         }
     };
-    let net = Net::Sealed(Box::new(sealed.map_err(OpenError::Seal)?));
-    Ok(Link::new(net, 0))
+    Ok(paced(Net::Sealed(Box::new(sealed.map_err(OpenError::Seal)?))))
+}
+
+/// A link on `net` whose frames each have the socket's timeout as a
+/// deadline from their first byte ([`Tcp::pace`]).
+fn paced(net: Net) -> Link<Net> {
+    let mut l = Link::new(net, 0);
+    l.set_pacer(|n, p| match n {
+        Net::Plain(t) => t.get_mut().pace(p),
+        Net::Sealed(t) => t.get_mut().get_mut().pace(p),
+    });
+    l
 }
 
 /// Whether a link error is a timeout: the peer sent nothing, or read

@@ -16,4 +16,4 @@ pub mod shape;
 pub mod tcp;
 
 pub use frame::{FrameDecoder, FrameError, FrameKind, Header};
-pub use link::{Error, Link, Meter};
+pub use link::{Error, Link, Meter, Pace};

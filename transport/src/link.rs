@@ -72,6 +72,17 @@ pub struct Link<T> {
     rx_seq: u32,
     meter: Meter,
     poisoned: bool,
+    pacer: Option<fn(&mut T, Pace)>,
+}
+
+/// Where an incoming frame stands, told to a transport that bounds how long
+/// one frame may take ([`Link::set_pacer`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pace {
+    /// The frame's first byte has arrived.
+    Started,
+    /// The frame is complete (or the link failed).
+    Done,
 }
 
 impl<T> fmt::Debug for Link<T> {
@@ -95,6 +106,21 @@ impl<T: Read + Write> Link<T> {
             rx_seq: 0,
             meter: Meter::default(),
             poisoned: false,
+            pacer: None,
+        }
+    }
+
+    /// Calls `pacer` on the transport when a frame's first byte has arrived
+    /// and when the frame is complete, so that the transport can bound the
+    /// time one frame takes (a peer that trickles a frame byte by byte),
+    /// apart from the wait for a frame to begin (a peer that computes).
+    pub fn set_pacer(&mut self, pacer: fn(&mut T, Pace)) {
+        self.pacer = Some(pacer);
+    }
+
+    fn pace(&mut self, p: Pace) {
+        if let Some(f) = self.pacer {
+            f(&mut self.io, p);
         }
     }
 
@@ -200,8 +226,23 @@ impl<T: Read + Write> Link<T> {
             return Err(Error::Poisoned);
         }
         let mut hb = [0u8; HEADER_LEN];
-        self.read_exact(&mut hb)?;
-        let h = match Header::decode(&hb, buf.len()) {
+        // the wait for a frame to begin is the peer's to take; once its
+        // first byte is here the transport may bound the rest (`set_pacer`)
+        self.read_exact(hb.get_mut(..1).unwrap_or_default())?;
+        self.pace(Pace::Started);
+        let r = self.recv_rest(&mut hb, buf);
+        self.pace(Pace::Done);
+        r
+    }
+
+    /// The rest of a frame whose first header byte is in `hb`.
+    fn recv_rest<'b>(
+        &mut self,
+        hb: &mut [u8; HEADER_LEN],
+        buf: &'b mut [u8],
+    ) -> Result<(FrameKind, &'b [u8]), Error<T::Error>> {
+        self.read_exact(hb.get_mut(1..).unwrap_or_default())?;
+        let h = match Header::decode(hb, buf.len()) {
             Ok(h) => h,
             Err(e) => return self.fail(Error::Frame(e)),
         };
@@ -216,7 +257,7 @@ impl<T: Read + Write> Link<T> {
         let mut tb = [0u8; TRAILER_LEN];
         self.read_exact(&mut tb)?;
         let payload = buf.get(..len).unwrap_or(&[]);
-        let mut crc = frame::crc_start(&hb);
+        let mut crc = frame::crc_start(hb);
         crc.update(payload);
         if crc.finalize() != u32::from_le_bytes(tb) {
             return self.fail(Error::Frame(FrameError::BadCrc));

@@ -105,6 +105,13 @@ pub struct Sealed<T, B> {
     poisoned: bool,
 }
 
+impl<T, B> Sealed<T, B> {
+    /// The stream under the records.
+    pub fn get_mut(&mut self) -> &mut T {
+        &mut self.io
+    }
+}
+
 impl<T, B> core::fmt::Debug for Sealed<T, B> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Sealed")

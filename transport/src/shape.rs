@@ -91,6 +91,11 @@ impl<T> Shaped<T> {
         &self.inner
     }
 
+    /// The stream, mutably.
+    pub fn get_mut(&mut self) -> &mut T {
+        &mut self.inner
+    }
+
     /// Time spent sleeping to shape the link so far.
     pub fn slept(&self) -> Duration {
         self.slept

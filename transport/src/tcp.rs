@@ -35,6 +35,9 @@ pub struct Tcp {
     s: TcpStream,
     timeout: Option<Duration>,
     deadline: Deadline,
+    /// The deadline of the frame being received (`Pace::Started` plus the
+    /// timeout), if one is.
+    frame: Option<Instant>,
 }
 
 impl Tcp {
@@ -51,7 +54,12 @@ impl Tcp {
         s.set_nodelay(true)?;
         s.set_read_timeout(timeout)?;
         s.set_write_timeout(timeout)?;
-        Ok(Self { s, timeout, deadline })
+        Ok(Self {
+            s,
+            timeout,
+            deadline,
+            frame: None,
+        })
     }
 
     /// The stream.
@@ -59,16 +67,35 @@ impl Tcp {
         &self.s
     }
 
-    /// Before a read or a write: past the deadline an error; before it, the
-    /// socket's timeout cut to the time left.
+    /// A frame's progress ([`crate::Link::set_pacer`]): from its first
+    /// byte, the rest of the frame must arrive within the timeout, however
+    /// the peer paces it (each read has the timeout too, so a peer that
+    /// trickles a byte at a time would otherwise hold the link).
+    pub fn pace(&mut self, p: crate::Pace) {
+        self.frame = match p {
+            crate::Pace::Started => self.timeout.map(|t| Instant::now() + t),
+            crate::Pace::Done => None,
+        };
+    }
+
+    /// Before a read or a write: past the phase's or the frame's deadline
+    /// an error; before it, the socket's timeout cut to the time left.
     fn arm(&self, what: &str) -> std::io::Result<()> {
-        let Some(left) = self.deadline.left() else {
-            return Ok(());
+        let frame = self.frame.map(|at| at.saturating_duration_since(Instant::now()));
+        let left = match (self.deadline.left(), frame) {
+            (None, None) => return Ok(()),
+            (Some(a), Some(b)) => a.min(b),
+            (Some(a), None) | (None, Some(a)) => a,
         };
         if left.is_zero() {
+            let which = if frame.is_some_and(|f| f.is_zero()) {
+                "a whole frame within the timeout"
+            } else {
+                "before the deadline of this phase"
+            };
             return Err(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
-                format!("the peer did not {what} before the deadline of this phase"),
+                format!("the peer did not {what} {which}"),
             ));
         }
         let t = Some(self.timeout.map_or(left, |t| t.min(left)));
