@@ -527,6 +527,20 @@ fn recorded_hellos_and_transcripts_are_refused() {
         assert!(why.contains("replayed from another session"), "{why}");
     }
 
+    // a device of another set-up version hears which, and the fix
+    let mut l = connect(h);
+    assert_eq!(next_frame(&mut l).0, FrameKind::Hello);
+    let mut old = hello.clone();
+    old[0] = session::VERSION - 1;
+    l.send(FrameKind::Hello, &old).expect("old hello");
+    let (k, why) = next_frame(&mut l);
+    assert_eq!(k, FrameKind::Abort);
+    let why = String::from_utf8_lossy(&why);
+    assert!(
+        why.contains(&format!("speaks set-up version {}", session::VERSION - 1)),
+        "{why}"
+    );
+
     // A whole device transcript, recorded through a relay, then replayed
     // on a new connection: its hello frame, then the rest.
     let relay = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");

@@ -115,6 +115,11 @@ impl std::fmt::Display for SessionError {
             Self::Link(p, e) => write!(f, "set-up with the {p} failed: {e}"),
             Self::Refused(p, why) => write!(f, "the {p} refused the session: {why}"),
             Self::Unexpected(p, k) => write!(f, "the {p} sent a {k:?} frame during set-up"),
+            Self::BadSetup(p, ProtocolError::BadVersion(v)) => write!(
+                f,
+                "the {p} speaks set-up version {v}, this build {}: run the same mpcvit version on every party",
+                session::VERSION
+            ),
             Self::BadSetup(p, e) => write!(f, "bad set-up message from the {p}: {e}"),
             Self::BadPlan(e) => write!(f, "bad plan: {e}"),
             Self::WrongModel {
@@ -473,7 +478,10 @@ impl Dealer {
             Err(SessionError::Link(_, e)) if not_ours(&e) => return Err(SessionError::NotOurs(Peer::Host)),
             r => r?,
         };
-        let (setup, plan) = DealerSetup::decode_prefix(p).map_err(|e| SessionError::BadSetup(Peer::Host, e))?;
+        let (setup, plan) = match DealerSetup::decode_prefix(p) {
+            Ok(v) => v,
+            Err(e) => return Err(refuse(&mut l, SessionError::BadSetup(Peer::Host, e))),
+        };
         let plan = plan.to_vec();
         let plan = match BlobView::parse_plan(&plan) {
             Ok(p) => p,
@@ -712,8 +720,11 @@ impl Host {
         // a hello is a few dozen bytes: a connection still in set-up costs
         // the host a small buffer, not a plan's
         let mut buf = [0u8; DEVICE_SETUP_MAX];
-        let hello = DeviceHello::decode(recv_setup(&mut dev, &mut buf, Peer::Device)?)
-            .map_err(|e| SessionError::BadSetup(Peer::Device, e))?;
+        let hello = match DeviceHello::decode(recv_setup(&mut dev, &mut buf, Peer::Device)?) {
+            Ok(h) => h,
+            // a device of another version (or a broken one) hears why
+            Err(e) => return Err(refuse(&mut dev, SessionError::BadSetup(Peer::Device, e))),
+        };
         let Offer {
             model_crc,
             frac_bits,
