@@ -645,13 +645,27 @@ impl Host {
         })
     }
 
-    /// A fresh session id, never 0 and never one this host used before.
+    /// A challenge's session id: random, never 0, not one this host has
+    /// used (recorded once the device's set-up is relayed: [`Host::claim`]).
     fn fresh_session(&self) -> Result<u64, SessionError> {
         loop {
             let s = random_u64()?;
-            if s != 0 && self.used.lock().map_err(|_| SessionError::Poisoned)?.insert(s) {
+            if s != 0 && !self.used.lock().map_err(|_| SessionError::Poisoned)?.contains(&s) {
                 return Ok(s);
             }
+        }
+    }
+
+    /// Records `sid` as used before it is relayed to the dealer; refuses an
+    /// id that another session claimed since its challenge (two challenges
+    /// drew the same 64 random bits). Recording only relayed set-ups keeps
+    /// connections that never answer their challenge from growing the
+    /// record.
+    fn claim(&self, sid: u64) -> Result<(), SessionError> {
+        if self.used.lock().map_err(|_| SessionError::Poisoned)?.insert(sid) {
+            Ok(())
+        } else {
+            Err(SessionError::Replayed(sid))
         }
     }
 
@@ -742,6 +756,9 @@ impl Host {
         }
         if key_check != self.key_check {
             return Err(refuse(&mut dev, SessionError::OtherHostKey));
+        }
+        if let Err(e) = self.claim(sid) {
+            return Err(refuse(&mut dev, e));
         }
         let (dl, tag) = match self.dealer_setup(&hello, sid, &phase) {
             Ok(v) => v,
