@@ -45,8 +45,9 @@ pub struct ServerArgs {
     /// Exit after this many sessions (default: serve forever).
     #[arg(long)]
     pub sessions: Option<u64>,
-    /// Most sessions in flight at once; a connection past that is refused
-    /// at once.
+    /// Most connections served at once. Past it, a new connection takes
+    /// the slot of the oldest one still in set-up, or is refused at once
+    /// when every slot holds a session whose device the dealer confirmed.
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_sessions: u32,
 }

@@ -222,7 +222,9 @@ struct Live {
 /// holds an admitted session, the new connection gets `busy` (if given:
 /// the bytes of a refusal its client reads) and is closed at once. A flood
 /// costs the server a descriptor per connection for an instant and at
-/// most `max_live` threads, not more. With a `limit`, waits for that many
+/// most `2 max_live` session threads (those closed to make room end at
+/// their next read; while `max_live` of them have not, the loop waits up to
+/// 100 ms for one before it refuses). With a `limit`, waits for that many
 /// sessions and returns.
 ///
 /// When `accept` fails (out of file descriptors or memory, which the
