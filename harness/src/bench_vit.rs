@@ -52,6 +52,11 @@ pub struct Args {
     /// wall time is their median (one inference varies by about 10 %).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
     repeat: u32,
+    /// Also print, per row, what each op family cost one inference on the
+    /// host's links: calls, dealer -> host, device -> host and host ->
+    /// device bytes, and the host's waits on the device.
+    #[arg(long)]
+    by_op: bool,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone)]
@@ -252,6 +257,9 @@ pub fn run(a: &Args) -> Result<(), String> {
             runs: a.repeat,
         };
         print!("{}", table_row(&row));
+        if a.by_op {
+            print!("{}", by_op_table(&row.arch, &row.mix, &inf.ops));
+        }
         rows.push(row);
     }
     // Merge with the rows already recorded for other configurations.
@@ -299,6 +307,41 @@ pub fn median_secure(
     let inf = last.ok_or("no inference to time (0 runs)")?;
     walls.sort_by(f64::total_cmp);
     Ok((walls.get(walls.len() / 2).copied().unwrap_or(0.0), inf))
+}
+
+/// What each op family cost one inference (`--by-op`), as a Markdown
+/// table: the families in the order first called, then their total.
+fn by_op_table(arch: &str, mix: &str, ops: &[(&'static str, local::OpCost)]) -> String {
+    let mb = |b: u64| b as f64 / 1e6;
+    let mut out = format!(
+        "\n{arch} {mix}, per op family (host's links):\n\n| op family | calls | dealer->H MB | D->H MB | H->D MB | \
+         host waits |\n|---|---|---|---|---|---|\n"
+    );
+    let mut total = local::OpCost::default();
+    for (family, c) in ops {
+        out += &format!(
+            "| {family} | {} | {:.2} | {:.2} | {:.2} | {} |\n",
+            c.calls,
+            mb(c.dealer_bytes),
+            mb(c.device_to_host),
+            mb(c.host_to_device),
+            c.waits
+        );
+        total.calls += c.calls;
+        total.dealer_bytes += c.dealer_bytes;
+        total.device_to_host += c.device_to_host;
+        total.host_to_device += c.host_to_device;
+        total.waits += c.waits;
+    }
+    out += &format!(
+        "| all | {} | {:.2} | {:.2} | {:.2} | {} |\n\n",
+        total.calls,
+        mb(total.dealer_bytes),
+        mb(total.device_to_host),
+        mb(total.host_to_device),
+        total.waits
+    );
+    out
 }
 
 /// The header of the results table (stdout and the Markdown file).

@@ -137,6 +137,12 @@ fn check_model(seed: u64, tile: Tile) -> Result<(), TestCaseError> {
     let img = image(&fm.arch, seed);
     let got =
         local::secure(&view, fp, &maps, &keys, seed, &img, (tile, seed.is_multiple_of(2))).expect("secure inference");
+    // every byte of the host's links is booked to one op family (`bench
+    // --by-op`): the families add up to the links' meters
+    let sum = |f: fn(&local::OpCost) -> u64| got.ops.iter().map(|(_, c)| f(c)).sum::<u64>();
+    prop_assert_eq!(sum(|c| c.dealer_bytes), got.dealer.bytes_recv);
+    prop_assert_eq!(sum(|c| c.device_to_host), got.device.bytes_sent);
+    prop_assert_eq!(sum(|c| c.host_to_device), got.device.bytes_recv);
     // revealed to the host only on request, and then the same logits
     if seed.is_multiple_of(2) {
         prop_assert_eq!(&got.host_logits, &got.logits);

@@ -18,7 +18,7 @@ use mpcvit_core::model::ModelView;
 use mpcvit_core::ops::vit::{self, Tile, VitSpec};
 use mpcvit_core::ops::{LutJob, Party};
 use mpcvit_core::prg::{Prg, Seed};
-use mpcvit_core::protocol::cell::CellGrid;
+use mpcvit_core::protocol::cell::{Basis, CellGrid};
 use mpcvit_core::protocol::cmp::CmpShape;
 use mpcvit_core::protocol::linear::{LinearShape, model_mask};
 use mpcvit_core::protocol::lut::Grid;
@@ -115,10 +115,96 @@ impl<E> From<DealerError<E>> for LocalError<E> {
 
 /// Any of the three parties behind one error type, so that one closure
 /// (which cannot be generic) drives each of them: the closure of [`run3`]
-/// takes `&mut dyn Party<Error = LocalError<E>>`.
-struct AnyParty<P>(P);
+/// takes `&mut dyn Party<Error = LocalError<E>>`. The host's calls are
+/// booked per op family ([`OpCost`]).
+struct AnyParty<P>(P, Vec<(&'static str, OpCost)>);
 
-impl<P: Party> Party for AnyParty<P>
+/// What the ops of one family cost in one inference, as the host's links
+/// count it (the host receives every dealer byte and is the device's only
+/// peer).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OpCost {
+    /// Calls (flights) of the family.
+    pub calls: u64,
+    /// Dealer -> host bytes.
+    pub dealer_bytes: u64,
+    /// Device -> host bytes.
+    pub device_to_host: u64,
+    /// Host -> device bytes.
+    pub host_to_device: u64,
+    /// Times the host waited on the device.
+    pub waits: u64,
+}
+
+/// A party whose links can be read between its calls.
+trait Meters {
+    /// The device link's and the dealer link's meters (the host's).
+    fn meters(&self) -> Option<(Meter, Meter)> {
+        None
+    }
+}
+
+impl<T: Read + Write> Meters for HostParty<T> {
+    fn meters(&self) -> Option<(Meter, Meter)> {
+        Some((self.device_link().meter(), self.dealer_link().meter()))
+    }
+}
+impl<T: Read + Write> Meters for DeviceParty<'_, T> {}
+impl<T: Read + Write> Meters for DealerParty<T> {}
+
+/// The op family of a cell lookup, by its grids.
+fn cell_family(grids: &[CellGrid<'_>]) -> &'static str {
+    match grids {
+        [one] => match one.shape.basis {
+            Basis::Exp => "exp (Softmax)",
+            Basis::Cheb(_) => "series lookup (GeLU's tail)",
+            Basis::Step => "cell table",
+        },
+        _ => "windows (reciprocal, rsqrt)",
+    }
+}
+
+/// The op family of a comparison, by its digits.
+fn cmp_family(s: &CmpShape) -> &'static str {
+    if s.l.saturating_sub(1).saturating_sub(s.s) <= s.m {
+        "comparison, one digit (GeLU's ReLU)"
+    } else {
+        "comparison (ReLU: RSAttn, linearized tokens)"
+    }
+}
+
+impl<P: Party + Meters> AnyParty<P> {
+    fn new(p: P) -> Self {
+        Self(p, Vec::new())
+    }
+
+    /// Runs `f` on the party and books what its links carried under
+    /// `family`.
+    fn book<R>(&mut self, family: &'static str, f: impl FnOnce(&mut P) -> R) -> R {
+        let before = self.0.meters();
+        let r = f(&mut self.0);
+        if let (Some((d0, l0)), Some((d1, l1))) = (before, self.0.meters()) {
+            let (d, l) = (d1.since(&d0), l1.since(&l0));
+            let at = match self.1.iter().position(|(k, _)| *k == family) {
+                Some(i) => i,
+                None => {
+                    self.1.push((family, OpCost::default()));
+                    self.1.len() - 1
+                }
+            };
+            if let Some((_, c)) = self.1.get_mut(at) {
+                c.calls += 1;
+                c.dealer_bytes += l.bytes_recv;
+                c.device_to_host += d.bytes_recv;
+                c.host_to_device += d.bytes_sent;
+                c.waits += d.rounds;
+            }
+        }
+        r
+    }
+}
+
+impl<P: Party + Meters> Party for AnyParty<P>
 where
     LocalError<<P::Error as Source>::E>: From<P::Error>,
     P::Error: Source,
@@ -132,16 +218,16 @@ where
         self.0.fp()
     }
     fn mul(&mut self, x: &[u64], y: &[u64], cols: usize, z: &mut [u64]) -> Result<(), Self::Error> {
-        Ok(self.0.mul(x, y, cols, z)?)
+        Ok(self.book("products", |p| p.mul(x, y, cols, z))?)
     }
     fn scale_trunc(&mut self, x: &[u64], g: &[u64], bits: u32, z: &mut [u64]) -> Result<(), Self::Error> {
-        Ok(self.0.scale_trunc(x, g, bits, z)?)
+        Ok(self.book("scale and truncate (LayerNorm)", |p| p.scale_trunc(x, g, bits, z))?)
     }
     fn square(&mut self, x: &[u64], z: &mut [u64]) -> Result<(), Self::Error> {
-        Ok(self.0.square(x, z)?)
+        Ok(self.book("squares", |p| p.square(x, z))?)
     }
     fn matmuls(&mut self, s: &[MatmulShape], x: &[u64], y: &[u64], z: &mut [u64]) -> Result<(), Self::Error> {
-        Ok(self.0.matmuls(s, x, y, z)?)
+        Ok(self.book("matmuls (attention)", |p| p.matmuls(s, x, y, z))?)
     }
     fn linear_trunc(
         &mut self,
@@ -152,28 +238,28 @@ where
         bits: u32,
         z: &mut [u64],
     ) -> Result<(), Self::Error> {
-        Ok(self.0.linear_trunc(s, x, w, bias, bits, z)?)
+        Ok(self.book("linear layers", |p| p.linear_trunc(s, x, w, bias, bits, z))?)
     }
     fn reveal_to_device(&mut self, x: &[u64], out: &mut [u64]) -> Result<(), Self::Error> {
-        Ok(self.0.reveal_to_device(x, out)?)
+        Ok(self.book("reveal", |p| p.reveal_to_device(x, out))?)
     }
     fn reveal_to_host(&mut self, x: &[u64], out: &mut [u64]) -> Result<(), Self::Error> {
-        Ok(self.0.reveal_to_host(x, out)?)
+        Ok(self.book("reveal", |p| p.reveal_to_host(x, out))?)
     }
     fn luts(&mut self, jobs: &[LutJob<'_>], x: &[u64], out: &mut [u64]) -> Result<(), Self::Error> {
-        Ok(self.0.luts(jobs, x, out)?)
+        Ok(self.book("table lookups", |p| p.luts(jobs, x, out))?)
     }
     fn lut_grids(&mut self, grids: &[Grid<'_>], x: &[u64], out: &mut [u64]) -> Result<(), Self::Error> {
-        Ok(self.0.lut_grids(grids, x, out)?)
+        Ok(self.book("table lookups", |p| p.lut_grids(grids, x, out))?)
     }
     fn cells(&mut self, grids: &[CellGrid<'_>], x: &[u64], out: &mut [u64]) -> Result<(), Self::Error> {
-        Ok(self.0.cells(grids, x, out)?)
+        Ok(self.book(cell_family(grids), |p| p.cells(grids, x, out))?)
     }
     fn cmp(&mut self, shape: CmpShape, x: &[u64], out: &mut [u64]) -> Result<(), Self::Error> {
-        Ok(self.0.cmp(shape, x, out)?)
+        Ok(self.book(cmp_family(&shape), |p| p.cmp(shape, x, out))?)
     }
     fn trunc(&mut self, bits: u32, x: &[u64], z: &mut [u64]) -> Result<(), Self::Error> {
-        Ok(self.0.trunc(bits, x, z)?)
+        Ok(self.book("truncations", |p| p.trunc(bits, x, z))?)
     }
 }
 
@@ -270,6 +356,8 @@ pub struct Run3 {
     pub dealer_ns: u64,
     /// With [`Schedule::DealerFirst`]: host and device after the dealer.
     pub online_ns: u64,
+    /// The host's links per op family, in the order first called.
+    pub ops: Vec<(&'static str, OpCost)>,
 }
 
 /// The closure [`run3`] runs on each party: `(party, its input share, its
@@ -331,7 +419,7 @@ where
 {
     let mut bufs = DeviceBuffers::default();
     let (host, dev, dl) = parties(fp, keys, session, links, &mut bufs);
-    let (mut host, mut dev, mut dl) = (AnyParty(host), AnyParty(dev), AnyParty(dl));
+    let (mut host, mut dev, mut dl) = (AnyParty::new(host), AnyParty::new(dev), AnyParty::new(dl));
     let zeros = vec![0u64; inputs[1].len()];
     let t0 = std::time::Instant::now();
     // Each party's links close when it is done (its value is dropped), so
@@ -357,6 +445,7 @@ where
         });
         let z0 = f(&mut host, inputs[0], views[0]).map_err(|e| of(Role::Host, e));
         let dealer_meter = host.0.dealer_link().meter();
+        let ops = std::mem::take(&mut host.1);
         drop(host);
         let d = device.join().map_err(|_| LocalError::Panicked("device"))?;
         let online_ns = ns(t_online.elapsed());
@@ -391,6 +480,7 @@ where
             wall_ns: ns(t0.elapsed()),
             dealer_ns: ns(t_online - t0),
             online_ns,
+            ops,
         })
     })
 }
@@ -452,6 +542,8 @@ pub struct Inference {
     pub high_water: HighWater,
     /// Wall time, ns.
     pub wall_ns: u64,
+    /// The host's links per op family ([`Run3::ops`]).
+    pub ops: Vec<(&'static str, OpCost)>,
 }
 
 /// One secure inference of a float image (`[c, h, w]`, normalised): the
@@ -501,6 +593,7 @@ where
         dealer: r.dealer,
         high_water: r.high_water,
         wall_ns: r.wall_ns,
+        ops: r.ops,
     })
 }
 
