@@ -221,8 +221,10 @@ fn a_device_trickling_a_frame_is_cut_at_the_frame_deadline() {
     let host = common::start_host(&st, &dealer.1, &["--timeout", "2"]);
     let l = half_device(&st, &host.1);
     let mut c = l.into_inner().get_ref().try_clone().expect("socket");
-    // a pause between frames counts towards no frame's deadline
-    std::thread::sleep(Duration::from_millis(1500));
+    // a pause between frames counts towards no frame's deadline (the
+    // first byte then comes 1.5 s after the host began to wait, within its
+    // 2 s read timeout)
+    std::thread::sleep(Duration::from_millis(1000));
     let cut = trickle(&mut c).expect("the host kept a device trickling its frame for 8 s");
     assert!(cut < Duration::from_secs(5), "cut after {cut:?}");
     let (p, _) = prediction(&device(&st, &host.1, 0, &[]));
