@@ -95,6 +95,32 @@ pub enum ModelError {
     BufferTooSmall,
 }
 
+/// A [`ModelError`] worded for the kind of file that raised it
+/// ([`ModelError::in_file`]).
+pub struct InFile(ModelError, &'static str);
+
+impl ModelError {
+    /// The error worded for `kind` of file (`"provisioning blob"`,
+    /// `"plan"`): the blob and plan parsers share the model file's errors.
+    pub fn in_file(self, kind: &'static str) -> InFile {
+        InFile(self, kind)
+    }
+}
+
+impl fmt::Display for InFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = self.1;
+        match self.0 {
+            ModelError::Truncated { need, got } => write!(f, "{kind} truncated: {got} bytes, need {need}"),
+            ModelError::TrailingBytes => write!(f, "{kind} has trailing bytes"),
+            ModelError::BadMagic => write!(f, "not an mpcvit {kind} (bad magic)"),
+            ModelError::BadVersion(v) => write!(f, "unsupported {kind} format version {v}"),
+            ModelError::BadChecksum => write!(f, "{kind} checksum mismatch (corrupt file)"),
+            e => write!(f, "{e}"),
+        }
+    }
+}
+
 impl fmt::Display for ModelError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

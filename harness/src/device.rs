@@ -191,7 +191,7 @@ pub fn device_run(a: &DeviceArgs) -> Result<DeviceReport, String> {
     let t_start = Instant::now();
     let blob_bytes = crate::files::read_bounded(&a.blob, "blob", crate::files::MAX_MODEL)?;
     let blob = BlobView::parse(&blob_bytes)
-        .map_err(|e| format!("{}: not a usable provisioning blob: {e}", a.blob.display()))?;
+        .map_err(|e| format!("{}: {}", a.blob.display(), e.in_file("provisioning blob")))?;
     let key = read_key(&a.keys.join(DEVICE_KEY))?;
     let arch = blob.arch();
     let fp = FixedPoint::new(blob.frac_bits()).map_err(|e| e.to_string())?;

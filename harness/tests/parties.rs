@@ -214,7 +214,9 @@ fn cli_errors_are_one_clear_line() {
         .args(["device", "--blob", s(&st.model), "--keys", s(&st.keys), "--index", "0"])
         .output()
         .expect("device");
-    fails_with(&o, 1, "not a usable provisioning blob");
+    // a blob's errors speak of the blob, not of a model file
+    fails_with(&o, 1, "not an mpcvit provisioning blob (bad magic)");
+    assert!(!String::from_utf8_lossy(&o.stderr).contains("model file"));
     let o = bin()
         .args(["device", "--blob", s(&st.blob), "--keys", s(&st.keys), "--index", "0"])
         .args(["--images", s(&st.dir.join("no-such-dataset.gz"))])

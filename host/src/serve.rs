@@ -121,7 +121,7 @@ impl std::fmt::Display for SessionError {
                 session::VERSION
             ),
             Self::BadSetup(p, e) => write!(f, "bad set-up message from the {p}: {e}"),
-            Self::BadPlan(e) => write!(f, "bad plan: {e}"),
+            Self::BadPlan(e) => write!(f, "bad plan: {}", e.in_file("plan")),
             Self::WrongModel {
                 device_crc,
                 device_f,
