@@ -327,11 +327,7 @@ fn by_op_table(arch: &str, mix: &str, ops: &[(&'static str, local::OpCost)]) -> 
             mb(c.host_to_device),
             c.waits
         );
-        total.calls += c.calls;
-        total.dealer_bytes += c.dealer_bytes;
-        total.device_to_host += c.device_to_host;
-        total.host_to_device += c.host_to_device;
-        total.waits += c.waits;
+        total += *c;
     }
     out += &format!(
         "| all | {} | {:.2} | {:.2} | {:.2} | {} |\n\n",

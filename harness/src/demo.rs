@@ -351,8 +351,7 @@ fn deploy(a: &Args, dir: &Path) -> Result<Deployment, String> {
             .ok()
             .zip(keys::read_key(&keys.join(HOST_KEY)).ok());
         usable.is_none_or(|(v, k)| {
-            let seed = mpcvit_core::session::model_seed(&k, mpcvit_core::provision::model_crc(&model));
-            v.key_check() != mpcvit_core::session::key_check(&seed)
+            v.key_check() != mpcvit_core::session::blob_key_check(&k, mpcvit_core::provision::model_crc(&model))
         })
     });
     if stale {

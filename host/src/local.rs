@@ -136,6 +136,16 @@ pub struct OpCost {
     pub waits: u64,
 }
 
+impl std::ops::AddAssign for OpCost {
+    fn add_assign(&mut self, o: Self) {
+        self.calls += o.calls;
+        self.dealer_bytes += o.dealer_bytes;
+        self.device_to_host += o.device_to_host;
+        self.host_to_device += o.host_to_device;
+        self.waits += o.waits;
+    }
+}
+
 /// A party whose links can be read between its calls.
 trait Meters {
     /// The device link's and the dealer link's meters (the host's).
@@ -185,19 +195,16 @@ impl<P: Party + Meters> AnyParty<P> {
         let r = f(&mut self.0);
         if let (Some((d0, l0)), Some((d1, l1))) = (before, self.0.meters()) {
             let (d, l) = (d1.since(&d0), l1.since(&l0));
-            let at = match self.1.iter().position(|(k, _)| *k == family) {
-                Some(i) => i,
-                None => {
-                    self.1.push((family, OpCost::default()));
-                    self.1.len() - 1
-                }
+            let cost = OpCost {
+                calls: 1,
+                dealer_bytes: l.bytes_recv,
+                device_to_host: d.bytes_recv,
+                host_to_device: d.bytes_sent,
+                waits: d.rounds,
             };
-            if let Some((_, c)) = self.1.get_mut(at) {
-                c.calls += 1;
-                c.dealer_bytes += l.bytes_recv;
-                c.device_to_host += d.bytes_recv;
-                c.host_to_device += d.bytes_sent;
-                c.waits += d.rounds;
+            match self.1.iter_mut().find(|(k, _)| *k == family) {
+                Some((_, c)) => *c += cost,
+                None => self.1.push((family, cost)),
             }
         }
         r

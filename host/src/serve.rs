@@ -388,6 +388,14 @@ fn recv_setup<'b>(l: &mut Link<Net>, buf: &'b mut [u8], peer: Peer) -> Result<&'
     }
 }
 
+/// Sends a set-up message (`Message`: the version byte and its postcard
+/// encoding) to `peer` on `l`.
+fn send_setup<M: Message>(l: &mut Link<Net>, m: &M, peer: Peer) -> Result<(), SessionError> {
+    let mut buf = vec![0u8; M::MAX_LEN];
+    let bytes = m.encode(&mut buf).map_err(|e| SessionError::BadSetup(peer, e))?;
+    l.send(FrameKind::Hello, bytes).map_err(|e| SessionError::Link(peer, e))
+}
+
 /// Sends `why` to the peer as an abort and returns it.
 fn refuse(l: &mut Link<Net>, why: SessionError) -> SessionError {
     // the device is not authenticated yet: it hears what is wrong with
@@ -513,14 +521,10 @@ impl Dealer {
             return Err(refuse(&mut l, SessionError::Replayed(setup.session)));
         }
         admission.admit();
-        let mut answer = [0u8; DealerConfirm::MAX_LEN];
         let answer = DealerConfirm {
             tag: session::dealer_tag(&kd, sid, &device_tag),
-        }
-        .encode(&mut answer)
-        .map_err(|e| SessionError::BadSetup(Peer::Host, e))?;
-        l.send(FrameKind::Hello, answer)
-            .map_err(|e| SessionError::Link(Peer::Host, e))?;
+        };
+        send_setup(&mut l, &answer, Peer::Host)?;
         l.set_session(sid.0);
         phase.set(Some(Instant::now() + self.limits.session));
         let a = plan.arch();
@@ -727,12 +731,7 @@ impl Host {
         // the challenge: a session id the device's tag must cover, so a
         // hello recorded in another session is refused
         let sid = self.fresh_session()?;
-        let mut challenge = [0u8; Challenge::MAX_LEN];
-        let challenge = Challenge { session: sid }
-            .encode(&mut challenge)
-            .map_err(|e| SessionError::BadSetup(Peer::Device, e))?;
-        dev.send(FrameKind::Hello, challenge)
-            .map_err(|e| SessionError::Link(Peer::Device, e))?;
+        send_setup(&mut dev, &Challenge { session: sid }, Peer::Device)?;
         // a hello is a few dozen bytes: a connection still in set-up costs
         // the host a small buffer, not a plan's
         let mut buf = [0u8; DEVICE_SETUP_MAX];
@@ -778,12 +777,7 @@ impl Host {
             }
         };
         admission.admit();
-        let mut acc = [0u8; Accept::MAX_LEN];
-        let acc = Accept { session: sid, tag }
-            .encode(&mut acc)
-            .map_err(|e| SessionError::BadSetup(Peer::Device, e))?;
-        dev.send(FrameKind::Hello, acc)
-            .map_err(|e| SessionError::Link(Peer::Device, e))?;
+        send_setup(&mut dev, &Accept { session: sid, tag }, Peer::Device)?;
         dev.set_session(sid);
         phase.set(Some(Instant::now() + self.limits.session));
         let (m0, d0) = (dev.meter(), dl.meter());
