@@ -76,8 +76,9 @@ train_row() {
   case "$row" in mu*) [ -e "$RUNS/search.bpk" ] || cp "$dir/search.bpk" "$RUNS/search.bpk" ;; esac
 }
 
-# the protocol version of this tree: a report of another ran another computation
-proto=$(sed -n 's/^pub const VERSION: u8 = \([0-9]*\);$/\1/p' core/src/session.rs)
+# the computation version of this tree (`session::COMPUTATION`): a report of
+# another ran another computation
+proto=$(sed -n 's/^pub const COMPUTATION: u8 = \([0-9]*\);$/\1/p' core/src/session.rs)
 
 eval_row() {
   local dir="$RUNS/$1"

@@ -19,7 +19,7 @@ use mpcvit_core::ops::vit::{self, Tile, VitSpec};
 use mpcvit_core::ops::{LutJob, Party};
 use mpcvit_core::prg::{Prg, Seed};
 use mpcvit_core::protocol::cell::{Basis, CellGrid};
-use mpcvit_core::protocol::cmp::CmpShape;
+use mpcvit_core::protocol::cmp::{CmpOut, CmpShape};
 use mpcvit_core::protocol::linear::{LinearShape, model_mask};
 use mpcvit_core::protocol::lut::Grid;
 use mpcvit_core::protocol::matmul::MatmulShape;
@@ -176,8 +176,8 @@ fn cell_family(grids: &[CellGrid<'_>]) -> &'static str {
 
 /// The op family of a comparison, by its digits.
 fn cmp_family(s: &CmpShape) -> &'static str {
-    if s.l.saturating_sub(1).saturating_sub(s.s) <= s.m {
-        "comparison, one digit (GeLU's ReLU)"
+    if matches!(s.out, CmpOut::ReluClip(_)) {
+        "comparison at 0 and the clip (GeLU)"
     } else {
         "comparison (ReLU: RSAttn, linearized tokens)"
     }

@@ -301,17 +301,21 @@ fn print_reference_deviations() {
     println!("LN: {:?} ulp", (0..20).map(|s| ln_vs_reference(3, 64, s)).max());
 }
 
-/// GeLU by comparison and cell lookup on a dense grid of `[-27, 27]`
-/// against float: within 2e-4 (the tail's fit plus rounding). 4,000 inputs
-/// lie in the comparison's branch region `[-1/8, 0)`, where it takes the
-/// positive branch with probability about `2^-8` each: both branches must
-/// give GeLU.
+/// GeLU by comparison and cell lookup on a dense grid of `[-58, 58]`
+/// against float: within 1e-4 (the tail's fit plus rounding). 4,000 inputs
+/// lie in each of the comparison's branch regions `[t - 1/4, t)` below its
+/// thresholds `t` = 0 and `+-5`, where it takes the positive branch with
+/// probability about `2^-8` each: both branches must give GeLU.
 #[test]
 fn gelu_by_comparison_and_cells() {
-    let xs: Vec<f64> = (-2700..=2700)
+    let xs: Vec<f64> = (-5800..=5800)
         .map(|i| i as f64 / 100.0 + 0.0031)
-        .chain((1..=4000).map(|i| -(i as f64) / 32000.0))
-        .chain([-1e-4, -3e-5, 0.0, 3e-5])
+        .chain(
+            [0.0, 5.0, -5.0]
+                .iter()
+                .flat_map(|t| (1..=4000).map(move |i| t - i as f64 / 16000.0)),
+        )
+        .chain([-1e-4, -3e-5, 0.0, 3e-5, 5.0, -5.0, 58.7, -59.0])
         .collect();
     let (got, meter) = run3(7, 3, fp(), &enc(&xs), [&[], &[], &[]], |p, x, _| {
         let mut out = vec![0; x.len()];
@@ -324,7 +328,7 @@ fn gelu_by_comparison_and_cells() {
     for (g, x) in dec(&got).iter().zip(&xs) {
         let want = Func::Gelu.eval(fp().decode(fp().encode(*x)));
         worst = worst.max((g - want).abs());
-        assert!((g - want).abs() <= 2e-4, "gelu({x}) got {g} want {want}");
+        assert!((g - want).abs() <= 1e-4, "gelu({x}) got {g} want {want}");
     }
     eprintln!("gelu worst {worst:e}, meter {meter:?}");
 }
@@ -333,15 +337,22 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(16))]
 
     /// The comparison's law against the exact reference: ReLU and DReLU are
-    /// exact outside `[-2^s, 0)`, where they may take the positive branch.
-    /// Inputs are random over the range, biased to the digit boundaries
-    /// (multiples of `2^s` and `2^(s+8)`, plus or minus one), zero and the
-    /// ends of the range.
+    /// exact outside `[-2^s, 0)`, where they may take the positive branch;
+    /// GeLU's clip (ReLU and `min(|x|, 5)` from the thresholds 0 and `+-5`
+    /// on one opening, one digit) is exact outside `[t - 2^s, t)` for each
+    /// threshold `t`. Inputs are random over the range, biased to the digit
+    /// boundaries (multiples of `2^s` and `2^(s+8)`, plus or minus one),
+    /// zero, the clip's thresholds and the ends of the range.
     #[test]
-    fn comparison_law(raw in proptest::collection::vec((any::<u64>(), 0u8..6), 1..300), session in any::<u64>(), relu in any::<bool>()) {
+    fn comparison_law(raw in proptest::collection::vec((any::<u64>(), 0u8..8), 1..300), session in any::<u64>(), which in 0u8..3) {
         use mpcvit_core::protocol::cmp::{self, CmpOut, CmpShape};
-        let out = if relu { CmpOut::Relu } else { CmpOut::Drelu };
-        let sh = CmpShape::new(1, F, 5, out).expect("shape");
+        let clip = 5u64 << F;
+        let sh = match which {
+            0 => CmpShape::new(1, F, 5, CmpOut::Drelu),
+            1 => CmpShape::new(1, F, 5, CmpOut::Relu),
+            _ => CmpShape::branch(1, F, 6, CmpOut::ReluClip(clip)),
+        }.expect("shape");
+        let out = sh.out;
         let top = 1i64 << (sh.l - 1);
         let x: Vec<u64> = raw
             .iter()
@@ -353,7 +364,9 @@ proptest! {
                     2 => (k % ((2 * top) >> (sh.s + 8))) * (1 << (sh.s + 8)) - top + (r as i64 % 3 - 1),
                     3 => (r % 64) as i64 - 32,
                     4 => -top + (r % 4) as i64,
-                    _ => top - (1 << sh.s) - 1 - (r % 4) as i64,
+                    5 => top - (1 << sh.s) - 1 - (r % 4) as i64,
+                    6 => clip as i64 - (k % (2 << sh.s)) + (1 << sh.s),
+                    _ => -(clip as i64) - (k % (2 << sh.s)) + (1 << sh.s),
                 };
                 v as u64
             })
@@ -362,12 +375,12 @@ proptest! {
         prop_assume!(!x.is_empty());
         let shape = CmpShape { n: x.len(), ..sh };
         let (got, meter) = run3(12, session, fp(), &x, [&[], &[], &[]], |p, x, _| {
-            let mut o = vec![0; x.len()];
+            let mut o = vec![0; x.len() * out.outputs()];
             mpcvit_core::ops::Party::cmp(p, shape, x, &mut o)?;
             Ok(o)
         }).expect("run");
-        for (&xv, &g) in x.iter().zip(&got) {
-            prop_assert!(cmp::allowed(shape, xv, g), "{out:?}({}) = {}", xv as i64, g as i64);
+        for (&xv, g) in x.iter().zip(got.chunks(out.outputs())) {
+            prop_assert!(cmp::allowed(shape, xv, g), "{out:?}({}) = {g:?}", xv as i64);
         }
         prop_assert_eq!(meter.rounds, 2);
     }

@@ -4,7 +4,8 @@
 //! |---|---|---|---|
 //! | ReLU, DReLU | 1 | 8 B | exact, except `x` in `[-2^s, 0)` (may pass `x` / say 1) |
 //! | precise ReLU | 2 | 24 B | exact, except `x` in `[-2^(s+3-k), 0)` |
-//! | GeLU, exp | 1 | 8 B | chord fit on `2^k` cells, plus the lookup's `kappa` and slope rounding (a few `2^-(f+8)`), plus 1 ulp |
+//! | fitted lookup (exp, GeLU's chords in the lookup benchmarks) | 1 | 8 B | chord fit on `2^k` cells, plus the lookup's `kappa` and slope rounding (a few `2^-(f+8)`), plus 1 ulp |
+//! | [`gelu`] (the model's) | 3 | 6 B + 3 bits | `4.2e-5` fit plus rounding, plus 1 ulp |
 //!
 //! Fitted functions come out of the lookup with [`EXTRA_BITS`] more
 //! fractional bits than the input and are brought back by *local*
@@ -102,8 +103,8 @@ pub fn relu_reference(x: u64) -> u64 {
 
 /// The smooth tail of GeLU: `G(t) = t Phi(-t)`, with `GeLU(x) = ReLU(x) -
 /// G(|x|)`. `G` is entire (its analytic continuation below 0 is used where
-/// the comparison takes the positive branch), at most 0.17, and below
-/// `6e-9` beyond 6 (0.0004 of the output's unit at `f = 16`): the dealer
+/// the comparison takes the positive branch), at most 0.17, below `5e-6`
+/// from [`GELU_CLIP`]` - 1/4` on and below `6e-9` beyond 6: the dealer
 /// deals zero for a cell that starts there.
 #[derive(Clone, Copy, Debug)]
 pub struct GeluTail;
@@ -116,18 +117,22 @@ impl crate::protocol::cell::CellFn for GeluTail {
         lo > 6.0
     }
     fn smooth_on(&self) -> Option<(f64, f64)> {
-        // the nodes of every cell not dealt zero: `|x|`'s cells reach 4
-        // below 0 (the top cell's wrap) and 4 above 6
-        Some((-6.0, 12.0))
+        // the nodes of every cell: 4 cells of 2 from -1/4 - 2 (a read of
+        // the next cell) up to 8
+        Some((-3.0, 9.0))
     }
 }
 
 /// Fractional bits of the GeLU tail's output over the input's.
 pub const GELU_TAIL_EXTRA: u32 = 17;
 
-/// The two steps of [`gelu`] for `n` inputs at `f` bits: the one-digit
-/// comparison's ReLU and the cell lookup of the tail on `|x|` (8 cells of
-/// `2^(range_log2 - 3)`, degree 9).
+/// Where GeLU's tail is read: `G(min(|x|, GELU_CLIP))` (real).
+pub const GELU_CLIP: u64 = 5;
+
+/// The two steps of [`gelu`] for `n` inputs at `f` bits whose MLP range is
+/// `2^range_log2`: the comparison (one digit of 8 bits on an opening of
+/// `f + range_log2 + 2` bits) of `x` with 0 and `+-`[`GELU_CLIP`], and the
+/// cell lookup of the tail on the clipped `|x|` (4 cells of 2, degree 6).
 pub fn gelu_shapes(
     n: usize,
     f: u32,
@@ -135,46 +140,51 @@ pub fn gelu_shapes(
 ) -> Result<(crate::protocol::cmp::CmpShape, crate::protocol::cell::CellShape), ProtocolError> {
     use crate::protocol::cell::{Basis, CellShape};
     use crate::protocol::cmp::{CmpOut, CmpShape};
-    let relu = CmpShape::branch(n, f, range_log2, CmpOut::Relu)?;
-    let l = f as i32 + range_log2;
-    if !(4..=40).contains(&l) {
+    if !(3..=40).contains(&(f as i32)) || !(3..=20).contains(&range_log2) {
         return Err(ProtocolError::BadParameter);
     }
+    let clip = GELU_CLIP << f;
+    let relu = CmpShape::branch(n, f, range_log2 + 1, CmpOut::ReluClip(clip))?;
     let tail = CellShape {
         n,
-        l: l as u32,
-        kh: 3,
-        // the comparison's branch region `[-2^s, 0)` reads the tail at `x`
+        l: f + 3,
+        kh: 2,
+        // the comparison's branch regions read the clipped `|x|` down to
+        // `-2^s` and up to the clip plus `2^s`
         offset: 1u64 << relu.s,
         f,
         p: 16,
         out: f + GELU_TAIL_EXTRA,
-        basis: Basis::Cheb(9),
+        basis: Basis::Cheb(6),
     };
     tail.check()?;
     Ok((relu, tail))
 }
 
-/// GeLU in three rounds: `ReLU(x)` by the comparison
-/// ([`crate::protocol::cmp`], two rounds), then `|x| = 2 ReLU(x) - x`
-/// (local) and the tail `G(|x|)` by a cell lookup (one round), `GeLU =
-/// ReLU(x) - G(|x|)`, the tail brought to `f` bits by local truncation.
+/// GeLU in three rounds: the comparison ([`crate::protocol::cmp`], two
+/// rounds) of `x` with 0 and `+-c` ([`GELU_CLIP`]) on one opening gives
+/// `ReLU(x)` and `m = min(|x|, c)`, then the tail `G(m)` by a cell lookup
+/// (one round), `GeLU = ReLU(x) - G(m)` (`G(|x|) < G(c - 1/4) < 5e-6` where
+/// `|x| > c - 1/4`), the tail brought to `f` bits by local truncation.
 ///
-/// Either branch of the comparison gives the same GeLU (`x - G(x) = 0 -
-/// G(-x)`, as `G(t) - G(-t) = t`), so the comparison is the one-digit
+/// Each threshold's comparison is the one-digit
 /// [`CmpShape::branch`](crate::protocol::cmp::CmpShape::branch), which may
-/// take the positive branch on `[-2^(range_log2 - 8), 0)`; the tail's
-/// lookup is offset by that much so that `|x|` computed as `x` there stays
-/// in its range. Inputs lie in `(-(2^range_log2 - 2^(range_log2 - 3) -
-/// 2^(range_log2 - 8)), ...)` (`(-27.875, 27.875)` for the MLP's range
-/// `2^5`: the tail lookup's top cell is left out).
+/// take the positive branch on the `2^s = 1/4` below it (`s` = `f - 2`).
+/// Either branch at 0 gives the same GeLU (then `ReLU(x) = x` and `m = x`:
+/// `x - G(x) = 0 - G(-x)`, as `G(t) - G(-t) = t`); at `+-c` the positive
+/// branch gives `m = c` for `|x|` in `(c - 1/4, c]` (or `m = |x|` up to `c +
+/// 1/4`), where `G` is below `5e-6`. So `m` lies in `[-1/4, c + 1/4]` and the
+/// tail's lookup, offset by `1/4`, reads 4 cells of 2 with its top cell
+/// left out (`c + 1/2 < 6`). Inputs lie in `[-2^(range_log2 + 1) + c,
+/// 2^(range_log2 + 1) - c - 1/4)` (`[-59, 58.75)` for the MLP's range
+/// `2^5`).
 ///
-/// Error: the tail's fit (`1e-4` on cells of `2^(range_log2 - 3)`) plus its
-/// rounding, plus 1 ulp. The local truncation fails with probability below
-/// `|G| 2^(f + 17) / 2^64 <= 2^-32` per element.
+/// Error: the tail's fit (`4.2e-5` on cells of 2, degree 6) plus its
+/// rounding and the clip's `5e-6`, plus 1 ulp. The local truncation fails
+/// with probability below `|G| 2^(f + 17) / 2^64 <= 2^-32` per element.
 ///
-/// Bytes per element: 3 each way and 1 bit (comparison), 3 each way
-/// (tail); dealer 11 + 80 words. `scratch`: `2 x.len()` words.
+/// Bytes per element: 3 each way and 3 bits (comparison), 3 each way
+/// (tail); dealer 20 + 28 words. `scratch`: `2 x.len()` words.
 pub fn gelu<P: Party + ?Sized>(
     p: &mut P,
     range_log2: i32,
@@ -185,17 +195,22 @@ pub fn gelu<P: Party + ?Sized>(
     let n = x.len();
     let f = p.fp().frac_bits();
     let (relu, tail) = gelu_shapes(n, f, range_log2)?;
-    let (t, g) = scratch
-        .get_mut(..2 * n)
-        .ok_or(ProtocolError::BadBuffer)?
-        .split_at_mut(n);
+    let s = scratch.get_mut(..2 * n).ok_or(ProtocolError::BadBuffer)?;
     if out.len() != n {
         return Err(ProtocolError::BadBuffer.into());
     }
-    p.cmp(relu, x, out)?;
-    for ((t, &r), &v) in t.iter_mut().zip(out.iter()).zip(x) {
-        *t = r.wrapping_mul(2).wrapping_sub(v);
+    // (ReLU(x), m) per element, then ReLU into `out` and `m` to the front
+    p.cmp(relu, x, s)?;
+    for i in 0..n {
+        let (r, m) = (s.get(2 * i).copied(), s.get(2 * i + 1).copied());
+        if let (Some(o), Some(r), Some(m)) = (out.get_mut(i), r, m) {
+            *o = r;
+            if let Some(dst) = s.get_mut(i) {
+                *dst = m;
+            }
+        }
     }
+    let (t, g) = s.split_at_mut(n);
     super::cell(p, tail, &GeluTail, t, g)?;
     for (o, &g) in out.iter_mut().zip(g.iter()) {
         *o = o.wrapping_sub(crate::protocol::trunc::local(g, GELU_TAIL_EXTRA));

@@ -281,7 +281,8 @@ pub fn cmp_tx_len(shape: CmpShape) -> usize {
 pub type Exchange<'a, E> = dyn FnMut(&[u8], &mut dyn FnMut(&[u8]) -> Result<(), E>) -> Result<(), E> + 'a;
 
 /// A comparison ([`crate::protocol::cmp`]) in two flights, chunked
-/// ([`cmp_chunks`]): `out` gets the DReLU or ReLU shares of `x`; `tx` at
+/// ([`cmp_chunks`]): `out` gets each element's outputs ([`CmpShape`]'s
+/// `out`, [`crate::protocol::cmp::CmpOut::outputs`] per element); `tx` at
 /// least [`cmp_tx_len`] bytes.
 pub fn cmps<'m, E: From<ProtocolError>>(
     next: &mut dyn FnMut() -> Result<OpCorr<'m>, E>,
@@ -291,7 +292,8 @@ pub fn cmps<'m, E: From<ProtocolError>>(
     tx: &mut [u8],
     exchange: &mut Exchange<'_, E>,
 ) -> Result<(), E> {
-    if x.len() != shape.n || out.len() != shape.n {
+    let k = shape.out.outputs();
+    if x.len() != shape.n || out.len() != shape.n * k {
         return Err(ProtocolError::BadBuffer.into());
     }
     let len1: usize = cmp_chunks(shape).map(|c| c.open_len()).sum();
@@ -317,10 +319,10 @@ pub fn cmps<'m, E: From<ProtocolError>>(
                 st.bits(
                     sub(t1, o1, a)?,
                     sub(peer, o1, a)?,
-                    sub_mut(out, oo, c.n)?,
+                    sub_mut(out, oo, c.n * k)?,
                     sub_mut(t2, o2, b)?,
                 )?;
-                (o1, o2, oo) = (o1 + a, o2 + b, oo + c.n);
+                (o1, o2, oo) = (o1 + a, o2 + b, oo + c.n * k);
             }
             Ok(())
         };
@@ -332,8 +334,8 @@ pub fn cmps<'m, E: From<ProtocolError>>(
         let (mut o2, mut oo) = (0, 0);
         for (c, st) in cmp_chunks(shape).zip(core::mem::take(&mut opened)) {
             let b = c.bits_len();
-            st.finish(sub(t2, o2, b)?, sub(peer, o2, b)?, sub_mut(out, oo, c.n)?)?;
-            (o2, oo) = (o2 + b, oo + c.n);
+            st.finish(sub(t2, o2, b)?, sub(peer, o2, b)?, sub_mut(out, oo, c.n * k)?)?;
+            (o2, oo) = (o2 + b, oo + c.n * k);
         }
         Ok(())
     };

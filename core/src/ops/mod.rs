@@ -107,7 +107,8 @@ pub trait Party {
         out: &mut [u64],
     ) -> Result<(), Self::Error>;
     /// Comparison with zero in two flights ([`crate::protocol::cmp`]):
-    /// `out` gets shares of `[x >= 0]` or `max(x, 0)` per `shape.out`.
+    /// `out` gets shares of `[x >= 0]`, `max(x, 0)`, or per element
+    /// `max(x, 0)` and `min(|x|, t)`, per `shape.out`.
     fn cmp(&mut self, shape: crate::protocol::cmp::CmpShape, x: &[u64], out: &mut [u64]) -> Result<(), Self::Error>;
     /// Cell lookup in one flight ([`crate::protocol::cell`]), one opening
     /// read through every grid: `out` holds, per element, one value per

@@ -8,6 +8,13 @@
 //! exact, except for `x` in `[-2^s, 0)`, where they may output `1` and `x`
 //! (`s = 0`: exact everywhere in range).
 //!
+//! The clip (GeLU's, [`CmpOut::ReluClip`] with a public `t`) compares `x`
+//! with the thresholds `theta` in `{0, t, -t}` on one opening and outputs
+//! `ReLU(x)` and `min(|x|, t) = 2 ReLU(x) - ReLU(x - t) - ReLU(x + t) + t`;
+//! each `ReLU(x - theta)` is exact except for `x - theta` in `[-2^s, 0)`,
+//! where it may output `x - theta`. Inputs: `x - theta` in range for
+//! every `theta`.
+//!
 //! # Protocol
 //! Correlation, per element: a random `r` (both shares seeded; only
 //! `r mod 2^l` matters), random mask bits `g_v` (the sum of the two
@@ -41,8 +48,18 @@
 //! ReLU, with `w` unaffected, outputs `x`) or within `2^s` of the top of
 //! the range (excluded by the input range).
 //!
+//! Several thresholds share the opening (`x - theta` opens as `c -
+//! theta`), `r` and so the bit tables; each has its own mask bits `g`, and
+//! the monomials `F B_0 = F` are shared. The host then gets the tables
+//! under the device's seeded bits `d(v)` alone and the word of all mask
+//! bits XOR-shared (`g xor delta`, `delta` the device's seeded word): a
+//! party's share of threshold `theta`'s bit at `v` is its table share at
+//! `v` XOR its share of `g_theta`.
+//!
 //! Security: `c` is uniform; each opened bit is masked by its own `g_v`;
-//! the host's table bits and words are masked by the device's seeded ones.
+//! the host's table bits and words are masked by the device's seeded ones
+//! (with several thresholds: the device's bits it sends, `d(v_theta) xor
+//! delta_theta`, are masked by `delta`, the host's mask word by `delta`).
 //!
 //! # Cost per element
 //! Rounds: 2 (two flights, both directions at once). Each way:
@@ -50,6 +67,9 @@
 //! `sum ceil(2^(m_i) / 64)` words, plus `2 |B| - 1` (DReLU) or `4 |B| - 1`
 //! (ReLU) words. For `l = 22, s = 5, m = 8` (`D = 2`): 3 B + 3 bits each
 //! way, 12 + 9 = 21 words (DReLU) or 12 + 19 = 31 words (ReLU) = 248 B.
+//! The clip: `2 D - 1` bits per threshold each way; dealer the tables, one
+//! mask word, `3 + 12 (|B| - 1)` monomial words: for GeLU's (`l = 23, s =
+//! 14`, `D = 1`) 3 B + 3 bits each way and 4 + 1 + 15 = 20 words.
 //! The device expands its words from its seed: one keystream block per
 //! table bit it reads and about three for its words.
 
@@ -72,6 +92,8 @@ pub const MAX_DIGITS: usize = 3;
 pub const MAX_M: u32 = 10;
 /// Most monomials (`D = 3`).
 const MAX_BASIS: usize = 11;
+/// Most thresholds on one opening ([`CmpOut::ReluClip`]).
+pub const MAX_THRESHOLDS: usize = 3;
 
 /// What a comparison outputs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -81,6 +103,39 @@ pub enum CmpOut {
     Drelu,
     /// `max(x, 0)`.
     Relu,
+    /// `max(x, 0)` and `min(|x|, t)` for a public `t` (ring units, in
+    /// `(0, 2^(l-2))`), two outputs per element: the ReLUs of `x`, `x - t`
+    /// and `x + t` on one opening, combined locally as `min(|x|, t) =
+    /// 2 ReLU(x) - ReLU(x - t) - ReLU(x + t) + t`.
+    ReluClip(u64),
+}
+
+impl CmpOut {
+    /// Output words per element.
+    pub fn outputs(self) -> usize {
+        match self {
+            CmpOut::ReluClip(_) => 2,
+            CmpOut::Drelu | CmpOut::Relu => 1,
+        }
+    }
+
+    /// The thresholds `theta` compared on the opening (`[x - theta >= 0]`),
+    /// as ring values, and how many.
+    fn thresholds(self) -> ([u64; MAX_THRESHOLDS], usize) {
+        match self {
+            CmpOut::ReluClip(t) => ([0, t, t.wrapping_neg()], 3),
+            CmpOut::Drelu | CmpOut::Relu => ([0; MAX_THRESHOLDS], 1),
+        }
+    }
+
+    /// Factors `F` of the monomial words: `{1, r_t}` for a DReLU, `{1,
+    /// r_t, r, r_t r}` for ReLUs.
+    fn factors(self) -> usize {
+        match self {
+            CmpOut::Drelu => 2,
+            CmpOut::Relu | CmpOut::ReluClip(_) => 4,
+        }
+    }
 }
 
 /// Shape of a comparison op.
@@ -156,9 +211,14 @@ impl CmpShape {
         (self.l as usize).div_ceil(8)
     }
 
+    /// Opened bits per threshold and element in the second flight.
+    fn vars(self) -> usize {
+        2 * self.digits().d - 1
+    }
+
     /// Opened bits per element in the second flight.
     pub fn bits(self) -> usize {
-        2 * self.digits().d - 1
+        self.vars() * self.out.thresholds().1
     }
 
     /// Bytes each party sends in the first flight.
@@ -192,9 +252,16 @@ impl CmpShape {
         dg
     }
 
-    /// Words of one element's bit tables: `lt_i` for every digit, `eq_i`
-    /// for all but the last, `ceil(2^(m_i) / 64)` words each.
+    /// Words of one element's bit tables: one set, shared by the
+    /// thresholds, and with several thresholds the word of their mask bits
+    /// (XOR-shared).
     fn table_words(self) -> usize {
+        self.set_words() + usize::from(self.out.thresholds().1 > 1)
+    }
+
+    /// Words of one set of bit tables: `lt_i` for every digit, `eq_i` for
+    /// all but the last, `ceil(2^(m_i) / 64)` words each.
+    fn set_words(self) -> usize {
         let dg = self.digits();
         (0..dg.d)
             .map(|i| {
@@ -204,13 +271,13 @@ impl CmpShape {
             .sum()
     }
 
-    /// Monomial words of one element.
+    /// Monomial words of one element: `F B_0 = F` (`F != 1`), shared by
+    /// the thresholds (they share `r`), then `F B_j` (`j >= 1`) for each
+    /// threshold's mask bits.
     fn mono_words(self) -> usize {
         let b = basis(self.digits().d).len();
-        match self.out {
-            CmpOut::Drelu => 2 * b - 1,
-            CmpOut::Relu => 4 * b - 1,
-        }
+        let f = self.out.factors();
+        f - 1 + self.out.thresholds().1 * f * (b - 1)
     }
 
     /// Correction words per element.
@@ -231,6 +298,7 @@ impl CmpShape {
             || self.s >= self.l - 1
             || !(1..=MAX_M).contains(&self.m)
             || total.div_ceil(self.m) as usize > MAX_DIGITS
+            || matches!(self.out, CmpOut::ReluClip(t) if t == 0 || t >= 1u64 << (self.l - 2))
         {
             return Err(ProtocolError::BadShape);
         }
@@ -241,40 +309,63 @@ impl CmpShape {
             .ok_or(ProtocolError::BadShape)
     }
 
-    /// Whether `x` is in the stated input range.
+    /// Whether `x` is in the stated input range (`x - theta` is, for every
+    /// threshold `theta`).
     pub fn in_range(self, x: u64) -> bool {
-        let x = x as i64;
         let top = 1i64 << (self.l - 1);
-        (-top..top - (1i64 << self.s)).contains(&x)
+        let (th, k) = self.out.thresholds();
+        th.iter()
+            .take(k)
+            .all(|&t| (-top..top - (1i64 << self.s)).contains(&(x.wrapping_sub(t) as i64)))
     }
 }
 
-/// Plaintext reference (exact): `[x >= 0]` or `max(x, 0)`.
-pub fn reference(out: CmpOut, x: u64) -> u64 {
-    let neg = (x as i64) < 0;
+/// Plaintext reference (exact), per output: `[x >= 0]`, `max(x, 0)`, or
+/// `(max(x, 0), min(|x|, t))` (unused outputs 0).
+pub fn reference(out: CmpOut, x: u64) -> [u64; 2] {
+    outputs(out, x, [false; MAX_THRESHOLDS])
+}
+
+/// The outputs for input `x` when threshold `k` takes the positive branch
+/// if `pos[k]`, its exact one otherwise.
+fn outputs(out: CmpOut, x: u64, pos: [bool; MAX_THRESHOLDS]) -> [u64; 2] {
+    let (th, _) = out.thresholds();
+    let pos = |k: usize| pos.get(k).copied().unwrap_or(false);
+    let relu = |k: usize| {
+        let v = x.wrapping_sub(th.get(k).copied().unwrap_or(0));
+        if pos(k) || (v as i64) >= 0 { v } else { 0 }
+    };
     match out {
-        CmpOut::Drelu => (!neg) as u64,
-        CmpOut::Relu => {
-            if neg {
-                0
-            } else {
-                x
-            }
+        CmpOut::Drelu => [(pos(0) || (x as i64) >= 0) as u64, 0],
+        CmpOut::Relu => [relu(0), 0],
+        CmpOut::ReluClip(t) => {
+            let r0 = relu(0);
+            [
+                r0,
+                r0.wrapping_mul(2)
+                    .wrapping_sub(relu(1))
+                    .wrapping_sub(relu(2))
+                    .wrapping_add(t),
+            ]
         }
     }
 }
 
-/// Whether `got` is what the law allows for input `x` (in range): the
-/// exact value, or, for `x` in `[-2^s, 0)`, the positive branch.
-pub fn allowed(shape: CmpShape, x: u64, got: u64) -> bool {
-    let xi = x as i64;
-    got == reference(shape.out, x)
-        || ((-(1i64 << shape.s)..0).contains(&xi)
-            && got
-                == match shape.out {
-                    CmpOut::Drelu => 1,
-                    CmpOut::Relu => x,
-                })
+/// Whether `got` (one element's outputs) is what the law allows for input
+/// `x` (in range): each threshold `theta` takes its exact branch, or, for
+/// `x - theta` in `[-2^s, 0)`, may take the positive one.
+pub fn allowed(shape: CmpShape, x: u64, got: &[u64]) -> bool {
+    let (th, k) = shape.out.thresholds();
+    let fuzzy = |i: usize| {
+        let t = th.get(i).copied().unwrap_or(0);
+        (-(1i64 << shape.s)..0).contains(&(x.wrapping_sub(t) as i64))
+    };
+    (0u8..1 << k).any(|m| {
+        let pos: [bool; MAX_THRESHOLDS] = core::array::from_fn(|i| m >> i & 1 == 1);
+        (0..k).all(|i| m >> i & 1 == 0 || fuzzy(i))
+            && got.len() == shape.out.outputs()
+            && got.iter().zip(outputs(shape.out, x, pos)).all(|(&g, w)| g == w)
+    })
 }
 
 /// The variables' masks of the terms: term `i` is `lt_i` (variable `2 i`)
@@ -326,19 +417,24 @@ pub fn deal(op: &DealerOp, shape: CmpShape, out: &mut [u8]) -> Result<usize, Pro
     let (n, l) = (shape.n, shape.l);
     let dg = shape.digits();
     let b = basis(dg.d);
-    let (tw, nw) = (shape.table_words(), shape.mono_words());
+    let (tw, nw) = (shape.set_words(), shape.mono_words());
+    let (nt, vars, nf) = (shape.out.thresholds().1, shape.vars(), shape.out.factors());
+    let all = shape.table_words();
     let mut w = op.writer(out, shape.corrections())?;
     let lmask = (1u64 << l) - 1;
     let mut rs = op.random(LANE_R);
     let mut gs = op.random(LANE_G);
-    let mut tabs = [0u64; 2 * MAX_DIGITS * (1 << MAX_M) / 64];
-    let mut monos = [0u64; 4 * MAX_BASIS];
+    // a threshold's table words without its masks: (bits, variable, used
+    // bits)
+    let mut tabs = [(0u64, 0u32, 0u64); 2 * MAX_DIGITS * (1 << MAX_M) / 64];
+    let mut monos = [0u64; 4 * MAX_BASIS * MAX_THRESHOLDS];
     for i in 0..n {
         let r = rs.next_u64() & lmask;
         let g = gs.next_u64();
         let r_t = r >> (l - 1);
         let rr = (r & (lmask >> 1)) >> shape.s;
-        // bit tables, in variable order lt_0, eq_0, lt_1, ...
+        // bit tables, in variable order lt_0, eq_0, lt_1, ...: the same for
+        // every threshold (they share `r`)
         let mut k = 0;
         for dgt in 0..dg.d {
             let sh = dg.shift.get(dgt).copied().unwrap_or(0);
@@ -347,7 +443,6 @@ pub fn deal(op: &DealerOp, shape: CmpShape, out: &mut [u8]) -> Result<usize, Pro
             let entries = 1u64 << wd;
             let kinds: &[u32] = if dgt + 1 == dg.d { &[0] } else { &[0, 1] };
             for &kind in kinds {
-                let gv = (g >> (2 * dgt as u32 + kind)) & 1;
                 // entries `v` of this word: `q 64 .. q 64 + 64` (fewer when
                 // the table is shorter than a word)
                 let used = if entries >= 64 { u64::MAX } else { (1u64 << entries) - 1 };
@@ -369,28 +464,41 @@ pub fn deal(op: &DealerOp, shape: CmpShape, out: &mut [u8]) -> Result<usize, Pro
                     } else {
                         0
                     };
-                    let word = (t ^ gv.wrapping_neg()) & used;
                     if let Some(dst) = tabs.get_mut(k) {
-                        *dst = word;
+                        *dst = (t, 2 * dgt as u32 + kind, used);
                     }
                     k += 1;
                 }
             }
         }
-        w.put_lane_xor(&op.device, LANE_TAB, (i * tw) as u64, tw, tabs.iter().copied().take(tw));
-        // monomials F B_j, F in {1, r_t, r, r_t r}, (1, B_0) left out
+        // one threshold: its mask bits flip the tables; several: the host
+        // gets the tables unmasked (under the device's seeded bits) and the
+        // mask bits, XOR-shared, in one more word
+        let (gt, flip) = if nt == 1 { (g, None) } else { (0, Some(g)) };
+        let masked = tabs
+            .iter()
+            .take(tw)
+            .map(|&(t, v, used)| (t ^ ((gt >> v) & 1).wrapping_neg()) & used);
+        w.put_lane_xor(&op.device, LANE_TAB, (i * all) as u64, all, masked.chain(flip));
+        // monomials: F B_0 = F for F in {r_t, r, r_t r} (shared), then F B_j
+        // (j >= 1) for F in {1, r_t, r, r_t r} per threshold
         let fs = [1u64, r_t, r, r_t.wrapping_mul(r)];
         let mut k = 0;
-        for (fi, &fv) in fs.iter().enumerate().take((nw + 1) / b.len()) {
-            for (j, &mono) in b.iter().enumerate() {
-                if fi == 0 && j == 0 {
-                    continue;
+        let mut put = |v: u64| {
+            if let Some(dst) = monos.get_mut(k) {
+                *dst = v;
+            }
+            k += 1;
+        };
+        for &fv in fs.iter().take(nf).skip(1) {
+            put(fv);
+        }
+        for th in 0..nt {
+            let gk = g >> (th * vars);
+            for &fv in fs.iter().take(nf) {
+                for &mono in b.iter().skip(1) {
+                    put(fv.wrapping_mul((gk & u64::from(mono) == u64::from(mono)) as u64));
                 }
-                let bj = (g & u64::from(mono) == u64::from(mono)) as u64;
-                if let Some(dst) = monos.get_mut(k) {
-                    *dst = fv.wrapping_mul(bj);
-                }
-                k += 1;
             }
         }
         w.put_lane(&op.device, LANE_W, (i * nw) as u64, nw, monos.iter().copied().take(nw));
@@ -445,48 +553,56 @@ impl<'d> Cmp<'d> {
 
 impl<'d> CmpOpened<'d> {
     /// Takes both first-flight messages: writes the opened `c` into `c`
-    /// and this party's table bits ([`CmpShape::bits_len`] bytes) into
-    /// `out`.
+    /// (element `i`'s at `c[i k]`, `k` = [`CmpOut::outputs`]; `c` holds the
+    /// op's outputs) and this party's table bits ([`CmpShape::bits_len`]
+    /// bytes) into `out`.
     pub fn bits(&self, own: &[u8], peer: &[u8], c: &mut [u64], out: &mut [u8]) -> Result<(), ProtocolError> {
         let sh = self.shape;
         wire::expect_len(own, sh.open_len())?;
         wire::expect_len(peer, sh.open_len())?;
-        if c.len() != sh.n {
+        let k = sh.out.outputs();
+        if c.len() != sh.n * k {
             return Err(ProtocolError::BadBuffer);
         }
         let out = wire::out_prefix(out, sh.bits_len())?;
         let lmask = (1u64 << sh.l) - 1;
         let dg = sh.digits();
-        let (tw, nw) = (sh.table_words(), sh.mono_words());
+        let (tw, all, nw) = (sh.set_words(), sh.table_words(), sh.mono_words());
+        let ((th, nt), vars) = (sh.out.thresholds(), sh.vars());
         let v = sh.bits();
         out.fill(0);
         let it = wire::narrow(own, sh.width()).zip(wire::narrow(peer, sh.width()));
-        for (i, ((a, b), ci)) in it.zip(c.iter_mut()).enumerate() {
+        for (i, ((a, b), ci)) in it.zip(c.iter_mut().step_by(k)).enumerate() {
             let cv = a.wrapping_add(b) & lmask;
             *ci = cv;
-            let cr = (cv & (lmask >> 1)) >> sh.s;
-            // the element's table words (host: corrections i (tw + nw) ..;
-            // device: lane words i tw ..), expanded once
-            let mut tabs = [0u64; 2 * MAX_DIGITS * (1 << MAX_M) / 64];
-            let tabs = tabs.get_mut(..tw).unwrap_or_default();
-            self.corr.derived_words(LANE_TAB, i * nw, (i * tw) as u64, tabs);
-            let mut k = 0;
-            for dgt in 0..dg.d {
-                let shf = dg.shift.get(dgt).copied().unwrap_or(0);
-                let wd = dg.width.get(dgt).copied().unwrap_or(0);
-                let idx = (cr >> shf) & ((1u64 << wd) - 1);
-                let per = (1usize << wd).div_ceil(64);
-                let kinds = if dgt + 1 == dg.d { 1 } else { 2 };
-                for kind in 0..kinds {
-                    let word = k + kind * per + (idx / 64) as usize;
-                    let t = tabs.get(word).copied().unwrap_or(0);
-                    let bit = (t >> (idx % 64)) & 1;
-                    let pos = i * v + 2 * dgt + kind;
-                    if let Some(byte) = out.get_mut(pos / 8) {
-                        *byte |= (bit as u8) << (pos % 8);
+            // the element's table words (host: corrections i (all + nw) ..;
+            // device: lane words i all ..), expanded once, and with several
+            // thresholds the share of their mask bits
+            let mut tabs = [0u64; 2 * MAX_DIGITS * (1 << MAX_M) / 64 + 1];
+            let tabs = tabs.get_mut(..all).unwrap_or_default();
+            self.corr.derived_words(LANE_TAB, i * nw, (i * all) as u64, tabs);
+            let flip = if nt > 1 { tabs.get(tw).copied().unwrap_or(0) } else { 0 };
+            for (t, &theta) in th.iter().enumerate().take(nt) {
+                // the opening of `x - theta`
+                let cr = (cv.wrapping_sub(theta) & (lmask >> 1)) >> sh.s;
+                let mut q = 0;
+                for dgt in 0..dg.d {
+                    let shf = dg.shift.get(dgt).copied().unwrap_or(0);
+                    let wd = dg.width.get(dgt).copied().unwrap_or(0);
+                    let idx = (cr >> shf) & ((1u64 << wd) - 1);
+                    let per = (1usize << wd).div_ceil(64);
+                    let kinds = if dgt + 1 == dg.d { 1 } else { 2 };
+                    for kind in 0..kinds {
+                        let word = q + kind * per + (idx / 64) as usize;
+                        let var = t * vars + 2 * dgt + kind;
+                        let bit = ((tabs.get(word).copied().unwrap_or(0) >> (idx % 64)) ^ (flip >> var)) & 1;
+                        let pos = i * v + var;
+                        if let Some(byte) = out.get_mut(pos / 8) {
+                            *byte |= (bit as u8) << (pos % 8);
+                        }
                     }
+                    q += kinds * per;
                 }
-                k += kinds * per;
             }
         }
         Ok(())
@@ -494,14 +610,15 @@ impl<'d> CmpOpened<'d> {
 }
 
 impl CmpOpened<'_> {
-    /// Takes both second-flight messages and the opened `c`, writes this
-    /// party's output shares into `out` (which may be `c` itself: each
-    /// element's `c` is read before its output is written).
+    /// Takes both second-flight messages and the opened `c` (as
+    /// [`Self::bits`] left them), writes this party's output shares into
+    /// `c_out` (element `i`'s outputs at `c_out[i k ..]`).
     pub fn finish(self, own: &[u8], peer: &[u8], c_out: &mut [u64]) -> Result<(), ProtocolError> {
         let sh = self.shape;
         wire::expect_len(own, sh.bits_len())?;
         wire::expect_len(peer, sh.bits_len())?;
-        if c_out.len() != sh.n {
+        let k = sh.out.outputs();
+        if c_out.len() != sh.n * k {
             return Err(ProtocolError::BadBuffer);
         }
         let host = self.corr.role() == Role::Host;
@@ -509,17 +626,14 @@ impl CmpOpened<'_> {
         let b = basis(dg.d);
         let nb = b.len();
         let (tw, nw) = (sh.table_words(), sh.mono_words());
+        let ((th, nt), vars, nf) = (sh.out.thresholds(), sh.vars(), sh.out.factors());
         let v = sh.bits();
         let l = sh.l;
         let mut dev = self.corr.random_at(LANE_W, 0);
-        let mut words = [0u64; 4 * MAX_BASIS];
+        let mut words = [0u64; 4 * MAX_BASIS * MAX_THRESHOLDS];
         let mut cf = [0u64; MAX_BASIS];
-        for (i, slot) in c_out.iter_mut().enumerate() {
-            let mut e = 0u8;
-            for q in 0..v {
-                let pos = i * v + q;
-                e |= ((wire::get_bit(own, pos) ^ wire::get_bit(peer, pos)) as u8) << q;
-            }
+        let mut relus = [0u64; MAX_THRESHOLDS];
+        for (i, slot) in c_out.chunks_exact_mut(k).enumerate() {
             for (j, wd) in words.iter_mut().enumerate().take(nw) {
                 *wd = if host {
                     self.corr.derived_word(LANE_W, (i + 1) * tw, (i * nw + j) as u64)
@@ -527,40 +641,66 @@ impl CmpOpened<'_> {
                     dev.next_u64()
                 };
             }
-            // W(F, j): F = 0 skips j = 0 (the public constant 1)
-            let wf = |f: usize, j: usize| -> u64 {
-                if f == 0 && j == 0 {
-                    return host as u64;
+            let c0 = slot.first().copied().unwrap_or(0);
+            let mut drelu0 = 0;
+            for (t, (&theta, relu)) in th.iter().zip(relus.iter_mut()).enumerate().take(nt) {
+                let mut e = 0u8;
+                for q in 0..vars {
+                    let pos = i * v + t * vars + q;
+                    e |= ((wire::get_bit(own, pos) ^ wire::get_bit(peer, pos)) as u8) << q;
                 }
-                words.get(f * nb + j - 1).copied().unwrap_or(0)
-            };
-            coefs(dg.d, e, &b, &mut cf);
-            let c = *slot;
-            let c_t = c >> (l - 1);
-            // A = r_t xor L
-            let mut a = wf(1, 0);
-            for (j, &k) in cf.iter().enumerate().take(nb) {
-                a = a.wrapping_add(k.wrapping_mul(wf(0, j).wrapping_sub(wf(1, j).wrapping_mul(2))));
+                // W(F, j): (F = 0, j = 0) is the public constant 1, (F, 0)
+                // the shared words, (F, j >= 1) this threshold's
+                let wf = |f: usize, j: usize| -> u64 {
+                    let at = match (f, j) {
+                        (0, 0) => return host as u64,
+                        (f, 0) => f - 1,
+                        (f, j) => nf - 1 + (t * nf + f) * (nb - 1) + j - 1,
+                    };
+                    words.get(at).copied().unwrap_or(0)
+                };
+                coefs(dg.d, e, &b, &mut cf);
+                let c = c0.wrapping_sub(theta) & ((1u64 << l) - 1);
+                let c_t = c >> (l - 1);
+                // A = r_t xor L
+                let mut a = wf(1, 0);
+                for (j, &k) in cf.iter().enumerate().take(nb) {
+                    a = a.wrapping_add(k.wrapping_mul(wf(0, j).wrapping_sub(wf(1, j).wrapping_mul(2))));
+                }
+                let sign = 1u64.wrapping_sub(c_t.wrapping_mul(2));
+                let drelu = (c_t * host as u64).wrapping_add(sign.wrapping_mul(a));
+                if sh.out == CmpOut::Drelu {
+                    drelu0 = drelu;
+                    continue;
+                }
+                let mut ar = wf(3, 0);
+                let mut rl = 0u64;
+                for (j, &k) in cf.iter().enumerate().take(nb) {
+                    ar = ar.wrapping_add(k.wrapping_mul(wf(2, j).wrapping_sub(wf(3, j).wrapping_mul(2))));
+                    rl = rl.wrapping_add(k.wrapping_mul(wf(1, j)));
+                }
+                let dr = c_t.wrapping_mul(wf(2, 0)).wrapping_add(sign.wrapping_mul(ar));
+                let dw = if c_t == 0 { a } else { rl };
+                *relu = drelu
+                    .wrapping_mul(c.wrapping_sub(sh.offset()))
+                    .wrapping_sub(dr)
+                    .wrapping_add(dw.wrapping_mul(1u64 << l));
             }
-            let sign = 1u64.wrapping_sub(c_t.wrapping_mul(2));
-            let drelu = (c_t * host as u64).wrapping_add(sign.wrapping_mul(a));
-            *slot = match sh.out {
-                CmpOut::Drelu => drelu,
-                CmpOut::Relu => {
-                    let mut ar = wf(3, 0);
-                    let mut rl = 0u64;
-                    for (j, &k) in cf.iter().enumerate().take(nb) {
-                        ar = ar.wrapping_add(k.wrapping_mul(wf(2, j).wrapping_sub(wf(3, j).wrapping_mul(2))));
-                        rl = rl.wrapping_add(k.wrapping_mul(wf(1, j)));
-                    }
-                    let dr = c_t.wrapping_mul(wf(2, 0)).wrapping_add(sign.wrapping_mul(ar));
-                    let dw = if c_t == 0 { a } else { rl };
-                    drelu
-                        .wrapping_mul(c.wrapping_sub(sh.offset()))
-                        .wrapping_sub(dr)
-                        .wrapping_add(dw.wrapping_mul(1u64 << l))
-                }
+            let [r0, r1, r2] = relus;
+            let outs = match sh.out {
+                CmpOut::Drelu => [drelu0, 0],
+                CmpOut::Relu => [r0, 0],
+                CmpOut::ReluClip(t) => [
+                    r0,
+                    r0.wrapping_mul(2)
+                        .wrapping_sub(r1)
+                        .wrapping_sub(r2)
+                        .wrapping_add(if host { t } else { 0 }),
+                ],
             };
+            for (o, v) in slot.iter_mut().zip(outs) {
+                *o = v;
+            }
         }
         Ok(())
     }
@@ -594,7 +734,8 @@ mod tests {
         let (mut ho, mut do_) = (vec![0u8; shape.open_len()], vec![0u8; shape.open_len()]);
         let hc = hc.open(&x0, &mut ho).unwrap();
         let dc = dc.open(&x1, &mut do_).unwrap();
-        let (mut hcv, mut dcv) = (vec![0u64; x.len()], vec![0u64; x.len()]);
+        let k = shape.out.outputs();
+        let (mut hcv, mut dcv) = (vec![0u64; k * x.len()], vec![0u64; k * x.len()]);
         let (mut hb, mut db) = (vec![0u8; shape.bits_len()], vec![0u8; shape.bits_len()]);
         hc.bits(&ho, &do_, &mut hcv, &mut hb).unwrap();
         dc.bits(&do_, &ho, &mut dcv, &mut db).unwrap();
@@ -633,16 +774,26 @@ mod tests {
     #[test]
     fn drelu_and_relu_follow_the_law() {
         for (l, s, m) in [(22, 5, 8), (22, 0, 7), (12, 0, 6), (17, 0, 8), (30, 9, 10), (9, 2, 3)] {
-            for out in [CmpOut::Drelu, CmpOut::Relu] {
+            let clip = 5u64 << (l - 5);
+            for out in [CmpOut::Drelu, CmpOut::Relu, CmpOut::ReluClip(clip)] {
                 let mut shape = CmpShape { n: 1, l, s, m, out };
                 shape.check().unwrap();
-                let x = inputs(shape);
+                let mut x = inputs(shape);
+                if let CmpOut::ReluClip(t) = out {
+                    // the clip's thresholds and their edges
+                    for e in [0, 1, 1u64 << s, (1u64 << s) + 1] {
+                        x.extend([t, t.wrapping_neg()].map(|v| v.wrapping_sub(e)));
+                        x.extend([t, t.wrapping_neg()].map(|v| v.wrapping_add(e)));
+                    }
+                    x.retain(|&v| shape.in_range(v));
+                }
                 shape.n = x.len();
+                let k = out.outputs();
                 let got = run(shape, &x, l as u8);
-                for (&xv, &g) in x.iter().zip(&got) {
-                    assert!(allowed(shape, xv, g), "{shape:?}: x = {} got {}", xv as i64, g as i64);
+                for (&xv, g) in x.iter().zip(got.chunks(k)) {
+                    assert!(allowed(shape, xv, g), "{shape:?}: x = {} got {g:?}", xv as i64);
                     if s == 0 {
-                        assert_eq!(g, reference(out, xv), "{shape:?}: x = {}", xv as i64);
+                        assert_eq!(g, &reference(out, xv)[..k], "{shape:?}: x = {}", xv as i64);
                     }
                 }
             }
@@ -657,5 +808,12 @@ mod tests {
         let s = CmpShape::new(10, 16, 5, CmpOut::Relu).unwrap();
         assert_eq!((s.l, s.s, s.m, s.digits().d), (22, 5, 8, 2));
         assert_eq!(s.words_per_elem(), 31);
+        let s = CmpShape::branch(10, 16, 6, CmpOut::ReluClip(5 << 16)).unwrap();
+        // one set of tables (4 words) and the mask bits' word; 4 monomial
+        // words per threshold and 3 shared
+        assert_eq!(
+            (s.l, s.s, s.digits().d, s.words_per_elem(), s.bits()),
+            (23, 14, 1, 20, 3)
+        );
     }
 }
