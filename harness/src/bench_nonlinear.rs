@@ -213,7 +213,7 @@ fn activations(n: usize, rows: &mut Vec<NlRow>) -> Result<(), String> {
         }
         rows.push(r);
     }
-    let (glo, ghi) = (-27.8, 27.8);
+    let (glo, ghi) = (-58.0, 58.0);
     let xs = grid_pts(glo, ghi, n);
     let want: Vec<f64> = dec(&enc(&xs)).iter().map(|&x| Func::Gelu.eval(x)).collect();
     let gelu = |p: &mut P<'_>, x: &[u64], _: &[u64]| {
@@ -224,7 +224,7 @@ fn activations(n: usize, rows: &mut Vec<NlRow>) -> Result<(), String> {
     };
     rows.push(measure(
         "GeLU",
-        format!("[{glo}, {ghi}), ReLU(x) - G(|x|), 8 cells of degree 9"),
+        format!("[{glo}, {ghi}), ReLU(x) - G(min(|x|, 5)), 4 cells of degree 6"),
         &xs,
         NONE,
         &gelu,

@@ -125,10 +125,9 @@ impl core::fmt::Debug for VitSpec<'_> {
 
 /// Grid of the softmax / ReLU lookups on attention scores: `[-32, 32)`.
 pub const SCORE_RANGE_LOG2: i32 = 5;
-/// Range of the MLP's comparisons (GeLU's ReLU, the linearized tokens'
-/// ReLU): `[-32, 32)`. GeLU's tail lookup reads `|x|` on 8 cells of 4 and
-/// leaves the top one out, so GeLU inputs lie in `(-28, 28)`
-/// ([`crate::ops::activation::gelu`]).
+/// Range of the MLP's comparisons (the linearized tokens' ReLU):
+/// `[-32, 32)`. GeLU's comparison (at 0 and `+-5`) opens one bit more, so
+/// GeLU inputs lie in `[-59, 58.75)` ([`crate::ops::activation::gelu`]).
 pub const MLP_RANGE_LOG2: i32 = 5;
 
 /// Checks that the forward pass can run `arch` with `layout`'s heads and
