@@ -150,6 +150,45 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// The model's GeLU (comparison at 0 and `+-5`, tail on the clipped
+    /// `|x|`) against float within 1e-4 over random sessions (each draws
+    /// its masks, so the branch taken in each region below a threshold, the
+    /// tail's cell and its carry differ): inputs over the whole range
+    /// `[-59, 58.75)`, biased to the thresholds' branch regions, the
+    /// tail's cell boundaries (`|x| = 2 k - 1/4`) and the ends of the range.
+    #[test]
+    fn gelu_law(raw in proptest::collection::vec((any::<u32>(), 0u8..4), 1..200), session in any::<u64>()) {
+        let xs: Vec<f64> = raw
+            .iter()
+            .map(|&(r, kind)| {
+                let u = r as f64 / u32::MAX as f64;
+                match kind {
+                    0 => -59.0 + u * 117.74,
+                    1 => [0.0, 5.0, -5.0][(r % 3) as usize] - 0.3 + 0.6 * u,
+                    2 => {
+                        let edge = 2.0 * ((r % 4) as f64) - 0.25 + (u - 0.5) * 1e-3;
+                        if r & 4 == 0 { edge } else { -edge }
+                    }
+                    _ => if r & 1 == 0 { -59.0 + u * 1e-3 } else { 58.749 - u * 1e-3 },
+                }
+            })
+            .collect();
+        let (got, _) = run3(9, session, fp(), &enc(&xs), [&[], &[], &[]], |p, x, _| {
+            let mut out = vec![0; x.len()];
+            let mut scratch = vec![0; 2 * x.len()];
+            activation::gelu(p, 5, x, &mut out, &mut scratch)?;
+            Ok(out)
+        }).expect("run");
+        for (g, x) in dec(&got).iter().zip(&xs) {
+            let want = Func::Gelu.eval(fp().decode(fp().encode(*x)));
+            prop_assert!((g - want).abs() <= 1e-4, "gelu({x}) got {g} want {want}");
+        }
+    }
+}
+
 /// ReLU through the composite driver (three threads): exact outside
 /// `[-2^s, 0)`.
 #[test]
