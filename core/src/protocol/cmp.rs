@@ -49,7 +49,8 @@
 //! the range (excluded by the input range).
 //!
 //! Several thresholds share the opening (`x - theta` opens as `c -
-//! theta`), `r` and so the bit tables; each has its own mask bits `g`, and
+//! theta`), `r` and so the bit tables, which they read at different
+//! entries (one digit, `t >= 2^(s+1)`); each has its own mask bits `g`, and
 //! the monomials `F B_0 = F` are shared. The host then gets the tables
 //! under the device's seeded bits `d(v)` alone and the word of all mask
 //! bits XOR-shared (`g xor delta`, `delta` the device's seeded word): a
@@ -104,9 +105,12 @@ pub enum CmpOut {
     /// `max(x, 0)`.
     Relu,
     /// `max(x, 0)` and `min(|x|, t)` for a public `t` (ring units, in
-    /// `(0, 2^(l-2))`), two outputs per element: the ReLUs of `x`, `x - t`
-    /// and `x + t` on one opening, combined locally as `min(|x|, t) =
-    /// 2 ReLU(x) - ReLU(x - t) - ReLU(x + t) + t`.
+    /// `[2^(s+1), 2^(l-2))`), two outputs per element: the ReLUs of `x`,
+    /// `x - t` and `x + t` on one opening, combined locally as `min(|x|, t)
+    /// = 2 ReLU(x) - ReLU(x - t) - ReLU(x + t) + t`. One digit only: the
+    /// thresholds then read their shared bit tables at three different
+    /// entries (a device bit sent twice at one entry would tell the host
+    /// the XOR of two thresholds' masks).
     ReluClip(u64),
 }
 
@@ -188,10 +192,11 @@ impl CmpShape {
     /// (both branches agree there, as in GeLU): one digit of 8 bits, exact
     /// outside `[-2^(range_log2 - 8), 0)` (11 dealer words for a ReLU).
     pub fn branch(n: usize, f: u32, range_log2: i32, out: CmpOut) -> Result<Self, ProtocolError> {
+        // the two-digit shape's opening, then one digit of 8 bits
         let shape = Self {
-            s: 0,
             m: 8,
-            ..Self::new(n, f, range_log2, out)?
+            out,
+            ..Self::new(n, f, range_log2, CmpOut::Relu)?
         };
         let shape = Self {
             s: (shape.l - 1).saturating_sub(8),
@@ -298,7 +303,8 @@ impl CmpShape {
             || self.s >= self.l - 1
             || !(1..=MAX_M).contains(&self.m)
             || total.div_ceil(self.m) as usize > MAX_DIGITS
-            || matches!(self.out, CmpOut::ReluClip(t) if t == 0 || t >= 1u64 << (self.l - 2))
+            || matches!(self.out, CmpOut::ReluClip(t)
+                if total > self.m || t < 2u64 << self.s || t >= 1u64 << (self.l - 2))
         {
             return Err(ProtocolError::BadShape);
         }
@@ -773,10 +779,25 @@ mod tests {
 
     #[test]
     fn drelu_and_relu_follow_the_law() {
-        for (l, s, m) in [(22, 5, 8), (22, 0, 7), (12, 0, 6), (17, 0, 8), (30, 9, 10), (9, 2, 3)] {
+        for (l, s, m) in [
+            (22, 5, 8),
+            (22, 0, 7),
+            (12, 0, 6),
+            (17, 0, 8),
+            (30, 9, 10),
+            (9, 2, 3),
+            (23, 14, 8),
+            (12, 5, 6),
+            (9, 0, 8),
+        ] {
             let clip = 5u64 << (l - 5);
             for out in [CmpOut::Drelu, CmpOut::Relu, CmpOut::ReluClip(clip)] {
                 let mut shape = CmpShape { n: 1, l, s, m, out };
+                if matches!(out, CmpOut::ReluClip(_)) && l - 1 - s > m {
+                    // the clip has one digit
+                    assert_eq!(shape.check(), Err(ProtocolError::BadShape));
+                    continue;
+                }
                 shape.check().unwrap();
                 let mut x = inputs(shape);
                 if let CmpOut::ReluClip(t) = out {
