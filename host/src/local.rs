@@ -174,7 +174,7 @@ fn cell_family(grids: &[CellGrid<'_>]) -> &'static str {
     }
 }
 
-/// The op family of a comparison, by its digits.
+/// The op family of a comparison, by what it outputs.
 fn cmp_family(s: &CmpShape) -> &'static str {
     if matches!(s.out, CmpOut::ReluClip(_)) {
         "comparison at 0 and the clip (GeLU)"
