@@ -1,46 +1,61 @@
 //! Functions of a positive input over a wide dynamic range (reciprocal for
-//! the attention rows, inverse square root for LayerNorm) in four rounds,
-//! on one cell lookup ([`crate::protocol::cell`]) read through windows.
+//! the attention rows, inverse square root for LayerNorm) in six rounds:
+//! windows select the input's scale, one product normalizes it, one cell
+//! lookup ([`crate::protocol::cell`]) reads the function's series, one
+//! product scales the result back.
 //!
 //! One cell structure cannot cover `[2^-16, 2^29]` with relative precision,
-//! so one opening of `x` is read through `W` windows (grids of one cell
-//! lookup, one flight). Window `w` reads `x mod 2^t_w` with [`CELL_BITS`]
-//! bits of cells of width `L_w = 2^(t_w - 5)`; the windows are [`STEP`]
-//! bits apart, top first. Each window outputs
-//! * the series of `G` (degree [`DEGREE`]), fitted by the dealer on the
-//!   interval its mask gives each element: accurate wherever that interval
-//!   lies above `L_w` (where `G` varies by at most a factor 2);
-//! * except the last, the flag `f_w = [cell < 3]` ("the input is too small
-//!   for this window"), a second grid of one word per cell.
+//! so one opening of `x` is read through `W - 1` windows (grids of one
+//! cell lookup, one flight). Window `j` reads `x mod 2^t_j` with
+//! [`CELL_BITS`] bits of cells of width `L_j = 2^(t_j - 5)`; the windows
+//! are [`STEP`] bits apart, top first (`t_0 = M`). Each outputs its flag
+//! `f_j = [cell < 3]` ("the input is too small for this window"), one word
+//! per cell.
 //!
-//! The lookup reads an input's cell or the next one, so `f_w = 0` implies
-//! `x >= 2 L_w`, where the series is accurate, and `f_w = 1` implies
-//! `x < 3 L_w = 3/4 2^(t_w - 3)`: inside the next window, below its top cell
-//! (which the lookup leaves out). The right window is the first from the top
-//! whose flag is 0; the flags are combined into prefix products `P_w = f_0
-//! ... f_w` by one more lookup (`P_w = [t_w = 0]` with `t_w = sum_(u <= w)
-//! (1 - f_u)`, a small integer, on a 5-bit grid with step 1: exact). Then
-//! `G = v_0 + sum_w P_w (v_(w+1) - v_w)`: one round of products. A final
-//! truncation brings the result to `out_frac`.
+//! The lookup reads an input's cell or the next one, so `f_j = 0` implies
+//! `x >= 2 L_j` and `f_j = 1` implies `x < 3 L_j = 3/4 2^(t_j - 3)`: inside
+//! the next window, below its top cell (which the lookup leaves out). The
+//! right window is the first from the top whose flag is 0: the flags are
+//! combined into prefix products `P_j = f_0 ... f_j` by one more lookup
+//! (`P_j = [t_j = 0]` with `t_j = sum_(u <= j) (1 - f_u)`, a small integer,
+//! on a 4-bit grid with step 1, 5 bits past 14 windows: exact), and window
+//! `j` is selected by `sel_j = P_(j-1) - P_j` (exactly one is 1).
 //!
-//! Every window outputs at the same scale (`mid`); a window's public basis
-//! has as many fractional bits as balance the rounding of its words (at
-//! `mid - p`) against the rounding of the basis (`2^-p` of the values it
-//! reads), so the largest values keep their relative precision and the
-//! smallest their absolute one.
+//! With `k_j = M - t_j`, the selected window's input `x` lies in `[2 L_j,
+//! 31 L_j)`, so `y = x 2^k_j` lies in the top window's `[2 L_0, 31 L_0)`:
+//! one product `y = x sum_j sel_j 2^k_j` (exact) normalizes. For the
+//! power functions `G(x) = post func(pre x)` (the reciprocal, the inverse
+//! square root), `G(x) = post func(pre y) func(2^-k_j)`: one cell lookup on
+//! `y` gives the series of `post func(pre y)` (degree [`DEGREE`] on 32
+//! cells, fitted by the dealer on the interval each element's mask gives
+//! it: accurate above `L_0`, where it varies by at most a factor 2), and one
+//! product by `sum_j sel_j func(2^-k_j)` (exact powers of two for the
+//! reciprocal, at 24 more bits for the inverse square root) scales it
+//! back. A function with an epsilon, `post func(pre x + eps)`, reads `x +
+//! eps / pre` (the host adds it, rounded to the input's unit).
 //!
-//! The series windows go down until the last one's flag region lies below
-//! `lo`, so every input from `lo` up is read by a series. The inputs below
-//! it (a row sum of zero, a LayerNorm row of almost zero variance, where `G`
-//! stays finite by its epsilon) fall to a last window of 32 cells of
-//! `lo / 16` read as a table (the function at each cell's start): exact
-//! for inputs on its grid (a sum of ReLUs below one unit is 0), within one
-//! cell for the others.
+//! The output's scale (`g_frac`) is as large as the largest
+//! value allows, so every value keeps its relative precision; the series'
+//! public basis has as many fractional bits as balance the rounding of its
+//! words against the rounding of the basis. A final truncation brings the
+//! result to `out_frac`.
 //!
-//! Rounds: cell lookup (1) + prefix lookup (1) + products (1) + truncation
-//! (1, or 0 with [`Finish::Local`]). Bytes per input: one opening (up to 8
-//! each way), the prefix lookup (1 each way per window), the products (16
-//! each way per window); dealer `32 (DEGREE + 2) + 32` words per window.
+//! The windows go down until the last one's flag region lies below `lo`,
+//! so every input from `lo` up is read by the series. The inputs below it
+//! (a row sum of zero, a LayerNorm row of almost zero variance, where `G`
+//! stays finite by its epsilon) fall to a unit window of 32 cells of `lo /
+//! 16` read as a table (the function at each cell's start, on the same
+//! opening as the flags): exact for inputs on its grid (a sum of ReLUs
+//! below one unit is 0), within one cell for the others. It is selected by
+//! `P_(W-2)` (all flags 1), in the same round as the scaling product.
+//!
+//! Rounds: flags and unit window (1) + prefix lookup (1) + normalizing
+//! product (1) + series (1) + scaling products (1) + truncation (1, or 0
+//! with [`Finish::Local`]). Bytes per input: one opening (up to 8 each
+//! way), the prefix lookup (1 each way per window), the series' opening (up
+//! to 8), three products (16 each way each); dealer `32 + 16` words per
+//! window, 32 for the unit window, `32 (DEGREE + 1)` for the series and a
+//! few for the products and the truncation.
 
 use super::{LutJob, Party};
 
@@ -51,20 +66,20 @@ use crate::protocol::pwl::Func;
 
 /// Largest number of windows.
 pub const MAX_WINDOWS: usize = 24;
-/// Cell bits of a window.
+/// Cell bits of a window (and of the series).
 pub const CELL_BITS: u32 = 5;
 /// A window's flag is 0 from this cell on.
 pub const FLAG_CELLS: u64 = 3;
 /// Bits between windows.
 pub const STEP: u32 = 3;
-/// Degree of a window's series.
+/// Degree of the series.
 pub const DEGREE: u32 = 5;
 /// Cell bits of the last window (cells of `lo / 16`).
 const UNIT_BITS: u32 = 5;
 /// Extra bits of the windows' output over `out_frac` with a local finish.
 pub const LOCAL_EXTRA: u32 = 8;
 
-/// How the result is brought from the windows' scale to `out_frac`.
+/// How the result is brought from the op's scale to `out_frac`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Finish {
     /// Exact truncation: one more round, no failure.
@@ -155,37 +170,82 @@ impl WideSpec {
         Ok(w + 1)
     }
 
-    /// Checks that the op exists: its windows fit the ring and every grid
-    /// is a valid cell lookup.
+    /// Checks that the op exists: its windows fit the ring, every grid is a
+    /// valid cell lookup and the scales fit the ring.
     pub fn check(&self) -> Result<(), ProtocolError> {
         let mut tops = [0u32; MAX_WINDOWS];
         let w = self.shifts(&mut tops)?;
-        let fns: [WindowFn; MAX_WINDOWS] = core::array::from_fn(|_| WindowFn {
-            spec: *self,
-            floor: 0.0,
-        });
-        for g in self.grids(1, tops.get(..w).unwrap_or_default(), &fns)? {
+        let unit = UnitFn { spec: *self };
+        for g in self.first_grids(1, tops.get(..w).unwrap_or_default(), &unit)? {
             g.shape.check()?;
         }
-        Ok(())
+        let sc = self.scales(tops.get(..w).unwrap_or_default())?;
+        self.series_shape(1, &sc)?.check()
     }
 
-    /// Output scale of the windows before the final truncation: as large as
-    /// the output range allows.
-    pub fn mid_frac(&self) -> u32 {
-        if self.finish == Finish::Local {
-            return self.out_frac + LOCAL_EXTRA;
+    /// `eps / pre` in ring units (the host adds it to the input, so that
+    /// the function of the sum is a power of it: `G(x) = post func(pre (x +
+    /// eps / pre))`).
+    fn eps_ring(&self) -> u64 {
+        if self.eps > 0.0 {
+            libm::round(self.eps / self.pre * libm::exp2(self.in_frac as f64)) as u64
+        } else {
+            0
         }
-        let top = libm::fabs(self.eval(0.0))
-            .max(libm::fabs(self.eval(self.lo)))
-            .max(libm::fabs(self.eval(self.hi)))
-            .max(1e-300);
-        let bits = libm::ceil(libm::log2(top)).max(0.0) as u32;
-        58u32.saturating_sub(bits).max(self.out_frac)
+    }
+
+    /// The scales of the op for windows `tops`: see [`Scales`].
+    fn scales(&self, tops: &[u32]) -> Result<Scales, ProtocolError> {
+        let w = tops.len();
+        let m = tops.first().copied().ok_or(ProtocolError::BadParameter)?;
+        let last = tops
+            .get(w.wrapping_sub(2))
+            .copied()
+            .ok_or(ProtocolError::BadParameter)?;
+        let unit = libm::exp2(-(self.in_frac as f64));
+        // the series' largest value, at twice its cell width
+        let h_top = libm::fabs(self.power(libm::exp2(m as f64 - CELL_BITS as f64 + 1.0) * unit));
+        let c_bits: u32 = match self.func {
+            Func::Rsqrt => 24,
+            _ => 0,
+        };
+        let c_max = libm::fabs(self.factor(m - last));
+        let unit_max = libm::fabs(self.eval(0.0)).max(libm::fabs(self.eval(self.lo)));
+        let top = (c_max * h_top).max(unit_max).max(1e-300);
+        let bits = libm::ceil(libm::log2(top)) as i32;
+        let mut g = 61 - bits.max(-60);
+        if self.finish == Finish::Local {
+            g = g.min((self.out_frac + LOCAL_EXTRA) as i32);
+        }
+        let h_frac = g - c_bits as i32;
+        if !h_top.is_finite() || !c_max.is_finite() || !(1..=62).contains(&h_frac) || g > 62 {
+            return Err(ProtocolError::BadParameter);
+        }
+        // balance the words' rounding (2^(p - 1 - h)) against the basis'
+        // (h_top 2^-p)
+        let best = (h_frac as f64 + libm::log2(h_top.max(1e-300))) / 2.0;
+        let p = (libm::round(best).clamp(0.0, 30.0) as u32).min(h_frac as u32);
+        Ok(Scales {
+            g_frac: g as u32,
+            h_frac: h_frac as u32,
+            c_bits,
+            p,
+            m,
+        })
+    }
+
+    /// `post func(pre x)` (no epsilon: the input carries it).
+    fn power(&self, x: f64) -> f64 {
+        self.post * self.func.eval(self.pre * x)
+    }
+
+    /// `func(2^-k)`: the factor of a window `k` bits below the top.
+    fn factor(&self, k: u32) -> f64 {
+        self.func.eval(libm::exp2(-(k as f64)))
     }
 
     /// The plaintext reference: `G(x)` rounded at `out_frac` bits (the
-    /// secure op is within the windows' fit of it, or one unit cell below
+    /// secure op is within the series' fit of it, or one unit cell below
     /// `lo` for inputs off the unit grid).
     pub fn reference(&self, x: u64) -> u64 {
         let real = x as i64 as f64 / libm::exp2(self.in_frac as f64);
@@ -193,47 +253,32 @@ impl WideSpec {
         if v.is_finite() { libm::round(v) as i64 as u64 } else { 0 }
     }
 
-    /// The grids of the windows with tops `tops`: the values (series, and
-    /// the unit table last), then the flags of all but the last.
-    fn grids<'a>(
+    /// The grids read on the input's opening: the unit window's table (at
+    /// the output scale `g_frac`, the op's [`Scales`]), then the flags of
+    /// the series windows `tops[..w-1]`.
+    fn first_grids<'a>(
         &self,
         n: usize,
         tops: &[u32],
-        fns: &'a [WindowFn; MAX_WINDOWS],
-    ) -> Result<heapless::Vec<CellGrid<'a>, { 2 * MAX_WINDOWS }>, ProtocolError> {
+        unit: &'a UnitFn,
+    ) -> Result<heapless::Vec<CellGrid<'a>, MAX_WINDOWS>, ProtocolError> {
         let w = tops.len();
-        let mid = self.mid_frac();
-        let unit = libm::exp2(-(self.in_frac as f64));
+        let sc = self.scales(tops)?;
         let mut grids = heapless::Vec::new();
-        for (i, (&t, g)) in tops.iter().zip(fns.iter()).enumerate() {
-            let last = i + 1 == w;
-            // the window's largest value: at twice its cell width (its
-            // selected range), or at 0 for the unit window
-            let top_g = if last {
-                libm::fabs(self.eval(0.0))
-            } else {
-                libm::fabs(self.eval(libm::exp2(t as f64 - CELL_BITS as f64 + 1.0) * unit))
-            };
-            // balance the words' rounding (2^(p - 1 - mid)) against the
-            // basis' (top_g 2^-p)
-            let p = if last {
-                0
-            } else {
-                let best = (mid as f64 + libm::log2(top_g.max(1e-300))) / 2.0;
-                (libm::round(best).clamp(0.0, 30.0) as u32).min(mid)
-            };
-            let shape = CellShape {
-                n,
-                l: t,
-                kh: if last { UNIT_BITS } else { CELL_BITS },
-                offset: 0,
-                f: self.in_frac,
-                p,
-                out: mid,
-                basis: if last { Basis::Step } else { Basis::Cheb(DEGREE) },
-            };
-            grids.push(CellGrid { shape, g }).map_err(|_| ProtocolError::BadShape)?;
-        }
+        let t_unit = tops.last().copied().ok_or(ProtocolError::BadParameter)?;
+        let shape = CellShape {
+            n,
+            l: t_unit,
+            kh: UNIT_BITS,
+            offset: 0,
+            f: self.in_frac,
+            p: 0,
+            out: sc.g_frac,
+            basis: Basis::Step,
+        };
+        grids
+            .push(CellGrid { shape, g: unit })
+            .map_err(|_| ProtocolError::BadShape)?;
         for &t in tops.iter().take(w.saturating_sub(1)) {
             let shape = CellShape {
                 n,
@@ -251,11 +296,57 @@ impl WideSpec {
         }
         Ok(grids)
     }
+
+    /// The series on the normalized input (the top window's cells).
+    fn series_shape(&self, n: usize, sc: &Scales) -> Result<CellShape, ProtocolError> {
+        let shape = CellShape {
+            n,
+            l: sc.m,
+            kh: CELL_BITS,
+            offset: 0,
+            f: self.in_frac,
+            p: sc.p,
+            out: sc.h_frac,
+            basis: Basis::Cheb(DEGREE),
+        };
+        shape.check()?;
+        Ok(shape)
+    }
 }
 
-/// The dealer's function of a window's values: `G`, continued below half a
-/// cell (where the window is never the selected one and `G` may not exist)
-/// by its tangent there.
+/// The scales of a wide op. The selected window `j` (`k_j = M - t_j` bits
+/// below the top window `M`) normalizes the input to `y = x 2^k_j`, in
+/// the top window's range, and `G(x) = post func(pre y) func(2^-k_j)`: the
+/// series of `post func(pre y)` at `h_frac` bits times the window's factor
+/// at `c_bits` bits (exact powers of two for the reciprocal) gives `G` at
+/// `g_frac = h_frac + c_bits` bits, as large as the output range allows.
+#[derive(Clone, Copy, Debug)]
+struct Scales {
+    g_frac: u32,
+    h_frac: u32,
+    c_bits: u32,
+    p: u32,
+    m: u32,
+}
+
+/// The unit window's function: `G` of the input without the epsilon the
+/// host added.
+#[derive(Clone, Copy, Debug)]
+struct UnitFn {
+    spec: WideSpec,
+}
+
+impl CellFn for UnitFn {
+    fn eval(&self, _cell: u64, x: f64) -> f64 {
+        let sp = &self.spec;
+        let eps = sp.eps_ring() as f64 * libm::exp2(-(sp.in_frac as f64));
+        sp.eval((x - eps).max(0.0))
+    }
+}
+
+/// The dealer's function of the series on the normalized input: `post
+/// func(pre y)`, continued below half a cell (where no selected input
+/// falls and it may not exist) by its tangent there.
 #[derive(Clone, Copy, Debug)]
 struct WindowFn {
     spec: WideSpec,
@@ -265,13 +356,8 @@ struct WindowFn {
 impl CellFn for WindowFn {
     fn eval(&self, _cell: u64, x: f64) -> f64 {
         let sp = &self.spec;
-        // the table window reads the function itself (clamped at `lo` when
-        // it has no epsilon); a series window the unclamped function, which
-        // is smooth above its floor
-        if self.floor <= 0.0 {
-            return sp.eval(x);
-        }
-        let raw = |x: f64| sp.post * sp.func.eval(sp.pre * x + sp.eps);
+        // the unclamped power, smooth above the floor
+        let raw = |x: f64| sp.power(x);
         if x >= self.floor {
             return raw(x);
         }
@@ -293,12 +379,17 @@ impl CellFn for Flag {
     }
 }
 
-/// `[t == 0]` for a small integer `t` (the prefix products of the flags).
+/// `[t == 0]` for a small integer `t >= 0` (the prefix products of the
+/// flags), read as `t - (2^(k-1) - 1)` on a grid of step 1 ([`zero_k`]
+/// bits): `t = 0` is index 1.
 #[derive(Clone, Copy, Debug)]
 struct IsZero;
 
-/// Grid of the prefix lookup: step 1, inputs in `[-16, 15)`.
-const ZERO_K: u32 = 5;
+/// Index bits of the prefix lookup for `w` windows: the grid holds `t`
+/// in `[0, 2^k - 2)`, and `t <= w - 1`.
+fn zero_k(w: usize) -> u32 {
+    if w <= 14 { 4 } else { 5 }
+}
 
 impl Table for IsZero {
     fn outputs(&self) -> usize {
@@ -308,13 +399,13 @@ impl Table for IsZero {
         false
     }
     fn segment(&self, y: u64, _: usize) -> (u64, u64) {
-        (0, (y == 1 << (ZERO_K - 1)) as u64)
+        (0, (y == 1) as u64)
     }
 }
 
 /// Scratch words [`wide`] needs for `n` inputs.
 pub fn scratch_len(n: usize) -> usize {
-    n * (6 * MAX_WINDOWS + 2)
+    n * (3 * MAX_WINDOWS + 14)
 }
 
 /// `out = G(x)` for `n` non-negative shared inputs; `scratch` holds
@@ -329,78 +420,118 @@ pub fn wide<P: Party + ?Sized>(
     let n = x.len();
     let mut tops = [0u32; MAX_WINDOWS];
     let w = spec.shifts(&mut tops)?;
-    let mid = spec.mid_frac();
-    if out.len() != n || scratch.len() < scratch_len(n) || n == 0 {
+    let tops = &tops[..w];
+    if out.len() != n || scratch.len() < scratch_len(n) || n == 0 || w < 2 {
         return Err(ProtocolError::BadBuffer.into());
     }
+    let sc = spec.scales(tops)?;
     let host = p.role().plays_host();
-    let unit = libm::exp2(-(spec.in_frac as f64));
-    let fns: [WindowFn; MAX_WINDOWS] = core::array::from_fn(|i| WindowFn {
-        spec: *spec,
-        // half a cell; none for the table window
-        floor: if i + 1 < w {
-            libm::exp2(tops.get(i).copied().unwrap_or(0) as f64 - CELL_BITS as f64 - 1.0) * unit
-        } else {
-            0.0
-        },
-    });
-    let grids = spec.grids(n, &tops[..w], &fns)?;
-    let gc = grids.len();
-    let (outs, rest) = scratch.split_at_mut(n * gc);
-    let (flags, rest) = rest.split_at_mut(n * (w - 1));
-    let (diffs, rest) = rest.split_at_mut(n * (w - 1));
-    let (prods, rest) = rest.split_at_mut(n * (w - 1));
-    p.cells(&grids, x, outs)?;
-    let value = |outs: &[u64], win: usize, i: usize| outs[i * gc + win];
-    let flag = |outs: &[u64], win: usize, i: usize| outs[i * gc + w + win];
-    // t_w = sum_(u <= w) (1 - f_u), host adds the ones
-    for win in 0..w - 1 {
+    let unit_fn = UnitFn { spec: *spec };
+    let grids = spec.first_grids(n, tops, &unit_fn)?;
+    let (xp, rest) = scratch.split_at_mut(n);
+    let (outs, rest) = rest.split_at_mut(n * w);
+    let (ts, rest) = rest.split_at_mut(n * (w - 1));
+    let (pre, rest) = rest.split_at_mut(n * (w - 1));
+    let (ops, rest) = rest.split_at_mut(4 * n);
+    let (prods, rest) = rest.split_at_mut(2 * n);
+    let (y, rest) = rest.split_at_mut(n);
+    let (h, _) = rest.split_at_mut(n);
+    // 1. the input with the epsilon (host), read through the unit window
+    //    and every series window's flag
+    let eps = if host { spec.eps_ring() } else { 0 };
+    for (o, &v) in xp.iter_mut().zip(x) {
+        *o = v.wrapping_add(eps);
+    }
+    p.cells(&grids, xp, outs)?;
+    // 2. t_j = sum_(u <= j) (1 - f_u) (host adds the ones), P_j = [t_j = 0]
+    //    (the host starts the sums at -(2^(k-1) - 1), the grid's offset)
+    let zk = zero_k(w);
+    let base = if host { (1u64 << (zk - 1)) - 1 } else { 0 };
+    for j in 0..w - 1 {
         for i in 0..n {
-            let f = flag(outs, win, i);
-            let prev = if win == 0 { 0 } else { flags[(win - 1) * n + i] };
-            let one = if host { 1 } else { 0 };
-            flags[win * n + i] = prev.wrapping_add(one).wrapping_sub(f);
-            diffs[win * n + i] = value(outs, win + 1, i).wrapping_sub(value(outs, win, i));
+            let f = outs[i * w + 1 + j];
+            let prev = if j == 0 {
+                base.wrapping_neg()
+            } else {
+                ts[(j - 1) * n + i]
+            };
+            ts[j * n + i] = prev.wrapping_add(host as u64).wrapping_sub(f);
         }
     }
-    if w > 1 {
-        let m = n * (w - 1);
-        let zshape = LutShape {
-            n: m,
-            s: 0,
-            k: ZERO_K,
-            t: 0,
-        };
-        let (pre, _) = rest.split_at_mut(m);
-        p.luts(
-            &[LutJob {
-                shape: zshape,
-                table: &IsZero,
-            }],
-            flags,
-            pre,
-        )?;
-        p.mul(pre, diffs, 1, prods)?;
-    }
-    let acc = &mut rest[..n];
+    let zshape = LutShape {
+        n: n * (w - 1),
+        s: 0,
+        k: zk,
+        t: 0,
+    };
+    p.luts(
+        &[LutJob {
+            shape: zshape,
+            table: &IsZero,
+        }],
+        ts,
+        pre,
+    )?;
+    // the selection of window j: P_(j-1) - P_j (P_(-1) = 1); the unit
+    // window's is P_(w-2). S = sum sel_j 2^k_j normalizes, E = sum sel_j
+    // c_j scales back.
+    let (s_norm, rest_ops) = ops.split_at_mut(n);
+    let (e_fac, sel_unit) = rest_ops.split_at_mut(n);
+    let (sel_unit, _) = sel_unit.split_at_mut(n);
+    let cfac = |k: u32| libm::round(spec.factor(k) * libm::exp2(sc.c_bits as f64)) as u64;
     for i in 0..n {
-        let mut v = value(outs, 0, i);
-        for win in 0..w - 1 {
-            v = v.wrapping_add(prods[win * n + i]);
+        let (mut sn, mut ef) = (0u64, 0u64);
+        for (j, &t) in tops.iter().enumerate().take(w - 1) {
+            let prev = if j == 0 { host as u64 } else { pre[(j - 1) * n + i] };
+            let sel = prev.wrapping_sub(pre[j * n + i]);
+            let k = sc.m - t;
+            sn = sn.wrapping_add(sel << k);
+            ef = ef.wrapping_add(sel.wrapping_mul(cfac(k)));
         }
-        acc[i] = v;
+        s_norm[i] = sn;
+        e_fac[i] = ef;
+        sel_unit[i] = pre[(w - 2) * n + i];
     }
+    // 3. y = x S, in the top window's range
+    p.mul(xp, s_norm, 1, y)?;
+    // 4. the series of post func(pre y) on the top window's cells
+    let series = WindowFn {
+        spec: *spec,
+        floor: libm::exp2(sc.m as f64 - CELL_BITS as f64 - 1.0) * libm::exp2(-(spec.in_frac as f64)),
+    };
+    crate::ops::cell(p, spec.series_shape(n, &sc)?, &series, y, h)?;
+    // 5. G = E h + sel_unit v_unit, one flight
+    {
+        let (a, b) = ops.split_at_mut(2 * n);
+        // a: [s_norm | e_fac] -> [e_fac | sel_unit]; b: [sel_unit | ..] -> [h | v_unit]
+        a.copy_within(n..2 * n, 0);
+        a[n..2 * n].copy_from_slice(&b[..n]);
+        b[..n].copy_from_slice(h);
+        for i in 0..n {
+            b[n + i] = outs[i * w];
+        }
+        p.mul(a, b, 1, prods)?;
+    }
+    let acc = y;
+    for i in 0..n {
+        acc[i] = prods[i].wrapping_add(prods[n + i]);
+    }
+    let g = sc.g_frac;
     match spec.finish {
-        // a steep function (the reciprocal down to one unit) may leave no
-        // headroom above `out_frac`: the windows already output it
-        Finish::Exact if mid == spec.out_frac => {
+        Finish::Exact if g == spec.out_frac => {
             out.copy_from_slice(acc);
             Ok(())
         }
-        Finish::Exact => p.trunc(mid - spec.out_frac, acc, out),
+        Finish::Exact | Finish::Local if g < spec.out_frac => {
+            for (o, &v) in out.iter_mut().zip(acc.iter()) {
+                *o = v << (spec.out_frac - g);
+            }
+            Ok(())
+        }
+        Finish::Exact => p.trunc(g - spec.out_frac, acc, out),
         Finish::Local => {
             for (o, &v) in out.iter_mut().zip(acc.iter()) {
-                *o = crate::protocol::trunc::local(v, mid - spec.out_frac);
+                *o = crate::protocol::trunc::local(v, g - spec.out_frac);
             }
             Ok(())
         }
