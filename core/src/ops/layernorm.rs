@@ -15,9 +15,9 @@
 //!
 //! The inverse square root finishes with an exact truncation (its windows
 //! output at as many bits as its range allows, for the precision of their
-//! series), so it takes 6 rounds.
+//! series), so it takes 7 rounds.
 //!
-//! Rounds: 1 + 6 + 1 + 1 = 9. Inputs: `|x| < 2^6` (real) and `d <= 256`, so
+//! Rounds: 1 + 7 + 1 + 1 = 10. Inputs: `|x| < 2^6` (real) and `d <= 256`, so
 //! `V < 2^60` at scale 2f.
 
 use super::Party;

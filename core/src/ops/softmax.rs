@@ -11,9 +11,9 @@
 //!
 //! | kind | rounds | device -> host per score |
 //! |---|---|---|
-//! | Softmax | exp cell lookup 1 + reciprocal 6 + product 1 + truncation 1 = 9 | 3 + 8 + 8 B |
-//! | RSAttn | comparison 2 + reciprocal 6 + product 1 + truncation 1 = 10 | 3 B + 1 bit + 8 + 8 B |
-//! | 2Quad | square 1 + truncation 1 + reciprocal 6 + product 1 + truncation 1 = 10 | 8 + 8 + 8 + 8 B |
+//! | Softmax | exp cell lookup 1 + reciprocal 7 + product 1 + truncation 1 = 10 | 3 + 8 + 8 B |
+//! | RSAttn | comparison 2 + reciprocal 7 + product 1 + truncation 1 = 11 | 3 B + 1 bit + 8 + 8 B |
+//! | 2Quad | square 1 + truncation 1 + reciprocal 7 + product 1 + truncation 1 = 11 | 8 + 8 + 8 + 8 B |
 //! | ScaleAttn | truncation 1 | 8 B |
 //!
 //! Every row value is brought to [`super::vit::ROW_FRAC`] bits before the

@@ -1,5 +1,5 @@
 //! Functions of a positive input over a wide dynamic range (reciprocal for
-//! the attention rows, inverse square root for LayerNorm) in six rounds:
+//! the attention rows, inverse square root for LayerNorm) in seven rounds:
 //! windows select the input's scale, one product normalizes it, one cell
 //! lookup ([`crate::protocol::cell`]) reads the function's series, one
 //! product scales the result back.
@@ -34,11 +34,12 @@
 //! back. A function with an epsilon, `post func(pre x + eps)`, reads `x +
 //! eps / pre` (the host adds it, rounded to the input's unit).
 //!
-//! The output's scale (`g_frac`) is as large as the largest
-//! value allows, so every value keeps its relative precision; the series'
-//! public basis has as many fractional bits as balance the rounding of its
-//! words against the rounding of the basis. A final truncation brings the
-//! result to `out_frac`.
+//! The series is read at as many fractional bits as its largest value
+//! allows (its public basis with as many as balance the rounding of its
+//! words against the rounding of the basis), then truncated (exact) to
+//! leave the factors' range room in the ring; the output's scale is as
+//! large as the largest value allows, so every value keeps its relative
+//! precision. A final truncation brings the result to `out_frac`.
 //!
 //! The windows go down until the last one's flag region lies below `lo`,
 //! so every input from `lo` up is read by the series. The inputs below it
@@ -50,12 +51,13 @@
 //! `P_(W-2)` (all flags 1), in the same round as the scaling product.
 //!
 //! Rounds: flags and unit window (1) + prefix lookup (1) + normalizing
-//! product (1) + series (1) + scaling products (1) + truncation (1, or 0
-//! with [`Finish::Local`]). Bytes per input: one opening (up to 8 each
-//! way), the prefix lookup (1 each way per window), the series' opening (up
-//! to 8), three products (16 each way each); dealer `32 + 16` words per
-//! window, 32 for the unit window, `32 (DEGREE + 1)` for the series and a
-//! few for the products and the truncation.
+//! product (1) + series (1) + its truncation (1) + scaling products (1) +
+//! truncation (1, or 0 with [`Finish::Local`]). Bytes per input: one
+//! opening (up to 8 each way), the prefix lookup (1 each way per window),
+//! the series' opening (up to 8), three products (16 each way each), two
+//! truncations (8 and 1 bit); dealer `32 + 16` words per window, 32 for the
+//! unit window, `32 (DEGREE + 1)` for the series and a few for the
+//! products and the truncations.
 
 use super::{LutJob, Party};
 
@@ -218,16 +220,19 @@ impl WideSpec {
             g = g.min((self.out_frac + LOCAL_EXTRA) as i32);
         }
         let h_frac = g - c_bits as i32;
-        if !h_top.is_finite() || !c_max.is_finite() || !(1..=62).contains(&h_frac) || g > 62 {
+        // the series itself as large as its top allows, truncated to h_frac
+        let s_frac = (60 - libm::ceil(libm::log2(h_top.max(1e-300))) as i32).min(62);
+        if !h_top.is_finite() || !c_max.is_finite() || !(1..=62).contains(&h_frac) || g > 62 || s_frac < h_frac {
             return Err(ProtocolError::BadParameter);
         }
-        // balance the words' rounding (2^(p - 1 - h)) against the basis'
+        // balance the words' rounding (2^(p - 1 - s)) against the basis'
         // (h_top 2^-p)
-        let best = (h_frac as f64 + libm::log2(h_top.max(1e-300))) / 2.0;
-        let p = (libm::round(best).clamp(0.0, 30.0) as u32).min(h_frac as u32);
+        let best = (s_frac as f64 + libm::log2(h_top.max(1e-300))) / 2.0;
+        let p = (libm::round(best).clamp(0.0, 30.0) as u32).min(s_frac as u32);
         Ok(Scales {
             g_frac: g as u32,
             h_frac: h_frac as u32,
+            s_frac: s_frac as u32,
             c_bits,
             p,
             m,
@@ -306,7 +311,7 @@ impl WideSpec {
             offset: 0,
             f: self.in_frac,
             p: sc.p,
-            out: sc.h_frac,
+            out: sc.s_frac,
             basis: Basis::Cheb(DEGREE),
         };
         shape.check()?;
@@ -317,13 +322,15 @@ impl WideSpec {
 /// The scales of a wide op. The selected window `j` (`k_j = M - t_j` bits
 /// below the top window `M`) normalizes the input to `y = x 2^k_j`, in
 /// the top window's range, and `G(x) = post func(pre y) func(2^-k_j)`: the
-/// series of `post func(pre y)` at `h_frac` bits times the window's factor
-/// at `c_bits` bits (exact powers of two for the reciprocal) gives `G` at
+/// series of `post func(pre y)` (read at `s_frac` bits, as large as its
+/// top allows, then truncated to `h_frac`) times the window's factor at
+/// `c_bits` bits (exact powers of two for the reciprocal) gives `G` at
 /// `g_frac = h_frac + c_bits` bits, as large as the output range allows.
 #[derive(Clone, Copy, Debug)]
 struct Scales {
     g_frac: u32,
     h_frac: u32,
+    s_frac: u32,
     c_bits: u32,
     p: u32,
     m: u32,
@@ -500,7 +507,13 @@ pub fn wide<P: Party + ?Sized>(
         floor: libm::exp2(sc.m as f64 - CELL_BITS as f64 - 1.0) * libm::exp2(-(spec.in_frac as f64)),
     };
     crate::ops::cell(p, spec.series_shape(n, &sc)?, &series, y, h)?;
-    // 5. G = E h + sel_unit v_unit, one flight
+    // 5. to h_frac, so that the factor's range fits beside it
+    if sc.s_frac > sc.h_frac {
+        let hs = &mut ops[3 * n..4 * n];
+        hs.copy_from_slice(h);
+        p.trunc(sc.s_frac - sc.h_frac, hs, h)?;
+    }
+    // 6. G = E h + sel_unit v_unit, one flight
     {
         let (a, b) = ops.split_at_mut(2 * n);
         // a: [s_norm | e_fac] -> [e_fac | sel_unit]; b: [sel_unit | ..] -> [h | v_unit]

@@ -6,21 +6,21 @@
 //!
 //! Per layer (all heads in the same protocol steps, so a layer costs the
 //! rounds of its most expensive head):
-//! 1. LayerNorm 0 without its affine part (folded into `qkv`): 8 rounds.
+//! 1. LayerNorm 0 without its affine part (folded into `qkv`): 9 rounds.
 //! 2. `qkv` linear with truncation: 1.
 //! 3. One flight of matrix products: `Q_h K_h^T` for Softmax / RSAttn /
 //!    2Quad heads, `K_h^T V_h` for ScaleAttn heads (associative form,
 //!    `O(n hd^2)`): 1. Truncation of all of them: 1.
-//! 4. Row normalization of the non-Scale heads ([`normalize_heads`]): 9 for
-//!    Softmax heads (exp lookup 1, reciprocal 6, product 1, truncation 1),
-//!    10 for RSAttn heads (the comparison takes 2); the reciprocal of every
+//! 4. Row normalization of the non-Scale heads ([`normalize_heads`]): 10 for
+//!    Softmax heads (exp lookup 1, reciprocal 7, product 1, truncation 1),
+//!    11 for RSAttn heads (the comparison takes 2); the reciprocal of every
 //!    row of every head is one batch. A layer mixing Softmax and RSAttn pays
-//!    both elementwise steps in sequence (11); 2Quad adds 2.
+//!    both elementwise steps in sequence (12); 2Quad adds 2.
 //! 5. One flight of products: `P_h V_h`, and `Q_h (K^T V)_h` for ScaleAttn
 //!    heads (their `1/N` is folded into the projection's rows): 1.
 //! 6. Projection with truncation by `2f`, residual: 1.
 //! 7. LayerNorm 1 with its learned scale (host-private, [`Party::scale_trunc`](crate::ops::Party::scale_trunc))
-//!    and shift: 8.
+//!    and shift: 9.
 //! 8. `fc1` with truncation: 1; GeLU on the GeLU tokens (comparison 2,
 //!    tail lookup 1): 3;
 //!    `fc2` with truncation: 1; precise ReLU on the MPCViT+ linearized
