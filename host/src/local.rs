@@ -167,10 +167,12 @@ fn cell_family(grids: &[CellGrid<'_>]) -> &'static str {
     match grids {
         [one] => match one.shape.basis {
             Basis::Exp => "exp (Softmax)",
+            // the wide ops read one series of degree `wide::DEGREE`, GeLU its tail at 6
+            Basis::Cheb(k) if k == mpcvit_core::ops::wide::DEGREE => "series (reciprocal, rsqrt)",
             Basis::Cheb(_) => "series lookup (GeLU's tail)",
             Basis::Step => "cell table",
         },
-        _ => "windows (reciprocal, rsqrt)",
+        _ => "windows' flags (reciprocal, rsqrt)",
     }
 }
 
