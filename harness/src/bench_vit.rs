@@ -43,7 +43,7 @@ pub struct Args {
     replot: bool,
     /// Cut each layer into flights (`whole`, or `ROWS,HEADS,QUERIES` as
     /// `mpcvit device --tile`): fewer bytes held at once by every party (the
-    /// host holds a flight's dealer corrections: ~210 MB for a whole
+    /// host holds a flight's dealer corrections: ~180 MB for a whole
     /// vit_9_12_64 layer with RSAttn heads), more rounds. Rows of a tiled run are
     /// labelled `MIX@TILE`.
     #[arg(long, value_parser = crate::device::parse_tile, default_value = "whole")]
