@@ -176,14 +176,8 @@ proptest! {
                 }
             })
             .collect();
-        let (got, _) = run3(9, session, fp(), &enc(&xs), [&[], &[], &[]], |p, x, _| {
-            let mut out = vec![0; x.len()];
-            let mut scratch = vec![0; 2 * x.len()];
-            activation::gelu(p, 5, x, &mut out, &mut scratch)?;
-            Ok(out)
-        }).expect("run");
-        for (g, x) in dec(&got).iter().zip(&xs) {
-            let want = Func::Gelu.eval(fp().decode(fp().encode(*x)));
+        let (got, _) = secure_gelu(9, session, &xs);
+        for (g, x, want) in got {
             prop_assert!((g - want).abs() <= 1e-4, "gelu({x}) got {g} want {want}");
         }
     }
@@ -340,6 +334,25 @@ fn print_reference_deviations() {
     println!("LN: {:?} ulp", (0..20).map(|s| ln_vs_reference(3, 64, s)).max());
 }
 
+/// The model's GeLU (MLP range `2^5`) of `xs` in a three-party run: per
+/// input the secure output, the input, and float GeLU of its fixed-point
+/// value.
+fn secure_gelu(test: u8, session: u64, xs: &[f64]) -> (Vec<(f64, f64, f64)>, mpcvit_transport::Meter) {
+    let (got, meter) = run3(test, session, fp(), &enc(xs), [&[], &[], &[]], |p, x, _| {
+        let mut out = vec![0; x.len()];
+        let mut scratch = vec![0; 2 * x.len()];
+        activation::gelu(p, 5, x, &mut out, &mut scratch)?;
+        Ok(out)
+    })
+    .expect("run");
+    let rows = dec(&got)
+        .into_iter()
+        .zip(xs)
+        .map(|(g, &x)| (g, x, Func::Gelu.eval(fp().decode(fp().encode(x)))))
+        .collect();
+    (rows, meter)
+}
+
 /// GeLU by comparison and cell lookup on a dense grid of `[-58, 58]`
 /// against float: within 1e-4 (the tail's fit plus rounding). 4,000 inputs
 /// lie in each of the comparison's branch regions `[t - 1/4, t)` below its
@@ -356,16 +369,9 @@ fn gelu_by_comparison_and_cells() {
         )
         .chain([-1e-4, -3e-5, 0.0, 3e-5, 5.0, -5.0, 58.7, -59.0])
         .collect();
-    let (got, meter) = run3(7, 3, fp(), &enc(&xs), [&[], &[], &[]], |p, x, _| {
-        let mut out = vec![0; x.len()];
-        let mut scratch = vec![0; 2 * x.len()];
-        activation::gelu(p, 5, x, &mut out, &mut scratch)?;
-        Ok(out)
-    })
-    .expect("run");
+    let (got, meter) = secure_gelu(7, 3, &xs);
     let mut worst = 0f64;
-    for (g, x) in dec(&got).iter().zip(&xs) {
-        let want = Func::Gelu.eval(fp().decode(fp().encode(*x)));
+    for (g, x, want) in got {
         worst = worst.max((g - want).abs());
         assert!((g - want).abs() <= 1e-4, "gelu({x}) got {g} want {want}");
     }

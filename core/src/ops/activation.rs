@@ -201,13 +201,11 @@ pub fn gelu<P: Party + ?Sized>(
     }
     // (ReLU(x), m) per element, then ReLU into `out` and `m` to the front
     p.cmp(relu, x, s)?;
-    for i in 0..n {
-        let (r, m) = (s.get(2 * i).copied(), s.get(2 * i + 1).copied());
-        if let (Some(o), Some(r), Some(m)) = (out.get_mut(i), r, m) {
-            *o = r;
-            if let Some(dst) = s.get_mut(i) {
-                *dst = m;
-            }
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = s.get(2 * i).copied().unwrap_or(0);
+        let m = s.get(2 * i + 1).copied().unwrap_or(0);
+        if let Some(dst) = s.get_mut(i) {
+            *dst = m;
         }
     }
     let (t, g) = s.split_at_mut(n);

@@ -177,11 +177,12 @@ impl WideSpec {
     pub fn check(&self) -> Result<(), ProtocolError> {
         let mut tops = [0u32; MAX_WINDOWS];
         let w = self.shifts(&mut tops)?;
-        let unit = UnitFn { spec: *self };
-        for g in self.first_grids(1, tops.get(..w).unwrap_or_default(), &unit)? {
+        let tops = tops.get(..w).unwrap_or_default();
+        let sc = self.scales(tops)?;
+        let unit = UnitFn::new(self);
+        for g in self.first_grids(1, tops, &sc, &unit)? {
             g.shape.check()?;
         }
-        let sc = self.scales(tops.get(..w).unwrap_or_default())?;
         self.series_shape(1, &sc)?.check()
     }
 
@@ -259,16 +260,16 @@ impl WideSpec {
     }
 
     /// The grids read on the input's opening: the unit window's table (at
-    /// the output scale `g_frac`, the op's [`Scales`]), then the flags of
-    /// the series windows `tops[..w-1]`.
+    /// the output scale `g_frac` of the op's [`Scales`] `sc`), then the
+    /// flags of the series windows `tops[..w-1]`.
     fn first_grids<'a>(
         &self,
         n: usize,
         tops: &[u32],
+        sc: &Scales,
         unit: &'a UnitFn,
     ) -> Result<heapless::Vec<CellGrid<'a>, MAX_WINDOWS>, ProtocolError> {
         let w = tops.len();
-        let sc = self.scales(tops)?;
         let mut grids = heapless::Vec::new();
         let t_unit = tops.last().copied().ok_or(ProtocolError::BadParameter)?;
         let shape = CellShape {
@@ -337,17 +338,25 @@ struct Scales {
 }
 
 /// The unit window's function: `G` of the input without the epsilon the
-/// host added.
+/// host added (`eps`, real).
 #[derive(Clone, Copy, Debug)]
 struct UnitFn {
     spec: WideSpec,
+    eps: f64,
+}
+
+impl UnitFn {
+    fn new(spec: &WideSpec) -> Self {
+        Self {
+            spec: *spec,
+            eps: spec.eps_ring() as f64 * libm::exp2(-(spec.in_frac as f64)),
+        }
+    }
 }
 
 impl CellFn for UnitFn {
     fn eval(&self, _cell: u64, x: f64) -> f64 {
-        let sp = &self.spec;
-        let eps = sp.eps_ring() as f64 * libm::exp2(-(sp.in_frac as f64));
-        sp.eval((x - eps).max(0.0))
+        self.spec.eval((x - self.eps).max(0.0))
     }
 }
 
@@ -355,12 +364,12 @@ impl CellFn for UnitFn {
 /// func(pre y)`, continued below half a cell (where no selected input
 /// falls and it may not exist) by its tangent there.
 #[derive(Clone, Copy, Debug)]
-struct WindowFn {
+struct SeriesFn {
     spec: WideSpec,
     floor: f64,
 }
 
-impl CellFn for WindowFn {
+impl CellFn for SeriesFn {
     fn eval(&self, _cell: u64, x: f64) -> f64 {
         let sp = &self.spec;
         // the unclamped power, smooth above the floor
@@ -412,7 +421,7 @@ impl Table for IsZero {
 
 /// Scratch words [`wide`] needs for `n` inputs.
 pub fn scratch_len(n: usize) -> usize {
-    n * (3 * MAX_WINDOWS + 14)
+    n * (3 * MAX_WINDOWS + 10)
 }
 
 /// `out = G(x)` for `n` non-negative shared inputs; `scratch` holds
@@ -433,16 +442,19 @@ pub fn wide<P: Party + ?Sized>(
     }
     let sc = spec.scales(tops)?;
     let host = p.role().plays_host();
-    let unit_fn = UnitFn { spec: *spec };
-    let grids = spec.first_grids(n, tops, &unit_fn)?;
+    let unit_fn = UnitFn::new(spec);
+    let grids = spec.first_grids(n, tops, &sc, &unit_fn)?;
     let (xp, rest) = scratch.split_at_mut(n);
     let (outs, rest) = rest.split_at_mut(n * w);
     let (ts, rest) = rest.split_at_mut(n * (w - 1));
     let (pre, rest) = rest.split_at_mut(n * (w - 1));
-    let (ops, rest) = rest.split_at_mut(4 * n);
+    let (s_norm, rest) = rest.split_at_mut(n);
+    // the scaling products' operands: [E | sel_unit] times [h | v_unit]
+    let (fac, rest) = rest.split_at_mut(2 * n);
+    let (val, rest) = rest.split_at_mut(2 * n);
     let (prods, rest) = rest.split_at_mut(2 * n);
     let (y, rest) = rest.split_at_mut(n);
-    let (h, _) = rest.split_at_mut(n);
+    let (hs, _) = rest.split_at_mut(n);
     // 1. the input with the epsilon (host), read through the unit window
     //    and every series window's flag
     let eps = if host { spec.eps_ring() } else { 0 };
@@ -481,19 +493,20 @@ pub fn wide<P: Party + ?Sized>(
     )?;
     // the selection of window j: P_(j-1) - P_j (P_(-1) = 1); the unit
     // window's is P_(w-2). S = sum sel_j 2^k_j normalizes, E = sum sel_j
-    // c_j scales back.
-    let (s_norm, rest_ops) = ops.split_at_mut(n);
-    let (e_fac, sel_unit) = rest_ops.split_at_mut(n);
-    let (sel_unit, _) = sel_unit.split_at_mut(n);
-    let cfac = |k: u32| libm::round(spec.factor(k) * libm::exp2(sc.c_bits as f64)) as u64;
+    // c_j scales back (c_j at c_bits, one per window).
+    let shift = |j: usize| sc.m - tops[j];
+    let cfac: [u64; MAX_WINDOWS] = core::array::from_fn(|j| {
+        let k = if j + 1 < w { shift(j) } else { 0 };
+        libm::round(spec.factor(k) * libm::exp2(sc.c_bits as f64)) as u64
+    });
+    let (e_fac, sel_unit) = fac.split_at_mut(n);
     for i in 0..n {
         let (mut sn, mut ef) = (0u64, 0u64);
-        for (j, &t) in tops.iter().enumerate().take(w - 1) {
+        for j in 0..w - 1 {
             let prev = if j == 0 { host as u64 } else { pre[(j - 1) * n + i] };
             let sel = prev.wrapping_sub(pre[j * n + i]);
-            let k = sc.m - t;
-            sn = sn.wrapping_add(sel << k);
-            ef = ef.wrapping_add(sel.wrapping_mul(cfac(k)));
+            sn = sn.wrapping_add(sel << shift(j));
+            ef = ef.wrapping_add(sel.wrapping_mul(cfac[j]));
         }
         s_norm[i] = sn;
         e_fac[i] = ef;
@@ -502,29 +515,24 @@ pub fn wide<P: Party + ?Sized>(
     // 3. y = x S, in the top window's range
     p.mul(xp, s_norm, 1, y)?;
     // 4. the series of post func(pre y) on the top window's cells
-    let series = WindowFn {
+    let series = SeriesFn {
         spec: *spec,
         floor: libm::exp2(sc.m as f64 - CELL_BITS as f64 - 1.0) * libm::exp2(-(spec.in_frac as f64)),
     };
-    crate::ops::cell(p, spec.series_shape(n, &sc)?, &series, y, h)?;
+    let (h, v_unit) = val.split_at_mut(n);
+    let shape = spec.series_shape(n, &sc)?;
     // 5. to h_frac, so that the factor's range fits beside it
     if sc.s_frac > sc.h_frac {
-        let hs = &mut ops[3 * n..4 * n];
-        hs.copy_from_slice(h);
+        crate::ops::cell(p, shape, &series, y, hs)?;
         p.trunc(sc.s_frac - sc.h_frac, hs, h)?;
+    } else {
+        crate::ops::cell(p, shape, &series, y, h)?;
     }
     // 6. G = E h + sel_unit v_unit, one flight
-    {
-        let (a, b) = ops.split_at_mut(2 * n);
-        // a: [s_norm | e_fac] -> [e_fac | sel_unit]; b: [sel_unit | ..] -> [h | v_unit]
-        a.copy_within(n..2 * n, 0);
-        a[n..2 * n].copy_from_slice(&b[..n]);
-        b[..n].copy_from_slice(h);
-        for i in 0..n {
-            b[n + i] = outs[i * w];
-        }
-        p.mul(a, b, 1, prods)?;
+    for (i, v) in v_unit.iter_mut().enumerate() {
+        *v = outs[i * w];
     }
+    p.mul(fac, val, 1, prods)?;
     let acc = y;
     for i in 0..n {
         acc[i] = prods[i].wrapping_add(prods[n + i]);
