@@ -6,7 +6,7 @@
 //! sends the firmware's 13-byte preamble (a fresh random seed, standing in
 //! for the RNG QEMU's mps2 lacks, and the test image's index), then copies bytes
 //! both ways and counts them. QEMU runs with `-icount shift=0`, so the
-//! firmware's SysTick counts instructions (one tick = 40).
+//! firmware's 25 MHz timer counts instructions (one tick = 40).
 
 use serde::{Deserialize, Serialize};
 use std::io::{Read, Write};
@@ -20,7 +20,7 @@ pub fn board_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../boards/qemu-mps2-an386")
 }
 
-/// Instructions per SysTick tick under `-icount shift=0` on mps2 (25 MHz).
+/// Instructions per timer tick under `-icount shift=0` on mps2 (25 MHz).
 pub const INSTR_PER_TICK: u64 = 40;
 
 /// Builds the firmware with `blob` and the device key in flash; returns the
@@ -108,7 +108,7 @@ pub struct FwReport {
     pub prediction: usize,
     /// Logits, raw signed fixed point.
     pub logits: Vec<i64>,
-    /// SysTick ticks of the inference (after set-up).
+    /// Timer ticks (25 MHz) of the inference (after set-up).
     pub ticks_total: u64,
     /// Of which waiting for the UART.
     pub ticks_wait: u64,

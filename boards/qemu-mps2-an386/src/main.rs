@@ -19,9 +19,7 @@
 
 use core::cell::Cell;
 use core::ptr::{read_volatile, write_volatile};
-use core::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use cortex_m::interrupt::Mutex;
-use cortex_m::peripheral::{SCB, SYST, syst::SystClkSource};
 use cortex_m_rt::{ExceptionFrame, entry, exception};
 use cortex_m_semihosting::hprintln;
 use mpcvit_board::mpcvit_device::session::{Deployment, infer};
@@ -142,38 +140,48 @@ impl embedded_io::Write for Uart {
 
 // ------------------------------------------------------------ time, stack, exit
 
-static WRAPS: AtomicU32 = AtomicU32::new(0);
+/// TIMER0, a CMSDK APB timer: a 32-bit down counter at the 25 MHz
+/// peripheral clock, reloaded from 0xFFFF_FFFF (one wrap every 171.8 s of
+/// virtual time). SysTick's 24 bits wrap every 0.67 s, and under `-icount`
+/// QEMU reloads it on a guest read before it raises the wrap, so readings
+/// extended by counting wraps could fall one period behind.
+const TIMER0: usize = 0x4000_0000;
+const T_CTRL: usize = 0x00;
+const T_VALUE: usize = 0x04;
+const T_RELOAD: usize = 0x08;
 
-#[exception]
-fn SysTick() {
-    WRAPS.store(WRAPS.load(Relaxed) + 1, Relaxed);
+fn timer_rd(off: usize) -> u32 {
+    // SAFETY: a CMSDK APB timer register of this board.
+    unsafe { read_volatile((TIMER0 + off) as *const u32) }
 }
 
-/// The last reading of [`now_ticks`].
-static LAST_TICKS: Mutex<Cell<u64>> = Mutex::new(Cell::new(0));
+fn timer_wr(off: usize, v: u32) {
+    // SAFETY: a CMSDK APB timer register of this board.
+    unsafe { write_volatile((TIMER0 + off) as *mut u32, v) }
+}
 
+fn start_timer() {
+    timer_wr(T_CTRL, 0);
+    timer_wr(T_RELOAD, u32::MAX);
+    timer_wr(T_VALUE, u32::MAX);
+    // Enabled, internal clock, no interrupt.
+    timer_wr(T_CTRL, 1);
+}
+
+/// The last raw timer reading and the ticks counted up to it.
+static CLOCK: Mutex<Cell<(u32, u64)>> = Mutex::new(Cell::new((u32::MAX, 0)));
+
+/// Ticks (25 MHz) since [`start_timer`]: each reading adds the counter's
+/// wrapping distance to the one before, exact as long as readings are less
+/// than one 32-bit period apart (they are a UART wait apart).
 fn now_ticks() -> u64 {
     cortex_m::interrupt::free(|cs| {
-        let mut w = u64::from(WRAPS.load(Relaxed));
-        let cvr = SYST::get_current();
-        // A reload whose exception has not run yet (interrupts are off here,
-        // and QEMU delivers them only between translation blocks): without
-        // this, a reading could fall 2^24 ticks into the past.
-        if SCB::is_pendst_pending() && cvr > 0x0080_0000 {
-            w += 1;
-        }
-        let mut t = (w << 24) | u64::from(0x00FF_FFFF - cvr);
-        // Under `-icount` QEMU reloads the counter when the guest reads it
-        // past zero but raises the exception (and sets PENDST) only when its
-        // timer runs, between blocks: a reading in between falls exactly one
-        // period into the past (instruction counts that differed by 2^24 x
-        // 40 from run to run). Time does not run backwards: count that wrap.
-        let last = LAST_TICKS.borrow(cs);
-        while t < last.get() {
-            t += 1 << 24;
-        }
-        last.set(t);
-        t
+        let raw = timer_rd(T_VALUE);
+        let clock = CLOCK.borrow(cs);
+        let (last, ticks) = clock.get();
+        let ticks = ticks + u64::from(last.wrapping_sub(raw));
+        clock.set((raw, ticks));
+        ticks
     })
 }
 
@@ -219,17 +227,9 @@ fn fail(code: u32, what: &str) -> ! {
 
 #[entry]
 fn main() -> ! {
-    let Some(cp) = cortex_m::Peripherals::take() else {
-        fail(9, "peripherals")
-    };
     wr(BAUDDIV, 16);
     wr(CTRL, 0b11);
-    let mut syst = cp.SYST;
-    syst.set_clock_source(SystClkSource::Core);
-    syst.set_reload(0x00FF_FFFF);
-    syst.clear_current();
-    syst.enable_interrupt();
-    syst.enable_counter();
+    start_timer();
 
     let weights = match FlashWeights::new(&BLOB.0) {
         Ok(w) => w,
@@ -321,7 +321,7 @@ fn report<E: core::fmt::Debug>(res: Result<Outcome, Failure<E>>, sealed: bool, w
     let logits = &logits[..o.classes.min(CLASSES)];
     let [t_start, t0, t1] = o.ticks;
     let (m, hw) = (o.meter, o.high_water);
-    // One line the harness parses. Ticks are SysTick at 25 MHz; under
+    // One line the harness parses. Ticks are TIMER0's at 25 MHz; under
     // `-icount shift=0` one tick is 40 instructions.
     hprintln!(
         "fw: {{\"session\":\"{:016x}\",\"prediction\":{},\"logits\":{:?},\"ticks_total\":{},\"ticks_wait\":{},\"ticks_setup\":{},\"bytes_sent\":{},\"bytes_recv\":{},\"uart_bytes_out\":{},\"uart_bytes_in\":{},\"rounds\":{},\"stack_bytes\":{},\"static_bytes\":{},\"scratch_bytes\":{},\"tx_bytes\":{},\"rx_bytes\":{},\"tmp_bytes\":{},\"blob_bytes\":{},\"sealed\":{},\"tile\":[{},{},{}]}}",
