@@ -318,6 +318,12 @@ impl<T: Read + Write> Party for DeviceParty<'_, T> {
         let nz = s.n * s.dout;
         let op = LinearDevice::new(self.corr.next_op()?, s)?;
         self.use_tx(s.msg_len())?;
+        if bits == 0 {
+            // no truncation: one flight, the output is the device's share
+            let (sent, head) = op.send(x, self.tx)?;
+            self.link.send(FrameKind::Data, take(self.tx, "tx", head)?)?;
+            return Ok(sent.output(w, z)?);
+        }
         self.use_tmp(nz)?;
         let (sent, head) = op.send(x, self.tx)?;
         sent.output(w, take(self.tmp, "tmp", nz)?)?;

@@ -219,7 +219,7 @@ fn activations(n: usize, rows: &mut Vec<NlRow>) -> Result<(), String> {
     let gelu = |p: &mut P<'_>, x: &[u64], _: &[u64]| {
         let mut o = vec![0; x.len()];
         let mut scratch = vec![0; 2 * x.len()];
-        activation::gelu(p, 5, x, &mut o, &mut scratch)?;
+        activation::gelu(p, 5, 0, x, &mut o, &mut scratch)?;
         Ok(o)
     };
     rows.push(measure(
@@ -238,7 +238,7 @@ fn activations(n: usize, rows: &mut Vec<NlRow>) -> Result<(), String> {
     let want: Vec<f64> = dec(&enc(&xs)).iter().map(|&x| x.exp()).collect();
     let exp = |p: &mut P<'_>, x: &[u64], _: &[u64]| {
         let mut o = vec![0; x.len()];
-        mpcvit_core::ops::cell(p, score_exp(x.len(), F)?, &ScoreExp, x, &mut o)?;
+        mpcvit_core::ops::cell(p, score_exp(x.len(), F, 0)?, &ScoreExp, x, &mut o)?;
         Ok(o)
     };
     rows.push(measure(

@@ -108,6 +108,9 @@ impl<T: Read + Write> Party for DealerParty<T> {
         _z: &mut [u64],
     ) -> Res<T::Error> {
         self.deal(s.corrections(), s.dout, |op, acc, out| linear::deal(op, s, b, acc, out))?;
+        if bits == 0 {
+            return Ok(());
+        }
         self.deal_trunc(s.n * s.dout, bits)
     }
 

@@ -227,9 +227,18 @@ impl<T: Read + Write> Party for HostParty<T> {
     ) -> Res<(), T::Error> {
         let nz = s.n * s.dout;
         let m1 = self.recv_dealer()?;
-        let m2 = self.recv_dealer()?;
         let op = LinearHost::new(self.corr.next_op_with(&m1)?, s)?;
         let head = s.msg_len();
+        if bits == 0 {
+            // no truncation: the device's message is its linear part only
+            let peer = self.recv_exact(head)?;
+            op.finish(x, w, peer, z)?;
+            if !bias.is_empty() {
+                affine::add_bias(Role::Host, z, bias)?;
+            }
+            return Ok(());
+        }
+        let m2 = self.recv_dealer()?;
         let peer = self.recv_exact(head + 8 * nz)?;
         let mut y0 = vec![0; nz];
         op.finish(x, w, peer.get(..head).ok_or(ProtocolError::BadBuffer)?, &mut y0)?;

@@ -153,30 +153,36 @@ proptest! {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(24))]
 
-    /// The model's GeLU (comparison at 0 and `+-5`, tail on the clipped
-    /// `|x|`) against float within 1e-4 over random sessions (each draws
-    /// its masks, so the branch taken in each region below a threshold, the
-    /// tail's cell and its carry differ): inputs over the whole range
-    /// `[-59, 58.75)`, biased to the thresholds' branch regions, the
-    /// tail's cell boundaries (`|x| = 2 k - 1/4`) and the ends of the range.
+    /// The model's GeLU (comparison at 0 and `+-c`, `c` one unit below 5,
+    /// tail on the clipped `|x|`) against float within 1e-4 over random
+    /// sessions (each draws its masks, so the branch taken in each region
+    /// below a threshold, the tail's cell and its carry differ), on inputs
+    /// at `f` bits and before their truncation (`f` more): inputs over the
+    /// whole range `[-59, 58.5)`, biased to the thresholds' branch regions,
+    /// the tail's cell boundaries (`|x| = 2 k - 1/2`) and the ends of the
+    /// range.
     #[test]
-    fn gelu_law(raw in proptest::collection::vec((any::<u32>(), 0u8..4), 1..200), session in any::<u64>()) {
+    fn gelu_law(
+        raw in proptest::collection::vec((any::<u32>(), 0u8..4), 1..200),
+        session in any::<u64>(),
+        pre in prop_oneof![Just(0u32), Just(F)],
+    ) {
         let xs: Vec<f64> = raw
             .iter()
             .map(|&(r, kind)| {
                 let u = r as f64 / u32::MAX as f64;
                 match kind {
-                    0 => -59.0 + u * 117.74,
-                    1 => [0.0, 5.0, -5.0][(r % 3) as usize] - 0.3 + 0.6 * u,
+                    0 => -59.0 + u * 117.49,
+                    1 => [0.0, 5.0, -5.0][(r % 3) as usize] - 0.6 + 1.2 * u,
                     2 => {
-                        let edge = 2.0 * ((r % 4) as f64) - 0.25 + (u - 0.5) * 1e-3;
+                        let edge = 2.0 * ((r % 4) as f64) - 0.5 + (u - 0.5) * 1e-3;
                         if r & 4 == 0 { edge } else { -edge }
                     }
-                    _ => if r & 1 == 0 { -59.0 + u * 1e-3 } else { 58.749 - u * 1e-3 },
+                    _ => if r & 1 == 0 { -59.0 + u * 1e-3 } else { 58.499 - u * 1e-3 },
                 }
             })
             .collect();
-        let (got, _) = secure_gelu(9, session, &xs);
+        let (got, _) = secure_gelu(9, session, pre, &xs);
         for (g, x, want) in got {
             prop_assert!((g - want).abs() <= 1e-4, "gelu({x}) got {g} want {want}");
         }
@@ -334,30 +340,37 @@ fn print_reference_deviations() {
     println!("LN: {:?} ulp", (0..20).map(|s| ln_vs_reference(3, 64, s)).max());
 }
 
-/// The model's GeLU (MLP range `2^5`) of `xs` in a three-party run: per
-/// input the secure output, the input, and float GeLU of its fixed-point
-/// value.
-fn secure_gelu(test: u8, session: u64, xs: &[f64]) -> (Vec<(f64, f64, f64)>, mpcvit_transport::Meter) {
-    let (got, meter) = run3(test, session, fp(), &enc(xs), [&[], &[], &[]], |p, x, _| {
+/// The model's GeLU (MLP range `2^5`) of `xs` in a three-party run, the
+/// inputs at `f + pre` bits (`pre > 0`: a product before its truncation,
+/// which the comparison's opening drops): per input the secure output,
+/// the input, and float GeLU of its fixed-point value.
+fn secure_gelu(test: u8, session: u64, pre: u32, xs: &[f64]) -> (Vec<(f64, f64, f64)>, mpcvit_transport::Meter) {
+    let scale = 2f64.powi((F + pre) as i32);
+    let x_in: Vec<u64> = xs.iter().map(|&x| (x * scale).round() as i64 as u64).collect();
+    let (got, meter) = run3(test, session, fp(), &x_in, [&[], &[], &[]], |p, x, _| {
         let mut out = vec![0; x.len()];
         let mut scratch = vec![0; 2 * x.len()];
-        activation::gelu(p, 5, x, &mut out, &mut scratch)?;
+        activation::gelu(p, 5, pre, x, &mut out, &mut scratch)?;
         Ok(out)
     })
     .expect("run");
     let rows = dec(&got)
         .into_iter()
+        .zip(&x_in)
         .zip(xs)
-        .map(|(g, &x)| (g, x, Func::Gelu.eval(fp().decode(fp().encode(x)))))
+        .map(|((g, &xi), &x)| (g, x, Func::Gelu.eval(xi as i64 as f64 / scale)))
         .collect();
     (rows, meter)
 }
 
 /// GeLU by comparison and cell lookup on a dense grid of `[-58, 58]`
-/// against float: within 1e-4 (the tail's fit plus rounding). 4,000 inputs
-/// lie in each of the comparison's branch regions `[t - 1/4, t)` below its
-/// thresholds `t` = 0 and `+-5`, where it takes the positive branch with
-/// probability about `2^-8` each: both branches must give GeLU.
+/// against float: within 1e-4 (the tail's fit plus rounding), on inputs at
+/// `f` bits and before their truncation. 4,000 inputs lie in each of the
+/// comparison's branch regions `[t - 1/2, t)` below its thresholds `t` =
+/// 0 and `+-c` (`c` one unit below 5), where it takes the positive branch
+/// with probability about `2^-7` each: both branches must give GeLU; the
+/// same at the region's lower edge below `-c`, where `min(|x|, c)` is
+/// largest (one unit below the tail's top cell).
 #[test]
 fn gelu_by_comparison_and_cells() {
     let xs: Vec<f64> = (-5800..=5800)
@@ -365,17 +378,27 @@ fn gelu_by_comparison_and_cells() {
         .chain(
             [0.0, 5.0, -5.0]
                 .iter()
-                .flat_map(|t| (1..=4000).map(move |i| t - i as f64 / 16000.0)),
+                .flat_map(|t| (1..=4000).map(move |i| t - i as f64 / 8000.0)),
         )
-        .chain([-1e-4, -3e-5, 0.0, 3e-5, 5.0, -5.0, 58.7, -59.0])
+        .chain([-1e-4, -3e-5, 0.0, 3e-5, 5.0, -5.0, 58.49, -59.0])
+        // the clipped |x| furthest up: -c - 1/2 on the branch region's
+        // edge, read on the tail's top cell when the clip takes the
+        // positive branch there (about one in 2^7)
+        .chain(
+            [-5.5, -5.5 + 1.0 / 65536.0]
+                .iter()
+                .flat_map(|&x| std::iter::repeat_n(x, 3000)),
+        )
         .collect();
-    let (got, meter) = secure_gelu(7, 3, &xs);
-    let mut worst = 0f64;
-    for (g, x, want) in got {
-        worst = worst.max((g - want).abs());
-        assert!((g - want).abs() <= 1e-4, "gelu({x}) got {g} want {want}");
+    for pre in [0, F] {
+        let (got, meter) = secure_gelu(7, 3, pre, &xs);
+        let mut worst = 0f64;
+        for (g, x, want) in got {
+            worst = worst.max((g - want).abs());
+            assert!((g - want).abs() <= 1e-4, "pre {pre}: gelu({x}) got {g} want {want}");
+        }
+        eprintln!("gelu (pre {pre}) worst {worst:e}, meter {meter:?}");
     }
-    eprintln!("gelu worst {worst:e}, meter {meter:?}");
 }
 
 proptest! {

@@ -103,8 +103,8 @@ pub fn relu_reference(x: u64) -> u64 {
 
 /// The smooth tail of GeLU: `G(t) = t Phi(-t)`, with `GeLU(x) = ReLU(x) -
 /// G(|x|)`. `G` is entire (its analytic continuation below 0 is used where
-/// the comparison takes the positive branch), at most 0.17, below `5e-6`
-/// from [`GELU_CLIP`]` - 1/4` on and below `6e-9` beyond 6: the dealer
+/// the comparison takes the positive branch), at most 0.17, below `1.6e-5`
+/// from [`GELU_CLIP`]` - 1/2` on and below `6e-9` beyond 6: the dealer
 /// deals zero for a cell that starts there.
 #[derive(Clone, Copy, Debug)]
 pub struct GeluTail;
@@ -117,7 +117,7 @@ impl crate::protocol::cell::CellFn for GeluTail {
         lo > 6.0
     }
     fn smooth_on(&self) -> Option<(f64, f64)> {
-        // the nodes of every cell: 4 cells of 2 from -1/4 - 2 (a read of
+        // the nodes of every cell: 4 cells of 2 from -1/2 - 2 (a read of
         // the next cell) up to 8
         Some((-3.0, 9.0))
     }
@@ -126,25 +126,36 @@ impl crate::protocol::cell::CellFn for GeluTail {
 /// Fractional bits of the GeLU tail's output over the input's.
 pub const GELU_TAIL_EXTRA: u32 = 17;
 
-/// Where GeLU's tail is read: `G(min(|x|, GELU_CLIP))` (real).
+/// Where GeLU's tail is read: `G(min(|x|, c))` with the clip `c` one unit
+/// (`2^-f`) below `GELU_CLIP` (real).
 pub const GELU_CLIP: u64 = 5;
 
-/// The two steps of [`gelu`] for `n` inputs at `f` bits whose MLP range is
-/// `2^range_log2`: the comparison (one digit of 8 bits on an opening of
-/// `f + range_log2 + 2` bits) of `x` with 0 and `+-`[`GELU_CLIP`], and the
-/// cell lookup of the tail on the clipped `|x|` (4 cells of 2, degree 6).
+/// The two steps of [`gelu`] for `n` inputs at `f + pre` bits whose MLP
+/// range is `2^range_log2`: the comparison (one digit of 7 bits, `s = f -
+/// 1`, on an opening of `f + range_log2 + 2` bits, dropping the input's
+/// `pre` extra bits) of `x` with 0 and `+-c`, `c` one unit below
+/// [`GELU_CLIP`], and the cell lookup of the tail on the clipped `|x|` (4
+/// cells of 2, degree 6).
 pub fn gelu_shapes(
     n: usize,
     f: u32,
     range_log2: i32,
+    pre: u32,
 ) -> Result<(crate::protocol::cmp::CmpShape, crate::protocol::cell::CellShape), ProtocolError> {
     use crate::protocol::cell::{Basis, CellShape};
     use crate::protocol::cmp::{CmpOut, CmpShape};
     if !(3..=40).contains(&(f as i32)) || !(3..=20).contains(&range_log2) {
         return Err(ProtocolError::BadParameter);
     }
-    let clip = GELU_CLIP << f;
-    let relu = CmpShape::branch(n, f, range_log2 + 1, CmpOut::ReluClip(clip))?;
+    let clip = (GELU_CLIP << f) - 1;
+    // one digit of 7 bits: the branch regions are the 2^s = 1/2 below
+    // each threshold
+    let eight = CmpShape::branch(n, f, range_log2 + 1, CmpOut::ReluClip(clip))?;
+    let relu = CmpShape {
+        s: eight.s + 1,
+        ..eight
+    }
+    .with_pre(pre)?;
     let tail = CellShape {
         n,
         l: f + 3,
@@ -156,6 +167,7 @@ pub fn gelu_shapes(
         p: 16,
         out: f + GELU_TAIL_EXTRA,
         basis: Basis::Cheb(6),
+        pre: 0,
     };
     tail.check()?;
     Ok((relu, tail))
@@ -164,37 +176,44 @@ pub fn gelu_shapes(
 /// GeLU in three rounds: the comparison ([`crate::protocol::cmp`], two
 /// rounds) of `x` with 0 and `+-c` ([`GELU_CLIP`]) on one opening gives
 /// `ReLU(x)` and `m = min(|x|, c)`, then the tail `G(m)` by a cell lookup
-/// (one round), `GeLU = ReLU(x) - G(m)` (`G(|x|) < G(c - 1/4) < 5e-6` where
-/// `|x| > c - 1/4`), the tail brought to `f` bits by local truncation.
+/// (one round), `GeLU = ReLU(x) - G(m)` (`G(|x|) < G(c - 1/2) < 1.6e-5` where
+/// `|x| > c - 1/2`), the tail brought to `f` bits by local truncation.
 ///
-/// Each threshold's comparison is the one-digit
-/// [`CmpShape::branch`](crate::protocol::cmp::CmpShape::branch), which may
-/// take the positive branch on the `2^s = 1/4` below it (`s` = `f - 2`).
-/// Either branch at 0 gives the same GeLU (then `ReLU(x) = x` and `m = x`:
-/// `x - G(x) = 0 - G(-x)`, as `G(t) - G(-t) = t`); at `+-c` the positive
-/// branch gives `m = c` for `|x|` in `(c - 1/4, c]` (or `m = |x|` up to `c +
-/// 1/4`), where `G` is below `5e-6`. So `m` lies in `[-1/4, c + 1/4]` and the
-/// tail's lookup, offset by `1/4`, reads 4 cells of 2 with its top cell
-/// left out (`c + 1/2 < 6`). Inputs lie in `[-2^(range_log2 + 1) + c,
-/// 2^(range_log2 + 1) - c - 1/4)` (`[-59, 58.75)` for the MLP's range
-/// `2^5`).
+/// Each threshold's comparison has one digit (of 7 bits, `s = f - 1`), so
+/// it may take the positive branch on the `2^s = 1/2` below it. Either
+/// branch at 0 gives the same GeLU (then `ReLU(x) = x` and `m = x`: `x -
+/// G(x) = 0 - G(-x)`, as `G(t) - G(-t) = t`); at `+-c` the positive branch
+/// gives `m = c` for `|x|` in `(c - 1/2, c]` (or `m = |x|` up to `c +
+/// 1/2`), where `G` is below `1.6e-5`. So `m` lies in `[-1/2, c + 1/2]` and
+/// the tail's lookup, offset by `1/2`, reads 4 cells of 2 with its top
+/// cell left out (`c + 1 < 6`: hence `c = 5 - 2^-f`). Inputs lie in
+/// `[-2^(range_log2 + 1) + c, 2^(range_log2 + 1) - c - 1/2)` (`[-59,
+/// 58.5)` for the MLP's range `2^5`).
+///
+/// With `pre > 0` the input is `x` at `f + pre` bits (`fc1`'s product
+/// before its truncation): the comparison's opening drops the `pre` bits
+/// ([`CmpShape::with_pre`](crate::protocol::cmp::CmpShape::with_pre)), so
+/// the output is GeLU of `floor(x / 2^pre) + e`, `e` in `{-1, 0, 1}`, at
+/// `f` bits; the truncation op before it, its messages and its dealer
+/// words are gone.
 ///
 /// Error: the tail's fit (`4.2e-5` on cells of 2, degree 6) plus its
-/// rounding and the clip's `5e-6`, plus 1 ulp. The local truncation fails
+/// rounding and the clip's `1.6e-5`, plus 1 ulp. The local truncation fails
 /// with probability below `|G| 2^(f + 17) / 2^64 <= 2^-32` per element.
 ///
 /// Bytes per element: 3 each way and 3 bits (comparison), 3 each way
-/// (tail); dealer 20 + 28 words. `scratch`: `2 x.len()` words.
+/// (tail); dealer 18 + 28 words. `scratch`: `2 x.len()` words.
 pub fn gelu<P: Party + ?Sized>(
     p: &mut P,
     range_log2: i32,
+    pre: u32,
     x: &[u64],
     out: &mut [u64],
     scratch: &mut [u64],
 ) -> Result<(), P::Error> {
     let n = x.len();
     let f = p.fp().frac_bits();
-    let (relu, tail) = gelu_shapes(n, f, range_log2)?;
+    let (relu, tail) = gelu_shapes(n, f, range_log2, pre)?;
     let s = scratch.get_mut(..2 * n).ok_or(ProtocolError::BadBuffer)?;
     if out.len() != n {
         return Err(ProtocolError::BadBuffer.into());

@@ -281,6 +281,7 @@ impl WideSpec {
             p: 0,
             out: sc.g_frac,
             basis: Basis::Step,
+            pre: 0,
         };
         grids
             .push(CellGrid { shape, g: unit })
@@ -295,6 +296,7 @@ impl WideSpec {
                 p: 0,
                 out: 0,
                 basis: Basis::Step,
+                pre: 0,
             };
             grids
                 .push(CellGrid { shape, g: &FLAG })
@@ -314,6 +316,7 @@ impl WideSpec {
             p: sc.p,
             out: sc.s_frac,
             basis: Basis::Cheb(DEGREE),
+            pre: 0,
         };
         shape.check()?;
         Ok(shape)

@@ -37,6 +37,12 @@
 //! Security: `c` is uniform; the host's words are masked by the device's
 //! seeded words; nobody learns `R` or `r_L`.
 //!
+//! An input at `pre` more fractional bits (a product before its
+//! truncation) is read without a truncation op, as in
+//! [`crate::protocol::cmp`]: each party opens `((t_b + r_b) mod 2^64) >>
+//! pre`, the dealer's mask is `r >> pre`, and the lookup reads `floor(t /
+//! 2^pre) + e`, `e` in `{-1, 0, 1}`.
+//!
 //! # Cost per element
 //! One round; `ceil(l / 8)` bytes each way; dealer -> host `2^kh (K + 1)`
 //! words (`K = 0` for [`Basis::Exp`]). The device reads `K + 1` seeded
@@ -100,6 +106,10 @@ pub struct CellShape {
     pub out: u32,
     /// The basis.
     pub basis: Basis,
+    /// Fractional bits the input carries beyond `f` (`0`: none), dropped
+    /// by the opening, as in [`crate::protocol::cmp`]: the lookup reads
+    /// `floor(t / 2^pre) + e`, `e` in `{-1, 0, 1}`.
+    pub pre: u32,
 }
 
 /// A real function dealt per cell (the dealer's side of a cell lookup).
@@ -245,6 +255,7 @@ impl CellShape {
             || self.out < self.p
             || self.out > 62
             || self.offset >= 1u64 << self.l
+            || self.l + self.pre > 64
         {
             return Err(ProtocolError::BadShape);
         }
@@ -255,10 +266,24 @@ impl CellShape {
             .ok_or(ProtocolError::BadShape)
     }
 
-    /// Whether `t` (ring) is in the input range.
+    /// Whether `t` (ring, at `f + pre` bits) is in the input range (every
+    /// value the lookup may read is).
     pub fn in_range(self, t: u64) -> bool {
-        let tp = t.wrapping_add(self.offset);
-        tp < (1u64 << self.l) - (1u64 << self.se())
+        let errs: &[i64] = if self.pre == 0 { &[0] } else { &[-1, 0, 1] };
+        errs.iter().all(|&e| {
+            let tp = self.read(t, e).wrapping_add(self.offset);
+            tp < (1u64 << self.l) - (1u64 << self.se())
+        })
+    }
+
+    /// The value the lookup reads for input `t` when the opening's
+    /// truncation errs by `e` (`pre = 0`: `t`).
+    pub fn read(self, t: u64, e: i64) -> u64 {
+        if self.pre == 0 {
+            t
+        } else {
+            (((t as i64) >> self.pre) + e) as u64
+        }
     }
 
     /// The real input at cell `v`, coordinate `c_l - r_l`.
@@ -431,7 +456,7 @@ fn check_grids(grids: &[CellGrid<'_>]) -> Result<usize, ProtocolError> {
     let mut per = 0usize;
     for g in grids {
         g.shape.check()?;
-        if g.shape.n != first.shape.n {
+        if g.shape.n != first.shape.n || g.shape.pre != first.shape.pre {
             return Err(ProtocolError::BadShape);
         }
         per += g.shape.words_per_elem();
@@ -495,8 +520,10 @@ pub fn deal_grids(op: &DealerOp, grids: &[CellGrid<'_>], out: &mut [u8]) -> Resu
     // the first smooth grid's interpolant (GeLU's tail; one per op is all
     // the model deals)
     let smooth = grids.iter().enumerate().find_map(|(k, g)| Some((k, Smooth::new(g.g)?)));
+    let pre = grids.first().map_or(0, |g| g.shape.pre);
     for i in 0..n {
-        let r = rs.next_u64();
+        // the parties' shifted shares open `t + (r >> pre)`
+        let r = rs.next_u64() >> pre;
         let mut at = (i * per) as u64;
         for (gi, (grid, &k)) in grids.iter().zip(which.iter()).enumerate() {
             let cheb = tables.get(k).map_or(&empty, |(_, t)| t);
@@ -534,6 +561,7 @@ pub struct Cell<'d> {
     n: usize,
     offset: u64,
     width: usize,
+    pre: u32,
 }
 
 /// After opening.
@@ -567,6 +595,7 @@ impl<'d> Cell<'d> {
             n: first.n,
             offset: first.offset,
             width: grids_width(grids),
+            pre: first.pre,
         })
     }
 
@@ -582,7 +611,8 @@ impl<'d> Cell<'d> {
         wire::put_narrow(
             out,
             self.width,
-            x.iter().map(|&v| v.wrapping_add(r.next_u64()).wrapping_add(off)),
+            x.iter()
+                .map(|&v| (v.wrapping_add(r.next_u64()) >> self.pre).wrapping_add(off)),
         );
         Ok(CellOpened {
             corr: self.corr,
@@ -756,6 +786,7 @@ mod tests {
             p: 16,
             out: f + 18,
             basis: Basis::Cheb(9),
+            pre: 0,
         };
         shape.check().unwrap();
         let x = grid(CellShape { n: 1, ..shape });
@@ -779,6 +810,45 @@ mod tests {
     }
 
     #[test]
+    fn truncating_openings_read_the_truncated_input() {
+        // the grid of the Chebyshev test, each input `pre` bits finer with
+        // several low parts: the lookup is G of one of the values it may
+        // read, within the fit's bound
+        let f = 16;
+        for pre in [1, 16, 24] {
+            let shape = CellShape {
+                n: 1,
+                l: f + 5,
+                kh: 3,
+                offset: 0,
+                f,
+                p: 16,
+                out: f + 18,
+                basis: Basis::Cheb(9),
+                pre: 0,
+            };
+            let low = [0u64, 1, (1 << pre) - 1, 0x3C3C_3C3C & ((1 << pre) - 1)];
+            let shape = CellShape { pre, ..shape };
+            shape.check().unwrap();
+            let x: Vec<u64> = grid(CellShape { pre: 0, ..shape })
+                .iter()
+                .flat_map(|&t| low.iter().map(move |&lo| (t << pre) | lo))
+                .filter(|&t| shape.in_range(t))
+                .collect();
+            let shape = CellShape { n: x.len(), ..shape };
+            let got = run(shape, &Gauss, &x);
+            for (&t, &g) in x.iter().zip(&got) {
+                let g = g as i64 as f64 / libm::exp2(shape.out as f64);
+                let err = [-1, 0, 1]
+                    .map(|e| (g - Gauss.eval(0, shape.read(t, e) as i64 as f64 / 65536.0)).abs())
+                    .into_iter()
+                    .fold(f64::INFINITY, f64::min);
+                assert!(err <= 1.5e-4, "pre {pre}: t = {} got {g} (err {err})", t as i64);
+            }
+        }
+    }
+
+    #[test]
     fn exp_cells_are_exp() {
         let f = 16;
         let shape = CellShape {
@@ -790,6 +860,7 @@ mod tests {
             p: 10,
             out: f + 14,
             basis: Basis::Exp,
+            pre: 0,
         };
         shape.check().unwrap();
         let x = grid(shape);

@@ -62,6 +62,19 @@
 //! (with several thresholds: the device's bits it sends, `d(v_theta) xor
 //! delta_theta`, are masked by `delta`, the host's mask word by `delta`).
 //!
+//! # Truncation in the opening (`pre`)
+//! An input at `pre` more fractional bits than the outputs (a product
+//! before its truncation) is compared without a truncation op: each party
+//! sends `((x_b + r_b) mod 2^64) >> pre` modulo `2^l` (plus the offset,
+//! host), and the dealer uses `R = (r >> pre) mod 2^l` for `r = r_0 +
+//! r_1`. The sum of the two messages is `X + R` modulo `2^l` with `X =
+//! floor(x / 2^pre) + e`, `e` in `{-1, 0, 1}` (the carries of the low
+//! `pre` bits of `x_0 + r_0`, `x_1 + r_1`, `x_0 + x_1` and `r_0 + r_1`),
+//! and the protocol above runs unchanged on `X` with mask `R`: outputs
+//! are exact functions of `X` at the outputs' scale. Security: each
+//! message is the top bits of a share plus its party's uniform `r_b`, as
+//! before; `X + R` is uniform.
+//!
 //! # Cost per element
 //! Rounds: 2 (two flights, both directions at once). Each way:
 //! `ceil(l / 8)` bytes + `2 D - 1` bits. Dealer -> host: the bit tables,
@@ -70,7 +83,7 @@
 //! way, 12 + 9 = 21 words (DReLU) or 12 + 19 = 31 words (ReLU) = 248 B.
 //! The clip: `2 D - 1` bits per threshold each way; dealer the tables, one
 //! mask word, `3 + 12 (|B| - 1)` monomial words: for GeLU's (`l = 23, s =
-//! 14`, `D = 1`) 3 B + 3 bits each way and 4 + 1 + 15 = 20 words.
+//! 15`, `D = 1`) 3 B + 3 bits each way and 2 + 1 + 15 = 18 words.
 //! The device expands its words from its seed: one keystream block per
 //! table bit it reads and about three for its words.
 
@@ -156,6 +169,9 @@ pub struct CmpShape {
     pub m: u32,
     /// Output.
     pub out: CmpOut,
+    /// Fractional bits the input carries beyond the outputs' (`0`: none),
+    /// dropped by the opening ([`CmpShape::with_pre`]).
+    pub pre: u32,
 }
 
 /// The digits of a shape: `(shift, width)` from the top, at most
@@ -183,6 +199,7 @@ impl CmpShape {
             s: (l - 1).saturating_sub(16),
             m: 8,
             out,
+            pre: 0,
         };
         shape.check()?;
         Ok(shape)
@@ -204,6 +221,28 @@ impl CmpShape {
         };
         shape.check()?;
         Ok(shape)
+    }
+
+    /// The same comparison of an input that carries `pre` more fractional
+    /// bits (a product before its truncation): each party opens the top
+    /// `l` bits of its masked share shifted down by `pre`, so the
+    /// comparison reads `X = floor(x / 2^pre) + e`, `e` in `{-1, 0, 1}`,
+    /// and outputs at the shape's scale. The truncation costs nothing: no
+    /// message, no dealer word.
+    pub fn with_pre(self, pre: u32) -> Result<Self, ProtocolError> {
+        let shape = Self { pre, ..self };
+        shape.check()?;
+        Ok(shape)
+    }
+
+    /// The value the comparison reads for input `x` when the opening's
+    /// truncation errs by `e` (`e` in `{-1, 0, 1}`; `pre = 0`: `x`).
+    pub fn read(self, x: u64, e: i64) -> u64 {
+        if self.pre == 0 {
+            x
+        } else {
+            (((x as i64) >> self.pre) + e) as u64
+        }
     }
 
     /// Offset added to the input: `2^(l-1)`.
@@ -300,6 +339,7 @@ impl CmpShape {
         let total = (self.l - 1).saturating_sub(self.s);
         if self.n == 0
             || !(2..=62).contains(&self.l)
+            || self.l + self.pre > 64
             || self.s >= self.l - 1
             || !(1..=MAX_M).contains(&self.m)
             || total.div_ceil(self.m) as usize > MAX_DIGITS
@@ -316,13 +356,18 @@ impl CmpShape {
     }
 
     /// Whether `x` is in the stated input range (`x - theta` is, for every
-    /// threshold `theta`).
+    /// threshold `theta`; with `pre`, for every value the comparison may
+    /// read).
     pub fn in_range(self, x: u64) -> bool {
         let top = 1i64 << (self.l - 1);
         let (th, k) = self.out.thresholds();
-        th.iter()
-            .take(k)
-            .all(|&t| (-top..top - (1i64 << self.s)).contains(&(x.wrapping_sub(t) as i64)))
+        let errs: &[i64] = if self.pre == 0 { &[0] } else { &[-1, 0, 1] };
+        errs.iter().all(|&e| {
+            let v = self.read(x, e);
+            th.iter()
+                .take(k)
+                .all(|&t| (-top..top - (1i64 << self.s)).contains(&(v.wrapping_sub(t) as i64)))
+        })
     }
 }
 
@@ -359,8 +404,14 @@ fn outputs(out: CmpOut, x: u64, pos: [bool; MAX_THRESHOLDS]) -> [u64; 2] {
 
 /// Whether `got` (one element's outputs) is what the law allows for input
 /// `x` (in range): each threshold `theta` takes its exact branch, or, for
-/// `x - theta` in `[-2^s, 0)`, may take the positive one.
+/// `x - theta` in `[-2^s, 0)`, may take the positive one. With `pre`, for
+/// one of the values the comparison may read ([`CmpShape::read`]).
 pub fn allowed(shape: CmpShape, x: u64, got: &[u64]) -> bool {
+    let errs: &[i64] = if shape.pre == 0 { &[0] } else { &[-1, 0, 1] };
+    errs.iter().any(|&e| allowed_exact(shape, shape.read(x, e), got))
+}
+
+fn allowed_exact(shape: CmpShape, x: u64, got: &[u64]) -> bool {
     let (th, k) = shape.out.thresholds();
     let fuzzy = |i: usize| {
         let t = th.get(i).copied().unwrap_or(0);
@@ -435,7 +486,8 @@ pub fn deal(op: &DealerOp, shape: CmpShape, out: &mut [u8]) -> Result<usize, Pro
     let mut tabs = [(0u64, 0u32, 0u64); 2 * MAX_DIGITS * (1 << MAX_M) / 64];
     let mut monos = [0u64; 4 * MAX_BASIS * MAX_THRESHOLDS];
     for i in 0..n {
-        let r = rs.next_u64() & lmask;
+        // the parties' shifted shares open `X + (r >> pre)`
+        let r = (rs.next_u64() >> shape.pre) & lmask;
         let g = gs.next_u64();
         let r_t = r >> (l - 1);
         let rr = (r & (lmask >> 1)) >> shape.s;
@@ -548,7 +600,8 @@ impl<'d> Cmp<'d> {
         wire::put_narrow(
             out,
             sh.width(),
-            x.iter().map(|&v| v.wrapping_add(r.next_u64()).wrapping_add(off)),
+            x.iter()
+                .map(|&v| (v.wrapping_add(r.next_u64()) >> sh.pre).wrapping_add(off)),
         );
         Ok(CmpOpened {
             corr: self.corr,
@@ -792,7 +845,14 @@ mod tests {
         ] {
             let clip = 5u64 << (l - 5);
             for out in [CmpOut::Drelu, CmpOut::Relu, CmpOut::ReluClip(clip)] {
-                let mut shape = CmpShape { n: 1, l, s, m, out };
+                let mut shape = CmpShape {
+                    n: 1,
+                    l,
+                    s,
+                    m,
+                    out,
+                    pre: 0,
+                };
                 if matches!(out, CmpOut::ReluClip(_)) && l - 1 - s > m {
                     // the clip has one digit
                     assert_eq!(shape.check(), Err(ProtocolError::BadShape));
@@ -815,6 +875,52 @@ mod tests {
                     assert!(allowed(shape, xv, g), "{shape:?}: x = {} got {g:?}", xv as i64);
                     if s == 0 {
                         assert_eq!(g, &reference(out, xv)[..k], "{shape:?}: x = {}", xv as i64);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn truncating_openings_follow_the_law() {
+        // inputs `pre` bits finer than the outputs: every low part, the
+        // edges of the read value's range and thresholds, several masks
+        for (l, s, m, out) in [
+            (22, 5, 8, CmpOut::Relu),
+            (22, 0, 8, CmpOut::Drelu),
+            (23, 14, 8, CmpOut::ReluClip(5 << 16)),
+        ] {
+            for pre in [1, 7, 16, 20] {
+                let shape = CmpShape {
+                    n: 1,
+                    l,
+                    s,
+                    m,
+                    out,
+                    pre: 0,
+                };
+                let mut hi = inputs(shape);
+                if let CmpOut::ReluClip(t) = out {
+                    for e in [0, 1, 1u64 << s, (1u64 << s) + 1] {
+                        hi.extend([t, t.wrapping_neg()].map(|v| v.wrapping_sub(e)));
+                        hi.extend([t, t.wrapping_neg()].map(|v| v.wrapping_add(e)));
+                    }
+                }
+                let low = [0u64, 1, (1 << pre) - 1, 0x5A5A_5A5A & ((1 << pre) - 1)];
+                let shape = shape.with_pre(pre).unwrap();
+                let mut x: Vec<u64> = hi
+                    .iter()
+                    .flat_map(|&v| low.iter().map(move |&lo| (v << pre) | lo))
+                    .filter(|&v| shape.in_range(v))
+                    .collect();
+                x.sort_unstable();
+                x.dedup();
+                let shape = CmpShape { n: x.len(), ..shape };
+                let k = out.outputs();
+                for seed in 0..6u8 {
+                    let got = run(shape, &x, seed.wrapping_mul(37).wrapping_add(l as u8));
+                    for (&xv, g) in x.iter().zip(got.chunks(k)) {
+                        assert!(allowed(shape, xv, g), "{shape:?}: x = {} got {g:?}", xv as i64);
                     }
                 }
             }

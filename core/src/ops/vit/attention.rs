@@ -11,16 +11,20 @@ use crate::ops::wide;
 use crate::protocol::cmp::{CmpOut, CmpShape};
 use crate::protocol::matmul::MatmulShape;
 
-/// Row normalization of `heads.len()` heads of `rows x n` scores at `f`
-/// bits (none of them ScaleAttn), all in the same rounds.
+/// Row normalization of `heads.len()` heads of `rows x n` scores at `f +
+/// pre` bits (none of them ScaleAttn), all in the same rounds; output at
+/// `f` bits. With `pre > 0` (no 2Quad head) the exp lookup and the
+/// comparison drop the `pre` bits in their openings.
 // One function on purpose: the kinds' elementwise steps, the row sums, the
 // reciprocal batch and the product share the arena and the per-kind offsets
 // step by step; split, each piece would take most of them as arguments.
+#[allow(clippy::too_many_arguments)]
 pub fn normalize_heads<P: Party + ?Sized>(
     p: &mut P,
     rows: usize,
     n: usize,
     heads: &[AttnKind],
+    pre: u32,
     x: &[u64],
     out: &mut [u64],
     scratch: &mut [u64],
@@ -34,6 +38,9 @@ pub fn normalize_heads<P: Party + ?Sized>(
     }
     if x.len() != hcount * nn || out.len() != x.len() {
         return Err(ProtocolError::BadBuffer.into());
+    }
+    if pre > 0 && heads.contains(&AttnKind::Quad) {
+        return Err(ProtocolError::BadParameter.into());
     }
     let host = p.role().plays_host();
     let mut ar = Arena { rest: scratch };
@@ -69,10 +76,10 @@ pub fn normalize_heads<P: Party + ?Sized>(
     // ReLU (two rounds), shifted to ROW_FRAC. A layer mixing both pays the
     // two steps in sequence.
     if ns > 0 {
-        crate::ops::cell(p, score_exp(ns, f)?, &ScoreExp, &ins[..ns], &mut outs[..ns])?;
+        crate::ops::cell(p, score_exp(ns, f, pre)?, &ScoreExp, &ins[..ns], &mut outs[..ns])?;
     }
     if nr > 0 {
-        let rshape = CmpShape::new(nr, f, SCORE_RANGE_LOG2, CmpOut::Relu)?;
+        let rshape = CmpShape::new(nr, f, SCORE_RANGE_LOG2, CmpOut::Relu)?.with_pre(pre)?;
         p.cmp(rshape, &ins[ns..ns + nr], &mut outs[ns..ns + nr])?;
         for v in outs[ns..ns + nr].iter_mut() {
             *v <<= ROW_FRAC - f;
@@ -182,6 +189,14 @@ pub(super) fn attention<P: Party + ?Sized>(
     let scale_head = |h: usize| spec.model.attn(l, h) == AttnKind::Scale;
     for g0 in (0..nh).step_by(g) {
         let g1 = (g0 + g).min(nh);
+        // the normalized heads' lookup or comparison opens the scores at
+        // 2f (dropping f bits in its opening, no truncation op) unless a
+        // 2Quad head squares them
+        let pre = if (g0..g1).any(|h| spec.model.attn(l, h) == AttnKind::Quad) {
+            0
+        } else {
+            f
+        };
         let mut ar = Arena { rest: &mut *stage };
         // K^T V of the group's ScaleAttn heads, kept over its query tiles
         let ktv = ar.take(g * hd * hd)?;
@@ -198,6 +213,7 @@ pub(super) fn attention<P: Party + ?Sized>(
             // 3. Q K^T for the normalized heads, K^T V for the ScaleAttn
             //    heads (first tile only), one flight; truncate them all
             let mut shapes = [MatmulShape { n: 0, k: 0, m: 0 }; crate::model::MAX_HEADS];
+            let mut is_ktv = [false; crate::model::MAX_HEADS];
             let mut ns = 0;
             let (mut xo, mut yo, mut zo) = (0, 0, 0);
             for h in g0..g1 {
@@ -230,6 +246,7 @@ pub(super) fn attention<P: Party + ?Sized>(
                     MatmulShape { n: qr, k: hd, m: n }
                 };
                 shapes[ns] = s;
+                is_ktv[ns] = scale_head(h);
                 ns += 1;
                 xo += s.n * s.k;
                 yo += s.k * s.m;
@@ -237,7 +254,34 @@ pub(super) fn attention<P: Party + ?Sized>(
             }
             if ns > 0 {
                 p.matmuls(&shapes[..ns], &mm_x[..xo], &mm_y[..yo], &mut mm_z[..zo])?;
-                p.trunc(f, &mm_z[..zo], &mut mm_t[..zo])?;
+                if pre == 0 {
+                    p.trunc(f, &mm_z[..zo], &mut mm_t[..zo])?;
+                } else {
+                    // the scores go on at 2f; ScaleAttn's K^T V is
+                    // truncated (gathered into the free operand buffers)
+                    mm_t[..zo].copy_from_slice(&mm_z[..zo]);
+                    let (mut at, mut kt) = (0, 0);
+                    for (s, &ktv_of) in shapes[..ns].iter().zip(&is_ktv) {
+                        let len = s.n * s.m;
+                        if ktv_of {
+                            mm_x[kt..kt + len].copy_from_slice(&mm_z[at..at + len]);
+                            kt += len;
+                        }
+                        at += len;
+                    }
+                    if kt > 0 {
+                        p.trunc(f, &mm_x[..kt], &mut mm_y[..kt])?;
+                        let (mut at, mut kt) = (0, 0);
+                        for (s, &ktv_of) in shapes[..ns].iter().zip(&is_ktv) {
+                            let len = s.n * s.m;
+                            if ktv_of {
+                                mm_t[at..at + len].copy_from_slice(&mm_y[kt..kt + len]);
+                                kt += len;
+                            }
+                            at += len;
+                        }
+                    }
+                }
             }
             // 4. normalize the non-Scale heads; keep K^T V
             let mut kinds = [AttnKind::Softmax; crate::model::MAX_HEADS];
@@ -261,7 +305,7 @@ pub(super) fn attention<P: Party + ?Sized>(
                     si += 1;
                 }
             }
-            normalize_heads(p, qr, n, &kinds[..nk], &mm_z[..so], &mut probs[..so], nscratch)?;
+            normalize_heads(p, qr, n, &kinds[..nk], pre, &mm_z[..so], &mut probs[..so], nscratch)?;
             // 5. P V and Q (K^T V), one flight
             let (mut xo, mut yo, mut po) = (0, 0, 0);
             let mut shapes2 = [MatmulShape { n: 0, k: 0, m: 0 }; crate::model::MAX_HEADS];

@@ -53,7 +53,11 @@ pub(super) fn mlp_rows<P: Party + ?Sized>(
     layernorm::layernorm(p, &ln, x, Some(w.get(Wid::Ln1G(l))), w.get(Wid::Ln1B(l)), hln, lns)?;
     x.copy_from_slice(hln);
     // 8. MLP: GeLU tokens through comparison and tail lookup, linearized
-    // tokens not
+    // tokens not. When every row is a GeLU row, fc1's product goes to
+    // GeLU untruncated: its comparison drops the f bits in its opening.
+    let gelu = |t: usize| spec.model.gelu(l, r0 + t);
+    let g_rows = (0..rr).filter(|&t| gelu(t)).count();
+    let pre = if g_rows == rr { f } else { 0 };
     p.linear_trunc(
         LinearShape {
             n: rr,
@@ -63,12 +67,10 @@ pub(super) fn mlp_rows<P: Party + ?Sized>(
         x,
         w.get(Wid::Fc1(l)),
         w.get(Wid::Fc1B(l)),
-        f,
+        f - pre,
         hid,
     )?;
     hid2.copy_from_slice(hid);
-    let gelu = |t: usize| spec.model.gelu(l, r0 + t);
-    let g_rows = (0..rr).filter(|&t| gelu(t)).count();
     if g_rows > 0 {
         let mut o = 0;
         for t in (0..rr).filter(|&t| gelu(t)) {
@@ -78,6 +80,7 @@ pub(super) fn mlp_rows<P: Party + ?Sized>(
         activation::gelu(
             p,
             MLP_RANGE_LOG2,
+            pre,
             &sel_in[..o],
             &mut sel_out[..o],
             &mut gelu_scratch[..2 * o],

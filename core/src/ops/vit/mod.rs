@@ -10,7 +10,10 @@
 //! 2. `qkv` linear with truncation: 1.
 //! 3. One flight of matrix products: `Q_h K_h^T` for Softmax / RSAttn /
 //!    2Quad heads, `K_h^T V_h` for ScaleAttn heads (associative form,
-//!    `O(n hd^2)`): 1. Truncation of all of them: 1.
+//!    `O(n hd^2)`): 1. The scores go on untruncated: the exp lookup and
+//!    the comparison drop their `f` extra bits in their openings (`pre`);
+//!    the ScaleAttn heads' `K^T V` is truncated: 1 (none without ScaleAttn
+//!    heads). A group with a 2Quad head truncates all of them: 1.
 //! 4. Row normalization of the non-Scale heads ([`normalize_heads`]): 10 for
 //!    Softmax heads (exp lookup 1, reciprocal 7, product 1, truncation 1),
 //!    11 for RSAttn heads (the comparison takes 2); the reciprocal of every
@@ -21,8 +24,11 @@
 //! 6. Projection with truncation by `2f`, residual: 1.
 //! 7. LayerNorm 1 with its learned scale (host-private, [`Party::scale_trunc`](crate::ops::Party::scale_trunc))
 //!    and shift: 9.
-//! 8. `fc1` with truncation: 1; GeLU on the GeLU tokens (comparison 2,
-//!    tail lookup 1): 3;
+//! 8. `fc1`, untruncated when every token of the flight is a GeLU token
+//!    (GeLU's comparison opens it with `pre = f`; the device's linear
+//!    message and its opening share a flight), else with truncation: 1;
+//!    GeLU on the GeLU tokens (comparison 2, tail lookup 1): 3 (2 after
+//!    an untruncated `fc1`);
 //!    `fc2` with truncation: 1; precise ReLU on the MPCViT+ linearized
 //!    tokens: 2; residual.
 //!

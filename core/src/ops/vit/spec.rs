@@ -127,7 +127,7 @@ impl core::fmt::Debug for VitSpec<'_> {
 pub const SCORE_RANGE_LOG2: i32 = 5;
 /// Range of the MLP's comparisons (the linearized tokens' ReLU):
 /// `[-32, 32)`. GeLU's comparison (at 0 and `+-5`) opens one bit more, so
-/// GeLU inputs lie in `[-59, 58.75)` ([`crate::ops::activation::gelu`]).
+/// GeLU inputs lie in `[-59, 58.5)` ([`crate::ops::activation::gelu`]).
 pub const MLP_RANGE_LOG2: i32 = 5;
 
 /// Checks that the forward pass can run `arch` with `layout`'s heads and
@@ -143,11 +143,12 @@ pub fn check_frac_bits(a: &Arch, layout: &dyn Layout, f: u32) -> Result<(), Prot
         return Err(ProtocolError::BadParameter);
     }
     use crate::protocol::cmp::{CmpOut, CmpShape};
-    score_exp(1, f)?;
-    activation::gelu_shapes(1, f, MLP_RANGE_LOG2)?;
+    // the score and GeLU grids read their inputs before truncation too
+    score_exp(1, f, f)?;
+    activation::gelu_shapes(1, f, MLP_RANGE_LOG2, f)?;
     let heads = (0..a.layers).flat_map(|l| (0..a.heads).map(move |h| layout.attn(l, h)));
     if heads.clone().any(|k| k == AttnKind::ReluSoftmax) {
-        CmpShape::new(1, f, SCORE_RANGE_LOG2, CmpOut::Relu)?;
+        CmpShape::new(1, f, SCORE_RANGE_LOG2, CmpOut::Relu)?.with_pre(f)?;
     }
     let tokens = (0..a.layers).flat_map(|l| (0..a.tokens()).map(move |t| layout.gelu(l, t)));
     if tokens.clone().any(|g| !g) {
@@ -189,10 +190,11 @@ impl crate::protocol::cell::CellFn for ScoreExp {
 }
 
 /// The cell lookup of Softmax's exp on `n` shifted scores in `[-32, 28)`
-/// at `f` bits: 16 cells of 4, the exp basis at 10 bits, output at
+/// at `f` bits (at `f + pre` bits, the product before its truncation, which
+/// the opening drops): 16 cells of 4, the exp basis at 10 bits, output at
 /// [`ROW_FRAC`] bits (relative error about `2^-11` plus `e^4 2^-19`
 /// absolute).
-pub fn score_exp(n: usize, f: u32) -> Result<crate::protocol::cell::CellShape, ProtocolError> {
+pub fn score_exp(n: usize, f: u32, pre: u32) -> Result<crate::protocol::cell::CellShape, ProtocolError> {
     use crate::protocol::cell::{Basis, CellShape};
     let l = f as i32 + SCORE_RANGE_LOG2 + 1;
     if !(4..=62).contains(&l) || f + 2 > ROW_FRAC {
@@ -207,6 +209,7 @@ pub fn score_exp(n: usize, f: u32) -> Result<crate::protocol::cell::CellShape, P
         p: 10,
         out: ROW_FRAC,
         basis: Basis::Exp,
+        pre,
     };
     shape.check()?;
     Ok(shape)
