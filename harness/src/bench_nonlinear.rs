@@ -224,7 +224,7 @@ fn activations(n: usize, rows: &mut Vec<NlRow>) -> Result<(), String> {
     };
     rows.push(measure(
         "GeLU",
-        format!("[{glo}, {ghi}), ReLU(x) - G(min(|x|, 5)), 4 cells of degree 6"),
+        format!("[{glo}, {ghi}), ReLU(x) - G(min(|x|, 5 - 2^-16)), 4 cells of degree 6"),
         &xs,
         NONE,
         &gelu,

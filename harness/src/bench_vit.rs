@@ -76,8 +76,8 @@ struct Row {
     /// thread, best of three, measured in the same run (0: not recorded).
     #[serde(default)]
     plain_s: f64,
-    /// The session protocol version the row ran (0: recorded before rows
-    /// kept it, i.e. version 2 or older).
+    /// The computation version (`session::COMPUTATION`) the row ran (0:
+    /// recorded before rows kept it, i.e. version 2 or older).
     #[serde(default)]
     protocol: u8,
     /// Inferences whose median wall time the row gives.
@@ -381,8 +381,8 @@ fn markdown(rows: &[Row]) -> String {
          counts, wall times depend on the machine's load; wall: loopback, three threads, the median of the row's `runs` \
          inferences, `--repeat`). LAN / WAN add `rounds x \
          RTT + device bytes / bandwidth` to the wall time; dealer traffic is offline. `plaintext s`: the \
-         fixed-point (u64) forward of the same model and image on one thread, measured in the same run. `protocol`: the session \
-         protocol version the row ran (`<=2`: recorded before rows kept it).\n\n",
+         fixed-point (u64) forward of the same model and image on one thread, measured in the same run. `protocol`: the \
+         computation version (`session::COMPUTATION`) the row ran (`<=2`: recorded before rows kept it).\n\n",
     );
     s.push_str(TABLE_HEAD);
     for r in rows {
