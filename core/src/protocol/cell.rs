@@ -774,10 +774,10 @@ mod tests {
         v
     }
 
-    #[test]
-    fn chebyshev_cells_follow_the_function() {
+    /// The Chebyshev tests' shape: cells of 4 on `[0, 28)`, degree 9.
+    fn gauss_shape() -> CellShape {
         let f = 16;
-        let shape = CellShape {
+        CellShape {
             n: 1,
             l: f + 5,
             kh: 3,
@@ -787,7 +787,12 @@ mod tests {
             out: f + 18,
             basis: Basis::Cheb(9),
             pre: 0,
-        };
+        }
+    }
+
+    #[test]
+    fn chebyshev_cells_follow_the_function() {
+        let shape = gauss_shape();
         shape.check().unwrap();
         let x = grid(CellShape { n: 1, ..shape });
         let shape = CellShape { n: x.len(), ..shape };
@@ -814,19 +819,8 @@ mod tests {
         // the grid of the Chebyshev test, each input `pre` bits finer with
         // several low parts: the lookup is G of one of the values it may
         // read, within the fit's bound
-        let f = 16;
         for pre in [1, 16, 24] {
-            let shape = CellShape {
-                n: 1,
-                l: f + 5,
-                kh: 3,
-                offset: 0,
-                f,
-                p: 16,
-                out: f + 18,
-                basis: Basis::Cheb(9),
-                pre: 0,
-            };
+            let shape = gauss_shape();
             let low = [0u64, 1, (1 << pre) - 1, 0x3C3C_3C3C & ((1 << pre) - 1)];
             let shape = CellShape { pre, ..shape };
             shape.check().unwrap();

@@ -260,25 +260,27 @@ pub(super) fn attention<P: Party + ?Sized>(
                     // the scores go on at 2f; ScaleAttn's K^T V is
                     // truncated (gathered into the free operand buffers)
                     mm_t[..zo].copy_from_slice(&mm_z[..zo]);
-                    let (mut at, mut kt) = (0, 0);
+                    // where each K^T V lies in the flight's products
+                    let mut ktv_at = [(0usize, 0usize); crate::model::MAX_HEADS];
+                    let (mut nkt, mut at) = (0, 0);
                     for (s, &ktv_of) in shapes[..ns].iter().zip(&is_ktv) {
-                        let len = s.n * s.m;
                         if ktv_of {
-                            mm_x[kt..kt + len].copy_from_slice(&mm_z[at..at + len]);
-                            kt += len;
+                            ktv_at[nkt] = (at, s.n * s.m);
+                            nkt += 1;
                         }
-                        at += len;
+                        at += s.n * s.m;
+                    }
+                    let mut kt = 0;
+                    for &(at, len) in &ktv_at[..nkt] {
+                        mm_x[kt..kt + len].copy_from_slice(&mm_z[at..at + len]);
+                        kt += len;
                     }
                     if kt > 0 {
                         p.trunc(f, &mm_x[..kt], &mut mm_y[..kt])?;
-                        let (mut at, mut kt) = (0, 0);
-                        for (s, &ktv_of) in shapes[..ns].iter().zip(&is_ktv) {
-                            let len = s.n * s.m;
-                            if ktv_of {
-                                mm_t[at..at + len].copy_from_slice(&mm_y[kt..kt + len]);
-                                kt += len;
-                            }
-                            at += len;
+                        let mut kt = 0;
+                        for &(at, len) in &ktv_at[..nkt] {
+                            mm_t[at..at + len].copy_from_slice(&mm_y[kt..kt + len]);
+                            kt += len;
                         }
                     }
                 }
