@@ -261,24 +261,27 @@ pub(super) fn attention<P: Party + ?Sized>(
                     // truncated (gathered into the free operand buffers)
                     mm_t[..zo].copy_from_slice(&mm_z[..zo]);
                     // where each K^T V lies in the flight's products
-                    let mut ktv_at = [(0usize, 0usize); crate::model::MAX_HEADS];
-                    let (mut nkt, mut at) = (0, 0);
-                    for (s, &ktv_of) in shapes[..ns].iter().zip(&is_ktv) {
-                        if ktv_of {
-                            ktv_at[nkt] = (at, s.n * s.m);
-                            nkt += 1;
-                        }
-                        at += s.n * s.m;
-                    }
+                    let ktv_at = || {
+                        shapes[..ns]
+                            .iter()
+                            .zip(&is_ktv)
+                            .scan(0, |at, (s, &ktv_of)| {
+                                let here = *at;
+                                *at += s.n * s.m;
+                                Some((here, s.n * s.m, ktv_of))
+                            })
+                            .filter(|r| r.2)
+                            .map(|(at, len, _)| (at, len))
+                    };
                     let mut kt = 0;
-                    for &(at, len) in &ktv_at[..nkt] {
+                    for (at, len) in ktv_at() {
                         mm_x[kt..kt + len].copy_from_slice(&mm_z[at..at + len]);
                         kt += len;
                     }
                     if kt > 0 {
                         p.trunc(f, &mm_x[..kt], &mut mm_y[..kt])?;
                         let mut kt = 0;
-                        for &(at, len) in &ktv_at[..nkt] {
+                        for (at, len) in ktv_at() {
                             mm_t[at..at + len].copy_from_slice(&mm_y[kt..kt + len]);
                             kt += len;
                         }
