@@ -78,8 +78,9 @@ pub trait Party {
     /// Linear layer with host weights, `x (n x din) W + bias`, then exact
     /// truncation by `bits`, in one round trip (the device's output share is
     /// input-independent, so its truncation message rides with its linear
-    /// message). `bits = 0`: no truncation, one flight device -> host. `w` is the party's view of `W` (host `W`, device `W - B`,
-    /// dealer `B`); `bias` (at the product scale) is used by the host only.
+    /// message). `bits = 0`: no truncation, one flight device -> host.
+    /// `w` is the party's view of `W` (host `W`, device `W - B`, dealer
+    /// `B`); `bias` (at the product scale) is used by the host only.
     fn linear_trunc(
         &mut self,
         s: crate::protocol::linear::LinearShape,

@@ -211,7 +211,8 @@ pub(super) fn attention<P: Party + ?Sized>(
             let q1 = (q0 + q).min(n);
             let qr = q1 - q0;
             // 3. Q K^T for the normalized heads, K^T V for the ScaleAttn
-            //    heads (first tile only), one flight; truncate them all
+            //    heads (first tile only), one flight; truncate K^T V (all
+            //    of them in a group with a 2Quad head)
             let mut shapes = [MatmulShape { n: 0, k: 0, m: 0 }; crate::model::MAX_HEADS];
             let mut is_ktv = [false; crate::model::MAX_HEADS];
             let mut ns = 0;
