@@ -282,7 +282,7 @@ impl CellShape {
         if self.pre == 0 {
             t
         } else {
-            (((t as i64) >> self.pre) + e) as u64
+            (((t as i64) >> self.pre.min(63)) + e) as u64
         }
     }
 

@@ -241,7 +241,7 @@ impl CmpShape {
         if self.pre == 0 {
             x
         } else {
-            (((x as i64) >> self.pre) + e) as u64
+            (((x as i64) >> self.pre.min(63)) + e) as u64
         }
     }
 
