@@ -6,7 +6,7 @@
 //!
 //! Per layer (all heads in the same protocol steps, so a layer costs the
 //! rounds of its most expensive head):
-//! 1. LayerNorm 0 without its affine part (folded into `qkv`): 9 rounds.
+//! 1. LayerNorm 0 without its affine part (folded into `qkv`): 10 rounds.
 //! 2. `qkv` linear with truncation: 1.
 //! 3. One flight of matrix products: `Q_h K_h^T` for Softmax / RSAttn /
 //!    2Quad heads, `K_h^T V_h` for ScaleAttn heads (associative form,
@@ -23,7 +23,7 @@
 //!    heads (their `1/N` is folded into the projection's rows): 1.
 //! 6. Projection with truncation by `2f`, residual: 1.
 //! 7. LayerNorm 1 with its learned scale (host-private, [`Party::scale_trunc`](crate::ops::Party::scale_trunc))
-//!    and shift: 9.
+//!    and shift: 10.
 //! 8. `fc1`, untruncated when every token of the flight is a GeLU token
 //!    (GeLU's comparison opens it with `pre = f`; the device's linear
 //!    message and its opening share a flight), else with truncation: 1;
