@@ -406,20 +406,28 @@ proptest! {
 
     /// The comparison's law against the exact reference: ReLU and DReLU are
     /// exact outside `[-2^s, 0)`, where they may take the positive branch;
-    /// GeLU's clip (ReLU and `min(|x|, 5)` from the thresholds 0 and `+-5`
-    /// on one opening, one digit) is exact outside `[t - 2^s, t)` for each
-    /// threshold `t`. Inputs are random over the range, biased to the digit
-    /// boundaries (multiples of `2^s` and `2^(s+8)`, plus or minus one),
-    /// zero, the clip's thresholds and the ends of the range.
+    /// a clip (ReLU and `min(|x|, t)` from the thresholds 0 and `+-t` on
+    /// one opening, one digit) is exact outside `[theta - 2^s, theta)` for
+    /// each threshold `theta`: the 8-bit branch shape at 5, and GeLU's own
+    /// (7 bits, one unit below 5), also on inputs before their truncation
+    /// (`pre = f`: the law holds for a value within one unit of the
+    /// truncated input). Inputs are random over the range, biased to the
+    /// digit boundaries (multiples of `2^s` and `2^(s+8)`, plus or minus
+    /// one), zero, the clip's thresholds and the ends of the range.
     #[test]
-    fn comparison_law(raw in proptest::collection::vec((any::<u64>(), 0u8..8), 1..300), session in any::<u64>(), which in 0u8..3) {
+    fn comparison_law(raw in proptest::collection::vec((any::<u64>(), 0u8..8), 1..300), session in any::<u64>(), which in 0u8..5) {
         use mpcvit_core::protocol::cmp::{self, CmpOut, CmpShape};
-        let clip = 5u64 << F;
         let sh = match which {
             0 => CmpShape::new(1, F, 5, CmpOut::Drelu),
             1 => CmpShape::new(1, F, 5, CmpOut::Relu),
-            _ => CmpShape::branch(1, F, 6, CmpOut::ReluClip(clip)),
+            2 => CmpShape::branch(1, F, 6, CmpOut::ReluClip(5u64 << F)),
+            _ => activation::gelu_shapes(1, F, 5, 0).map(|s| s.0),
         }.expect("shape");
+        let clip = match sh.out {
+            CmpOut::ReluClip(t) => t,
+            _ => 5u64 << F,
+        };
+        let pre = if which == 4 { F } else { 0 };
         let out = sh.out;
         let top = 1i64 << (sh.l - 1);
         let x: Vec<u64> = raw
@@ -436,10 +444,11 @@ proptest! {
                     6 => clip as i64 - (k % (2 << sh.s)) + (1 << sh.s),
                     _ => -(clip as i64) - (k % (2 << sh.s)) + (1 << sh.s),
                 };
-                v as u64
+                ((v << pre) | (r >> 40) as i64 & ((1i64 << pre) - 1)) as u64
             })
-            .filter(|&v| sh.in_range(v))
             .collect();
+        let sh = sh.with_pre(pre).expect("pre");
+        let x: Vec<u64> = x.into_iter().filter(|&v| sh.in_range(v)).collect();
         prop_assume!(!x.is_empty());
         let shape = CmpShape { n: x.len(), ..sh };
         let (got, meter) = run3(12, session, fp(), &x, [&[], &[], &[]], |p, x, _| {
