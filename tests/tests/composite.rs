@@ -420,7 +420,7 @@ proptest! {
         let sh = match which {
             0 => CmpShape::new(1, F, 5, CmpOut::Drelu),
             1 => CmpShape::new(1, F, 5, CmpOut::Relu),
-            2 => CmpShape::branch(1, F, 6, CmpOut::ReluClip(5u64 << F)),
+            2 => CmpShape::branch(1, F, 6, CmpOut::ReluClip(5u64 << F), 8),
             _ => activation::gelu_shapes(1, F, 5, 0).map(|s| s.0),
         }.expect("shape");
         let clip = match sh.out {

@@ -150,12 +150,7 @@ pub fn gelu_shapes(
     let clip = (GELU_CLIP << f) - 1;
     // one digit of 7 bits: the branch regions are the 2^s = 1/2 below
     // each threshold
-    let eight = CmpShape::branch(n, f, range_log2 + 1, CmpOut::ReluClip(clip))?;
-    let relu = CmpShape {
-        s: eight.s + 1,
-        ..eight
-    }
-    .with_pre(pre)?;
+    let relu = CmpShape::branch(n, f, range_log2 + 1, CmpOut::ReluClip(clip), 7)?.with_pre(pre)?;
     let tail = CellShape {
         n,
         l: f + 3,

@@ -269,21 +269,8 @@ impl CellShape {
     /// Whether `t` (ring, at `f + pre` bits) is in the input range (every
     /// value the lookup may read is).
     pub fn in_range(self, t: u64) -> bool {
-        let errs: &[i64] = if self.pre == 0 { &[0] } else { &[-1, 0, 1] };
-        errs.iter().all(|&e| {
-            let tp = self.read(t, e).wrapping_add(self.offset);
-            tp < (1u64 << self.l) - (1u64 << self.se())
-        })
-    }
-
-    /// The value the lookup reads for input `t` when the opening's
-    /// truncation errs by `e` (`pre = 0`: `t`).
-    pub fn read(self, t: u64, e: i64) -> u64 {
-        if self.pre == 0 {
-            t
-        } else {
-            (((t as i64) >> self.pre.min(63)) + e) as u64
-        }
+        super::trunc::opened_reads(t, self.pre)
+            .all(|v| v.wrapping_add(self.offset) < (1u64 << self.l) - (1u64 << self.se()))
     }
 
     /// The real input at cell `v`, coordinate `c_l - r_l`.
@@ -833,9 +820,8 @@ mod tests {
             let got = run(shape, &Gauss, &x);
             for (&t, &g) in x.iter().zip(&got) {
                 let g = g as i64 as f64 / libm::exp2(shape.out as f64);
-                let err = [-1, 0, 1]
-                    .map(|e| (g - Gauss.eval(0, shape.read(t, e) as i64 as f64 / 65536.0)).abs())
-                    .into_iter()
+                let err = crate::protocol::trunc::opened_reads(t, shape.pre)
+                    .map(|v| (g - Gauss.eval(0, v as i64 as f64 / 65536.0)).abs())
                     .fold(f64::INFINITY, f64::min);
                 assert!(err <= 1.5e-4, "pre {pre}: t = {} got {g} (err {err})", t as i64);
             }

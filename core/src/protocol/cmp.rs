@@ -206,17 +206,18 @@ impl CmpShape {
     }
 
     /// A cheaper comparison for callers that only need *a* branch near zero
-    /// (both branches agree there, as in GeLU): one digit of 8 bits, exact
-    /// outside `[-2^(range_log2 - 8), 0)` (11 dealer words for a ReLU).
-    pub fn branch(n: usize, f: u32, range_log2: i32, out: CmpOut) -> Result<Self, ProtocolError> {
-        // the two-digit shape's opening, then one digit of 8 bits
+    /// (both branches agree there, as in GeLU): one digit of `m` bits,
+    /// exact outside `[-2^(range_log2 - m), 0)` (`ceil(2^m / 64) + 7` dealer
+    /// words for a ReLU: 11 for `m = 8`).
+    pub fn branch(n: usize, f: u32, range_log2: i32, out: CmpOut, m: u32) -> Result<Self, ProtocolError> {
+        // the two-digit shape's opening, then one digit of m bits
         let shape = Self {
-            m: 8,
+            m,
             out,
             ..Self::new(n, f, range_log2, CmpOut::Relu)?
         };
         let shape = Self {
-            s: (shape.l - 1).saturating_sub(8),
+            s: (shape.l - 1).saturating_sub(m),
             ..shape
         };
         shape.check()?;
@@ -233,16 +234,6 @@ impl CmpShape {
         let shape = Self { pre, ..self };
         shape.check()?;
         Ok(shape)
-    }
-
-    /// The value the comparison reads for input `x` when the opening's
-    /// truncation errs by `e` (`e` in `{-1, 0, 1}`; `pre = 0`: `x`).
-    pub fn read(self, x: u64, e: i64) -> u64 {
-        if self.pre == 0 {
-            x
-        } else {
-            (((x as i64) >> self.pre.min(63)) + e) as u64
-        }
     }
 
     /// Offset added to the input: `2^(l-1)`.
@@ -361,9 +352,7 @@ impl CmpShape {
     pub fn in_range(self, x: u64) -> bool {
         let top = 1i64 << (self.l - 1);
         let (th, k) = self.out.thresholds();
-        let errs: &[i64] = if self.pre == 0 { &[0] } else { &[-1, 0, 1] };
-        errs.iter().all(|&e| {
-            let v = self.read(x, e);
+        super::trunc::opened_reads(x, self.pre).all(|v| {
             th.iter()
                 .take(k)
                 .all(|&t| (-top..top - (1i64 << self.s)).contains(&(v.wrapping_sub(t) as i64)))
@@ -405,10 +394,10 @@ fn outputs(out: CmpOut, x: u64, pos: [bool; MAX_THRESHOLDS]) -> [u64; 2] {
 /// Whether `got` (one element's outputs) is what the law allows for input
 /// `x` (in range): each threshold `theta` takes its exact branch, or, for
 /// `x - theta` in `[-2^s, 0)`, may take the positive one. With `pre`, for
-/// one of the values the comparison may read ([`CmpShape::read`]).
+/// one of the values the comparison may read
+/// ([`opened_reads`](super::trunc::opened_reads)).
 pub fn allowed(shape: CmpShape, x: u64, got: &[u64]) -> bool {
-    let errs: &[i64] = if shape.pre == 0 { &[0] } else { &[-1, 0, 1] };
-    errs.iter().any(|&e| allowed_exact(shape, shape.read(x, e), got))
+    super::trunc::opened_reads(x, shape.pre).any(|v| allowed_exact(shape, v, got))
 }
 
 fn allowed_exact(shape: CmpShape, x: u64, got: &[u64]) -> bool {
@@ -935,7 +924,7 @@ mod tests {
         let s = CmpShape::new(10, 16, 5, CmpOut::Relu).unwrap();
         assert_eq!((s.l, s.s, s.m, s.digits().d), (22, 5, 8, 2));
         assert_eq!(s.words_per_elem(), 31);
-        let s = CmpShape::branch(10, 16, 6, CmpOut::ReluClip(5 << 16)).unwrap();
+        let s = CmpShape::branch(10, 16, 6, CmpOut::ReluClip(5 << 16), 8).unwrap();
         // one set of tables (4 words) and the mask bits' word; 4 monomial
         // words per threshold and 3 shared
         assert_eq!(

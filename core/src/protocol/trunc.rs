@@ -53,6 +53,16 @@ pub fn host_msg_len(n: usize) -> usize {
     wire::bits_len(n)
 }
 
+/// The values a comparison or cell lookup may read for an input `x` whose
+/// opening drops `pre` low bits (each party opens its masked share shifted
+/// down by `pre`): `floor(x / 2^pre) + e`, `e` in `{-1, 0, 1}` (the carries
+/// of the shares' low bits); `x` alone for `pre = 0`.
+pub fn opened_reads(x: u64, pre: u32) -> impl Iterator<Item = u64> {
+    let errs: &'static [i64] = if pre == 0 { &[0] } else { &[-1, 0, 1] };
+    let base = (x as i64) >> pre.min(63);
+    errs.iter().map(move |&e| base.wrapping_add(e) as u64)
+}
+
 /// Local (SecureML) truncation of one share: no communication.
 #[inline]
 pub fn local(share: u64, bits: u32) -> u64 {
