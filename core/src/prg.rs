@@ -11,8 +11,11 @@
 //! needs it instead of storing it (device RAM stays bounded by a tile).
 //! Words are the keystream read as little-endian `u64`.
 
-use chacha20::cipher::{KeyIvInit, StreamCipher, StreamCipherSeek};
-use chacha20::{ChaCha12, ChaCha20};
+use chacha20::cipher::common::array::Array;
+use chacha20::cipher::consts::U64;
+use chacha20::cipher::{KeyIvInit, StreamCipher, StreamCipherCore};
+use chacha20::variants::Ietf;
+use chacha20::{ChaCha20, ChaChaCore, R12};
 use core::fmt;
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
@@ -81,18 +84,54 @@ fn cipher(seed: &Seed, id: u64, lane: u32) -> ChaCha20 {
     ChaCha20::new(&seed.0.into(), &nonce(id, lane).into())
 }
 
-/// ChaCha12 under `(id, lane)`: the correlation lanes.
-fn lane_cipher(seed: &Seed, id: u64, lane: u32) -> ChaCha12 {
-    ChaCha12::new(&seed.0.into(), &nonce(id, lane).into())
+/// ChaCha12's block function: the correlation lanes. The crate's core
+/// (not its byte-stream wrapper) so that a lane is read a whole block at a
+/// time straight into [`Prg`]'s buffer, and a random access expands only
+/// the block it reads.
+type Lane = ChaChaCore<R12, Ietf>;
+
+/// One keystream block.
+type Block = Array<u8, U64>;
+
+/// ChaCha12 under `(id, lane)`, positioned at the block holding `word`.
+fn lane_at(seed: &Seed, id: u64, lane: u32, word: u64) -> Lane {
+    let mut c = Lane::new(&seed.0.into(), &nonce(id, lane).into());
+    // a lane never reaches 2^32 blocks (256 GiB); saturate rather than wrap
+    c.set_block_pos(u32::try_from(word / WORDS_PER_BLOCK).unwrap_or(u32::MAX));
+    c
 }
 
-const BUF_WORDS: usize = 32;
+/// `u64` words per keystream block.
+const WORDS_PER_BLOCK: u64 = 8;
+/// Blocks [`Prg`] holds.
+const BUF_BLOCKS: usize = 4;
+/// Blocks a sequential refill expands: four where a SIMD backend makes four
+/// at once, one on a microcontroller (whose software backend makes one at a
+/// time, so a larger refill only wastes the blocks a short lane never reads).
+#[cfg(not(target_os = "none"))]
+const BURST: usize = BUF_BLOCKS;
+#[cfg(target_os = "none")]
+const BURST: usize = 1;
+
+fn block_word(b: &Block, i: usize) -> u64 {
+    let mut w = [0u8; 8];
+    if let Some(c) = b.get(8 * i..8 * i + 8) {
+        w.copy_from_slice(c);
+    }
+    u64::from_le_bytes(w)
+}
 
 /// A sequential reader of one keystream lane as `u64` words.
 pub struct Prg {
-    cipher: ChaCha12,
-    buf: [u64; BUF_WORDS],
+    cipher: Lane,
+    buf: [Block; BUF_BLOCKS],
+    /// Words of `buf` that hold keystream.
+    len: usize,
+    /// The next word of `buf`.
     pos: usize,
+    /// Blocks the next refill expands: one after [`Prg::new`] (many lanes
+    /// are read for a few words), [`BURST`] from then on.
+    next: usize,
 }
 
 impl fmt::Debug for Prg {
@@ -103,7 +142,9 @@ impl fmt::Debug for Prg {
 
 impl Drop for Prg {
     fn drop(&mut self) {
-        self.buf.zeroize();
+        for b in self.buf.iter_mut() {
+            b.as_mut_slice().zeroize();
+        }
     }
 }
 
@@ -111,9 +152,11 @@ impl Prg {
     /// The lane `lane` of the stream `id` under `seed`, from word 0.
     pub fn new(seed: &Seed, id: u64, lane: u32) -> Self {
         Self {
-            cipher: lane_cipher(seed, id, lane),
-            buf: [0; BUF_WORDS],
-            pos: BUF_WORDS,
+            cipher: lane_at(seed, id, lane, 0),
+            buf: Default::default(),
+            len: 0,
+            pos: 0,
+            next: 1,
         }
     }
 
@@ -127,50 +170,68 @@ impl Prg {
     /// Word `word` of the lane, computed alone (one keystream block): for
     /// random access into large lanes such as lookup tables.
     pub fn word(seed: &Seed, id: u64, lane: u32, word: u64) -> u64 {
-        let mut c = lane_cipher(seed, id, lane);
-        c.seek(word.wrapping_mul(8));
-        let mut b = [0u8; 8];
-        c.apply_keystream(&mut b);
-        u64::from_le_bytes(b)
+        let mut c = lane_at(seed, id, lane, word);
+        let mut b = Block::default();
+        c.write_keystream_block(&mut b);
+        let w = block_word(&b, (word % WORDS_PER_BLOCK) as usize);
+        b.as_mut_slice().zeroize();
+        w
     }
 
     /// Overwrites `out` with the lane's keystream from word `word` on: its
     /// 8-byte little-endian chunks are words `word, word + 1, ...` (a whole
     /// run expanded in place, without the word buffer: the dealer's tables).
     pub fn keystream_at(seed: &Seed, id: u64, lane: u32, word: u64, out: &mut [u8]) {
-        let mut c = lane_cipher(seed, id, lane);
-        c.seek(word.wrapping_mul(8));
-        c.write_keystream(out);
+        let mut c = lane_at(seed, id, lane, word);
+        let mut b = Block::default();
+        let skip = 8 * (word % WORDS_PER_BLOCK) as usize;
+        let mut rest = out;
+        if skip > 0 {
+            c.write_keystream_block(&mut b);
+            let k = rest.len().min(64 - skip);
+            let (head, tail) = rest.split_at_mut(k);
+            head.copy_from_slice(b.get(skip..skip + k).unwrap_or_default());
+            rest = tail;
+        }
+        let (blocks, tail) = Block::slice_as_chunks_mut(rest);
+        c.write_keystream_blocks(blocks);
+        if !tail.is_empty() {
+            c.write_keystream_block(&mut b);
+            tail.copy_from_slice(b.get(..tail.len()).unwrap_or_default());
+        }
+        b.as_mut_slice().zeroize();
     }
 
     /// Moves to word `word` of the lane.
     pub fn seek(&mut self, word: u64) {
-        let block_words = BUF_WORDS as u64;
-        let base = word - word % block_words;
-        self.cipher.seek(base.wrapping_mul(8));
+        self.cipher
+            .set_block_pos(u32::try_from(word / WORDS_PER_BLOCK).unwrap_or(u32::MAX));
+        self.next = 1;
         self.refill();
-        self.pos = (word % block_words) as usize;
+        self.pos = (word % WORDS_PER_BLOCK) as usize;
     }
 
     fn refill(&mut self) {
-        let mut bytes = [0u8; BUF_WORDS * 8];
-        self.cipher.apply_keystream(&mut bytes);
-        for (w, c) in self.buf.iter_mut().zip(bytes.chunks_exact(8)) {
-            let mut b = [0u8; 8];
-            b.copy_from_slice(c);
-            *w = u64::from_le_bytes(b);
+        let k = self.next.clamp(1, BUF_BLOCKS);
+        if let Some(blocks) = self.buf.get_mut(..k) {
+            self.cipher.write_keystream_blocks(blocks);
         }
-        bytes.zeroize();
+        self.len = k * WORDS_PER_BLOCK as usize;
         self.pos = 0;
+        self.next = BURST;
     }
 
     /// The next word.
     #[inline]
     pub fn next_u64(&mut self) -> u64 {
-        if self.pos >= BUF_WORDS {
+        if self.pos >= self.len {
             self.refill();
         }
-        let w = self.buf.get(self.pos).copied().unwrap_or(0);
+        let per = WORDS_PER_BLOCK as usize;
+        let w = self
+            .buf
+            .get(self.pos / per)
+            .map_or(0, |b| block_word(b, self.pos % per));
         self.pos += 1;
         w
     }
@@ -190,8 +251,10 @@ impl Prg {
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing)]
 mod tests {
     use super::*;
+    use chacha20::ChaCha12;
 
     #[test]
     fn seek_matches_sequential() {
@@ -211,6 +274,31 @@ mod tests {
                 b.copy_from_slice(c);
                 assert_eq!(Some(u64::from_le_bytes(b)), v.get(start + j).copied());
             }
+        }
+        // the crate's ChaCha12 byte stream is the reference: sequential
+        // reads across refills, runs of any length from any word
+        let mut want = [0u8; 8 * 100];
+        ChaCha12::new(&s.0.into(), &nonce(3, 1).into()).apply_keystream(&mut want);
+        for (j, c) in want.chunks_exact(8).enumerate() {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(c);
+            assert_eq!(v.get(j).copied(), Some(u64::from_le_bytes(b)), "word {j}");
+        }
+        for (start, len) in [
+            (0usize, 3usize),
+            (3, 2),
+            (5, 3),
+            (6, 17),
+            (9, 64),
+            (15, 1),
+            (0, 200),
+            (40, 250),
+        ] {
+            let mut got = [0u8; 8 * 100];
+            let end = (8 * start + len).min(want.len());
+            let out = &mut got[..end - 8 * start];
+            Prg::keystream_at(&s, 3, 1, start as u64, out);
+            assert_eq!(out, &want[8 * start..end], "run of {len} bytes from word {start}");
         }
         assert_ne!(Prg::new(&s, 3, 2).next_u64(), v[0]);
         assert_ne!(Prg::new(&s, 4, 1).next_u64(), v[0]);
