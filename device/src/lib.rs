@@ -393,6 +393,41 @@ impl<T: Read + Write> Party for DeviceParty<'_, T> {
         self.trunc_send(0, Some(x), x.len(), bits, z)
     }
 
+    /// The truncation's message goes out first, the comparison's first
+    /// message right after it; the truncation's answer is read before the
+    /// comparison's: one round for both.
+    fn trunc_cmp(
+        &mut self,
+        bits: u32,
+        t: &[u64],
+        tz: &mut [u64],
+        shape: CmpShape,
+        x: &[u64],
+        out: &mut [u64],
+    ) -> Result<(), Self::Error> {
+        let len = trunc::device_msg_len(t.len());
+        self.use_tx(len)?;
+        let op = trunc::TruncDevice::new(self.corr.next_op()?, t.len(), bits)?;
+        let (sent, _) = op.send(t, take(self.tx, "tx", len)?)?;
+        self.link.send(FrameKind::Data, take(self.tx, "tx", len)?)?;
+        self.use_tx(flight::cmp_tx_len(shape))?;
+        let Self {
+            link, corr, tx, rx, hw, ..
+        } = self;
+        let mut pending = Some((sent, tz));
+        flight::cmps(&mut || Ok(corr.next_op()?), shape, x, out, tx, &mut |msg, on_peer| {
+            link.send(FrameKind::Data, msg)?;
+            if let Some((sent, tz)) = pending.take() {
+                let answer = link.recv_kind(FrameKind::Data, rx)?;
+                hw.rx = hw.rx.max(answer.len());
+                sent.finish(answer, tz)?;
+            }
+            let peer = link.recv_kind(FrameKind::Data, rx)?;
+            hw.rx = hw.rx.max(peer.len());
+            on_peer(peer)
+        })
+    }
+
     fn scale_trunc(&mut self, x: &[u64], g: &[u64], bits: u32, z: &mut [u64]) -> Result<(), Self::Error> {
         let n = x.len();
         let c1 = self.corr.next_op()?;

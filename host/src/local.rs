@@ -270,6 +270,24 @@ where
     fn trunc(&mut self, bits: u32, x: &[u64], z: &mut [u64]) -> Result<(), Self::Error> {
         Ok(self.book("truncations", |p| p.trunc(bits, x, z))?)
     }
+    /// The host (the party whose links are booked) runs the two ops one
+    /// after the other, each booked under its family; the others run theirs.
+    fn trunc_cmp(
+        &mut self,
+        bits: u32,
+        t: &[u64],
+        tz: &mut [u64],
+        shape: CmpShape,
+        x: &[u64],
+        out: &mut [u64],
+    ) -> Result<(), Self::Error> {
+        if self.0.meters().is_some() {
+            self.trunc(bits, t, tz)?;
+            self.cmp(shape, x, out)
+        } else {
+            Ok(self.0.trunc_cmp(bits, t, tz, shape, x, out)?)
+        }
+    }
 }
 
 /// The byte stream error under a party's error.

@@ -209,6 +209,51 @@ fn relu_composite() {
     assert_eq!(meter.rounds, 1);
 }
 
+/// A truncation in a comparison's first flight (`trunc_cmp`: ScaleAttn's
+/// `K^T V` beside the RSAttn scores): each op keeps its law (the
+/// truncation within one unit above `floor(t / 2^f)`, the ReLU exact outside
+/// `[-2^s, 0)`), and the pair costs the device the comparison's two
+/// rounds, not three.
+#[test]
+fn truncation_in_the_comparisons_flight() {
+    use mpcvit_core::protocol::cmp::{self, CmpOut, CmpShape};
+    let n = 400;
+    let mut r = mpcvit_core::prg::Prg::new(&mpcvit_core::Seed::from_bytes([9; 32]), 1, 0);
+    let t: Vec<u64> = (0..n).map(|_| ((r.next_u64() as i64) >> 3) as u64).collect();
+    let sh = CmpShape::new(n, F, 5, CmpOut::Relu).expect("shape");
+    let top = 1i64 << (sh.l - 1);
+    let x: Vec<u64> = (0..n)
+        .map(|i| match i % 4 {
+            0 => (r.next_u64() as i64).rem_euclid(2 * top) - top,
+            1 => (r.next_u64() % 64) as i64 - 32,
+            _ => (r.next_u64() as i64).rem_euclid(1 << (sh.s + 2)) - (1 << (sh.s + 1)),
+        } as u64)
+        .filter(|&v| sh.in_range(v))
+        .collect();
+    let shape = CmpShape { n: x.len(), ..sh };
+    let input: Vec<u64> = t.iter().chain(&x).copied().collect();
+    for session in 0..3 {
+        let (got, meter) = run3(13, session, fp(), &input, [&[], &[], &[]], |p, v, _| {
+            let (t, x) = v.split_at(n);
+            let mut tz = vec![0; n];
+            let mut o = vec![0; x.len()];
+            mpcvit_core::ops::Party::trunc_cmp(p, F, t, &mut tz, shape, x, &mut o)?;
+            tz.extend(o);
+            Ok(tz)
+        })
+        .expect("run");
+        let (tz, o) = got.split_at(n);
+        for (&g, &v) in tz.iter().zip(&t) {
+            let d = g.wrapping_sub(mpcvit_core::reference::trunc(v, F)) as i64;
+            assert!((0..=1).contains(&d), "trunc({}) off by {d}", v as i64);
+        }
+        for (&xv, &g) in x.iter().zip(o) {
+            assert!(cmp::allowed(shape, xv, &[g]), "relu({}) = {}", xv as i64, g as i64);
+        }
+        assert_eq!(meter.rounds, 2, "session {session}");
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(24))]
 

@@ -123,6 +123,25 @@ pub trait Party {
     ) -> Result<(), Self::Error>;
     /// Exact truncation by `bits` (1..=62) of every element.
     fn trunc(&mut self, bits: u32, x: &[u64], z: &mut [u64]) -> Result<(), Self::Error>;
+    /// A truncation of `t` by `bits` into `tz` ([`Self::trunc`]), then a
+    /// comparison ([`Self::cmp`]): two ops, in that order, whose first
+    /// messages a party may send before it reads either answer. The device
+    /// does, so the truncation costs no round of its own; the host's answer
+    /// to the truncation needs only the device's message, so it runs the
+    /// two ops one after the other (this default).
+    #[allow(clippy::too_many_arguments)]
+    fn trunc_cmp(
+        &mut self,
+        bits: u32,
+        t: &[u64],
+        tz: &mut [u64],
+        shape: crate::protocol::cmp::CmpShape,
+        x: &[u64],
+        out: &mut [u64],
+    ) -> Result<(), Self::Error> {
+        self.trunc(bits, t, tz)?;
+        self.cmp(shape, x, out)
+    }
 }
 
 /// One lookup (a batch of one).

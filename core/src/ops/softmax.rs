@@ -76,7 +76,7 @@ pub fn normalize<P: Party + ?Sized>(
         }
         return p.trunc(f, prod, out);
     }
-    super::vit::normalize_heads(p, rows, cols, &[spec.kind], 0, x, out, scratch)
+    super::vit::normalize_heads(p, rows, cols, &[spec.kind], 0, None, x, out, scratch)
 }
 
 /// Plaintext fixed-point reference of [`normalize`] for one row (`x` and

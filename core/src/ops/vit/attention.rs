@@ -14,7 +14,10 @@ use crate::protocol::matmul::MatmulShape;
 /// Row normalization of `heads.len()` heads of `rows x n` scores at `f +
 /// pre` bits (none of them ScaleAttn), all in the same rounds; output at
 /// `f` bits. With `pre > 0` (no 2Quad head) the exp lookup and the
-/// comparison drop the `pre` bits in their openings.
+/// comparison drop the `pre` bits in their openings. `ktv`: the layer's
+/// ScaleAttn `K^T V` to truncate by `f` (input, output), which rides in
+/// the RSAttn comparison's first flight ([`Party::trunc_cmp`]) and is
+/// truncated on its own without an RSAttn head.
 // One function on purpose: the kinds' elementwise steps, the row sums, the
 // reciprocal batch and the product share the arena and the per-kind offsets
 // step by step; split, each piece would take most of them as arguments.
@@ -25,6 +28,7 @@ pub fn normalize_heads<P: Party + ?Sized>(
     n: usize,
     heads: &[AttnKind],
     pre: u32,
+    ktv: Option<(&[u64], &mut [u64])>,
     x: &[u64],
     out: &mut [u64],
     scratch: &mut [u64],
@@ -33,7 +37,11 @@ pub fn normalize_heads<P: Party + ?Sized>(
     let f = fp.frac_bits();
     let nn = rows * n;
     let hcount = heads.len();
+    let mut ktv = ktv;
     if hcount == 0 {
+        if let Some((t, tz)) = ktv {
+            p.trunc(f, t, tz)?;
+        }
         return Ok(());
     }
     if x.len() != hcount * nn || out.len() != x.len() {
@@ -73,17 +81,23 @@ pub fn normalize_heads<P: Party + ?Sized>(
         }
     }
     // Softmax heads: one exp cell lookup; RSAttn heads: the comparison's
-    // ReLU (two rounds), shifted to ROW_FRAC. A layer mixing both pays the
-    // two steps in sequence.
+    // ReLU (two rounds, the K^T V truncation in the first), shifted to
+    // ROW_FRAC. A layer mixing both pays the two steps in sequence.
     if ns > 0 {
         crate::ops::cell(p, score_exp(ns, f, pre)?, &ScoreExp, &ins[..ns], &mut outs[..ns])?;
     }
     if nr > 0 {
         let rshape = CmpShape::new(nr, f, SCORE_RANGE_LOG2, CmpOut::Relu)?.with_pre(pre)?;
-        p.cmp(rshape, &ins[ns..ns + nr], &mut outs[ns..ns + nr])?;
+        match ktv.take() {
+            Some((t, tz)) => p.trunc_cmp(f, t, tz, rshape, &ins[ns..ns + nr], &mut outs[ns..ns + nr])?,
+            None => p.cmp(rshape, &ins[ns..ns + nr], &mut outs[ns..ns + nr])?,
+        }
         for v in outs[ns..ns + nr].iter_mut() {
             *v <<= ROW_FRAC - f;
         }
+    }
+    if let Some((t, tz)) = ktv.take() {
+        p.trunc(f, t, tz)?;
     }
     let qin = ar.take(nq)?;
     let qsq = ar.take(nq)?;
@@ -253,39 +267,24 @@ pub(super) fn attention<P: Party + ?Sized>(
                 yo += s.k * s.m;
                 zo += s.n * s.m;
             }
+            // with pre > 0, the words of ScaleAttn's untruncated K^T V,
+            // gathered into mm_x for the normalization's first flight
+            let mut kt = 0;
             if ns > 0 {
                 p.matmuls(&shapes[..ns], &mm_x[..xo], &mm_y[..yo], &mut mm_z[..zo])?;
                 if pre == 0 {
                     p.trunc(f, &mm_z[..zo], &mut mm_t[..zo])?;
                 } else {
-                    // the scores go on at 2f; ScaleAttn's K^T V is
-                    // truncated (gathered into the free operand buffers)
+                    // the scores go on at 2f
                     mm_t[..zo].copy_from_slice(&mm_z[..zo]);
-                    // where each K^T V lies in the flight's products
-                    let ktv_at = || {
-                        shapes[..ns]
-                            .iter()
-                            .zip(&is_ktv)
-                            .scan(0, |at, (s, &ktv_of)| {
-                                let here = *at;
-                                *at += s.n * s.m;
-                                Some((here, s.n * s.m, ktv_of))
-                            })
-                            .filter(|r| r.2)
-                            .map(|(at, len, _)| (at, len))
-                    };
-                    let mut kt = 0;
-                    for (at, len) in ktv_at() {
-                        mm_x[kt..kt + len].copy_from_slice(&mm_z[at..at + len]);
-                        kt += len;
-                    }
-                    if kt > 0 {
-                        p.trunc(f, &mm_x[..kt], &mut mm_y[..kt])?;
-                        let mut kt = 0;
-                        for (at, len) in ktv_at() {
-                            mm_t[at..at + len].copy_from_slice(&mm_y[kt..kt + len]);
+                    let mut at = 0;
+                    for (s, &ktv_of) in shapes[..ns].iter().zip(&is_ktv) {
+                        let len = s.n * s.m;
+                        if ktv_of {
+                            mm_x[kt..kt + len].copy_from_slice(&mm_z[at..at + len]);
                             kt += len;
                         }
+                        at += len;
                     }
                 }
             }
@@ -311,7 +310,27 @@ pub(super) fn attention<P: Party + ?Sized>(
                     si += 1;
                 }
             }
-            normalize_heads(p, qr, n, &kinds[..nk], pre, &mm_z[..so], &mut probs[..so], nscratch)?;
+            let pending = (kt > 0).then_some((&mm_x[..kt], &mut mm_y[..kt]));
+            normalize_heads(
+                p,
+                qr,
+                n,
+                &kinds[..nk],
+                pre,
+                pending,
+                &mm_z[..so],
+                &mut probs[..so],
+                nscratch,
+            )?;
+            if kt > 0 {
+                // the truncated K^T V, head by head in the group's order
+                let mut o = 0;
+                for h in (g0..g1).filter(|&h| scale_head(h)) {
+                    let at = (h - g0) * hd * hd;
+                    ktv[at..at + hd * hd].copy_from_slice(&mm_y[o..o + hd * hd]);
+                    o += hd * hd;
+                }
+            }
             // 5. P V and Q (K^T V), one flight
             let (mut xo, mut yo, mut po) = (0, 0, 0);
             let mut shapes2 = [MatmulShape { n: 0, k: 0, m: 0 }; crate::model::MAX_HEADS];

@@ -12,8 +12,10 @@
 //!    2Quad heads, `K_h^T V_h` for ScaleAttn heads (associative form,
 //!    `O(n hd^2)`): 1. The scores go on untruncated: the exp lookup and
 //!    the comparison drop their `f` extra bits in their openings (`pre`);
-//!    the ScaleAttn heads' `K^T V` is truncated: 1 (none without ScaleAttn
-//!    heads). A group with a 2Quad head truncates all of them: 1.
+//!    the ScaleAttn heads' `K^T V` is truncated in the RSAttn comparison's
+//!    first flight ([`Party::trunc_cmp`](crate::ops::Party::trunc_cmp)): 0
+//!    in a group with an RSAttn head, else 1 (none without ScaleAttn heads).
+//!    A group with a 2Quad head truncates all of them: 1.
 //! 4. Row normalization of the non-Scale heads ([`normalize_heads`]): 10 for
 //!    Softmax heads (exp lookup 1, reciprocal 7, product 1, truncation 1),
 //!    11 for RSAttn heads (the comparison takes 2); the reciprocal of every
