@@ -197,9 +197,16 @@ pub fn render(runs: &Path) -> Result<String, String> {
                         .as_ref()
                         .map_or(format!("{:.2}", e.mean_secure_seconds), |t| format!("{:.3}", t.wall_s)),
                     timing.as_ref().map_or(String::new(), |t| format!("{:.2}", t.wan_s())),
-                    e.rounds,
-                    e.mean_device_to_host_bytes / 1e6,
-                    e.mean_host_to_device_bytes / 1e6,
+                    // the link figures of the timing (this build's set-up) where there is one
+                    timing.as_ref().map_or(e.rounds, |t| t.rounds),
+                    timing
+                        .as_ref()
+                        .map_or(e.mean_device_to_host_bytes, |t| t.device_to_host_bytes as f64)
+                        / 1e6,
+                    timing
+                        .as_ref()
+                        .map_or(e.mean_host_to_device_bytes, |t| t.host_to_device_bytes as f64)
+                        / 1e6,
                 );
             }
             None => {
@@ -364,6 +371,8 @@ fn plot(rows: &[Point]) -> Result<String, String> {
         ]) {
             let (xlo, xhi) = extent(rows.iter().map(lat));
             let xpad = ((xhi - xlo) * 0.12).max(1e-3);
+            // enough decimals to tell the ticks (about ten over the axis) apart
+            let dec = (-((xhi - xlo + 2.0 * xpad) / 10.0).log10()).ceil().clamp(0.0, 6.0) as usize;
             let mut c = ChartBuilder::on(panel)
                 .caption(name, ("sans-serif", 15))
                 .margin(14)
@@ -374,7 +383,7 @@ fn plot(rows: &[Point]) -> Result<String, String> {
             c.configure_mesh()
                 .x_desc("seconds per inference")
                 .y_desc("top-1 accuracy, %")
-                .x_label_formatter(&|x| format!("{x:.2}"))
+                .x_label_formatter(&|x| format!("{x:.dec$}"))
                 .y_label_formatter(&|y| format!("{y:.1}"))
                 .light_line_style(WHITE)
                 .draw()
@@ -503,8 +512,9 @@ mod tests {
             row.contains("| 8 RSAttn + 8 Scale | 10000 | 89.12 % |") && row.contains("89.12 % (1000)"),
             "{row}"
         );
-        // a timing of this protocol replaces the evaluation's seconds and
-        // adds the modelled WAN; one of another protocol is ignored
+        // a timing of this protocol replaces the evaluation's seconds, rounds
+        // and bytes and adds the modelled WAN; one of another protocol is
+        // ignored
         let timing = |dir: &str, v: u8| {
             let j = serde_json::json!({"wall_s": 0.123, "inferences": 5, "rounds": 100,
                 "device_to_host_bytes": 3_000_000u64, "host_to_device_bytes": 2_000_000u64, "version": v});
@@ -520,15 +530,16 @@ mod tests {
         };
         timing("mu0.5-kd", COMPUTATION);
         let row = mu05_row();
-        // 0.123 + 100 x 0.04 + 4e7 / 4e8
-        assert!(row.contains("| 100.00 % | 0.123 | 4.22 | 116 |"), "{row}");
+        // 0.123 + 100 x 0.04 + 4e7 / 4e8; the link figures are the
+        // timing's (this build's set-up), not the evaluation's
+        assert!(row.contains("| 100.00 % | 0.123 | 4.22 | 100 | 3.00 | 2.00 |"), "{row}");
         let pts = points(&d).unwrap();
         assert_eq!(pts.len(), 1);
         assert!((pts[0].wan_s - 4.223).abs() < 1e-9 && pts[0].kind == 1);
         assert!(plot(&pts).unwrap().contains("<svg"));
         timing("mu0.5-kd", COMPUTATION.wrapping_add(1));
         let row = mu05_row();
-        assert!(row.contains("| 100.00 % | 1.50 |  | 116 |"), "{row}");
+        assert!(row.contains("| 100.00 % | 1.50 |  | 116 | 3.85 | 1.97 |"), "{row}");
         assert!(points(&d).unwrap_err().contains("--time"));
         let teacher = t.lines().find(|l| l.starts_with("| Softmax (teacher) |")).unwrap();
         assert!(
