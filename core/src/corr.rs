@@ -203,6 +203,17 @@ impl<'d> OpCorr<'d> {
         Prg::new(&self.seed, self.op, lane)
     }
 
+    /// This party's share of random lane `lane` of the earlier op `op`,
+    /// from word 0: a product that reuses an earlier product's mask
+    /// ([`crate::protocol::matmul::Right::Opened`]). An op that is not
+    /// earlier than this one is [`ProtocolError::BadParameter`].
+    pub fn random_of_earlier(&self, op: u64, lane: u32) -> Result<Prg, ProtocolError> {
+        if op >= self.op {
+            return Err(ProtocolError::BadParameter);
+        }
+        Ok(Prg::new(&self.seed, op, lane))
+    }
+
     /// This party's share of a random lane, from word `word`.
     pub fn random_at(&self, lane: u32, word: u64) -> Prg {
         Prg::at(&self.seed, self.op, lane, word)
@@ -369,6 +380,15 @@ impl DealerOp {
             h: self.host.random(lane),
             d: self.device.random(lane),
         }
+    }
+
+    /// The joint value of random lane `lane` of the earlier op `op`
+    /// ([`OpCorr::random_of_earlier`]).
+    pub fn random_of_earlier(&self, op: u64, lane: u32) -> Result<JointPrg, ProtocolError> {
+        Ok(JointPrg {
+            h: self.host.random_of_earlier(op, lane)?,
+            d: self.device.random_of_earlier(op, lane)?,
+        })
     }
 
     /// Writes the message header and returns a writer for correction words

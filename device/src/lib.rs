@@ -271,6 +271,10 @@ impl<T: Read + Write> Party for DeviceParty<'_, T> {
         self.fp
     }
 
+    fn next_op_id(&self) -> u64 {
+        self.corr.ops_used()
+    }
+
     fn mul(&mut self, x: &[u64], y: &[u64], cols: usize, z: &mut [u64]) -> Result<(), Self::Error> {
         let op = Mul::with_rows(self.corr.next_op()?, x.len(), cols)?;
         self.use_tx(op.msg_len())?;
@@ -289,7 +293,7 @@ impl<T: Read + Write> Party for DeviceParty<'_, T> {
         Ok(())
     }
 
-    fn matmuls(&mut self, shapes: &[MatmulShape], x: &[u64], y: &[u64], z: &mut [u64]) -> Result<(), Self::Error> {
+    fn matmuls(&mut self, shapes: &[MatmulShape], x: &[u64], y: &mut [u64], z: &mut [u64]) -> Result<(), Self::Error> {
         self.use_tx(flight::matmuls_msg_len(shapes))?;
         self.use_tmp(flight::matmuls_scratch_len(shapes))?;
         let Self {

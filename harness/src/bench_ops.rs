@@ -262,12 +262,12 @@ fn matmuls(a: &Args, rows: &mut Vec<Row>) -> Result<(), String> {
         let pn = plain_ns(a.reps, n * m, || {
             black_box(plain_matmul(&xi, &yi, (n, k, m)));
         });
-        let sh = MatmulShape { n, k, m };
+        let sh = MatmulShape::new(n, k, m);
         let xy: Vec<u64> = x.iter().chain(&y).copied().collect();
         let mm = |p: &mut dyn Party<Error = LocalError<std::io::Error>>, v: &[u64], _: &[u64]| -> Res {
             let (a, b) = v.split_at(n * k);
             let mut z = vec![0; n * m];
-            p.matmul(sh, a, b, &mut z)?;
+            p.matmul(sh, a, &mut b.to_vec(), &mut z)?;
             Ok(z)
         };
         let (r, t) = measure(a.reps, &xy, [&[], &[], &[]], &mm)?;

@@ -79,6 +79,10 @@ impl<T: Read + Write> Party for DealerParty<T> {
         self.fp
     }
 
+    fn next_op_id(&self) -> u64 {
+        self.session.ops_used()
+    }
+
     fn mul(&mut self, x: &[u64], _y: &[u64], cols: usize, _z: &mut [u64]) -> Res<T::Error> {
         let n = x.len();
         self.deal(n, 0, |op, _, out| mul::deal_rows(op, n, cols, out))
@@ -89,7 +93,7 @@ impl<T: Read + Write> Party for DealerParty<T> {
         self.deal(n, 0, |op, _, out| square::deal(op, n, out))
     }
 
-    fn matmuls(&mut self, shapes: &[MatmulShape], _x: &[u64], _y: &[u64], _z: &mut [u64]) -> Res<T::Error> {
+    fn matmuls(&mut self, shapes: &[MatmulShape], _x: &[u64], _y: &mut [u64], _z: &mut [u64]) -> Res<T::Error> {
         for &s in shapes {
             self.deal(s.n * s.m, s.dealer_scratch_len(), |op, scratch, out| {
                 matmul::deal(op, s, scratch, out)

@@ -180,6 +180,10 @@ impl<T: Read + Write> Party for HostParty<T> {
         self.fp
     }
 
+    fn next_op_id(&self) -> u64 {
+        self.corr.ops_used()
+    }
+
     fn mul(&mut self, x: &[u64], y: &[u64], cols: usize, z: &mut [u64]) -> Res<(), T::Error> {
         let msg = self.recv_dealer()?;
         let op = Mul::with_rows(self.corr.next_op_with(&msg)?, x.len(), cols)?;
@@ -199,7 +203,7 @@ impl<T: Read + Write> Party for HostParty<T> {
         Ok(())
     }
 
-    fn matmuls(&mut self, shapes: &[MatmulShape], x: &[u64], y: &[u64], z: &mut [u64]) -> Res<(), T::Error> {
+    fn matmuls(&mut self, shapes: &[MatmulShape], x: &[u64], y: &mut [u64], z: &mut [u64]) -> Res<(), T::Error> {
         let msgs = self.recv_dealers(shapes.len())?;
         self.tx.resize(flight::matmuls_msg_len(shapes), 0);
         self.scratch.resize(flight::matmuls_scratch_len(shapes), 0);

@@ -226,6 +226,9 @@ where
     fn fp(&self) -> FixedPoint {
         self.0.fp()
     }
+    fn next_op_id(&self) -> u64 {
+        self.0.next_op_id()
+    }
     fn mul(&mut self, x: &[u64], y: &[u64], cols: usize, z: &mut [u64]) -> Result<(), Self::Error> {
         Ok(self.book("products", |p| p.mul(x, y, cols, z))?)
     }
@@ -235,7 +238,7 @@ where
     fn square(&mut self, x: &[u64], z: &mut [u64]) -> Result<(), Self::Error> {
         Ok(self.book("squares", |p| p.square(x, z))?)
     }
-    fn matmuls(&mut self, s: &[MatmulShape], x: &[u64], y: &[u64], z: &mut [u64]) -> Result<(), Self::Error> {
+    fn matmuls(&mut self, s: &[MatmulShape], x: &[u64], y: &mut [u64], z: &mut [u64]) -> Result<(), Self::Error> {
         Ok(self.book("matmuls (attention)", |p| p.matmuls(s, x, y, z))?)
     }
     fn linear_trunc(

@@ -110,7 +110,7 @@ impl World {
         self.run(&xy, [&[], &[], &[]], |p, v, _| {
             let (a, b) = v.split_at(s.n * s.k);
             let mut z = vec![0; s.n * s.m];
-            p.matmul(s, a, b, &mut z)?;
+            p.matmul(s, a, &mut b.to_vec(), &mut z)?;
             Ok(z)
         })
     }

@@ -209,6 +209,72 @@ fn relu_composite() {
     assert_eq!(meter.rounds, 1);
 }
 
+/// Products of one right operand with several left operands (an attention
+/// head's `K^T` against each flight of query rows): the first opens `F = Y
+/// - B` and keeps it ([`Right::Keep`]), the later ones take it and reuse
+/// its `B` ([`Right::Opened`]). Every product is exact in the ring; each
+/// later one sends `8 k m` bytes less each way than a product that opens
+/// `Y` again; naming an op that is not earlier is refused.
+#[test]
+fn products_share_one_opening_of_their_right_operand() {
+    use mpcvit_core::protocol::matmul::{MatmulShape, Right};
+    let (n, k, m) = (3, 5, 4);
+    let mut r = mpcvit_core::prg::Prg::new(&mpcvit_core::Seed::from_bytes([10; 32]), 2, 0);
+    let input: Vec<u64> = (0..k * m + 3 * n * k).map(|_| r.next_u64()).collect();
+    let run = |keep: bool, session: u64| {
+        run3(14, session, fp(), &input, [&[], &[], &[]], |p, v, _| {
+            let (y, xs) = v.split_at(k * m);
+            let mut y = y.to_vec();
+            let mut out = Vec::new();
+            let first = p.next_op_id();
+            for (i, x) in xs.chunks(n * k).enumerate() {
+                let right = match (keep, i) {
+                    (false, _) => Right::Share,
+                    (true, 0) => Right::Keep,
+                    (true, _) => Right::Opened(first),
+                };
+                let mut z = vec![0; n * m];
+                let mut yi = y.clone();
+                p.matmul(MatmulShape::new(n, k, m).with_right(right), x, &mut yi, &mut z)?;
+                if right == Right::Keep {
+                    y = yi;
+                }
+                out.extend(z);
+            }
+            Ok(out)
+        })
+        .expect("run")
+    };
+    let (y, xs) = input.split_at(k * m);
+    for session in 0..3 {
+        let (got, kept) = run(true, session);
+        for (x, z) in xs.chunks(n * k).zip(got.chunks(n * m)) {
+            let mut want = vec![0; n * m];
+            mpcvit_core::reference::matmul(x, y, (n, k, m), &mut want).expect("shape");
+            assert_eq!(z, &want[..], "session {session}");
+        }
+        let (_, each) = run(false, session);
+        assert_eq!(kept.rounds, 3);
+        assert_eq!(each.bytes_sent - kept.bytes_sent, 2 * 8 * (k * m) as u64);
+        assert_eq!(each.bytes_recv - kept.bytes_recv, 2 * 8 * (k * m) as u64);
+    }
+    // an op that is not earlier than the product itself
+    let bad = run3(14, 9, fp(), &input, [&[], &[], &[]], |p, v, _| {
+        let (y, x) = v.split_at(k * m);
+        let mut y = y.to_vec();
+        let mut z = vec![0; n * m];
+        let next = p.next_op_id();
+        p.matmul(
+            MatmulShape::new(n, k, m).with_right(Right::Opened(next)),
+            &x[..n * k],
+            &mut y,
+            &mut z,
+        )?;
+        Ok(z)
+    });
+    assert!(bad.is_err());
+}
+
 /// A truncation in a comparison's first flight (`trunc_cmp`: ScaleAttn's
 /// `K^T V` beside the RSAttn scores): each op keeps its law (the
 /// truncation within one unit above `floor(t / 2^f)`, the ReLU exact outside

@@ -96,7 +96,7 @@ conformance_law!(
     matmul_is_exact_ring_product,
     cases = 64,
     shape_and((1usize..9, 1usize..17, 1usize..9), any::<u64>()),
-    secure = |w, ((n, k, m), x, y)| w.matmul(MatmulShape { n, k, m }, &x, &y).expect("secure matmul"),
+    secure = |w, ((n, k, m), x, y)| w.matmul(MatmulShape::new(n, k, m), &x, &y).expect("secure matmul"),
     reference = |((n, k, m), x, y)| {
         let mut z = vec![0; n * m];
         reference::matmul(&x, &y, (n, k, m), &mut z).expect("shape");

@@ -55,13 +55,13 @@ fn mul_over_tcp() {
 
 #[test]
 fn matmul_over_tcp() {
-    let s = MatmulShape { n: 17, k: 32, m: 17 };
+    let s = MatmulShape::new(17, 32, 17);
     let (x, y) = (random(s.n * s.k, 5), random(s.k * s.m, 6));
     let xy: Vec<u64> = x.iter().chain(&y).copied().collect();
     let got = over_tcp(2, 12, &xy, [&[], &[], &[]], |p, v, _| -> TcpRes {
         let (a, b) = v.split_at(s.n * s.k);
         let mut z = vec![0; s.n * s.m];
-        p.matmul(s, a, b, &mut z)?;
+        p.matmul(s, a, &mut b.to_vec(), &mut z)?;
         Ok(z)
     });
     let mut want = vec![0; s.n * s.m];

@@ -140,12 +140,15 @@ fn sub_mut<T>(s: &mut [T], a: usize, len: usize) -> Result<&mut [T], ProtocolErr
 }
 
 /// Shared x shared matrix products in one flight: `x`, `y` and `z` hold the
-/// operands and results one after the other; `tx` at least
-/// [`matmuls_msg_len`] bytes, `scratch` [`matmuls_scratch_len`] words.
+/// operands and results one after the other (a [`Right::Keep`] product's
+/// `y` becomes its opened `F`); `tx` at least [`matmuls_msg_len`] bytes,
+/// `scratch` [`matmuls_scratch_len`] words.
+///
+/// [`Right::Keep`]: crate::protocol::matmul::Right::Keep
 pub fn matmuls<'m, 'r, E: From<ProtocolError>>(
     next: &mut dyn FnMut() -> Result<OpCorr<'m>, E>,
     shapes: &[MatmulShape],
-    (x, y, z): (&[u64], &[u64], &mut [u64]),
+    (x, y, z): (&[u64], &mut [u64], &mut [u64]),
     tx: &mut [u8],
     scratch: &mut [u64],
     exchange: impl FnOnce(&[u8]) -> Result<&'r [u8], E>,
@@ -169,7 +172,7 @@ pub fn matmuls<'m, 'r, E: From<ProtocolError>>(
     for (&s, st) in shapes.iter().zip(opened) {
         st.finish(
             sub(x, xo, s.n * s.k)?,
-            sub(y, yo, s.k * s.m)?,
+            sub_mut(y, yo, s.k * s.m)?,
             sub(peer, po, s.msg_len())?,
             sub_mut(scratch, 0, s.scratch_len())?,
             sub_mut(z, zo, s.n * s.m)?,

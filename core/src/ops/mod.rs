@@ -57,6 +57,10 @@ pub trait Party {
     fn role(&self) -> Role;
     /// Fixed-point parameters.
     fn fp(&self) -> FixedPoint;
+    /// The id of the next primitive op (every party draws the same ids):
+    /// a product that reuses an earlier one's opening names it
+    /// ([`crate::protocol::matmul::Right::Opened`]).
+    fn next_op_id(&self) -> u64;
     /// Product `z[i] = x[i] y[i / cols]` (ring; `cols = 1`: elementwise).
     fn mul(&mut self, x: &[u64], y: &[u64], cols: usize, z: &mut [u64]) -> Result<(), Self::Error>;
     /// Product by a host-private column vector, `x[i][j] g[j]`, then exact
@@ -69,12 +73,15 @@ pub trait Party {
     /// Elementwise square `z = x^2` (ring).
     fn square(&mut self, x: &[u64], z: &mut [u64]) -> Result<(), Self::Error>;
     /// Shared x shared matrix product (ring).
-    fn matmul(&mut self, s: MatmulShape, x: &[u64], y: &[u64], z: &mut [u64]) -> Result<(), Self::Error> {
+    fn matmul(&mut self, s: MatmulShape, x: &[u64], y: &mut [u64], z: &mut [u64]) -> Result<(), Self::Error> {
         self.matmuls(&[s], x, y, z)
     }
     /// Several shared x shared matrix products in one flight: `x`, `y` and
-    /// `z` hold the operands and results one after the other.
-    fn matmuls(&mut self, s: &[MatmulShape], x: &[u64], y: &[u64], z: &mut [u64]) -> Result<(), Self::Error>;
+    /// `z` hold the operands and results one after the other. A product
+    /// whose shape says [`Right::Keep`](crate::protocol::matmul::Right::Keep)
+    /// leaves its opened `F = Y - B` in its part of `y`; one that says
+    /// [`Right::Opened`](crate::protocol::matmul::Right::Opened) takes it there.
+    fn matmuls(&mut self, s: &[MatmulShape], x: &[u64], y: &mut [u64], z: &mut [u64]) -> Result<(), Self::Error>;
     /// Linear layer with host weights, `x (n x din) W + bias`, then exact
     /// truncation by `bits`, in one round trip (the device's output share is
     /// input-independent, so its truncation message rides with its linear

@@ -7,6 +7,16 @@
 //! `Z_b = C_b + E B_b + A_b F (+ E F for the host)`, `Z = X Y` in the ring.
 //!
 //! Cost: one flight, `8 (nk + km)` bytes each way, `8 nm` dealer -> host.
+//!
+//! # One right operand, several products ([`Right`])
+//! Products of several left operands with the same `Y` (an attention head's
+//! `K^T` or `V` against each flight of query rows) open `F = Y - B` once:
+//! the first product ([`Right::Keep`]) gives each party `F`, and each later
+//! one ([`Right::Opened`]) takes `F`, reuses the first op's `B` and has
+//! its own `A'` and `C' = A' B`: it sends only `X - A'` (`8 nk` bytes each
+//! way). Security: `B` masks one opening only (the first op's); every
+//! `A'` masks one `X`, and `C'` is dealt as any product's `C`, so each
+//! later product is the first one's with other rows of `X`.
 
 use crate::corr::{DealerOp, OpCorr, Role};
 use crate::error::ProtocolError;
@@ -20,7 +30,22 @@ pub const LANE_B: u32 = 1;
 /// Derived lane `C = A B`.
 pub const LANE_C: u32 = 2;
 
-/// Shape `(n, k, m)` of `X (n x k) * Y (k x m)`.
+/// How a product opens its right operand `Y`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Right {
+    /// `y` is this party's share of `Y`; `F = Y - B` is opened.
+    #[default]
+    Share,
+    /// As [`Right::Share`], and this party's `y` becomes `F` (for later
+    /// [`Right::Opened`] products of the same `Y`).
+    Keep,
+    /// `y` holds `F = Y - B` opened by the earlier op `op` (a
+    /// [`Right::Keep`] product of the same shape), whose `B` this product
+    /// reuses: only `X - A` is opened.
+    Opened(u64),
+}
+
+/// Shape `(n, k, m)` of `X (n x k) * Y (k x m)`, and how `Y` is opened.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MatmulShape {
     /// Rows of `X`.
@@ -29,12 +54,37 @@ pub struct MatmulShape {
     pub k: usize,
     /// Columns of `Y`.
     pub m: usize,
+    /// How `Y` is opened.
+    pub right: Right,
 }
 
 impl MatmulShape {
+    /// `X (n x k) * Y (k x m)`, `Y` opened by this product.
+    pub const fn new(n: usize, k: usize, m: usize) -> Self {
+        Self {
+            n,
+            k,
+            m,
+            right: Right::Share,
+        }
+    }
+
+    /// The same product with `Y` opened as `right` says.
+    pub const fn with_right(self, right: Right) -> Self {
+        Self { right, ..self }
+    }
+
+    /// Words of `Y` this party opens (none when `Y` is already opened).
+    fn opened_y(self) -> usize {
+        match self.right {
+            Right::Opened(_) => 0,
+            Right::Share | Right::Keep => self.k * self.m,
+        }
+    }
+
     /// Bytes each party sends.
     pub fn msg_len(self) -> usize {
-        wire::words_len(self.n * self.k + self.k * self.m)
+        wire::words_len(self.n * self.k + self.opened_y())
     }
     /// Scratch words a party needs to finish (`E` and `F`).
     pub fn scratch_len(self) -> usize {
@@ -65,7 +115,10 @@ pub fn deal(op: &DealerOp, s: MatmulShape, scratch: &mut [u64], out: &mut [u8]) 
         .get_mut(..s.dealer_scratch_len())
         .ok_or(ProtocolError::BadBuffer)?;
     let (b, acc) = scratch.split_at_mut(s.k * s.m);
-    let mut bp = op.random(LANE_B);
+    let mut bp = match s.right {
+        Right::Opened(first) => op.random_of_earlier(first, LANE_B)?,
+        Right::Share | Right::Keep => op.random(LANE_B),
+    };
     for v in b.iter_mut() {
         *v = bp.next_u64();
     }
@@ -109,7 +162,8 @@ impl<'d> Matmul<'d> {
         Ok(Self { corr, s })
     }
 
-    /// Writes `(X - A, Y - B)` (this party's shares) into `out`.
+    /// Writes `(X - A, Y - B)` (this party's shares; `X - A` alone with
+    /// [`Right::Opened`]) into `out`.
     pub fn open(self, x: &[u64], y: &[u64], out: &mut [u8]) -> Result<(MatmulOpened<'d>, usize), ProtocolError> {
         let s = self.s;
         check_len(x, s.n, s.k)?;
@@ -118,19 +172,22 @@ impl<'d> Matmul<'d> {
         let (oe, of) = wire::out_prefix(out, len)?.split_at_mut(8 * s.n * s.k);
         let mut a = self.corr.random(LANE_A);
         wire::put_words(oe, x.iter().map(|&v| v.wrapping_sub(a.next_u64())));
-        let mut b = self.corr.random(LANE_B);
-        wire::put_words(of, y.iter().map(|&v| v.wrapping_sub(b.next_u64())));
+        if s.opened_y() > 0 {
+            let mut b = self.corr.random(LANE_B);
+            wire::put_words(of, y.iter().map(|&v| v.wrapping_sub(b.next_u64())));
+        }
         Ok((MatmulOpened { corr: self.corr, s }, len))
     }
 }
 
 impl MatmulOpened<'_> {
     /// Takes the peer's opening and writes this party's share of `X Y`.
-    /// `scratch` holds `scratch_len()` words.
+    /// `scratch` holds `scratch_len()` words. With [`Right::Keep`], `y`
+    /// (this party's share) becomes `F = Y - B`.
     pub fn finish(
         mut self,
         x: &[u64],
-        y: &[u64],
+        y: &mut [u64],
         peer: &[u8],
         scratch: &mut [u64],
         z: &mut [u64],
@@ -148,9 +205,17 @@ impl MatmulOpened<'_> {
         for ((ev, &xv), p) in e.iter_mut().zip(x).zip(wire::words(pe)) {
             *ev = xv.wrapping_sub(a.next_u64()).wrapping_add(p);
         }
-        let mut b = self.corr.random(LANE_B);
-        for ((fv, &yv), p) in f.iter_mut().zip(y).zip(wire::words(pf)) {
-            *fv = yv.wrapping_sub(b.next_u64()).wrapping_add(p);
+        match s.right {
+            Right::Opened(_) => f.copy_from_slice(y),
+            Right::Share | Right::Keep => {
+                let mut b = self.corr.random(LANE_B);
+                for ((fv, &yv), p) in f.iter_mut().zip(y.iter()).zip(wire::words(pf)) {
+                    *fv = yv.wrapping_sub(b.next_u64()).wrapping_add(p);
+                }
+                if s.right == Right::Keep {
+                    y.copy_from_slice(f);
+                }
+            }
         }
         // Z = C_b (+ E F for the host)
         let mut c = self.corr.derived(LANE_C, s.n * s.m)?;
@@ -171,7 +236,10 @@ impl MatmulOpened<'_> {
             }
         }
         // F is no longer needed: reuse its space for B_b, then Z += E B_b.
-        let mut b = self.corr.random(LANE_B);
+        let mut b = match s.right {
+            Right::Opened(first) => self.corr.random_of_earlier(first, LANE_B)?,
+            Right::Share | Right::Keep => self.corr.random(LANE_B),
+        };
         b.fill(f);
         crate::ring::matmul_acc(z, e, f, (s.n, s.k, s.m))?;
         Ok(())

@@ -9,7 +9,7 @@ use crate::model::AttnKind;
 use crate::ops::Party;
 use crate::ops::wide;
 use crate::protocol::cmp::{CmpOut, CmpShape};
-use crate::protocol::matmul::MatmulShape;
+use crate::protocol::matmul::{MatmulShape, Right};
 
 /// Row normalization of `heads.len()` heads of `rows x n` scores at `f +
 /// pre` bits (none of them ScaleAttn), all in the same rounds; output at
@@ -181,17 +181,22 @@ pub fn normalize_heads<P: Party + ?Sized>(
 }
 
 /// Steps 3-5 of layer `l` (see the module docs) for every head group and
-/// query tile of `spec.tile`: `qkv` (`n x 3d`) to `att` (`n x d`).
+/// query tile of `spec.tile`: `qkv` (`n x 3d`) to `att` (`n x d`). With
+/// more than one query tile, each head's right operands (`K^T` and `V`,
+/// ScaleAttn's `K^T V`) are opened in the first tile only
+/// ([`Right::Keep`]): their opened values replace the head's `K` and `V`
+/// columns of `qkv` (and its `K^T V`), which the later tiles' products
+/// take ([`Right::Opened`]).
 // The head loops index several per-head arrays in step.
 // One function on purpose: steps 3, 4 and 5 fill and read the same
 // operand buffers, head by head, with offsets that carry from one step to
-// the next (K^T V kept over the query tiles).
+// the next (K^T V and the opened operands kept over the query tiles).
 #[allow(clippy::needless_range_loop)]
 pub(super) fn attention<P: Party + ?Sized>(
     p: &mut P,
     spec: &VitSpec<'_>,
     l: usize,
-    qkv: &[u64],
+    qkv: &mut [u64],
     att: &mut [u64],
     stage: &mut [u64],
 ) -> Result<(), P::Error> {
@@ -199,8 +204,20 @@ pub(super) fn attention<P: Party + ?Sized>(
     let (n, d, nh, hd) = (a.tokens(), a.dim, a.heads, a.head_dim());
     let f = spec.fp.frac_bits();
     let (g, q) = (spec.tile.heads_of(&a), spec.tile.queries_of(&a));
-    let col = |t: usize, blk: usize, h: usize, c: usize| qkv[t * 3 * d + blk * d + h * hd + c];
+    // word (t, c) of block blk (q, k, v) of head h in qkv
+    let qi = |t: usize, blk: usize, h: usize, c: usize| t * 3 * d + blk * d + h * hd + c;
     let scale_head = |h: usize| spec.model.attn(l, h) == AttnKind::Scale;
+    // how a right operand of head slot i is opened in the tile at q0
+    let tiles = q < n;
+    let right = |q0: usize, first: u64| {
+        if !tiles {
+            Right::Share
+        } else if q0 == 0 {
+            Right::Keep
+        } else {
+            Right::Opened(first)
+        }
+    };
     for g0 in (0..nh).step_by(g) {
         let g1 = (g0 + g).min(nh);
         // the normalized heads' lookup or comparison opens the scores at
@@ -221,15 +238,20 @@ pub(super) fn attention<P: Party + ?Sized>(
         let mm_t = ar.take(big)?;
         let probs = ar.take(g * q * n)?;
         let nscratch = ar.take(norm_scratch_len(g, q, n))?;
+        // the first tile's op of each head's K^T (step 3) and V or K^T V
+        // (step 5) product
+        let mut first3 = [0u64; crate::model::MAX_HEADS];
+        let mut first5 = [0u64; crate::model::MAX_HEADS];
         for q0 in (0..n).step_by(q) {
             let q1 = (q0 + q).min(n);
             let qr = q1 - q0;
             // 3. Q K^T for the normalized heads, K^T V for the ScaleAttn
             //    heads (first tile only), one flight; truncate K^T V (all
             //    of them in a group with a 2Quad head)
-            let mut shapes = [MatmulShape { n: 0, k: 0, m: 0 }; crate::model::MAX_HEADS];
+            let mut shapes = [MatmulShape::new(0, 0, 0); crate::model::MAX_HEADS];
             let mut is_ktv = [false; crate::model::MAX_HEADS];
             let mut ns = 0;
+            let base = p.next_op_id();
             let (mut xo, mut yo, mut zo) = (0, 0, 0);
             for h in g0..g1 {
                 let s = if scale_head(h) {
@@ -238,27 +260,30 @@ pub(super) fn attention<P: Party + ?Sized>(
                     }
                     for c in 0..hd {
                         for t in 0..n {
-                            mm_x[xo + c * n + t] = col(t, 1, h, c);
+                            mm_x[xo + c * n + t] = qkv[qi(t, 1, h, c)];
                         }
                     }
                     for t in 0..n {
                         for c in 0..hd {
-                            mm_y[yo + t * hd + c] = col(t, 2, h, c);
+                            mm_y[yo + t * hd + c] = qkv[qi(t, 2, h, c)];
                         }
                     }
-                    MatmulShape { n: hd, k: n, m: hd }
+                    MatmulShape::new(hd, n, hd)
                 } else {
                     for t in q0..q1 {
                         for c in 0..hd {
-                            mm_x[xo + (t - q0) * hd + c] = col(t, 0, h, c);
+                            mm_x[xo + (t - q0) * hd + c] = qkv[qi(t, 0, h, c)];
                         }
                     }
                     for c in 0..hd {
                         for t in 0..n {
-                            mm_y[yo + c * n + t] = col(t, 1, h, c);
+                            mm_y[yo + c * n + t] = qkv[qi(t, 1, h, c)];
                         }
                     }
-                    MatmulShape { n: qr, k: hd, m: n }
+                    if q0 == 0 {
+                        first3[h - g0] = base + ns as u64;
+                    }
+                    MatmulShape::new(qr, hd, n).with_right(right(q0, first3[h - g0]))
                 };
                 shapes[ns] = s;
                 is_ktv[ns] = scale_head(h);
@@ -271,7 +296,19 @@ pub(super) fn attention<P: Party + ?Sized>(
             // gathered into mm_x for the normalization's first flight
             let mut kt = 0;
             if ns > 0 {
-                p.matmuls(&shapes[..ns], &mm_x[..xo], &mm_y[..yo], &mut mm_z[..zo])?;
+                p.matmuls(&shapes[..ns], &mm_x[..xo], &mut mm_y[..yo], &mut mm_z[..zo])?;
+                // the opened K^T of each normalized head replaces its K
+                let mut yo = 0;
+                for (s, h) in shapes[..ns].iter().zip((g0..g1).filter(|&h| q0 == 0 || !scale_head(h))) {
+                    if s.right == Right::Keep {
+                        for c in 0..hd {
+                            for t in 0..n {
+                                qkv[qi(t, 1, h, c)] = mm_y[yo + c * n + t];
+                            }
+                        }
+                    }
+                    yo += s.k * s.m;
+                }
                 if pre == 0 {
                     p.trunc(f, &mm_z[..zo], &mut mm_t[..zo])?;
                 } else {
@@ -333,33 +370,55 @@ pub(super) fn attention<P: Party + ?Sized>(
             }
             // 5. P V and Q (K^T V), one flight
             let (mut xo, mut yo, mut po) = (0, 0, 0);
-            let mut shapes2 = [MatmulShape { n: 0, k: 0, m: 0 }; crate::model::MAX_HEADS];
+            let mut shapes2 = [MatmulShape::new(0, 0, 0); crate::model::MAX_HEADS];
+            let base = p.next_op_id();
             for h in g0..g1 {
+                if q0 == 0 {
+                    first5[h - g0] = base + (h - g0) as u64;
+                }
                 let s = if scale_head(h) {
                     for t in q0..q1 {
                         for c in 0..hd {
-                            mm_x[xo + (t - q0) * hd + c] = col(t, 0, h, c);
+                            mm_x[xo + (t - q0) * hd + c] = qkv[qi(t, 0, h, c)];
                         }
                     }
                     let at = (h - g0) * hd * hd;
                     mm_y[yo..yo + hd * hd].copy_from_slice(&ktv[at..at + hd * hd]);
-                    MatmulShape { n: qr, k: hd, m: hd }
+                    MatmulShape::new(qr, hd, hd)
                 } else {
                     mm_x[xo..xo + qr * n].copy_from_slice(&probs[po..po + qr * n]);
                     po += qr * n;
                     for t in 0..n {
                         for c in 0..hd {
-                            mm_y[yo + t * hd + c] = col(t, 2, h, c);
+                            mm_y[yo + t * hd + c] = qkv[qi(t, 2, h, c)];
                         }
                     }
-                    MatmulShape { n: qr, k: n, m: hd }
-                };
+                    MatmulShape::new(qr, n, hd)
+                }
+                .with_right(right(q0, first5[h - g0]));
                 shapes2[h - g0] = s;
                 xo += s.n * s.k;
                 yo += s.k * s.m;
             }
             let gh = g1 - g0;
-            p.matmuls(&shapes2[..gh], &mm_x[..xo], &mm_y[..yo], &mut mm_z[..gh * qr * hd])?;
+            p.matmuls(&shapes2[..gh], &mm_x[..xo], &mut mm_y[..yo], &mut mm_z[..gh * qr * hd])?;
+            // the opened V (K^T V) of each head replaces its V (K^T V)
+            let mut yo = 0;
+            for (h, s) in (g0..g1).zip(&shapes2[..gh]) {
+                if s.right == Right::Keep {
+                    if scale_head(h) {
+                        let at = (h - g0) * hd * hd;
+                        ktv[at..at + hd * hd].copy_from_slice(&mm_y[yo..yo + hd * hd]);
+                    } else {
+                        for t in 0..n {
+                            for c in 0..hd {
+                                qkv[qi(t, 2, h, c)] = mm_y[yo + t * hd + c];
+                            }
+                        }
+                    }
+                }
+                yo += s.k * s.m;
+            }
             for h in g0..g1 {
                 let o = (h - g0) * qr * hd;
                 for t in q0..q1 {

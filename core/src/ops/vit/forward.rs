@@ -60,7 +60,7 @@ pub fn forward<P: Party + ?Sized>(
             )?;
         }
         // 3-5. attention by head groups and query tiles
-        attention(p, spec, l, qkv, att, stage)?;
+        attention(p, spec, l, &mut *qkv, att, stage)?;
         // 6-8. projection, residual, LayerNorm 1, MLP, residual, by row tiles
         for r0 in (0..n).step_by(r) {
             let r1 = (r0 + r).min(n);

@@ -34,8 +34,9 @@ pub struct VitSpec<'a> {
 /// * `rows`: token rows per flight in the per-token stages (LayerNorms,
 ///   `qkv`, projection, MLP);
 /// * `heads`: heads per flight in attention;
-/// * `queries`: query rows per flight in attention (each flight re-opens
-///   the group's `K^T`, `hd n` words, a cost only tiles pay).
+/// * `queries`: query rows per flight in attention (the first flight opens
+///   each head's `K^T`, `V` and `K^T V`, the later ones open only their
+///   query rows and probabilities).
 ///
 /// 0 means all (the whole layer in one flight per step, [`Tile::WHOLE`]).
 #[derive(
