@@ -293,6 +293,24 @@ impl<T: Read + Write> Party for DeviceParty<'_, T> {
         Ok(())
     }
 
+    fn square_keep(&mut self, x: &mut [u64], z: &mut [u64]) -> Result<(), Self::Error> {
+        let op = square::Square::new(self.corr.next_op()?, x.len())?;
+        self.use_tx(square::msg_len(x.len()))?;
+        let (st, n) = op.open(x, self.tx)?;
+        let m = self.round(n)?;
+        st.finish_keep(x, self.rx.get(..m).ok_or(ProtocolError::BadBuffer)?, z)?;
+        Ok(())
+    }
+
+    fn mul_opened(&mut self, e: &[u64], first: u64, y: &[u64], cols: usize, z: &mut [u64]) -> Result<(), Self::Error> {
+        let op = Mul::with_opened_left(self.corr.next_op()?, e.len(), cols, first)?;
+        self.use_tx(op.msg_len())?;
+        let (st, n) = op.open(e, y, self.tx)?;
+        let m = self.round(n)?;
+        st.finish(e, y, self.rx.get(..m).ok_or(ProtocolError::BadBuffer)?, z)?;
+        Ok(())
+    }
+
     fn matmuls(&mut self, shapes: &[MatmulShape], x: &[u64], y: &mut [u64], z: &mut [u64]) -> Result<(), Self::Error> {
         self.use_tx(flight::matmuls_msg_len(shapes))?;
         self.use_tmp(flight::matmuls_scratch_len(shapes))?;

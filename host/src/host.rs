@@ -203,6 +203,25 @@ impl<T: Read + Write> Party for HostParty<T> {
         Ok(())
     }
 
+    fn square_keep(&mut self, x: &mut [u64], z: &mut [u64]) -> Res<(), T::Error> {
+        let msg = self.recv_dealer()?;
+        let op = square::Square::new(self.corr.next_op_with(&msg)?, x.len())?;
+        let (st, n) = op.open(x, self.tx(square::msg_len(x.len())))?;
+        self.send_tx(n)?;
+        st.finish_keep(x, self.recv()?, z)?;
+        Ok(())
+    }
+
+    fn mul_opened(&mut self, e: &[u64], first: u64, y: &[u64], cols: usize, z: &mut [u64]) -> Res<(), T::Error> {
+        let msg = self.recv_dealer()?;
+        let op = Mul::with_opened_left(self.corr.next_op_with(&msg)?, e.len(), cols, first)?;
+        let len = op.msg_len();
+        let (st, n) = op.open(e, y, self.tx(len))?;
+        self.send_tx(n)?;
+        st.finish(e, y, self.recv()?, z)?;
+        Ok(())
+    }
+
     fn matmuls(&mut self, shapes: &[MatmulShape], x: &[u64], y: &mut [u64], z: &mut [u64]) -> Res<(), T::Error> {
         let msgs = self.recv_dealers(shapes.len())?;
         self.tx.resize(flight::matmuls_msg_len(shapes), 0);

@@ -275,6 +275,63 @@ fn products_share_one_opening_of_their_right_operand() {
     assert!(bad.is_err());
 }
 
+/// A row product whose left operand a square already opened (LayerNorm's
+/// `(d x - sum x) r` from the squares of `x` and of the row sums): the
+/// square keeps its opening, the product takes it and opens only its row
+/// values. Both are exact in the ring, the product sends `8` bytes per row
+/// each way, and naming an op that is not earlier is refused.
+#[test]
+fn a_product_takes_a_squares_opening() {
+    let (rows, cols) = (4, 6);
+    let n = rows * cols;
+    let mut r = mpcvit_core::prg::Prg::new(&mpcvit_core::Seed::from_bytes([11; 32]), 3, 0);
+    let input: Vec<u64> = (0..n + rows).map(|_| r.next_u64()).collect();
+    let (x, y) = input.split_at(n);
+    for session in 0..3 {
+        let (got, meter) = run3(15, session, fp(), &input, [&[], &[], &[]], |p, v, _| {
+            let (x, y) = v.split_at(n);
+            let mut x = x.to_vec();
+            let mut sq = vec![0; n];
+            let first = p.next_op_id();
+            p.square_keep(&mut x, &mut sq)?;
+            let before = p.next_op_id();
+            let mut z = vec![0; n];
+            p.mul_opened(&x, first, y, cols, &mut z)?;
+            assert_eq!(p.next_op_id(), before + 1);
+            sq.extend(z);
+            Ok(sq)
+        })
+        .expect("run");
+        let (sq, z) = got.split_at(n);
+        for (i, &xv) in x.iter().enumerate() {
+            assert_eq!(sq[i], xv.wrapping_mul(xv), "square {i}");
+            assert_eq!(z[i], xv.wrapping_mul(y[i / cols]), "product {i}");
+        }
+        assert_eq!(meter.rounds, 2);
+        // against a square and a product that opens x again: 8 n bytes less
+        // each way
+        let (_, again) = run3(15, session, fp(), &input, [&[], &[], &[]], |p, v, _| {
+            let (x, y) = v.split_at(n);
+            let mut sq = vec![0; n];
+            p.square(x, &mut sq)?;
+            let mut z = vec![0; n];
+            p.mul(x, y, cols, &mut z)?;
+            Ok(z)
+        })
+        .expect("run");
+        assert_eq!(again.bytes_sent - meter.bytes_sent, 8 * n as u64);
+        assert_eq!(again.bytes_recv - meter.bytes_recv, 8 * n as u64);
+    }
+    let bad = run3(15, 9, fp(), &input, [&[], &[], &[]], |p, v, _| {
+        let (x, y) = v.split_at(n);
+        let mut z = vec![0; n];
+        let next = p.next_op_id();
+        p.mul_opened(x, next, y, cols, &mut z)?;
+        Ok(z)
+    });
+    assert!(bad.is_err());
+}
+
 /// A truncation in a comparison's first flight (`trunc_cmp`: ScaleAttn's
 /// `K^T V` beside the RSAttn scores): each op keeps its law (the
 /// truncation within one unit above `floor(t / 2^f)`, the ReLU exact outside

@@ -4,8 +4,10 @@
 //!    so `V = d sum x^2 - (sum x)^2 = d^2 var` (scale 2f), without the mean
 //!    first.
 //! 2. `r = rsqrt(V / d^2 + eps) / d` by [`super::wide`].
-//! 3. `u = d x - sum x` (local) times `r` per row (1 round): the normalized
-//!    row at scale 2f.
+//! 3. `u = d x - sum x` times `r` per row (1 round): the normalized row at
+//!    scale 2f, as `d (x r) - (sum x) r` from the squares' opening of `x`
+//!    and of the row sums, which the product takes
+//!    ([`Party::mul_opened`]): it opens only `r`.
 //! 4. Times the host's `gamma` ([`crate::protocol::scale`]) with the exact
 //!    truncation in the same round trip; the host adds `beta`.
 //!
@@ -102,32 +104,36 @@ pub fn layernorm<P: Party + ?Sized>(
         return Err(ProtocolError::BadBuffer.into());
     }
     let host = p.role() == crate::Role::Host;
+    // each row as its d values and their sum
+    let c = d + 1;
     let (sq_in, rest) = scratch.split_at_mut(n + rows);
     let (sq_out, rest) = rest.split_at_mut(n + rows);
-    let (u, rest) = rest.split_at_mut(n);
+    let (prod, rest) = rest.split_at_mut(n + rows);
     let (y, rest) = rest.split_at_mut(n);
     let (v, rest) = rest.split_at_mut(rows);
     let (r, rest) = rest.split_at_mut(rows);
-    // 1. squares of x and of the row sums, one round
-    sq_in[..n].copy_from_slice(x);
-    for (i, row) in x.chunks_exact(d).enumerate() {
-        sq_in[n + i] = row.iter().fold(0u64, |a, &b| a.wrapping_add(b));
+    // 1. squares of x and of the row sums, one round; the opening is kept
+    //    for step 3
+    for (blk, row) in sq_in.chunks_exact_mut(c).zip(x.chunks_exact(d)) {
+        blk[..d].copy_from_slice(row);
+        blk[d] = row.iter().fold(0u64, |a, &b| a.wrapping_add(b));
     }
-    p.square(sq_in, sq_out)?;
-    for i in 0..rows {
-        let s2 = sq_out[i * d..(i + 1) * d].iter().fold(0u64, |a, &b| a.wrapping_add(b));
-        v[i] = s2.wrapping_mul(d as u64).wrapping_sub(sq_out[n + i]);
+    let first = p.next_op_id();
+    p.square_keep(sq_in, sq_out)?;
+    for (vi, blk) in v.iter_mut().zip(sq_out.chunks_exact(c)) {
+        let s2 = blk[..d].iter().fold(0u64, |a, &b| a.wrapping_add(b));
+        *vi = s2.wrapping_mul(d as u64).wrapping_sub(blk[d]);
     }
     // 2. r = rsqrt(V / d^2 + eps) / d
     wide::wide(p, &spec.rsqrt(f), v, r, rest)?;
-    // 3. u = d x - sum x, times r per row
-    for (i, (u_row, x_row)) in u.chunks_exact_mut(d).zip(x.chunks_exact(d)).enumerate() {
-        let s = sq_in[n + i];
-        for (o, &xv) in u_row.iter_mut().zip(x_row) {
-            *o = xv.wrapping_mul(d as u64).wrapping_sub(s);
+    // 3. (d x - sum x) r = d (x r) - (sum x) r: the squares' opened x and
+    //    row sums times r per row, only r opened
+    p.mul_opened(sq_in, first, r, c, prod)?;
+    for (y_row, blk) in y.chunks_exact_mut(d).zip(prod.chunks_exact(c)) {
+        for (o, &xr) in y_row.iter_mut().zip(&blk[..d]) {
+            *o = xr.wrapping_mul(d as u64).wrapping_sub(blk[d]);
         }
     }
-    p.mul(u, r, d, y)?;
     // 4. times gamma with truncation by 2f, plus beta
     let Some(gamma) = gamma else {
         return p.trunc(R_FRAC, y, out);

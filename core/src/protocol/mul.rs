@@ -12,6 +12,13 @@
 //! Row broadcast ([`Mul::with_rows`]): `y` has one value per row of `cols`
 //! elements of `x` (`z[i] = x[i] y[i / cols]`), with `c[i] = a[i] b[i / cols]`;
 //! `y - b` is opened once per row, so a row costs `8 (cols + 1)` bytes each way.
+//!
+//! Opened left operand ([`Mul::with_opened_left`]): when an earlier square
+//! op already opened `e = x - a` (its `a`, lane [`super::square::LANE_A`],
+//! [`super::square::SquareOpened::finish_keep`]), the product takes that
+//! `e` and `a`: only `y - b` is sent (`8` bytes per row each way) and the
+//! dealer deals `c = a b` with the square's `a`. `a` still masks one
+//! opening only.
 
 use crate::corr::{DealerOp, OpCorr, Role};
 use crate::error::ProtocolError;
@@ -49,8 +56,34 @@ pub fn deal(op: &DealerOp, n: usize, out: &mut [u8]) -> Result<usize, ProtocolEr
 
 /// Dealer: the host's message for a row-broadcast product.
 pub fn deal_rows(op: &DealerOp, n: usize, cols: usize, out: &mut [u8]) -> Result<usize, ProtocolError> {
+    deal_rows_left(op, n, cols, None, out)
+}
+
+/// Dealer: the host's message for a row-broadcast product whose left
+/// operand the earlier square op `first` opened ([`Mul::with_opened_left`]).
+pub fn deal_rows_opened(
+    op: &DealerOp,
+    n: usize,
+    cols: usize,
+    first: u64,
+    out: &mut [u8],
+) -> Result<usize, ProtocolError> {
+    deal_rows_left(op, n, cols, Some(first), out)
+}
+
+fn deal_rows_left(
+    op: &DealerOp,
+    n: usize,
+    cols: usize,
+    first: Option<u64>,
+    out: &mut [u8],
+) -> Result<usize, ProtocolError> {
     check(n, cols)?;
-    let (mut a, mut b) = (op.random(LANE_A), op.random(LANE_B));
+    let mut a = match first {
+        Some(first) => op.random_of_earlier(first, super::square::LANE_A)?,
+        None => op.random(LANE_A),
+    };
+    let mut b = op.random(LANE_B);
     let mut c1 = op.device_derived(LANE_C);
     let mut w = op.writer(out, n)?;
     for _ in 0..n / cols {
@@ -68,6 +101,8 @@ pub struct Mul<'d> {
     corr: OpCorr<'d>,
     n: usize,
     cols: usize,
+    /// The square op that opened the left operand.
+    left: Option<u64>,
 }
 
 /// One party's elementwise product, after opening.
@@ -76,6 +111,7 @@ pub struct MulOpened<'d> {
     corr: OpCorr<'d>,
     n: usize,
     cols: usize,
+    left: Option<u64>,
 }
 
 impl<'d> Mul<'d> {
@@ -88,23 +124,47 @@ impl<'d> Mul<'d> {
     pub fn with_rows(corr: OpCorr<'d>, n: usize, cols: usize) -> Result<Self, ProtocolError> {
         check(n, cols)?;
         corr.expect_corrections(n)?;
-        Ok(Self { corr, n, cols })
+        Ok(Self {
+            corr,
+            n,
+            cols,
+            left: None,
+        })
+    }
+
+    /// As [`Self::with_rows`], the left operand opened by the earlier
+    /// square op `first` (of the same `n` elements): `x` is then that
+    /// op's `e = x - a` ([`super::square::SquareOpened::finish_keep`]).
+    pub fn with_opened_left(corr: OpCorr<'d>, n: usize, cols: usize, first: u64) -> Result<Self, ProtocolError> {
+        // refused here, not at the first use of the lane, on every party
+        corr.random_of_earlier(first, super::square::LANE_A)?;
+        Ok(Self {
+            left: Some(first),
+            ..Self::with_rows(corr, n, cols)?
+        })
     }
 
     /// Bytes this op sends.
     pub fn msg_len(&self) -> usize {
-        rows_msg_len(self.n, self.cols)
+        match self.left {
+            Some(_) => wire::words_len(self.n / self.cols),
+            None => rows_msg_len(self.n, self.cols),
+        }
     }
 
-    /// Writes `(x - a, y - b)` (this party's shares) into `out`.
+    /// Writes `(x - a, y - b)` (this party's shares; `y - b` alone with an
+    /// opened left operand) into `out`.
     pub fn open(self, x: &[u64], y: &[u64], out: &mut [u8]) -> Result<(MulOpened<'d>, usize), ProtocolError> {
         if x.len() != self.n || y.len() != self.n / self.cols {
             return Err(ProtocolError::BadBuffer);
         }
         let len = self.msg_len();
-        let (oe, of) = wire::out_prefix(out, len)?.split_at_mut(8 * self.n);
-        let mut a = self.corr.random(LANE_A);
-        wire::put_words(oe, x.iter().map(|&v| v.wrapping_sub(a.next_u64())));
+        let left = if self.left.is_some() { 0 } else { 8 * self.n };
+        let (oe, of) = wire::out_prefix(out, len)?.split_at_mut(left);
+        if self.left.is_none() {
+            let mut a = self.corr.random(LANE_A);
+            wire::put_words(oe, x.iter().map(|&v| v.wrapping_sub(a.next_u64())));
+        }
         let mut b = self.corr.random(LANE_B);
         wire::put_words(of, y.iter().map(|&v| v.wrapping_sub(b.next_u64())));
         Ok((
@@ -112,6 +172,7 @@ impl<'d> Mul<'d> {
                 corr: self.corr,
                 n: self.n,
                 cols: self.cols,
+                left: self.left,
             },
             len,
         ))
@@ -125,21 +186,30 @@ impl MulOpened<'_> {
         if x.len() != n || y.len() != n / cols || z.len() != n {
             return Err(ProtocolError::BadBuffer);
         }
-        wire::expect_len(peer, rows_msg_len(n, cols))?;
-        let (pe, pf) = peer.split_at(8 * n);
-        let (mut a, mut b) = (self.corr.random(LANE_A), self.corr.random(LANE_B));
+        let opened = self.left.is_some();
+        let left = if opened { 0 } else { 8 * n };
+        wire::expect_len(peer, left + 8 * (n / cols))?;
+        let (pe, pf) = peer.split_at(left);
+        let mut a = match self.left {
+            Some(first) => self.corr.random_of_earlier(first, super::square::LANE_A)?,
+            None => self.corr.random(LANE_A),
+        };
+        let mut b = self.corr.random(LANE_B);
         let mut c = self.corr.derived(LANE_C, n)?;
         let host = self.corr.role() == Role::Host;
-        let rows = x
-            .chunks_exact(cols)
-            .zip(pe.chunks_exact(8 * cols))
-            .zip(z.chunks_exact_mut(cols));
-        for (((x_row, pe_row), z_row), (&yv, pf)) in rows.zip(y.iter().zip(wire::words(pf))) {
+        // the peer's x - a, or zeros when x is already the opened e
+        let mut pe_words = wire::words(pe);
+        let rows = x.chunks_exact(cols).zip(z.chunks_exact_mut(cols));
+        for ((x_row, z_row), (&yv, pf)) in rows.zip(y.iter().zip(wire::words(pf))) {
             let bi = b.next_u64();
             let f = yv.wrapping_sub(bi).wrapping_add(pf);
-            for ((&xv, pe), zv) in x_row.iter().zip(wire::words(pe_row)).zip(z_row.iter_mut()) {
+            for (&xv, zv) in x_row.iter().zip(z_row.iter_mut()) {
                 let ai = a.next_u64();
-                let e = xv.wrapping_sub(ai).wrapping_add(pe);
+                let e = if opened {
+                    xv
+                } else {
+                    xv.wrapping_sub(ai).wrapping_add(pe_words.next().unwrap_or(0))
+                };
                 let mut r = c
                     .next_u64()
                     .wrapping_add(e.wrapping_mul(bi))

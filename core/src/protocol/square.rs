@@ -5,6 +5,10 @@
 //! `z_b = c_b + 2 e a_b (+ e^2 for the host)`, `z = x^2` in the ring.
 //! Cost per element: 8 bytes each way in one flight (half of a general
 //! product), 8 bytes dealer -> host.
+//!
+//! [`SquareOpened::finish_keep`] also gives each party `e`, so that a later
+//! product of the same `x` (LayerNorm's row product,
+//! [`super::mul::Mul::with_opened_left`]) opens nothing more for it.
 
 use crate::corr::{DealerOp, OpCorr, Role};
 use crate::error::ProtocolError;
@@ -100,6 +104,17 @@ impl SquareOpened<'_> {
                 r = r.wrapping_add(e.wrapping_mul(e));
             }
             *zv = r;
+        }
+        Ok(())
+    }
+
+    /// As [`Self::finish`], and `x` (this party's share) becomes the
+    /// opened `e = x - a`.
+    pub fn finish_keep(self, x: &mut [u64], peer: &[u8], z: &mut [u64]) -> Result<(), ProtocolError> {
+        let mut a = self.corr.random(LANE_A);
+        self.finish(x, peer, z)?;
+        for (xv, p) in x.iter_mut().zip(wire::words(peer)) {
+            *xv = xv.wrapping_sub(a.next_u64()).wrapping_add(p);
         }
         Ok(())
     }
