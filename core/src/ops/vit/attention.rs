@@ -238,10 +238,9 @@ pub(super) fn attention<P: Party + ?Sized>(
         let mm_t = ar.take(big)?;
         let probs = ar.take(g * q * n)?;
         let nscratch = ar.take(norm_scratch_len(g, q, n))?;
-        // the first tile's op of each head's K^T (step 3) and V or K^T V
-        // (step 5) product
-        let mut first3 = [0u64; crate::model::MAX_HEADS];
-        let mut first5 = [0u64; crate::model::MAX_HEADS];
+        // the first tile's first op of step 3 (every head's K^T or K^T V
+        // product, in head order) and of step 5 (its V or K^T V product)
+        let (mut first3, mut first5) = (0, 0);
         for q0 in (0..n).step_by(q) {
             let q1 = (q0 + q).min(n);
             let qr = q1 - q0;
@@ -251,7 +250,9 @@ pub(super) fn attention<P: Party + ?Sized>(
             let mut shapes = [MatmulShape::new(0, 0, 0); crate::model::MAX_HEADS];
             let mut is_ktv = [false; crate::model::MAX_HEADS];
             let mut ns = 0;
-            let base = p.next_op_id();
+            if q0 == 0 {
+                first3 = p.next_op_id();
+            }
             let (mut xo, mut yo, mut zo) = (0, 0, 0);
             for h in g0..g1 {
                 let s = if scale_head(h) {
@@ -280,10 +281,7 @@ pub(super) fn attention<P: Party + ?Sized>(
                             mm_y[yo + c * n + t] = qkv[qi(t, 1, h, c)];
                         }
                     }
-                    if q0 == 0 {
-                        first3[h - g0] = base + ns as u64;
-                    }
-                    MatmulShape::new(qr, hd, n).with_right(right(q0, first3[h - g0]))
+                    MatmulShape::new(qr, hd, n).with_right(right(q0, first3 + (h - g0) as u64))
                 };
                 shapes[ns] = s;
                 is_ktv[ns] = scale_head(h);
@@ -371,11 +369,10 @@ pub(super) fn attention<P: Party + ?Sized>(
             // 5. P V and Q (K^T V), one flight
             let (mut xo, mut yo, mut po) = (0, 0, 0);
             let mut shapes2 = [MatmulShape::new(0, 0, 0); crate::model::MAX_HEADS];
-            let base = p.next_op_id();
+            if q0 == 0 {
+                first5 = p.next_op_id();
+            }
             for h in g0..g1 {
-                if q0 == 0 {
-                    first5[h - g0] = base + (h - g0) as u64;
-                }
                 let s = if scale_head(h) {
                     for t in q0..q1 {
                         for c in 0..hd {
@@ -395,7 +392,7 @@ pub(super) fn attention<P: Party + ?Sized>(
                     }
                     MatmulShape::new(qr, n, hd)
                 }
-                .with_right(right(q0, first5[h - g0]));
+                .with_right(right(q0, first5 + (h - g0) as u64));
                 shapes2[h - g0] = s;
                 xo += s.n * s.k;
                 yo += s.k * s.m;
