@@ -207,7 +207,8 @@ pub(super) fn attention<P: Party + ?Sized>(
     // word (t, c) of block blk (q, k, v) of head h in qkv
     let qi = |t: usize, blk: usize, h: usize, c: usize| t * 3 * d + blk * d + h * hd + c;
     let scale_head = |h: usize| spec.model.attn(l, h) == AttnKind::Scale;
-    // how a right operand of head slot i is opened in the tile at q0
+    // how a head's right operand is opened in the tile at q0 (`first`: the
+    // first tile's op that opened it)
     let tiles = q < n;
     let right = |q0: usize, first: u64| {
         if !tiles {
@@ -245,8 +246,9 @@ pub(super) fn attention<P: Party + ?Sized>(
             let q1 = (q0 + q).min(n);
             let qr = q1 - q0;
             // 3. Q K^T for the normalized heads, K^T V for the ScaleAttn
-            //    heads (first tile only), one flight; truncate K^T V (all
-            //    of them in a group with a 2Quad head)
+            //    heads (first tile only), one flight; K^T V is truncated in
+            //    step 4's first flight (every product here in a group with
+            //    a 2Quad head)
             let mut shapes = [MatmulShape::new(0, 0, 0); crate::model::MAX_HEADS];
             let mut is_ktv = [false; crate::model::MAX_HEADS];
             let mut ns = 0;
