@@ -228,6 +228,28 @@ impl<'b, T: Read + Write> DeviceParty<'b, T> {
         exchange(link, rx, hw, take(tx, "tx", n)?).map(<[u8]>::len)
     }
 
+    /// A row product, its left operand opened by the square op `left` if
+    /// any ([`Party::mul_opened`]).
+    fn mul_left(&mut self, left: Option<u64>, x: &[u64], y: &[u64], cols: usize, z: &mut [u64]) -> Res<(), T::Error> {
+        let op = Mul::with_left(self.corr.next_op()?, x.len(), cols, left)?;
+        self.use_tx(op.msg_len())?;
+        let (st, n) = op.open(x, y, self.tx)?;
+        let m = self.round(n)?;
+        st.finish(x, y, self.rx.get(..m).ok_or(ProtocolError::BadBuffer)?, z)?;
+        Ok(())
+    }
+
+    /// A square, its opening written into `keep` if given
+    /// ([`Party::square_keep`]).
+    fn square_into(&mut self, x: &[u64], keep: Option<&mut [u64]>, z: &mut [u64]) -> Res<(), T::Error> {
+        let op = square::Square::new(self.corr.next_op()?, x.len())?;
+        self.use_tx(square::msg_len(x.len()))?;
+        let (st, n) = op.open(x, self.tx)?;
+        let m = self.round(n)?;
+        st.finish(x, self.rx.get(..m).ok_or(ProtocolError::BadBuffer)?, z, keep)?;
+        Ok(())
+    }
+
     /// Truncation whose device message rides after `head` bytes already in
     /// `tx`: appends `y1 + r1` for `y1` (`tmp[..n]` when `y1` is `None`),
     /// sends, finishes into `z`.
@@ -276,39 +298,19 @@ impl<T: Read + Write> Party for DeviceParty<'_, T> {
     }
 
     fn mul(&mut self, x: &[u64], y: &[u64], cols: usize, z: &mut [u64]) -> Result<(), Self::Error> {
-        let op = Mul::with_rows(self.corr.next_op()?, x.len(), cols)?;
-        self.use_tx(op.msg_len())?;
-        let (st, n) = op.open(x, y, self.tx)?;
-        let m = self.round(n)?;
-        st.finish(x, y, self.rx.get(..m).ok_or(ProtocolError::BadBuffer)?, z)?;
-        Ok(())
+        self.mul_left(None, x, y, cols, z)
     }
 
     fn square(&mut self, x: &[u64], z: &mut [u64]) -> Result<(), Self::Error> {
-        let op = square::Square::new(self.corr.next_op()?, x.len())?;
-        self.use_tx(square::msg_len(x.len()))?;
-        let (st, n) = op.open(x, self.tx)?;
-        let m = self.round(n)?;
-        st.finish(x, self.rx.get(..m).ok_or(ProtocolError::BadBuffer)?, z)?;
-        Ok(())
+        self.square_into(x, None, z)
     }
 
-    fn square_keep(&mut self, x: &mut [u64], z: &mut [u64]) -> Result<(), Self::Error> {
-        let op = square::Square::new(self.corr.next_op()?, x.len())?;
-        self.use_tx(square::msg_len(x.len()))?;
-        let (st, n) = op.open(x, self.tx)?;
-        let m = self.round(n)?;
-        st.finish_keep(x, self.rx.get(..m).ok_or(ProtocolError::BadBuffer)?, z)?;
-        Ok(())
+    fn square_keep(&mut self, x: &[u64], e: &mut [u64], z: &mut [u64]) -> Result<(), Self::Error> {
+        self.square_into(x, Some(e), z)
     }
 
     fn mul_opened(&mut self, e: &[u64], first: u64, y: &[u64], cols: usize, z: &mut [u64]) -> Result<(), Self::Error> {
-        let op = Mul::with_opened_left(self.corr.next_op()?, e.len(), cols, first)?;
-        self.use_tx(op.msg_len())?;
-        let (st, n) = op.open(e, y, self.tx)?;
-        let m = self.round(n)?;
-        st.finish(e, y, self.rx.get(..m).ok_or(ProtocolError::BadBuffer)?, z)?;
-        Ok(())
+        self.mul_left(Some(first), e, y, cols, z)
     }
 
     fn matmuls(&mut self, shapes: &[MatmulShape], x: &[u64], y: &mut [u64], z: &mut [u64]) -> Result<(), Self::Error> {

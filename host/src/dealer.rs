@@ -93,13 +93,13 @@ impl<T: Read + Write> Party for DealerParty<T> {
         self.deal(n, 0, |op, _, out| square::deal(op, n, out))
     }
 
-    fn square_keep(&mut self, x: &mut [u64], z: &mut [u64]) -> Res<T::Error> {
+    fn square_keep(&mut self, x: &[u64], _e: &mut [u64], z: &mut [u64]) -> Res<T::Error> {
         self.square(x, z)
     }
 
     fn mul_opened(&mut self, e: &[u64], first: u64, _y: &[u64], cols: usize, _z: &mut [u64]) -> Res<T::Error> {
         let n = e.len();
-        self.deal(n, 0, |op, _, out| mul::deal_rows_opened(op, n, cols, first, out))
+        self.deal(n, 0, |op, _, out| mul::deal_rows_left(op, n, cols, Some(first), out))
     }
 
     fn matmuls(&mut self, shapes: &[MatmulShape], _x: &[u64], _y: &mut [u64], _z: &mut [u64]) -> Res<T::Error> {

@@ -143,6 +143,29 @@ impl<T: Read + Write> HostParty<T> {
 
     /// The reply of a truncation of `y0` whose device part is `device_part`
     /// (alone, or riding in the same frame as an earlier op's message).
+    /// A row product, its left operand opened by the square op `left` if
+    /// any ([`Party::mul_opened`]).
+    fn mul_left(&mut self, left: Option<u64>, x: &[u64], y: &[u64], cols: usize, z: &mut [u64]) -> Res<(), T::Error> {
+        let msg = self.recv_dealer()?;
+        let op = Mul::with_left(self.corr.next_op_with(&msg)?, x.len(), cols, left)?;
+        let len = op.msg_len();
+        let (st, n) = op.open(x, y, self.tx(len))?;
+        self.send_tx(n)?;
+        st.finish(x, y, self.recv()?, z)?;
+        Ok(())
+    }
+
+    /// A square, its opening written into `keep` if given
+    /// ([`Party::square_keep`]).
+    fn square_into(&mut self, x: &[u64], keep: Option<&mut [u64]>, z: &mut [u64]) -> Res<(), T::Error> {
+        let msg = self.recv_dealer()?;
+        let op = square::Square::new(self.corr.next_op_with(&msg)?, x.len())?;
+        let (st, n) = op.open(x, self.tx(square::msg_len(x.len())))?;
+        self.send_tx(n)?;
+        st.finish(x, self.recv()?, z, keep)?;
+        Ok(())
+    }
+
     fn trunc_reply(
         &mut self,
         corr: OpCorr<'_>,
@@ -185,41 +208,19 @@ impl<T: Read + Write> Party for HostParty<T> {
     }
 
     fn mul(&mut self, x: &[u64], y: &[u64], cols: usize, z: &mut [u64]) -> Res<(), T::Error> {
-        let msg = self.recv_dealer()?;
-        let op = Mul::with_rows(self.corr.next_op_with(&msg)?, x.len(), cols)?;
-        let len = op.msg_len();
-        let (st, n) = op.open(x, y, self.tx(len))?;
-        self.send_tx(n)?;
-        st.finish(x, y, self.recv()?, z)?;
-        Ok(())
+        self.mul_left(None, x, y, cols, z)
     }
 
     fn square(&mut self, x: &[u64], z: &mut [u64]) -> Res<(), T::Error> {
-        let msg = self.recv_dealer()?;
-        let op = square::Square::new(self.corr.next_op_with(&msg)?, x.len())?;
-        let (st, n) = op.open(x, self.tx(square::msg_len(x.len())))?;
-        self.send_tx(n)?;
-        st.finish(x, self.recv()?, z)?;
-        Ok(())
+        self.square_into(x, None, z)
     }
 
-    fn square_keep(&mut self, x: &mut [u64], z: &mut [u64]) -> Res<(), T::Error> {
-        let msg = self.recv_dealer()?;
-        let op = square::Square::new(self.corr.next_op_with(&msg)?, x.len())?;
-        let (st, n) = op.open(x, self.tx(square::msg_len(x.len())))?;
-        self.send_tx(n)?;
-        st.finish_keep(x, self.recv()?, z)?;
-        Ok(())
+    fn square_keep(&mut self, x: &[u64], e: &mut [u64], z: &mut [u64]) -> Res<(), T::Error> {
+        self.square_into(x, Some(e), z)
     }
 
     fn mul_opened(&mut self, e: &[u64], first: u64, y: &[u64], cols: usize, z: &mut [u64]) -> Res<(), T::Error> {
-        let msg = self.recv_dealer()?;
-        let op = Mul::with_opened_left(self.corr.next_op_with(&msg)?, e.len(), cols, first)?;
-        let len = op.msg_len();
-        let (st, n) = op.open(e, y, self.tx(len))?;
-        self.send_tx(n)?;
-        st.finish(e, y, self.recv()?, z)?;
-        Ok(())
+        self.mul_left(Some(first), e, y, cols, z)
     }
 
     fn matmuls(&mut self, shapes: &[MatmulShape], x: &[u64], y: &mut [u64], z: &mut [u64]) -> Res<(), T::Error> {

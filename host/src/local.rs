@@ -238,8 +238,8 @@ where
     fn square(&mut self, x: &[u64], z: &mut [u64]) -> Result<(), Self::Error> {
         Ok(self.book("squares", |p| p.square(x, z))?)
     }
-    fn square_keep(&mut self, x: &mut [u64], z: &mut [u64]) -> Result<(), Self::Error> {
-        Ok(self.book("squares", |p| p.square_keep(x, z))?)
+    fn square_keep(&mut self, x: &[u64], e: &mut [u64], z: &mut [u64]) -> Result<(), Self::Error> {
+        Ok(self.book("squares", |p| p.square_keep(x, e, z))?)
     }
     fn mul_opened(&mut self, e: &[u64], first: u64, y: &[u64], cols: usize, z: &mut [u64]) -> Result<(), Self::Error> {
         Ok(self.book("products", |p| p.mul_opened(e, first, y, cols, z))?)

@@ -107,8 +107,9 @@ pub fn layernorm<P: Party + ?Sized>(
     // each row as its d values and their sum
     let c = d + 1;
     let (sq_in, rest) = scratch.split_at_mut(n + rows);
+    let (e, rest) = rest.split_at_mut(n + rows);
+    // the squares, then the row products
     let (sq_out, rest) = rest.split_at_mut(n + rows);
-    let (prod, rest) = rest.split_at_mut(n + rows);
     let (y, rest) = rest.split_at_mut(n);
     let (v, rest) = rest.split_at_mut(rows);
     let (r, rest) = rest.split_at_mut(rows);
@@ -119,7 +120,7 @@ pub fn layernorm<P: Party + ?Sized>(
         blk[d] = row.iter().fold(0u64, |a, &b| a.wrapping_add(b));
     }
     let first = p.next_op_id();
-    p.square_keep(sq_in, sq_out)?;
+    p.square_keep(sq_in, e, sq_out)?;
     for (vi, blk) in v.iter_mut().zip(sq_out.chunks_exact(c)) {
         let s2 = blk[..d].iter().fold(0u64, |a, &b| a.wrapping_add(b));
         *vi = s2.wrapping_mul(d as u64).wrapping_sub(blk[d]);
@@ -128,8 +129,8 @@ pub fn layernorm<P: Party + ?Sized>(
     wide::wide(p, &spec.rsqrt(f), v, r, rest)?;
     // 3. (d x - sum x) r = d (x r) - (sum x) r: the squares' opened x and
     //    row sums times r per row, only r opened
-    p.mul_opened(sq_in, first, r, c, prod)?;
-    for (y_row, blk) in y.chunks_exact_mut(d).zip(prod.chunks_exact(c)) {
+    p.mul_opened(e, first, r, c, sq_out)?;
+    for (y_row, blk) in y.chunks_exact_mut(d).zip(sq_out.chunks_exact(c)) {
         for (o, &xr) in y_row.iter_mut().zip(&blk[..d]) {
             *o = xr.wrapping_mul(d as u64).wrapping_sub(blk[d]);
         }

@@ -73,13 +73,12 @@ pub trait Party {
     /// Elementwise square `z = x^2` (ring).
     fn square(&mut self, x: &[u64], z: &mut [u64]) -> Result<(), Self::Error>;
     /// Elementwise square whose opening a later product takes
-    /// ([`Self::mul_opened`]): `x` (this party's share) becomes the opened
-    /// `e = x - a`.
-    fn square_keep(&mut self, x: &mut [u64], z: &mut [u64]) -> Result<(), Self::Error>;
+    /// ([`Self::mul_opened`]): `e` gets the opened `x - a`.
+    fn square_keep(&mut self, x: &[u64], e: &mut [u64], z: &mut [u64]) -> Result<(), Self::Error>;
     /// Row-broadcast product `z[i] = x[i] y[i / cols]` whose left operand
     /// the earlier square op `first` opened: `e` is that op's `x - a`
     /// ([`Self::square_keep`], every element in order); only `y` is opened
-    /// ([`crate::protocol::mul::Mul::with_opened_left`]).
+    /// ([`crate::protocol::mul::Mul::with_left`]).
     fn mul_opened(&mut self, e: &[u64], first: u64, y: &[u64], cols: usize, z: &mut [u64]) -> Result<(), Self::Error>;
     /// Shared x shared matrix product (ring).
     fn matmul(&mut self, s: MatmulShape, x: &[u64], y: &mut [u64], z: &mut [u64]) -> Result<(), Self::Error> {

@@ -13,9 +13,9 @@
 //! elements of `x` (`z[i] = x[i] y[i / cols]`), with `c[i] = a[i] b[i / cols]`;
 //! `y - b` is opened once per row, so a row costs `8 (cols + 1)` bytes each way.
 //!
-//! Opened left operand ([`Mul::with_opened_left`]): when an earlier square
+//! Opened left operand ([`Mul::with_left`]): when an earlier square
 //! op already opened `e = x - a` (its `a`, lane [`super::square::LANE_A`],
-//! [`super::square::SquareOpened::finish_keep`]), the product takes that
+//! [`super::square::SquareOpened::finish`] with `keep`), the product takes that
 //! `e` and `a`: only `y - b` is sent (`8` bytes per row each way) and the
 //! dealer deals `c = a b` with the square's `a`. `a` still masks one
 //! opening only.
@@ -38,7 +38,14 @@ pub fn msg_len(n: usize) -> usize {
 
 /// Bytes each party sends for `n` elements broadcast over rows of `cols`.
 pub fn rows_msg_len(n: usize, cols: usize) -> usize {
-    wire::words_len(n + n / cols.max(1))
+    msg_parts(n, cols, None).1
+}
+
+/// Bytes of a party's message that open `x - a` (none when the left operand
+/// is already opened), and of the whole message.
+fn msg_parts(n: usize, cols: usize, left: Option<u64>) -> (usize, usize) {
+    let x = if left.is_some() { 0 } else { wire::words_len(n) };
+    (x, x + wire::words_len(n / cols.max(1)))
 }
 
 fn check(n: usize, cols: usize) -> Result<(), ProtocolError> {
@@ -60,26 +67,16 @@ pub fn deal_rows(op: &DealerOp, n: usize, cols: usize, out: &mut [u8]) -> Result
 }
 
 /// Dealer: the host's message for a row-broadcast product whose left
-/// operand the earlier square op `first` opened ([`Mul::with_opened_left`]).
-pub fn deal_rows_opened(
+/// operand the earlier square op `left` opened, if any ([`Mul::with_left`]).
+pub fn deal_rows_left(
     op: &DealerOp,
     n: usize,
     cols: usize,
-    first: u64,
-    out: &mut [u8],
-) -> Result<usize, ProtocolError> {
-    deal_rows_left(op, n, cols, Some(first), out)
-}
-
-fn deal_rows_left(
-    op: &DealerOp,
-    n: usize,
-    cols: usize,
-    first: Option<u64>,
+    left: Option<u64>,
     out: &mut [u8],
 ) -> Result<usize, ProtocolError> {
     check(n, cols)?;
-    let mut a = match first {
+    let mut a = match left {
         Some(first) => op.random_of_earlier(first, super::square::LANE_A)?,
         None => op.random(LANE_A),
     };
@@ -122,34 +119,26 @@ impl<'d> Mul<'d> {
 
     /// A product of `n` elements of `x` by `n / cols` row values of `y`.
     pub fn with_rows(corr: OpCorr<'d>, n: usize, cols: usize) -> Result<Self, ProtocolError> {
-        check(n, cols)?;
-        corr.expect_corrections(n)?;
-        Ok(Self {
-            corr,
-            n,
-            cols,
-            left: None,
-        })
+        Self::with_left(corr, n, cols, None)
     }
 
-    /// As [`Self::with_rows`], the left operand opened by the earlier
-    /// square op `first` (of the same `n` elements): `x` is then that
-    /// op's `e = x - a` ([`super::square::SquareOpened::finish_keep`]).
-    pub fn with_opened_left(corr: OpCorr<'d>, n: usize, cols: usize, first: u64) -> Result<Self, ProtocolError> {
-        // refused here, not at the first use of the lane, on every party
-        corr.random_of_earlier(first, super::square::LANE_A)?;
-        Ok(Self {
-            left: Some(first),
-            ..Self::with_rows(corr, n, cols)?
-        })
+    /// As [`Self::with_rows`], with `left = Some(first)` the left operand
+    /// opened by the earlier square op `first` (of the same `n` elements):
+    /// `x` is then that op's `e = x - a`
+    /// ([`super::square::SquareOpened::finish`] with `keep`).
+    pub fn with_left(corr: OpCorr<'d>, n: usize, cols: usize, left: Option<u64>) -> Result<Self, ProtocolError> {
+        check(n, cols)?;
+        corr.expect_corrections(n)?;
+        if let Some(first) = left {
+            // refused here, not at the first use of the lane, on every party
+            corr.random_of_earlier(first, super::square::LANE_A)?;
+        }
+        Ok(Self { corr, n, cols, left })
     }
 
     /// Bytes this op sends.
     pub fn msg_len(&self) -> usize {
-        match self.left {
-            Some(_) => wire::words_len(self.n / self.cols),
-            None => rows_msg_len(self.n, self.cols),
-        }
+        msg_parts(self.n, self.cols, self.left).1
     }
 
     /// Writes `(x - a, y - b)` (this party's shares; `y - b` alone with an
@@ -158,8 +147,7 @@ impl<'d> Mul<'d> {
         if x.len() != self.n || y.len() != self.n / self.cols {
             return Err(ProtocolError::BadBuffer);
         }
-        let len = self.msg_len();
-        let left = if self.left.is_some() { 0 } else { 8 * self.n };
+        let (left, len) = msg_parts(self.n, self.cols, self.left);
         let (oe, of) = wire::out_prefix(out, len)?.split_at_mut(left);
         if self.left.is_none() {
             let mut a = self.corr.random(LANE_A);
@@ -187,8 +175,8 @@ impl MulOpened<'_> {
             return Err(ProtocolError::BadBuffer);
         }
         let opened = self.left.is_some();
-        let left = if opened { 0 } else { 8 * n };
-        wire::expect_len(peer, left + 8 * (n / cols))?;
+        let (left, len) = msg_parts(n, cols, self.left);
+        wire::expect_len(peer, len)?;
         let (pe, pf) = peer.split_at(left);
         let mut a = match self.left {
             Some(first) => self.corr.random_of_earlier(first, super::square::LANE_A)?,

@@ -6,9 +6,9 @@
 //! Cost per element: 8 bytes each way in one flight (half of a general
 //! product), 8 bytes dealer -> host.
 //!
-//! [`SquareOpened::finish_keep`] also gives each party `e`, so that a later
+//! [`SquareOpened::finish`] can also give each party `e`, so that a later
 //! product of the same `x` (LayerNorm's row product,
-//! [`super::mul::Mul::with_opened_left`]) opens nothing more for it.
+//! [`super::mul::Mul::with_left`]) opens nothing more for it.
 
 use crate::corr::{DealerOp, OpCorr, Role};
 use crate::error::ProtocolError;
@@ -87,16 +87,23 @@ impl<'d> Square<'d> {
 }
 
 impl SquareOpened<'_> {
-    /// Takes the peer's opening and writes this party's share of `x^2`.
-    pub fn finish(mut self, x: &[u64], peer: &[u8], z: &mut [u64]) -> Result<(), ProtocolError> {
-        if x.len() != self.n || z.len() != self.n {
+    /// Takes the peer's opening and writes this party's share of `x^2`,
+    /// and the opened `e = x - a` into `keep` if given.
+    pub fn finish(
+        mut self,
+        x: &[u64],
+        peer: &[u8],
+        z: &mut [u64],
+        mut keep: Option<&mut [u64]>,
+    ) -> Result<(), ProtocolError> {
+        if x.len() != self.n || z.len() != self.n || keep.as_ref().is_some_and(|e| e.len() != self.n) {
             return Err(ProtocolError::BadBuffer);
         }
         wire::expect_len(peer, msg_len(self.n))?;
         let mut a = self.corr.random(LANE_A);
         let mut c = self.corr.derived(LANE_C, self.n)?;
         let host = self.corr.role() == Role::Host;
-        for ((&xv, p), zv) in x.iter().zip(wire::words(peer)).zip(z.iter_mut()) {
+        for (i, ((&xv, p), zv)) in x.iter().zip(wire::words(peer)).zip(z.iter_mut()).enumerate() {
             let av = a.next_u64();
             let e = xv.wrapping_sub(av).wrapping_add(p);
             let mut r = c.next_u64().wrapping_add(e.wrapping_mul(av).wrapping_mul(2));
@@ -104,17 +111,9 @@ impl SquareOpened<'_> {
                 r = r.wrapping_add(e.wrapping_mul(e));
             }
             *zv = r;
-        }
-        Ok(())
-    }
-
-    /// As [`Self::finish`], and `x` (this party's share) becomes the
-    /// opened `e = x - a`.
-    pub fn finish_keep(self, x: &mut [u64], peer: &[u8], z: &mut [u64]) -> Result<(), ProtocolError> {
-        let mut a = self.corr.random(LANE_A);
-        self.finish(x, peer, z)?;
-        for (xv, p) in x.iter_mut().zip(wire::words(peer)) {
-            *xv = xv.wrapping_sub(a.next_u64()).wrapping_add(p);
+            if let Some(ev) = keep.as_deref_mut().and_then(|k| k.get_mut(i)) {
+                *ev = e;
+            }
         }
         Ok(())
     }
