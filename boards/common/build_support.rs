@@ -110,7 +110,7 @@ fn deploy(default_tile: &str) {
         tile.rows,
         tile.heads,
         tile.queries,
-        vit::scratch_len(&arch, tile),
+        vit::scratch_len(&arch, tile, mpcvit_core::Role::Device),
         b.tx.max(256),
         b.rx.max(256),
         b.tmp.max(1),

@@ -145,6 +145,28 @@ impl Correlations {
         }
     }
 
+    /// The device's correlations of the earlier op `op`, to regenerate an
+    /// output share it did not keep (a held truncation,
+    /// [`crate::protocol::trunc::device_shares_at`]): nothing is drawn. Only
+    /// the device's source answers (the host's shares come from the
+    /// dealer's messages); an op not yet drawn is
+    /// [`ProtocolError::BadParameter`].
+    pub fn earlier(&self, op: u64) -> Result<OpCorr<'static>, ProtocolError> {
+        if self.poisoned {
+            return Err(ProtocolError::Poisoned);
+        }
+        if self.role != Role::Device || op >= self.next_op {
+            return Err(ProtocolError::BadParameter);
+        }
+        Ok(OpCorr {
+            seed: self.seed.clone(),
+            op,
+            role: self.role,
+            corrections: &[],
+            taken: 0,
+        })
+    }
+
     /// Marks the session as failed: every later draw errs.
     pub fn poison(&mut self) {
         self.poisoned = true;

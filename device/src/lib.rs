@@ -297,6 +297,10 @@ impl<T: Read + Write> Party for DeviceParty<'_, T> {
         self.corr.ops_used()
     }
 
+    fn earlier_op(&self, op: u64) -> Result<mpcvit_core::OpCorr<'static>, ProtocolError> {
+        self.corr.earlier(op)
+    }
+
     fn mul(&mut self, x: &[u64], y: &[u64], cols: usize, z: &mut [u64]) -> Result<(), Self::Error> {
         self.mul_left(None, x, y, cols, z)
     }

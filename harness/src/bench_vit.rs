@@ -207,9 +207,10 @@ pub fn run(a: &Args) -> Result<(), String> {
         format!("@{},{},{}", t.rows, t.heads, t.queries)
     };
     eprintln!(
-        "bench: {}: forward-pass scratch per party {:.0} KiB (tile {:?})",
+        "bench: {}: forward-pass scratch {:.0} KiB at the host, {:.0} KiB at the device (tile {:?})",
         a.arch,
-        mpcvit_core::ops::vit::scratch_len(&ar, t) as f64 * 8.0 / 1024.0,
+        mpcvit_core::ops::vit::scratch_len(&ar, t, mpcvit_core::Role::Host) as f64 * 8.0 / 1024.0,
+        mpcvit_core::ops::vit::scratch_len(&ar, t, mpcvit_core::Role::Device) as f64 * 8.0 / 1024.0,
         t
     );
     if !a.replot {
@@ -251,7 +252,7 @@ pub fn run(a: &Args) -> Result<(), String> {
             wall_s: wall,
             lan_s: lan,
             wan_s: wan,
-            scratch_bytes_per_party: 8 * mpcvit_core::ops::vit::scratch_len(&ar, t) as u64,
+            scratch_bytes_per_party: 8 * mpcvit_core::ops::vit::scratch_len(&ar, t, mpcvit_core::Role::Host) as u64,
             plain_s: plain,
             protocol: mpcvit_core::session::COMPUTATION,
             runs: a.repeat,

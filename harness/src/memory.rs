@@ -26,7 +26,12 @@ pub struct Args {
 /// The working set of `arch` under `tile`, bytes: scratch, tx, rx, tmp.
 pub fn working_set(arch: &Arch, tile: Tile) -> [usize; 4] {
     let b = mpcvit_device::buffers(arch, tile);
-    [8 * vit::scratch_len(arch, tile), b.tx, b.rx, 8 * b.tmp]
+    [
+        8 * vit::scratch_len(arch, tile, mpcvit_core::Role::Device),
+        b.tx,
+        b.rx,
+        8 * b.tmp,
+    ]
 }
 
 /// Runs `mpcvit memory`.

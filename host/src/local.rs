@@ -229,6 +229,9 @@ where
     fn next_op_id(&self) -> u64 {
         self.0.next_op_id()
     }
+    fn earlier_op(&self, op: u64) -> Result<mpcvit_core::OpCorr<'static>, mpcvit_core::ProtocolError> {
+        self.0.earlier_op(op)
+    }
     fn mul(&mut self, x: &[u64], y: &[u64], cols: usize, z: &mut [u64]) -> Result<(), Self::Error> {
         Ok(self.book("products", |p| p.mul(x, y, cols, z))?)
     }
@@ -617,7 +620,7 @@ where
             Role::Dealer => &maps[2],
         };
         let mut out = vec![0; a.classes];
-        let mut scratch = vec![0; vit::scratch_len(&a, tile)];
+        let mut scratch = vec![0; vit::scratch_len(&a, tile, p.role())];
         vit::forward(p, &spec, w, x, &mut out, &mut scratch)?;
         Ok(out)
     };

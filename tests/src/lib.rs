@@ -11,6 +11,7 @@
 //! flight.
 
 use mpcvit_core::FixedPoint;
+use mpcvit_core::corr::Role;
 use mpcvit_core::ops::{LutJob, Party};
 use mpcvit_core::prg::Prg;
 use mpcvit_core::protocol::linear::LinearShape;
@@ -92,6 +93,12 @@ impl World {
         Ok(r.output)
     }
 
+    /// Runs `f` on the three parties with `x` shared (any sequence of
+    /// ops); the reconstructed output.
+    pub fn run_any(&mut self, x: &[u64], f: impl Fn(&mut P<'_>, &[u64]) -> Res<Vec<u64>> + Sync) -> Res<Vec<u64>> {
+        self.run(x, [&[], &[], &[]], |p, v, _| f(p, v))
+    }
+
     /// Elementwise product (ring), computed securely.
     pub fn mul(&mut self, x: &[u64], y: &[u64]) -> Res<Vec<u64>> {
         let n = x.len();
@@ -138,6 +145,32 @@ impl World {
             let mut t = vec![0; v.len()];
             p.trunc(fp.frac_bits(), v, &mut t)?;
             Ok(t)
+        })
+    }
+
+    /// Exact truncation whose device output is thrown away and regenerated
+    /// from its reply bits: recovered from the words
+    /// ([`trunc::device_reply_bits`]), then the words again from the bits
+    /// and the device's seed, `piece` words at a time from each piece's
+    /// index ([`trunc::device_shares_at`]), as the device's held `qkv` does.
+    pub fn trunc_regenerated(&mut self, fp: FixedPoint, z: &[u64], piece: usize) -> Res<Vec<u64>> {
+        self.run(z, [&[], &[], &[]], |p, v, _| {
+            let f = fp.frac_bits();
+            let op = p.next_op_id();
+            let mut t = vec![0; v.len()];
+            p.trunc(f, v, &mut t)?;
+            if p.role() != Role::Device {
+                return Ok(t);
+            }
+            let corr = p.earlier_op(op)?;
+            let mut bits = vec![0u64; t.len()];
+            trunc::device_reply_bits(&corr, f, 0, &t, |i, m| bits[i] = m as u64)?;
+            let mut again = vec![0; t.len()];
+            for (k, chunk) in again.chunks_mut(piece.max(1)).enumerate() {
+                let at = k * piece.max(1);
+                trunc::device_shares_at(&corr, f, at as u64, |i| bits[at + i], chunk)?;
+            }
+            Ok(again)
         })
     }
 

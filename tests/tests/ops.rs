@@ -9,6 +9,7 @@ use mpcvit_core::corr::Role;
 use mpcvit_core::protocol::affine;
 use mpcvit_core::protocol::linear::LinearShape;
 use mpcvit_core::protocol::matmul::MatmulShape;
+use mpcvit_core::protocol::trunc;
 use mpcvit_core::reference;
 use proptest::prelude::*;
 
@@ -173,6 +174,59 @@ conformance_law!(
     reference = |(f, z)| z.iter().map(|v| reference::trunc(*v as u64, f)).collect(),
     bound = 0..=1
 );
+
+// The device's truncation output regenerated from its reply bits and its
+// seed (how it holds qkv): the same law, from any starting element.
+conformance_law!(
+    exact_trunc_regenerated_from_bits,
+    cases = 32,
+    (
+        1u32..=30,
+        proptest::collection::vec(-(1i64 << 62)..(1i64 << 62), 1..300),
+        1usize..40
+    ),
+    secure = |w, (f, z, piece)| {
+        let z: Vec<u64> = z.iter().map(|v| *v as u64).collect();
+        w.trunc_regenerated(FixedPoint::new(f).expect("f"), &z, piece)
+            .expect("secure trunc")
+    },
+    reference = |(f, z, _)| z.iter().map(|v| reference::trunc(*v as u64, f)).collect(),
+    bound = 0..=1
+);
+
+/// Only the device regenerates, only an op it has drawn, and another op's
+/// lanes do not explain its words.
+#[test]
+fn earlier_op_refusals() {
+    let z: Vec<u64> = (0..64u64).map(|i| i.wrapping_mul(0x9e37_79b9) << 8).collect();
+    let mut w = World::new(11, 3);
+    w.run_any(&z, |p, v| {
+        let op = p.next_op_id();
+        let mut t = vec![0; v.len()];
+        p.trunc(16, v, &mut t)?;
+        let mut t2 = vec![0; v.len()];
+        p.trunc(16, v, &mut t2)?;
+        match p.role() {
+            Role::Device => {
+                assert!(p.earlier_op(op + 2).is_err(), "an op not yet drawn");
+                assert!(p.earlier_op(op + 1).is_ok());
+                let first = p.earlier_op(op)?;
+                let got = trunc::device_reply_bits(&first, 16, 0, &t2, |_, _| {});
+                assert_eq!(
+                    got,
+                    Err(mpcvit_core::ProtocolError::OutOfRange),
+                    "the second op's words"
+                );
+                let got = trunc::device_reply_bits(&first, 16, 1, &t[..63], |_, _| {});
+                assert_eq!(got, Err(mpcvit_core::ProtocolError::OutOfRange), "off by one element");
+                assert!(trunc::device_reply_bits(&first, 16, 0, &t, |_, _| {}).is_ok());
+            }
+            _ => assert!(p.earlier_op(op).is_err(), "the host and the dealer hold no seed lanes"),
+        }
+        Ok(t)
+    })
+    .expect("run");
+}
 
 // Local truncation for |z| < 2^32: the failure probability is < 2^-32 per
 // element, so the law is -1..=0.

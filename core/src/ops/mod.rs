@@ -61,6 +61,14 @@ pub trait Party {
     /// a product that reuses an earlier one's opening names it
     /// ([`crate::protocol::matmul::Right::Opened`]).
     fn next_op_id(&self) -> u64;
+    /// The device's correlations of the earlier op `op`
+    /// ([`crate::corr::Correlations::earlier`]), to regenerate a share it
+    /// keeps as bits ([`vit`]'s `qkv`). The host and the dealer keep whole
+    /// words and refuse (this default).
+    fn earlier_op(&self, op: u64) -> Result<crate::corr::OpCorr<'static>, crate::ProtocolError> {
+        let _ = op;
+        Err(crate::ProtocolError::BadParameter)
+    }
     /// Product `z[i] = x[i] y[i / cols]` (ring; `cols = 1`: elementwise).
     fn mul(&mut self, x: &[u64], y: &[u64], cols: usize, z: &mut [u64]) -> Result<(), Self::Error>;
     /// Product by a host-private column vector, `x[i][j] g[j]`, then exact

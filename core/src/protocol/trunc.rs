@@ -208,11 +208,70 @@ impl TruncDeviceSent {
         let mut lo = self.corr.derived(LANE_LO, n)?;
         let mut hi = self.corr.derived(LANE_HI, n)?;
         for (i, t) in t1.iter_mut().enumerate() {
-            let m = wire::get_bit(reply, i);
-            let h = hi.next_u64();
-            let b1 = if m == 1 { h.wrapping_neg() } else { h };
-            *t = lo.next_u64().wrapping_neg().wrapping_add(b1 << (63 - f));
+            *t = device_share(lo.next_u64(), hi.next_u64(), wire::get_bit(reply, i), f);
         }
         Ok(())
     }
+}
+
+/// The device's output share of one element: `-lo1 + b1 2^(63-f)` with
+/// `b1 = (1 - 2m) hi1`.
+#[inline]
+fn device_share(lo1: u64, hi1: u64, m: u64, f: u32) -> u64 {
+    let b1 = if m == 1 { hi1.wrapping_neg() } else { hi1 };
+    lo1.wrapping_neg().wrapping_add(b1 << (63 - f))
+}
+
+/// Device: its output shares of elements `index..index + out.len()` of an
+/// earlier exact truncation by `bits` (`corr`, from
+/// [`crate::corr::Correlations::earlier`]), given the host's reply bit of
+/// each (`m(i)` for element `index + i`): the words
+/// [`TruncDeviceSent::finish`] wrote. The share is its seed's `lo` and `hi`
+/// lanes and one bit, so a device may keep the bit and regenerate the word
+/// ([`device_reply_bits`] recovers the bits from the words).
+pub fn device_shares_at(
+    corr: &OpCorr<'_>,
+    bits: u32,
+    index: u64,
+    mut m: impl FnMut(usize) -> u64,
+    out: &mut [u64],
+) -> Result<(), ProtocolError> {
+    if corr.role() != Role::Device || !(1..=MAX_BITS).contains(&bits) {
+        return Err(ProtocolError::BadParameter);
+    }
+    let mut lo = corr.random_at(LANE_LO, index);
+    let mut hi = corr.random_at(LANE_HI, index);
+    for (i, t) in out.iter_mut().enumerate() {
+        *t = device_share(lo.next_u64(), hi.next_u64(), m(i), bits);
+    }
+    Ok(())
+}
+
+/// Device: the host's reply bits behind its output shares `t1` of elements
+/// `index..` of an earlier truncation (the inverse of
+/// [`device_shares_at`]): `put(i, m)` for each. A word that neither bit
+/// gives is [`ProtocolError::OutOfRange`] (it is not that op's output).
+pub fn device_reply_bits(
+    corr: &OpCorr<'_>,
+    bits: u32,
+    index: u64,
+    t1: &[u64],
+    mut put: impl FnMut(usize, bool),
+) -> Result<(), ProtocolError> {
+    if corr.role() != Role::Device || !(1..=MAX_BITS).contains(&bits) {
+        return Err(ProtocolError::BadParameter);
+    }
+    let mut lo = corr.random_at(LANE_LO, index);
+    let mut hi = corr.random_at(LANE_HI, index);
+    for (i, &t) in t1.iter().enumerate() {
+        let (l, h) = (lo.next_u64(), hi.next_u64());
+        if t == device_share(l, h, 0, bits) {
+            put(i, false);
+        } else if t == device_share(l, h, 1, bits) {
+            put(i, true);
+        } else {
+            return Err(ProtocolError::OutOfRange);
+        }
+    }
+    Ok(())
 }

@@ -1,6 +1,7 @@
 //! Steps 3-5 of a layer: the attention of every head, all heads of a
 //! group in the same protocol steps.
 
+use super::held::Qkv;
 use super::spec::{
     Arena, ROW_FRAC, SCORE_RANGE_LOG2, ScoreExp, VitSpec, norm_scratch_len, row_recip, row_trunc, score_exp,
 };
@@ -181,12 +182,12 @@ pub fn normalize_heads<P: Party + ?Sized>(
 }
 
 /// Steps 3-5 of layer `l` (see the module docs) for every head group and
-/// query tile of `spec.tile`: `qkv` (`n x 3d`) to `att` (`n x d`). With
-/// more than one query tile, each head's right operands (`K^T` and `V`,
-/// ScaleAttn's `K^T V`) are opened in the first tile only
-/// ([`Right::Keep`]): their opened values replace the head's `K` and `V`
-/// columns of `qkv` (and its `K^T V`), which the later tiles' products
-/// take ([`Right::Opened`]).
+/// query tile of `spec.tile`: `qkv` (`n x 3d`, read a row piece at a time)
+/// to `att` (`n x d`). With more than one query tile, each head's right
+/// operands (`K^T` and `V`, ScaleAttn's `K^T V`) are opened in the first
+/// tile only ([`Right::Keep`]): the group keeps their opened values (`2 g
+/// n hd` words, and its `K^T V`), which the later tiles' products take
+/// ([`Right::Opened`]).
 // The head loops index several per-head arrays in step.
 // One function on purpose: steps 3, 4 and 5 fill and read the same
 // operand buffers, head by head, with offsets that carry from one step to
@@ -196,7 +197,7 @@ pub(super) fn attention<P: Party + ?Sized>(
     p: &mut P,
     spec: &VitSpec<'_>,
     l: usize,
-    qkv: &mut [u64],
+    qkv: &Qkv<'_>,
     att: &mut [u64],
     stage: &mut [u64],
 ) -> Result<(), P::Error> {
@@ -204,8 +205,8 @@ pub(super) fn attention<P: Party + ?Sized>(
     let (n, d, nh, hd) = (a.tokens(), a.dim, a.heads, a.head_dim());
     let f = spec.fp.frac_bits();
     let (g, q) = (spec.tile.heads_of(&a), spec.tile.queries_of(&a));
-    // word (t, c) of block blk (q, k, v) of head h in qkv
-    let qi = |t: usize, blk: usize, h: usize, c: usize| t * 3 * d + blk * d + h * hd + c;
+    // column of block blk (q, k, v) of head h in qkv
+    let col = |blk: usize, h: usize| blk * d + h * hd;
     let scale_head = |h: usize| spec.model.attn(l, h) == AttnKind::Scale;
     // how a head's right operand is opened in the tile at q0 (`first`: the
     // first tile's op that opened it)
@@ -239,6 +240,11 @@ pub(super) fn attention<P: Party + ?Sized>(
         let mm_t = ar.take(big)?;
         let probs = ar.take(g * q * n)?;
         let nscratch = ar.take(norm_scratch_len(g, q, n))?;
+        let row = ar.take(hd)?;
+        // the opened K^T (hd x n) and V (n x hd) of the group's heads
+        let keep = ar.take(if tiles { 2 * g * n * hd } else { 0 })?;
+        let (keep_k, keep_v) = keep.split_at_mut(keep.len() / 2);
+        let kept = |h: usize| (h - g0) * n * hd..(h - g0 + 1) * n * hd;
         // the first tile's first op of step 3 (every head's K^T or K^T V
         // product, in head order) and of step 5 (its V or K^T V product)
         let (mut first3, mut first5) = (0, 0);
@@ -261,27 +267,28 @@ pub(super) fn attention<P: Party + ?Sized>(
                     if q0 > 0 {
                         continue;
                     }
-                    for c in 0..hd {
-                        for t in 0..n {
-                            mm_x[xo + c * n + t] = qkv[qi(t, 1, h, c)];
-                        }
-                    }
                     for t in 0..n {
-                        for c in 0..hd {
-                            mm_y[yo + t * hd + c] = qkv[qi(t, 2, h, c)];
+                        qkv.load(p, t, col(1, h), row)?;
+                        for (c, &v) in row.iter().enumerate() {
+                            mm_x[xo + c * n + t] = v;
                         }
+                        qkv.load(p, t, col(2, h), &mut mm_y[yo + t * hd..yo + (t + 1) * hd])?;
                     }
                     MatmulShape::new(hd, n, hd)
                 } else {
                     for t in q0..q1 {
-                        for c in 0..hd {
-                            mm_x[xo + (t - q0) * hd + c] = qkv[qi(t, 0, h, c)];
-                        }
+                        let at = xo + (t - q0) * hd;
+                        qkv.load(p, t, col(0, h), &mut mm_x[at..at + hd])?;
                     }
-                    for c in 0..hd {
+                    if q0 == 0 {
                         for t in 0..n {
-                            mm_y[yo + c * n + t] = qkv[qi(t, 1, h, c)];
+                            qkv.load(p, t, col(1, h), row)?;
+                            for (c, &v) in row.iter().enumerate() {
+                                mm_y[yo + c * n + t] = v;
+                            }
                         }
+                    } else {
+                        mm_y[yo..yo + hd * n].copy_from_slice(&keep_k[kept(h)]);
                     }
                     MatmulShape::new(qr, hd, n).with_right(right(q0, first3 + (h - g0) as u64))
                 };
@@ -297,15 +304,11 @@ pub(super) fn attention<P: Party + ?Sized>(
             let mut kt = 0;
             if ns > 0 {
                 p.matmuls(&shapes[..ns], &mm_x[..xo], &mut mm_y[..yo], &mut mm_z[..zo])?;
-                // the opened K^T of each normalized head replaces its K
+                // the group keeps the opened K^T of each normalized head
                 let mut yo = 0;
                 for (s, h) in shapes[..ns].iter().zip((g0..g1).filter(|&h| q0 == 0 || !scale_head(h))) {
                     if s.right == Right::Keep {
-                        for c in 0..hd {
-                            for t in 0..n {
-                                qkv[qi(t, 1, h, c)] = mm_y[yo + c * n + t];
-                            }
-                        }
+                        keep_k[kept(h)].copy_from_slice(&mm_y[yo..yo + hd * n]);
                     }
                     yo += s.k * s.m;
                 }
@@ -377,9 +380,8 @@ pub(super) fn attention<P: Party + ?Sized>(
             for h in g0..g1 {
                 let s = if scale_head(h) {
                     for t in q0..q1 {
-                        for c in 0..hd {
-                            mm_x[xo + (t - q0) * hd + c] = qkv[qi(t, 0, h, c)];
-                        }
+                        let at = xo + (t - q0) * hd;
+                        qkv.load(p, t, col(0, h), &mut mm_x[at..at + hd])?;
                     }
                     let at = (h - g0) * hd * hd;
                     mm_y[yo..yo + hd * hd].copy_from_slice(&ktv[at..at + hd * hd]);
@@ -387,10 +389,12 @@ pub(super) fn attention<P: Party + ?Sized>(
                 } else {
                     mm_x[xo..xo + qr * n].copy_from_slice(&probs[po..po + qr * n]);
                     po += qr * n;
-                    for t in 0..n {
-                        for c in 0..hd {
-                            mm_y[yo + t * hd + c] = qkv[qi(t, 2, h, c)];
+                    if q0 == 0 {
+                        for t in 0..n {
+                            qkv.load(p, t, col(2, h), &mut mm_y[yo + t * hd..yo + (t + 1) * hd])?;
                         }
+                    } else {
+                        mm_y[yo..yo + n * hd].copy_from_slice(&keep_v[kept(h)]);
                     }
                     MatmulShape::new(qr, n, hd)
                 }
@@ -401,7 +405,8 @@ pub(super) fn attention<P: Party + ?Sized>(
             }
             let gh = g1 - g0;
             p.matmuls(&shapes2[..gh], &mm_x[..xo], &mut mm_y[..yo], &mut mm_z[..gh * qr * hd])?;
-            // the opened V (K^T V) of each head replaces its V (K^T V)
+            // the opened K^T V of each ScaleAttn head replaces its K^T V,
+            // the group keeps the opened V of the others
             let mut yo = 0;
             for (h, s) in (g0..g1).zip(&shapes2[..gh]) {
                 if s.right == Right::Keep {
@@ -409,11 +414,7 @@ pub(super) fn attention<P: Party + ?Sized>(
                         let at = (h - g0) * hd * hd;
                         ktv[at..at + hd * hd].copy_from_slice(&mm_y[yo..yo + hd * hd]);
                     } else {
-                        for t in 0..n {
-                            for c in 0..hd {
-                                qkv[qi(t, 2, h, c)] = mm_y[yo + t * hd + c];
-                            }
-                        }
+                        keep_v[kept(h)].copy_from_slice(&mm_y[yo..yo + n * hd]);
                     }
                 }
                 yo += s.k * s.m;

@@ -1,6 +1,7 @@
 //! The whole forward pass, and the device's input encoding.
 
 use super::attention::attention;
+use super::held::{Qkv, qkv_len};
 use super::mlp::mlp_rows;
 use super::spec::{Arena, VitSpec, scratch_len};
 use super::weights::{Weights, Wid, check_weights};
@@ -14,7 +15,7 @@ use crate::protocol::linear::LinearShape;
 /// The secure forward pass: `patches` (`(n-1) x patch_len`, this party's
 /// share; the device holds the image, so the host's share is zero) to the
 /// logits, revealed to the device (the host and the dealer get zeros).
-/// `scratch` holds [`scratch_len`]`(arch, spec.tile)` words.
+/// `scratch` holds [`scratch_len`]`(arch, spec.tile, role)` words.
 pub fn forward<P: Party + ?Sized>(
     p: &mut P,
     spec: &VitSpec<'_>,
@@ -27,12 +28,14 @@ pub fn forward<P: Party + ?Sized>(
     let (n, d, pl) = (a.tokens(), a.dim, a.patch_len());
     let f = spec.fp.frac_bits();
     let host = p.role() == crate::Role::Host;
-    if patches.len() != (n - 1) * pl || logits.len() != a.classes || scratch.len() < scratch_len(&a, spec.tile) {
+    let role = p.role();
+    if patches.len() != (n - 1) * pl || logits.len() != a.classes || scratch.len() < scratch_len(&a, spec.tile, role) {
         return Err(ProtocolError::BadBuffer.into());
     }
     check_weights(&a, w, host)?;
     let (x, rest) = scratch.split_at_mut(n * d);
-    let (qkv, rest) = rest.split_at_mut(3 * n * d);
+    let (qkv, rest) = rest.split_at_mut(qkv_len(&a, spec.tile, role));
+    let mut qkv = Qkv::new(&a, spec.tile, role, f, qkv);
     let (att, stage) = rest.split_at_mut(n * d);
     embed(p, spec, w, patches, x)?;
     let r = spec.tile.rows_of(&a);
@@ -45,6 +48,7 @@ pub fn forward<P: Party + ?Sized>(
             let ln = LnSpec::new(rr, d);
             let hln = ar.take(rr * d)?;
             let lns = ar.take(ln.scratch_len())?;
+            let zt = ar.take(rr * 3 * d)?;
             layernorm::layernorm(p, &ln, &x[r0 * d..r1 * d], None, &[], hln, lns)?;
             p.linear_trunc(
                 LinearShape {
@@ -56,11 +60,12 @@ pub fn forward<P: Party + ?Sized>(
                 w.get(Wid::Qkv(l)),
                 w.get(Wid::QkvB(l)),
                 f,
-                &mut qkv[r0 * 3 * d..r1 * 3 * d],
+                zt,
             )?;
+            qkv.keep(p, r0, zt)?;
         }
         // 3-5. attention by head groups and query tiles
-        attention(p, spec, l, &mut *qkv, att, stage)?;
+        attention(p, spec, l, &qkv, att, stage)?;
         // 6-8. projection, residual, LayerNorm 1, MLP, residual, by row tiles
         for r0 in (0..n).step_by(r) {
             let r1 = (r0 + r).min(n);

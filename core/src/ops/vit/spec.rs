@@ -271,17 +271,22 @@ pub fn norm_scratch_len(heads: usize, rows: usize, n: usize) -> usize {
     7 * heads * rows * n + wide::scratch_len(heads * rows) + 10 * heads * rows
 }
 
-/// Scratch words [`forward`](super::forward) needs with `tile`: the activations that live
-/// through a layer (`x`, `qkv` and the attention output: `5 n d`) plus the
-/// largest stage's temporaries.
-pub fn scratch_len(a: &Arch, tile: Tile) -> usize {
+/// Scratch words [`forward`](super::forward) needs with `tile` at
+/// `role`: what lives through a layer (`x` and the attention output, `2 n
+/// d`, and `qkv`: `3 n d` words at the host and the dealer, `3 n d` bits at
+/// the device, [`qkv_len`](super::qkv_len)) plus the largest stage's
+/// temporaries.
+pub fn scratch_len(a: &Arch, tile: Tile, role: crate::corr::Role) -> usize {
     let (n, d, m, hd) = (a.tokens(), a.dim, a.mlp, a.head_dim());
     let (r, g, q) = (tile.rows_of(a), tile.heads_of(a), tile.queries_of(a));
     let ln = LnSpec::new(r, d).scratch_len();
-    let stage_a = r * d + ln;
+    let stage_a = 4 * r * d + ln;
     let big = q.max(hd) * n.max(hd);
-    let stage_b = g * hd * hd + 4 * g * big + g * q * n + norm_scratch_len(g, q, n);
+    // K^T V, the products' operands, the probabilities, a row of qkv, the
+    // opened K^T and V kept over the query tiles
+    let keep = if q < n { 2 * g * n * hd } else { 0 };
+    let stage_b = g * hd * hd + 4 * g * big + g * q * n + norm_scratch_len(g, q, n) + hd + keep;
     let stage_c = 4 * r * d + ln + 4 * r * m + 2 * r * m.max(d);
     let last = d + LnSpec::new(1, d).scratch_len() + 2 * a.classes;
-    5 * n * d + stage_a.max(stage_b).max(stage_c).max(last)
+    2 * n * d + super::held::qkv_len(a, tile, role) + stage_a.max(stage_b).max(stage_c).max(last)
 }
