@@ -3,7 +3,8 @@
 
 use super::held::Qkv;
 use super::spec::{
-    Arena, ROW_FRAC, SCORE_RANGE_LOG2, ScoreExp, VitSpec, norm_scratch_len, row_recip, row_trunc, score_exp,
+    Arena, ROW_FRAC, SCORE_RANGE_LOG2, ScoreExp, VitSpec, attn_buffers, norm_scratch_len, row_recip, row_trunc,
+    score_exp,
 };
 use crate::ProtocolError;
 use crate::model::AttnKind;
@@ -231,20 +232,23 @@ pub(super) fn attention<P: Party + ?Sized>(
             f
         };
         let mut ar = Arena { rest: &mut *stage };
-        // K^T V of the group's ScaleAttn heads, kept over its query tiles
-        let ktv = ar.take(g * hd * hd)?;
-        let big = g * q.max(hd) * n.max(hd);
-        let mm_x = ar.take(big)?;
-        let mm_y = ar.take(big)?;
-        let mm_z = ar.take(big)?;
-        let mm_t = ar.take(big)?;
+        let b = attn_buffers(g, q, n, hd);
+        // K^T V of the group's ScaleAttn heads (in their order), from its
+        // truncation in the first tile's step 4 to its product in step 5
+        let ktv = ar.take(b.ktv)?;
+        // left operands (and the truncated scores of a 2Quad group)
+        let mm_x = ar.take(b.x)?;
+        // right operands of steps 3 and 5: each product's opened `F` stays
+        // in its part over the query tiles (step 3's, of the normalized
+        // heads, moved to the front after the first tile)
+        let y3 = ar.take(b.y)?;
+        let y5 = ar.take(b.y)?;
+        let mm_z = ar.take(b.z)?;
         let probs = ar.take(g * q * n)?;
         let nscratch = ar.take(norm_scratch_len(g, q, n))?;
         let row = ar.take(hd)?;
-        // the opened K^T (hd x n) and V (n x hd) of the group's heads
-        let keep = ar.take(if tiles { 2 * g * n * hd } else { 0 })?;
-        let (keep_k, keep_v) = keep.split_at_mut(keep.len() / 2);
-        let kept = |h: usize| (h - g0) * n * hd..(h - g0 + 1) * n * hd;
+        // rank of a ScaleAttn head among the group's
+        let rank = |h: usize| (g0..h).filter(|&k| scale_head(k)).count();
         // the first tile's first op of step 3 (every head's K^T or K^T V
         // product, in head order) and of step 5 (its V or K^T V product)
         let (mut first3, mut first5) = (0, 0);
@@ -272,7 +276,7 @@ pub(super) fn attention<P: Party + ?Sized>(
                         for (c, &v) in row.iter().enumerate() {
                             mm_x[xo + c * n + t] = v;
                         }
-                        qkv.load(p, t, col(2, h), &mut mm_y[yo + t * hd..yo + (t + 1) * hd])?;
+                        qkv.load(p, t, col(2, h), &mut y3[yo + t * hd..yo + (t + 1) * hd])?;
                     }
                     MatmulShape::new(hd, n, hd)
                 } else {
@@ -284,11 +288,9 @@ pub(super) fn attention<P: Party + ?Sized>(
                         for t in 0..n {
                             qkv.load(p, t, col(1, h), row)?;
                             for (c, &v) in row.iter().enumerate() {
-                                mm_y[yo + c * n + t] = v;
+                                y3[yo + c * n + t] = v;
                             }
                         }
-                    } else {
-                        mm_y[yo..yo + hd * n].copy_from_slice(&keep_k[kept(h)]);
                     }
                     MatmulShape::new(qr, hd, n).with_right(right(q0, first3 + (h - g0) as u64))
                 };
@@ -303,20 +305,25 @@ pub(super) fn attention<P: Party + ?Sized>(
             // gathered into mm_x for the normalization's first flight
             let mut kt = 0;
             if ns > 0 {
-                p.matmuls(&shapes[..ns], &mm_x[..xo], &mut mm_y[..yo], &mut mm_z[..zo])?;
-                // the group keeps the opened K^T of each normalized head
-                let mut yo = 0;
-                for (s, h) in shapes[..ns].iter().zip((g0..g1).filter(|&h| q0 == 0 || !scale_head(h))) {
-                    if s.right == Right::Keep {
-                        keep_k[kept(h)].copy_from_slice(&mm_y[yo..yo + hd * n]);
+                p.matmuls(&shapes[..ns], &mm_x[..xo], &mut y3[..yo], &mut mm_z[..zo])?;
+                if tiles && q0 == 0 {
+                    // the normalized heads' opened K^T to the front, in
+                    // head order: the later tiles' right operands
+                    let (mut from, mut to) = (0, 0);
+                    for (s, &ktv_of) in shapes[..ns].iter().zip(&is_ktv) {
+                        let len = s.k * s.m;
+                        if !ktv_of {
+                            y3.copy_within(from..from + len, to);
+                            to += len;
+                        }
+                        from += len;
                     }
-                    yo += s.k * s.m;
                 }
                 if pre == 0 {
-                    p.trunc(f, &mm_z[..zo], &mut mm_t[..zo])?;
+                    p.trunc(f, &mm_z[..zo], &mut mm_x[..zo])?;
+                    mm_z[..zo].copy_from_slice(&mm_x[..zo]);
                 } else {
                     // the scores go on at 2f
-                    mm_t[..zo].copy_from_slice(&mm_z[..zo]);
                     let mut at = 0;
                     for (s, &ktv_of) in shapes[..ns].iter().zip(&is_ktv) {
                         let len = s.n * s.m;
@@ -328,20 +335,23 @@ pub(super) fn attention<P: Party + ?Sized>(
                     }
                 }
             }
-            // 4. normalize the non-Scale heads; keep K^T V
+            // 4. normalize the non-Scale heads (their scores moved to the
+            //    front of mm_z); keep K^T V
             let mut kinds = [AttnKind::Softmax; crate::model::MAX_HEADS];
             let (mut nk, mut zo, mut so, mut si) = (0, 0, 0, 0);
             for h in g0..g1 {
                 if scale_head(h) {
                     if q0 == 0 {
-                        let at = (h - g0) * hd * hd;
-                        ktv[at..at + hd * hd].copy_from_slice(&mm_t[zo..zo + hd * hd]);
+                        if pre == 0 {
+                            let at = rank(h) * hd * hd;
+                            ktv[at..at + hd * hd].copy_from_slice(&mm_z[zo..zo + hd * hd]);
+                        }
                         zo += hd * hd;
                     }
                 } else {
                     let len = shapes[si].n * shapes[si].m;
                     kinds[nk] = spec.model.attn(l, h);
-                    mm_z[so..so + len].copy_from_slice(&mm_t[zo..zo + len]);
+                    mm_z.copy_within(zo..zo + len, so);
                     so += len;
                     zo += len;
                     nk += 1;
@@ -350,7 +360,9 @@ pub(super) fn attention<P: Party + ?Sized>(
                     si += 1;
                 }
             }
-            let pending = (kt > 0).then_some((&mm_x[..kt], &mut mm_y[..kt]));
+            // the truncated K^T V goes straight to ktv (ScaleAttn heads in
+            // the group's order)
+            let pending = (kt > 0).then_some((&mm_x[..kt], &mut ktv[..kt]));
             normalize_heads(
                 p,
                 qr,
@@ -362,15 +374,6 @@ pub(super) fn attention<P: Party + ?Sized>(
                 &mut probs[..so],
                 nscratch,
             )?;
-            if kt > 0 {
-                // the truncated K^T V, head by head in the group's order
-                let mut o = 0;
-                for h in (g0..g1).filter(|&h| scale_head(h)) {
-                    let at = (h - g0) * hd * hd;
-                    ktv[at..at + hd * hd].copy_from_slice(&mm_y[o..o + hd * hd]);
-                    o += hd * hd;
-                }
-            }
             // 5. P V and Q (K^T V), one flight
             let (mut xo, mut yo, mut po) = (0, 0, 0);
             let mut shapes2 = [MatmulShape::new(0, 0, 0); crate::model::MAX_HEADS];
@@ -383,18 +386,18 @@ pub(super) fn attention<P: Party + ?Sized>(
                         let at = xo + (t - q0) * hd;
                         qkv.load(p, t, col(0, h), &mut mm_x[at..at + hd])?;
                     }
-                    let at = (h - g0) * hd * hd;
-                    mm_y[yo..yo + hd * hd].copy_from_slice(&ktv[at..at + hd * hd]);
+                    if q0 == 0 {
+                        let at = rank(h) * hd * hd;
+                        y5[yo..yo + hd * hd].copy_from_slice(&ktv[at..at + hd * hd]);
+                    }
                     MatmulShape::new(qr, hd, hd)
                 } else {
                     mm_x[xo..xo + qr * n].copy_from_slice(&probs[po..po + qr * n]);
                     po += qr * n;
                     if q0 == 0 {
                         for t in 0..n {
-                            qkv.load(p, t, col(2, h), &mut mm_y[yo + t * hd..yo + (t + 1) * hd])?;
+                            qkv.load(p, t, col(2, h), &mut y5[yo + t * hd..yo + (t + 1) * hd])?;
                         }
-                    } else {
-                        mm_y[yo..yo + n * hd].copy_from_slice(&keep_v[kept(h)]);
                     }
                     MatmulShape::new(qr, n, hd)
                 }
@@ -404,21 +407,7 @@ pub(super) fn attention<P: Party + ?Sized>(
                 yo += s.k * s.m;
             }
             let gh = g1 - g0;
-            p.matmuls(&shapes2[..gh], &mm_x[..xo], &mut mm_y[..yo], &mut mm_z[..gh * qr * hd])?;
-            // the opened K^T V of each ScaleAttn head replaces its K^T V,
-            // the group keeps the opened V of the others
-            let mut yo = 0;
-            for (h, s) in (g0..g1).zip(&shapes2[..gh]) {
-                if s.right == Right::Keep {
-                    if scale_head(h) {
-                        let at = (h - g0) * hd * hd;
-                        ktv[at..at + hd * hd].copy_from_slice(&mm_y[yo..yo + hd * hd]);
-                    } else {
-                        keep_v[kept(h)].copy_from_slice(&mm_y[yo..yo + n * hd]);
-                    }
-                }
-                yo += s.k * s.m;
-            }
+            p.matmuls(&shapes2[..gh], &mm_x[..xo], &mut y5[..yo], &mut mm_z[..gh * qr * hd])?;
             for h in g0..g1 {
                 let o = (h - g0) * qr * hd;
                 for t in q0..q1 {

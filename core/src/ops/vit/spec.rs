@@ -266,9 +266,36 @@ impl<'a> Arena<'a> {
     }
 }
 
-/// Scratch words [`normalize_heads`](super::normalize_heads) needs for `heads` heads of `rows x n`.
+/// Scratch words [`normalize_heads`](super::normalize_heads) needs for `heads` heads of `rows x n`:
+/// the values and their product with the reciprocals (`2 h r n`), the
+/// elementwise step's inputs and outputs (`3 h r n` at most, 2Quad's square
+/// in between), four words per row and the reciprocal's scratch.
 pub fn norm_scratch_len(heads: usize, rows: usize, n: usize) -> usize {
-    7 * heads * rows * n + wide::scratch_len(heads * rows) + 10 * heads * rows
+    5 * heads * rows * n + wide::scratch_len(heads * rows) + 4 * heads * rows
+}
+
+/// Words of attention's buffers for a group of `g` heads and `q` query
+/// rows of `n` tokens, `hd` per head.
+pub(super) struct AttnBuffers {
+    /// K^T V of the ScaleAttn heads: `g hd^2`.
+    pub ktv: usize,
+    /// Left operands: `Q` rows, ScaleAttn's `K^T`, the probabilities, and
+    /// the truncated scores or the gathered `K^T V`.
+    pub x: usize,
+    /// Right operands of step 3 or of step 5: `K^T` or `V`, or `K^T V`.
+    pub y: usize,
+    /// Products: the scores, `K^T V`, the outputs.
+    pub z: usize,
+}
+
+/// The attention buffers of [`AttnBuffers`].
+pub(super) fn attn_buffers(g: usize, q: usize, n: usize, hd: usize) -> AttnBuffers {
+    AttnBuffers {
+        ktv: g * hd * hd,
+        x: g * (q * hd).max(hd * n).max(q * n).max(hd * hd),
+        y: g * n.max(hd) * hd,
+        z: g * (q * n).max(hd * hd).max(q * hd),
+    }
 }
 
 /// Scratch words [`forward`](super::forward) needs with `tile` at
@@ -281,11 +308,9 @@ pub fn scratch_len(a: &Arch, tile: Tile, role: crate::corr::Role) -> usize {
     let (r, g, q) = (tile.rows_of(a), tile.heads_of(a), tile.queries_of(a));
     let ln = LnSpec::new(r, d).scratch_len();
     let stage_a = 4 * r * d + ln;
-    let big = q.max(hd) * n.max(hd);
-    // K^T V, the products' operands, the probabilities, a row of qkv, the
-    // opened K^T and V kept over the query tiles
-    let keep = if q < n { 2 * g * n * hd } else { 0 };
-    let stage_b = g * hd * hd + 4 * g * big + g * q * n + norm_scratch_len(g, q, n) + hd + keep;
+    // K^T V, the products' operands, the probabilities, a row of qkv
+    let b = attn_buffers(g, q, n, hd);
+    let stage_b = b.ktv + b.x + 2 * b.y + b.z + g * q * n + norm_scratch_len(g, q, n) + hd;
     let stage_c = 4 * r * d + ln + 4 * r * m + 2 * r * m.max(d);
     let last = d + LnSpec::new(1, d).scratch_len() + 2 * a.classes;
     2 * n * d + super::held::qkv_len(a, tile, role) + stage_a.max(stage_b).max(stage_c).max(last)
