@@ -110,7 +110,7 @@ fn deploy(default_tile: &str) {
         tile.rows,
         tile.heads,
         tile.queries,
-        vit::scratch_len(&arch, tile, mpcvit_core::Role::Device),
+        vit::scratch_len(&arch, tile, mpcvit_core::Role::Device, &view),
         b.tx.max(256),
         b.rx.max(256),
         b.tmp.max(1),

@@ -502,6 +502,22 @@ pub trait Layout {
     fn gelu(&self, layer: usize, token: usize) -> bool;
 }
 
+/// The layout of the paper's models for sizing buffers without a model at
+/// hand: every token goes through GeLU (no MPCViT+ linearized token);
+/// every head reads as Softmax.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AllGelu;
+
+impl Layout for AllGelu {
+    fn attn(&self, _layer: usize, _head: usize) -> AttnKind {
+        AttnKind::Softmax
+    }
+
+    fn gelu(&self, _layer: usize, _token: usize) -> bool {
+        true
+    }
+}
+
 impl Layout for ModelView<'_> {
     fn attn(&self, layer: usize, head: usize) -> AttnKind {
         ModelView::attn(self, layer, head)

@@ -163,7 +163,7 @@ pub fn infer<T: Read + Write, R: TryCryptoRng + ?Sized>(
     let t_start = clock();
     let fp = FixedPoint::new(blob.frac_bits()).map_err(|_| Failure::Setup("the blob's fractional bits"))?;
     let np = (arch.tokens() - 1) * arch.patch_len();
-    let scratch_need = vit::scratch_len(&arch, tile, mpcvit_core::Role::Device);
+    let scratch_need = vit::scratch_len(&arch, tile, mpcvit_core::Role::Device, blob);
     let (Some(scratch), Some(patches), Some(logits)) = (
         b.scratch.get_mut(..scratch_need),
         b.patches.get_mut(..np),

@@ -209,8 +209,11 @@ pub fn run(a: &Args) -> Result<(), String> {
     eprintln!(
         "bench: {}: forward-pass scratch {:.0} KiB at the host, {:.0} KiB at the device (tile {:?})",
         a.arch,
-        mpcvit_core::ops::vit::scratch_len(&ar, t, mpcvit_core::Role::Host) as f64 * 8.0 / 1024.0,
-        mpcvit_core::ops::vit::scratch_len(&ar, t, mpcvit_core::Role::Device) as f64 * 8.0 / 1024.0,
+        mpcvit_core::ops::vit::scratch_len(&ar, t, mpcvit_core::Role::Host, &mpcvit_core::model::AllGelu) as f64 * 8.0
+            / 1024.0,
+        mpcvit_core::ops::vit::scratch_len(&ar, t, mpcvit_core::Role::Device, &mpcvit_core::model::AllGelu) as f64
+            * 8.0
+            / 1024.0,
         t
     );
     if !a.replot {
@@ -252,7 +255,8 @@ pub fn run(a: &Args) -> Result<(), String> {
             wall_s: wall,
             lan_s: lan,
             wan_s: wan,
-            scratch_bytes_per_party: 8 * mpcvit_core::ops::vit::scratch_len(&ar, t, mpcvit_core::Role::Host) as u64,
+            scratch_bytes_per_party: 8 * mpcvit_core::ops::vit::scratch_len(&ar, t, mpcvit_core::Role::Host, &view)
+                as u64,
             plain_s: plain,
             protocol: mpcvit_core::session::COMPUTATION,
             runs: a.repeat,

@@ -215,7 +215,7 @@ pub fn device_run(a: &DeviceArgs) -> Result<DeviceReport, String> {
     )
     .map_err(|e| e.to_string())?
     .into_inner();
-    let mut scratch = vec![0; vit::scratch_len(&arch, a.tile, mpcvit_core::Role::Device)];
+    let mut scratch = vec![0; vit::scratch_len(&arch, a.tile, mpcvit_core::Role::Device, &blob)];
     let mut patches = vec![0; (arch.tokens() - 1) * arch.patch_len()];
     let mut logits = vec![0; arch.classes];
     let mut bufs = mpcvit_host::local::DeviceBuffers::default();
@@ -292,7 +292,7 @@ pub fn device_run(a: &DeviceArgs) -> Result<DeviceReport, String> {
         total_s: t_start.elapsed().as_secs_f64(),
         link: a.link.map(|p| p.name.to_string()),
         working_set: WorkingSet {
-            scratch_bytes: 8 * vit::scratch_len(&arch, a.tile, mpcvit_core::Role::Device),
+            scratch_bytes: 8 * vit::scratch_len(&arch, a.tile, mpcvit_core::Role::Device, &blob),
             tx_bytes: o.high_water.tx,
             rx_bytes: o.high_water.rx,
             tmp_bytes: 8 * o.high_water.tmp,

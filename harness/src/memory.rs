@@ -6,7 +6,7 @@
 
 use crate::bench_vit::named_arch;
 use crate::device::parse_tile;
-use mpcvit_core::model::{Arch, ModelView};
+use mpcvit_core::model::{AllGelu, Arch, Layout, ModelView};
 use mpcvit_core::ops::vit::{self, Tile};
 
 /// Options of `mpcvit memory`.
@@ -23,11 +23,12 @@ pub struct Args {
     pub tiles: String,
 }
 
-/// The working set of `arch` under `tile`, bytes: scratch, tx, rx, tmp.
-pub fn working_set(arch: &Arch, tile: Tile) -> [usize; 4] {
+/// The device's working set for a model of `arch` and `layout` under
+/// `tile`, bytes: scratch, tx, rx, tmp.
+pub fn working_set(arch: &Arch, layout: &dyn Layout, tile: Tile) -> [usize; 4] {
     let b = mpcvit_device::buffers(arch, tile);
     [
-        8 * vit::scratch_len(arch, tile, mpcvit_core::Role::Device),
+        8 * vit::scratch_len(arch, tile, mpcvit_core::Role::Device, layout),
         b.tx,
         b.rx,
         8 * b.tmp,
@@ -41,18 +42,24 @@ pub fn run(a: &Args) -> Result<(), String> {
         .split(';')
         .map(|t| parse_tile(t.trim()).map(|v| (t.trim().to_string(), v)))
         .collect::<Result<_, _>>()?;
-    let archs: Vec<(String, Arch)> = match &a.model {
-        Some(p) => {
-            let bytes = crate::files::read_bounded(p, "model", crate::files::MAX_MODEL)?;
-            let m = ModelView::parse(&bytes).map_err(|e| format!("{}: {e}", p.display()))?;
-            vec![(p.display().to_string(), m.arch())]
-        }
-        None => a
+    let bytes = match &a.model {
+        Some(p) => Some(crate::files::read_bounded(p, "model", crate::files::MAX_MODEL)?),
+        None => None,
+    };
+    let view = match (&a.model, &bytes) {
+        (Some(p), Some(b)) => Some(ModelView::parse(b).map_err(|e| format!("{}: {e}", p.display()))?),
+        _ => None,
+    };
+    // a named architecture is sized as the paper's models are: every token
+    // through GeLU
+    let archs: Vec<(String, Arch, &dyn Layout)> = match (&a.model, &view) {
+        (Some(p), Some(m)) => vec![(p.display().to_string(), m.arch(), m as &dyn Layout)],
+        _ => a
             .arch
             .iter()
             .map(|n| {
                 named_arch(n)
-                    .map(|v| (n.clone(), v))
+                    .map(|v| (n.clone(), v, &AllGelu as &dyn Layout))
                     .ok_or_else(|| format!("unknown architecture {n:?}"))
             })
             .collect::<Result<_, _>>()?,
@@ -60,9 +67,9 @@ pub fn run(a: &Args) -> Result<(), String> {
     println!("| model | tile | scratch | tx | rx | tmp | total |");
     println!("|---|---|---:|---:|---:|---:|---:|");
     let kib = |b: usize| format!("{:.1} KiB", b as f64 / 1024.0);
-    for (name, arch) in &archs {
+    for (name, arch, layout) in &archs {
         for (t, tile) in &tiles {
-            let w = working_set(arch, *tile);
+            let w = working_set(arch, *layout, *tile);
             println!(
                 "| {name} | {t} | {} | {} | {} | {} | {} |",
                 kib(w[0]),

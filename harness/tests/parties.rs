@@ -444,7 +444,12 @@ fn tiled_device_working_set() {
         assert!(get("tmp_bytes") <= 8 * bound.tmp as u64, "tile {t}: tmp");
         assert_eq!(
             get("scratch_bytes"),
-            8 * vit::scratch_len(&arch, tile, mpcvit_core::Role::Device) as u64
+            8 * vit::scratch_len(
+                &arch,
+                tile,
+                mpcvit_core::Role::Device,
+                &mpcvit_core::provision::BlobView::parse(&blob).expect("blob")
+            ) as u64
         );
         let total = get("scratch_bytes") + get("tx_bytes") + get("rx_bytes") + get("tmp_bytes");
         let rounds = v["rounds"].as_u64().expect("rounds");

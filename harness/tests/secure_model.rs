@@ -128,7 +128,11 @@ fn print_worst_deviation() {
 /// reference's top two are within that bound; the fixed-point reference
 /// within 0.05 of the float model.
 fn check_model(seed: u64, tile: Tile) -> Result<(), TestCaseError> {
-    let fm = random_model(seed);
+    check_model_of(random_model(seed), seed, tile)
+}
+
+/// [`check_model`] on a given model.
+fn check_model_of(fm: FloatModel, seed: u64, tile: Tile) -> Result<(), TestCaseError> {
     let bytes = fm.to_bytes().expect("encode");
     let view = ModelView::parse(&bytes).expect("parse");
     let fp = FixedPoint::new(16).expect("fp");
@@ -182,10 +186,21 @@ proptest! {
     }
 
     /// The same bounds when every party cuts each layer into tiles (random
-    /// rows, heads and query rows per flight, down to one).
+    /// rows, heads and query rows per flight, down to one), also with every
+    /// token through GeLU (the device then holds `x` as bits too).
     #[test]
-    fn tiled_matches_fixed_point(seed in any::<u64>(), rows in 0u16..8, heads in 0u8..3, queries in 0u16..8) {
-        check_model(seed, Tile { rows, heads, queries })?;
+    fn tiled_matches_fixed_point(
+        seed in any::<u64>(),
+        rows in 0u16..8,
+        heads in 0u8..3,
+        queries in 0u16..8,
+        all_gelu in any::<bool>(),
+    ) {
+        let mut fm = random_model(seed);
+        if all_gelu {
+            fm.gelu.iter_mut().for_each(|g| *g = true);
+        }
+        check_model_of(fm, seed, Tile { rows, heads, queries })?;
     }
 }
 

@@ -620,7 +620,7 @@ where
             Role::Dealer => &maps[2],
         };
         let mut out = vec![0; a.classes];
-        let mut scratch = vec![0; vit::scratch_len(&a, tile, p.role())];
+        let mut scratch = vec![0; vit::scratch_len(&a, tile, p.role(), m)];
         vit::forward(p, &spec, w, x, &mut out, &mut scratch)?;
         Ok(out)
     };

@@ -1,7 +1,7 @@
 //! The whole forward pass, and the device's input encoding.
 
 use super::attention::attention;
-use super::held::{Qkv, qkv_len};
+use super::held::{Qkv, Resid, Term, qkv_len, resid_len};
 use super::mlp::mlp_rows;
 use super::spec::{Arena, VitSpec, scratch_len};
 use super::weights::{Weights, Wid, check_weights};
@@ -15,7 +15,8 @@ use crate::protocol::linear::LinearShape;
 /// The secure forward pass: `patches` (`(n-1) x patch_len`, this party's
 /// share; the device holds the image, so the host's share is zero) to the
 /// logits, revealed to the device (the host and the dealer get zeros).
-/// `scratch` holds [`scratch_len`]`(arch, spec.tile, role)` words.
+/// `scratch` holds [`scratch_len`]`(arch, spec.tile, role, spec.model)`
+/// words.
 pub fn forward<P: Party + ?Sized>(
     p: &mut P,
     spec: &VitSpec<'_>,
@@ -29,15 +30,19 @@ pub fn forward<P: Party + ?Sized>(
     let f = spec.fp.frac_bits();
     let host = p.role() == crate::Role::Host;
     let role = p.role();
-    if patches.len() != (n - 1) * pl || logits.len() != a.classes || scratch.len() < scratch_len(&a, spec.tile, role) {
+    if patches.len() != (n - 1) * pl
+        || logits.len() != a.classes
+        || scratch.len() < scratch_len(&a, spec.tile, role, spec.model)
+    {
         return Err(ProtocolError::BadBuffer.into());
     }
     check_weights(&a, w, host)?;
-    let (x, rest) = scratch.split_at_mut(n * d);
+    let (x, rest) = scratch.split_at_mut(resid_len(&a, role, spec.model));
+    let mut x = Resid::new(&a, role, spec.model, x);
     let (qkv, rest) = rest.split_at_mut(qkv_len(&a, spec.tile, role));
     let mut qkv = Qkv::new(&a, spec.tile, role, f, qkv);
     let (att, stage) = rest.split_at_mut(n * d);
-    embed(p, spec, w, patches, x)?;
+    embed(p, spec, w, patches, &mut x, stage)?;
     let r = spec.tile.rows_of(&a);
     for l in 0..a.layers {
         // 1-2. LayerNorm 0 (affine folded) and qkv, by row tiles
@@ -46,10 +51,12 @@ pub fn forward<P: Party + ?Sized>(
             let rr = r1 - r0;
             let mut ar = Arena { rest: &mut *stage };
             let ln = LnSpec::new(rr, d);
+            let xr = ar.take(rr * d)?;
             let hln = ar.take(rr * d)?;
             let lns = ar.take(ln.scratch_len())?;
             let zt = ar.take(rr * 3 * d)?;
-            layernorm::layernorm(p, &ln, &x[r0 * d..r1 * d], None, &[], hln, lns)?;
+            x.load(p, r0, xr)?;
+            layernorm::layernorm(p, &ln, xr, None, &[], hln, lns)?;
             p.linear_trunc(
                 LinearShape {
                     n: rr,
@@ -69,20 +76,10 @@ pub fn forward<P: Party + ?Sized>(
         // 6-8. projection, residual, LayerNorm 1, MLP, residual, by row tiles
         for r0 in (0..n).step_by(r) {
             let r1 = (r0 + r).min(n);
-            mlp_rows(
-                p,
-                spec,
-                w,
-                l,
-                r0,
-                r1,
-                &att[r0 * d..r1 * d],
-                &mut x[r0 * d..r1 * d],
-                stage,
-            )?;
+            mlp_rows(p, spec, w, l, r0, r1, &att[r0 * d..r1 * d], &mut x, stage)?;
         }
     }
-    head(p, spec, w, x, stage, logits)
+    head(p, spec, w, &x, stage, logits)
 }
 
 /// Patch embedding (by row tiles) into rows `1..n` of `x`, then the class
@@ -92,16 +89,18 @@ fn embed<P: Party + ?Sized>(
     spec: &VitSpec<'_>,
     w: &dyn Weights,
     patches: &[u64],
-    x: &mut [u64],
+    x: &mut Resid<'_>,
+    stage: &mut [u64],
 ) -> Result<(), P::Error> {
     let a = spec.arch;
     let (n, d, pl) = (a.tokens(), a.dim, a.patch_len());
     let f = spec.fp.frac_bits();
     let host = p.role() == crate::Role::Host;
-    x.fill(0);
     let r = spec.tile.rows_of(&a);
+    let z = Arena { rest: stage }.take(r * d)?;
     for r0 in (0..n - 1).step_by(r) {
         let r1 = (r0 + r).min(n - 1);
+        let z = &mut z[..(r1 - r0) * d];
         p.linear_trunc(
             LinearShape {
                 n: r1 - r0,
@@ -112,10 +111,12 @@ fn embed<P: Party + ?Sized>(
             w.get(Wid::PatchW),
             w.get(Wid::PatchB),
             f,
-            &mut x[(r0 + 1) * d..(r1 + 1) * d],
+            z,
         )?;
+        let op = p.next_op_id().wrapping_sub(1);
+        x.set(p, r0 + 1, &[(Term { op, row: 0, frac: f }, z)])?;
     }
-    if host {
+    if let (true, Some(x)) = (host, x.words()) {
         let (cls, pos) = (w.get(Wid::Cls), w.get(Wid::Pos));
         for (j, v) in x[..d].iter_mut().enumerate() {
             *v = cls[j].wrapping_add(pos[j]);
@@ -133,7 +134,7 @@ fn head<P: Party + ?Sized>(
     p: &mut P,
     spec: &VitSpec<'_>,
     w: &dyn Weights,
-    x: &[u64],
+    x: &Resid<'_>,
     stage: &mut [u64],
     logits: &mut [u64],
 ) -> Result<(), P::Error> {
@@ -142,9 +143,11 @@ fn head<P: Party + ?Sized>(
     let host = p.role() == crate::Role::Host;
     let mut ar = Arena { rest: stage };
     let ln1 = LnSpec::new(1, d);
+    let x0 = ar.take(d)?;
     let hln = ar.take(d)?;
     let lns = ar.take(ln1.scratch_len())?;
-    layernorm::layernorm(p, &ln1, &x[..d], None, &[], hln, lns)?;
+    x.load(p, 0, x0)?;
+    layernorm::layernorm(p, &ln1, x0, None, &[], hln, lns)?;
     let out = ar.take(a.classes)?;
     p.linear_trunc(
         LinearShape {

@@ -1,5 +1,6 @@
 //! Steps 6-8 of a layer: projection, residual, LayerNorm 1 and the MLP.
 
+use super::held::{Resid, Term};
 use super::spec::{Arena, MLP_RANGE_LOG2, VitSpec};
 use super::weights::{Weights, Wid};
 use crate::ops::layernorm::{self, LnSpec};
@@ -19,7 +20,7 @@ pub(super) fn mlp_rows<P: Party + ?Sized>(
     r0: usize,
     r1: usize,
     att: &[u64],
-    x: &mut [u64],
+    resid: &mut Resid<'_>,
     stage: &mut [u64],
 ) -> Result<(), P::Error> {
     let a = spec.arch;
@@ -28,6 +29,8 @@ pub(super) fn mlp_rows<P: Party + ?Sized>(
     let rr = r1 - r0;
     let mut ar = Arena { rest: stage };
     let ln = LnSpec::new(rr, d);
+    let x = ar.take(rr * d)?;
+    resid.load(p, r0, x)?;
     let proj = ar.take(rr * d)?;
     let hln = ar.take(rr * d)?;
     let lns = ar.take(ln.scratch_len())?;
@@ -51,7 +54,11 @@ pub(super) fn mlp_rows<P: Party + ?Sized>(
     }
     // 7. LayerNorm 1 (affine, host-private scale)
     layernorm::layernorm(p, &ln, x, Some(w.get(Wid::Ln1G(l))), w.get(Wid::Ln1B(l)), hln, lns)?;
-    x.copy_from_slice(hln);
+    let t_ln = Term {
+        op: p.next_op_id().wrapping_sub(1),
+        row: 0,
+        frac: f + layernorm::R_FRAC,
+    };
     // 8. MLP: GeLU tokens through comparison and tail lookup, linearized
     // tokens not. When every row is a GeLU row, fc1's product goes to
     // GeLU untruncated: its comparison drops the f bits in its opening.
@@ -64,7 +71,7 @@ pub(super) fn mlp_rows<P: Party + ?Sized>(
             din: d,
             dout: mlp,
         },
-        x,
+        hln,
         w.get(Wid::Fc1(l)),
         w.get(Wid::Fc1B(l)),
         f - pre,
@@ -103,6 +110,11 @@ pub(super) fn mlp_rows<P: Party + ?Sized>(
         f,
         y,
     )?;
+    let t_fc2 = Term {
+        op: p.next_op_id().wrapping_sub(1),
+        row: 0,
+        frac: f,
+    };
     if g_rows < rr {
         let mut o = 0;
         for t in (0..rr).filter(|&t| !gelu(t)) {
@@ -117,8 +129,6 @@ pub(super) fn mlp_rows<P: Party + ?Sized>(
             o += d;
         }
     }
-    for (v, &yv) in x.iter_mut().zip(y.iter()) {
-        *v = v.wrapping_add(yv);
-    }
-    Ok(())
+    // x is LayerNorm 1's output plus the MLP's
+    resid.set(p, r0, &[(t_ln, hln), (t_fc2, y)])
 }

@@ -299,19 +299,24 @@ pub(super) fn attn_buffers(g: usize, q: usize, n: usize, hd: usize) -> AttnBuffe
 }
 
 /// Scratch words [`forward`](super::forward) needs with `tile` at
-/// `role`: what lives through a layer (`x` and the attention output, `2 n
-/// d`, and `qkv`: `3 n d` words at the host and the dealer, `3 n d` bits at
-/// the device, [`qkv_len`](super::qkv_len)) plus the largest stage's
-/// temporaries.
-pub fn scratch_len(a: &Arch, tile: Tile, role: crate::corr::Role) -> usize {
+/// `role` for a model of `layout`: what lives through a layer (`x`, `qkv`
+/// and the attention output: `5 n d` words at the host and the dealer; at
+/// the device `x` and `qkv` are held as bits, [`resid_len`](super::resid_len),
+/// [`qkv_len`](super::qkv_len)) plus the largest stage's temporaries.
+pub fn scratch_len(a: &Arch, tile: Tile, role: crate::corr::Role, layout: &dyn Layout) -> usize {
     let (n, d, m, hd) = (a.tokens(), a.dim, a.mlp, a.head_dim());
     let (r, g, q) = (tile.rows_of(a), tile.heads_of(a), tile.queries_of(a));
     let ln = LnSpec::new(r, d).scratch_len();
-    let stage_a = 4 * r * d + ln;
+    // x's rows, LayerNorm 0 and qkv's rows
+    let stage_a = 5 * r * d + ln;
     // K^T V, the products' operands, the probabilities, a row of qkv
     let b = attn_buffers(g, q, n, hd);
     let stage_b = b.ktv + b.x + 2 * b.y + b.z + g * q * n + norm_scratch_len(g, q, n) + hd;
+    // x's rows, the projection, LayerNorm 1, the MLP
     let stage_c = 4 * r * d + ln + 4 * r * m + 2 * r * m.max(d);
-    let last = d + LnSpec::new(1, d).scratch_len() + 2 * a.classes;
-    2 * n * d + super::held::qkv_len(a, tile, role) + stage_a.max(stage_b).max(stage_c).max(last)
+    let last = 2 * d + LnSpec::new(1, d).scratch_len() + 2 * a.classes;
+    n * d
+        + super::held::resid_len(a, role, layout)
+        + super::held::qkv_len(a, tile, role)
+        + stage_a.max(stage_b).max(stage_c).max(last)
 }
