@@ -7,7 +7,7 @@
 //   -> psk.bin (empty without)
 // * `MPCVIT_TILE` (optional): `whole` or `ROWS,HEADS,QUERIES`; the board's
 //   default otherwise -> sizes.rs: `TILE`, `SCRATCH_WORDS`, `TX_BYTES`,
-//   `RX_BYTES`, `TMP_WORDS`, `PATCH_WORDS`, `CLASSES`
+//   `RX_BYTES`, `TMP_WORDS`, `CLASSES`
 // * `MPCVIT_IMAGE` (optional, default 0): which bundled test image a board
 //   classifies -> `IMAGE_INDEX` in sizes.rs
 
@@ -100,8 +100,6 @@ fn deploy(default_tile: &str) {
          const RX_BYTES: usize = {};\n\
          /// See `TX_BYTES`.\n\
          const TMP_WORDS: usize = {};\n\
-         /// The patch matrix.\n\
-         const PATCH_WORDS: usize = {};\n\
          /// The model's classes.\n\
          const CLASSES: usize = {};\n\
          /// The bundled test image a board classifies (`MPCVIT_IMAGE`).\n\
@@ -114,7 +112,6 @@ fn deploy(default_tile: &str) {
         b.tx.max(256),
         b.rx.max(256),
         b.tmp.max(1),
-        (arch.tokens() - 1) * arch.patch_len(),
         arch.classes,
         image,
     );

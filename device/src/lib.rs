@@ -122,9 +122,10 @@ pub fn buffers(arch: &Arch, tile: Tile) -> HighWater {
         2 * r * d + r,
         2 * r * w,
     ];
-    // attention on g heads x q query rows
+    // attention on g heads x q query rows: a head's step-3 operands are
+    // ScaleAttn's K^T and V or a normalized head's Q rows and K^T
     let attn = [
-        g * (2 * hd * n + q * hd),
+        g * (2 * hd * n).max(q * hd + hd * n),
         g * (q * n + n * hd),
         g * (q * hd + hd * hd),
         2 * g * q * n + g * q,

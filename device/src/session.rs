@@ -72,8 +72,6 @@ pub struct Buffers<'a> {
     pub rx: &'a mut [u8],
     /// Per-op temporaries.
     pub tmp: &'a mut [u64],
-    /// The patch matrix (`(tokens - 1) x patch_len` words).
-    pub patches: &'a mut [u64],
     /// The logits (at least the model's classes); the first `classes` hold
     /// them after [`infer`].
     pub logits: &'a mut [u64],
@@ -162,16 +160,12 @@ pub fn infer<T: Read + Write, R: TryCryptoRng + ?Sized>(
     let arch = blob.arch();
     let t_start = clock();
     let fp = FixedPoint::new(blob.frac_bits()).map_err(|_| Failure::Setup("the blob's fractional bits"))?;
-    let np = (arch.tokens() - 1) * arch.patch_len();
     let scratch_need = vit::scratch_len(&arch, tile, mpcvit_core::Role::Device, blob);
-    let (Some(scratch), Some(patches), Some(logits)) = (
-        b.scratch.get_mut(..scratch_need),
-        b.patches.get_mut(..np),
-        b.logits.get_mut(..arch.classes),
-    ) else {
+    let (Some(scratch), Some(logits)) = (b.scratch.get_mut(..scratch_need), b.logits.get_mut(..arch.classes)) else {
         return Err(Failure::Setup("the model needs more RAM than the buffers given"));
     };
-    vit::patches_from_pixels(&arch, fp, pixels, mean, std, patches)
+    // the patches are encoded a row tile at a time from the pixels
+    let patches = vit::Pixels::new(&arch, fp, pixels, mean, std)
         .map_err(|_| Failure::Setup("the image does not fit the model"))?;
     let mut link = Link::new(io, 0);
     let offer = Offer {
@@ -203,7 +197,7 @@ pub fn infer<T: Read + Write, R: TryCryptoRng + ?Sized>(
         tile,
         logits_to_host,
     };
-    vit::forward(&mut party, &spec, dep.weights, patches, logits, scratch).map_err(Failure::Device)?;
+    vit::forward(&mut party, &spec, dep.weights, &patches, logits, scratch).map_err(Failure::Device)?;
     Ok(Outcome {
         session: sid.0,
         prediction: argmax(logits),

@@ -216,7 +216,6 @@ pub fn device_run(a: &DeviceArgs) -> Result<DeviceReport, String> {
     .map_err(|e| e.to_string())?
     .into_inner();
     let mut scratch = vec![0; vit::scratch_len(&arch, a.tile, mpcvit_core::Role::Device, &blob)];
-    let mut patches = vec![0; (arch.tokens() - 1) * arch.patch_len()];
     let mut logits = vec![0; arch.classes];
     let mut bufs = mpcvit_host::local::DeviceBuffers::default();
     let (tx, rx, tmp) = bufs.split();
@@ -225,7 +224,6 @@ pub fn device_run(a: &DeviceArgs) -> Result<DeviceReport, String> {
         tx,
         rx,
         tmp,
-        patches: &mut patches,
         logits: &mut logits,
     };
     let mut clock = || u64::try_from(t_start.elapsed().as_nanos()).unwrap_or(u64::MAX);

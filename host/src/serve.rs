@@ -542,7 +542,7 @@ impl Dealer {
         let zeros = vec![0u64; (a.tokens() - 1) * a.patch_len()];
         let mut out = vec![0; a.classes];
         let mut scratch = vec![0; vit::scratch_len(&a, o.tile, Role::Dealer, &plan)];
-        vit::forward(&mut d, &spec, &map, &zeros, &mut out, &mut scratch).map_err(SessionError::Dealer)?;
+        vit::forward(&mut d, &spec, &map, zeros.as_slice(), &mut out, &mut scratch).map_err(SessionError::Dealer)?;
         Ok(sid)
     }
 }
@@ -794,7 +794,7 @@ impl Host {
         let zeros = vec![0u64; (a.tokens() - 1) * a.patch_len()];
         let mut out = vec![0; a.classes];
         let mut scratch = vec![0; vit::scratch_len(&a, hello.offer.tile, Role::Host, &view)];
-        vit::forward(&mut h, &spec, &self.map, &zeros, &mut out, &mut scratch).map_err(SessionError::Host)?;
+        vit::forward(&mut h, &spec, &self.map, zeros.as_slice(), &mut out, &mut scratch).map_err(SessionError::Host)?;
         let m = h.device_link().meter().since(&m0);
         let d = h.dealer_link().meter().since(&d0);
         Ok(HostReport {

@@ -117,7 +117,6 @@ macro_rules! deployment {
         static mut TX: [u8; TX_BYTES] = [0; TX_BYTES];
         static mut RX: [u8; RX_BYTES] = [0; RX_BYTES];
         static mut TMP: [u64; TMP_WORDS] = [0; TMP_WORDS];
-        static mut PATCHES: [u64; PATCH_WORDS] = [0; PATCH_WORDS];
         static mut LOGITS: [u64; CLASSES] = [0; CLASSES];
 
         /// The static buffers; call once (a second call would alias them).
@@ -131,7 +130,6 @@ macro_rules! deployment {
                     tx: &mut *(&raw mut TX),
                     rx: &mut *(&raw mut RX),
                     tmp: &mut *(&raw mut TMP),
-                    patches: &mut *(&raw mut PATCHES),
                     logits: &mut *(&raw mut LOGITS),
                 }
             }

@@ -28,11 +28,12 @@ use crate::protocol::matmul::{Matmul, MatmulOpened, MatmulShape};
 pub const DEALER_CHUNK_BYTES: usize = 32 << 20;
 
 /// Most ops in one flight (after chunking). The open states live on the
-/// stack: a microcontroller's models are small (one chunk per job), while a
-/// desktop party may run vit_9_12_64, whose 792,588 attention scores per
-/// layer need hundreds of chunks.
+/// stack: a microcontroller's models are small (one chunk per job, as many
+/// jobs as heads in a group of the tile), while a desktop party may run
+/// vit_9_12_64, whose 792,588 attention scores per layer need hundreds of
+/// chunks.
 #[cfg(target_os = "none")]
-pub const MAX_JOBS: usize = 64;
+pub const MAX_JOBS: usize = 16;
 /// Most ops in one flight (after chunking).
 #[cfg(not(target_os = "none"))]
 pub const MAX_JOBS: usize = 2048;

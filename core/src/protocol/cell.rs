@@ -421,8 +421,14 @@ fn round_word(x: f64) -> u64 {
 }
 
 /// Most grids of one cell lookup (one opening read through several cell
-/// structures, as the wide-range functions' windows).
+/// structures, as the wide-range functions' windows). On a
+/// microcontroller, where the flights' chunk lists of grids live on the
+/// stack, as many as those functions read (`ops::wide::MAX_WINDOWS`).
+#[cfg(not(target_os = "none"))]
 pub const MAX_GRIDS: usize = 48;
+/// Most grids of one cell lookup.
+#[cfg(target_os = "none")]
+pub const MAX_GRIDS: usize = 24;
 
 /// One grid of a cell lookup: its shape (every grid of an op has the same
 /// `n`) and the dealer's function.

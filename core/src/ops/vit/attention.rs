@@ -10,6 +10,13 @@ use crate::ProtocolError;
 use crate::model::AttnKind;
 use crate::ops::Party;
 use crate::ops::wide;
+
+/// Most heads in a group (a tile's `heads`): one flight's products.
+const MAX_GROUP: usize = if crate::ops::flight::MAX_JOBS < crate::model::MAX_HEADS {
+    crate::ops::flight::MAX_JOBS
+} else {
+    crate::model::MAX_HEADS
+};
 use crate::protocol::cmp::{CmpOut, CmpShape};
 use crate::protocol::matmul::{MatmulShape, Right};
 
@@ -206,6 +213,10 @@ pub(super) fn attention<P: Party + ?Sized>(
     let (n, d, nh, hd) = (a.tokens(), a.dim, a.heads, a.head_dim());
     let f = spec.fp.frac_bits();
     let (g, q) = (spec.tile.heads_of(&a), spec.tile.queries_of(&a));
+    // a group's products are one flight: no more heads than it holds
+    if g > MAX_GROUP {
+        return Err(ProtocolError::TooManyOps.into());
+    }
     // column of block blk (q, k, v) of head h in qkv
     let col = |blk: usize, h: usize| blk * d + h * hd;
     let scale_head = |h: usize| spec.model.attn(l, h) == AttnKind::Scale;
@@ -259,8 +270,8 @@ pub(super) fn attention<P: Party + ?Sized>(
             //    heads (first tile only), one flight; K^T V is truncated in
             //    step 4's first flight (every product here in a group with
             //    a 2Quad head)
-            let mut shapes = [MatmulShape::new(0, 0, 0); crate::model::MAX_HEADS];
-            let mut is_ktv = [false; crate::model::MAX_HEADS];
+            let mut shapes = [MatmulShape::new(0, 0, 0); MAX_GROUP];
+            let mut is_ktv = [false; MAX_GROUP];
             let mut ns = 0;
             if q0 == 0 {
                 first3 = p.next_op_id();
@@ -337,7 +348,7 @@ pub(super) fn attention<P: Party + ?Sized>(
             }
             // 4. normalize the non-Scale heads (their scores moved to the
             //    front of mm_z); keep K^T V
-            let mut kinds = [AttnKind::Softmax; crate::model::MAX_HEADS];
+            let mut kinds = [AttnKind::Softmax; MAX_GROUP];
             let (mut nk, mut zo, mut so, mut si) = (0, 0, 0, 0);
             for h in g0..g1 {
                 if scale_head(h) {
@@ -376,7 +387,7 @@ pub(super) fn attention<P: Party + ?Sized>(
             )?;
             // 5. P V and Q (K^T V), one flight
             let (mut xo, mut yo, mut po) = (0, 0, 0);
-            let mut shapes2 = [MatmulShape::new(0, 0, 0); crate::model::MAX_HEADS];
+            let mut shapes2 = [MatmulShape::new(0, 0, 0); MAX_GROUP];
             if q0 == 0 {
                 first5 = p.next_op_id();
             }

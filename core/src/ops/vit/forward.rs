@@ -13,15 +13,16 @@ use crate::ops::layernorm::{self, LnSpec};
 use crate::protocol::linear::LinearShape;
 
 /// The secure forward pass: `patches` (`(n-1) x patch_len`, this party's
-/// share; the device holds the image, so the host's share is zero) to the
+/// share, read a row tile at a time, [`Pixels`] at the device, which holds
+/// the image; the host's share is zero) to the
 /// logits, revealed to the device (the host and the dealer get zeros).
 /// `scratch` holds [`scratch_len`]`(arch, spec.tile, role, spec.model)`
 /// words.
-pub fn forward<P: Party + ?Sized>(
+pub fn forward<P: Party + ?Sized, I: Patches + ?Sized>(
     p: &mut P,
     spec: &VitSpec<'_>,
     w: &dyn Weights,
-    patches: &[u64],
+    patches: &I,
     logits: &mut [u64],
     scratch: &mut [u64],
 ) -> Result<(), P::Error> {
@@ -30,7 +31,7 @@ pub fn forward<P: Party + ?Sized>(
     let f = spec.fp.frac_bits();
     let host = p.role() == crate::Role::Host;
     let role = p.role();
-    if patches.len() != (n - 1) * pl
+    if patches.words() != (n - 1) * pl
         || logits.len() != a.classes
         || scratch.len() < scratch_len(&a, spec.tile, role, spec.model)
     {
@@ -84,11 +85,11 @@ pub fn forward<P: Party + ?Sized>(
 
 /// Patch embedding (by row tiles) into rows `1..n` of `x`, then the class
 /// token into row 0 and the positions, which are the host's constants.
-fn embed<P: Party + ?Sized>(
+fn embed<P: Party + ?Sized, I: Patches + ?Sized>(
     p: &mut P,
     spec: &VitSpec<'_>,
     w: &dyn Weights,
-    patches: &[u64],
+    patches: &I,
     x: &mut Resid<'_>,
     stage: &mut [u64],
 ) -> Result<(), P::Error> {
@@ -97,17 +98,21 @@ fn embed<P: Party + ?Sized>(
     let f = spec.fp.frac_bits();
     let host = p.role() == crate::Role::Host;
     let r = spec.tile.rows_of(&a);
-    let z = Arena { rest: stage }.take(r * d)?;
+    let mut ar = Arena { rest: stage };
+    let z = ar.take(r * d)?;
+    let rows = ar.take(r * pl)?;
     for r0 in (0..n - 1).step_by(r) {
         let r1 = (r0 + r).min(n - 1);
         let z = &mut z[..(r1 - r0) * d];
+        let rows = &mut rows[..(r1 - r0) * pl];
+        patches.read(r0 * pl, rows)?;
         p.linear_trunc(
             LinearShape {
                 n: r1 - r0,
                 din: pl,
                 dout: d,
             },
-            &patches[r0 * pl..r1 * pl],
+            rows,
             w.get(Wid::PatchW),
             w.get(Wid::PatchB),
             f,
@@ -172,11 +177,90 @@ fn head<P: Party + ?Sized>(
     Ok(())
 }
 
+/// The forward pass's input: the patch matrix (`(tokens - 1) x
+/// patch_len`, this party's share), read a row tile at a time.
+pub trait Patches {
+    /// Words of the whole matrix.
+    fn words(&self) -> usize;
+    /// Words `at..at + out.len()` (whole rows) into `out`.
+    fn read(&self, at: usize, out: &mut [u64]) -> Result<(), ProtocolError>;
+}
+
+/// A matrix in memory (the host's and the dealer's zeros, a test's share).
+impl Patches for [u64] {
+    fn words(&self) -> usize {
+        self.len()
+    }
+
+    fn read(&self, at: usize, out: &mut [u64]) -> Result<(), ProtocolError> {
+        out.copy_from_slice(self.get(at..at + out.len()).ok_or(ProtocolError::BadBuffer)?);
+        Ok(())
+    }
+}
+
 /// The device's input: 8-bit pixels `[c, h, w]`, normalised per channel as
-/// `(p / 255 - mean[c]) / std[c]` in `f32` and encoded in fixed point, as the
-/// patch matrix `((tokens - 1) x patch_len)` the forward pass takes. The
-/// desktop device and the firmware both use this, so they feed the same
-/// bits.
+/// `(p / 255 - mean[c]) / std[c]` in `f32` and encoded in fixed point when
+/// a row tile of patches is read (no patch matrix in memory). The desktop
+/// device and the firmware both use this, so they feed the same bits.
+pub struct Pixels<'a> {
+    arch: Arch,
+    fp: FixedPoint,
+    pixels: &'a [u8],
+    mean: &'a [f32],
+    std: &'a [f32],
+}
+
+impl<'a> Pixels<'a> {
+    /// The pixels of one image of `a` (refused unless the image fits).
+    pub fn new(
+        a: &Arch,
+        fp: FixedPoint,
+        pixels: &'a [u8],
+        mean: &'a [f32],
+        std: &'a [f32],
+    ) -> Result<Self, ProtocolError> {
+        if pixels.len() != a.channels * a.image * a.image || mean.len() < a.channels || std.len() < a.channels {
+            return Err(ProtocolError::BadBuffer);
+        }
+        Ok(Self {
+            arch: *a,
+            fp,
+            pixels,
+            mean,
+            std,
+        })
+    }
+}
+
+impl Patches for Pixels<'_> {
+    fn words(&self) -> usize {
+        (self.arch.tokens() - 1) * self.arch.patch_len()
+    }
+
+    fn read(&self, at: usize, out: &mut [u64]) -> Result<(), ProtocolError> {
+        let a = &self.arch;
+        let (p, g, side, pl) = (a.patch, a.image / a.patch, a.image, a.patch_len());
+        if !at.is_multiple_of(pl) || !out.len().is_multiple_of(pl) || at + out.len() > self.words() {
+            return Err(ProtocolError::BadBuffer);
+        }
+        let r0 = at / pl;
+        for (k, row) in out.chunks_exact_mut(pl).enumerate() {
+            let (py, px) = ((r0 + k) / g, (r0 + k) % g);
+            for c in 0..a.channels {
+                for ky in 0..p {
+                    for kx in 0..p {
+                        let src = (c * side + py * p + ky) * side + px * p + kx;
+                        let v = (self.pixels[src] as f32 / 255.0 - self.mean[c]) / self.std[c];
+                        row[(c * p + ky) * p + kx] = self.fp.try_encode_at(v as f64, 1)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The patch matrix of [`Pixels`] in memory (`(tokens - 1) x patch_len`).
 pub fn patches_from_pixels(
     a: &Arch,
     fp: FixedPoint,
@@ -185,27 +269,9 @@ pub fn patches_from_pixels(
     std: &[f32],
     out: &mut [u64],
 ) -> Result<(), ProtocolError> {
-    let (p, g, side) = (a.patch, a.image / a.patch, a.image);
-    if pixels.len() != a.channels * side * side
-        || out.len() != (a.tokens() - 1) * a.patch_len()
-        || mean.len() < a.channels
-        || std.len() < a.channels
-    {
+    let px = Pixels::new(a, fp, pixels, mean, std)?;
+    if out.len() != px.words() {
         return Err(ProtocolError::BadBuffer);
     }
-    for py in 0..g {
-        for px in 0..g {
-            let row = (py * g + px) * a.patch_len();
-            for c in 0..a.channels {
-                for ky in 0..p {
-                    for kx in 0..p {
-                        let src = (c * side + py * p + ky) * side + px * p + kx;
-                        let v = (pixels[src] as f32 / 255.0 - mean[c]) / std[c];
-                        out[row + (c * p + ky) * p + kx] = fp.try_encode_at(v as f64, 1)?;
-                    }
-                }
-            }
-        }
-    }
-    Ok(())
+    px.read(0, out)
 }

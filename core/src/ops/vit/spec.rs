@@ -315,8 +315,10 @@ pub fn scratch_len(a: &Arch, tile: Tile, role: crate::corr::Role, layout: &dyn L
     // x's rows, the projection, LayerNorm 1, the MLP
     let stage_c = 4 * r * d + ln + 4 * r * m + 2 * r * m.max(d);
     let last = 2 * d + LnSpec::new(1, d).scratch_len() + 2 * a.classes;
+    // the embedding's output and input rows
+    let embed = r * (d + a.patch_len());
     n * d
         + super::held::resid_len(a, role, layout)
         + super::held::qkv_len(a, tile, role)
-        + stage_a.max(stage_b).max(stage_c).max(last)
+        + stage_a.max(stage_b).max(stage_c).max(last).max(embed)
 }
