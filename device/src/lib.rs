@@ -137,10 +137,11 @@ pub fn buffers(arch: &Arch, tile: Tile) -> HighWater {
         3 * r * d,
         r * m,
         r * d,
-        2 * hd * n,
-        q * hd + hd * n,
-        q * n + n * hd,
-        q * hd + hd * hd,
+        // a product's E and one row of B at a time
+        hd * n + hd,
+        q * hd + n,
+        q * n + hd,
+        q * hd + hd,
         arch.classes,
     ];
     HighWater {
@@ -320,7 +321,7 @@ impl<T: Read + Write> Party for DeviceParty<'_, T> {
 
     fn matmuls(&mut self, shapes: &[MatmulShape], x: &[u64], y: &mut [u64], z: &mut [u64]) -> Result<(), Self::Error> {
         self.use_tx(flight::matmuls_msg_len(shapes))?;
-        self.use_tmp(flight::matmuls_scratch_len(shapes))?;
+        self.use_tmp(flight::matmuls_min_scratch_len(shapes))?;
         let Self {
             link,
             corr,

@@ -283,3 +283,87 @@ fn local_trunc_failure_rate_matches_bound() {
     let t = w.trunc(fp, &z[..20_000]).expect("exact trunc");
     assert!(t.iter().all(|&v| (0..=1).contains(&(v.wrapping_sub(want) as i64))));
 }
+
+/// A product finished with the least scratch (`E` and one row of `B` at a
+/// time, as a microcontroller's) equals one finished with `B` whole and the
+/// plaintext product, for each way `Y` is opened; `y` becomes `F` either way.
+#[test]
+fn matmul_with_least_scratch() {
+    use mpcvit_core::corr::{Correlations, DealerSession, SessionId};
+    use mpcvit_core::protocol::matmul::{self, Matmul, Right};
+    let keys = mpcvit_conformance::keys(12);
+    let mut r = mpcvit_core::prg::Prg::new(&keys.host, 9, 9);
+    let (n, k, m) = (3, 7, 5);
+    let x: Vec<u64> = (0..2 * n * k).map(|_| r.next_u64()).collect();
+    let y: Vec<u64> = (0..k * m).map(|_| r.next_u64()).collect();
+    let (x0, x1): (Vec<u64>, Vec<u64>) = x
+        .iter()
+        .map(|&v| {
+            let s = r.next_u64();
+            (v.wrapping_sub(s), s)
+        })
+        .unzip();
+    let (y0, y1): (Vec<u64>, Vec<u64>) = y
+        .iter()
+        .map(|&v| {
+            let s = r.next_u64();
+            (v.wrapping_sub(s), s)
+        })
+        .unzip();
+    for least in [false, true] {
+        let sid = SessionId(5);
+        let mut dealer = DealerSession::new(&keys.host, &keys.device, sid);
+        let mut host = Correlations::new(Role::Host, &keys.host, sid);
+        let mut dev = Correlations::new(Role::Device, &keys.device, sid);
+        let (mut yh, mut yd) = (y0.clone(), y1.clone());
+        for (i, right) in [Right::Keep, Right::Opened(0)].into_iter().enumerate() {
+            let s = MatmulShape::new(n, k, m).with_right(right);
+            let op = dealer.next_op().expect("op");
+            let mut msg = vec![0u8; mpcvit_core::corr::dealer_message_len(n * m)];
+            let mut ds = vec![0; s.dealer_scratch_len()];
+            matmul::deal(&op, s, &mut ds, &mut msg).expect("deal");
+            let hc = host.next_op_with(&msg).expect("host op");
+            let dc = dev.next_op().expect("device op");
+            let xs = |v: &[u64]| v[i * n * k..(i + 1) * n * k].to_vec();
+            let (mut th, mut td) = (vec![0u8; s.msg_len()], vec![0u8; s.msg_len()]);
+            let (oh, _) = Matmul::new(hc, s)
+                .expect("h")
+                .open(&xs(&x0), &yh, &mut th)
+                .expect("open");
+            let (od, _) = Matmul::new(dc, s)
+                .expect("d")
+                .open(&xs(&x1), &yd, &mut td)
+                .expect("open");
+            let len = if least { s.min_scratch_len() } else { s.scratch_len() };
+            let (mut zh, mut zd) = (vec![0; n * m], vec![0; n * m]);
+            oh.finish(&xs(&x0), &mut yh, &td, &mut vec![0; len], &mut zh)
+                .expect("finish");
+            od.finish(&xs(&x1), &mut yd, &th, &mut vec![0; len], &mut zd)
+                .expect("finish");
+            let mut want = vec![0; n * m];
+            reference::matmul(&xs(&x), &y, (n, k, m), &mut want).expect("shape");
+            let got = mpcvit_conformance::reconstruct(&zh, &zd);
+            assert_eq!(got, want, "least scratch {least}, {right:?}");
+            assert_eq!(yh, yd, "both parties hold the same opened F");
+        }
+        let too_small = MatmulShape::new(n, k, m).min_scratch_len() - 1;
+        let s = MatmulShape::new(n, k, m);
+        let op = dealer.next_op().expect("op");
+        let mut msg = vec![0u8; mpcvit_core::corr::dealer_message_len(n * m)];
+        matmul::deal(&op, s, &mut vec![0; s.dealer_scratch_len()], &mut msg).expect("deal");
+        let dc = dev.next_op().expect("device op");
+        let mut td = vec![0u8; s.msg_len()];
+        let (od, _) = Matmul::new(dc, s)
+            .expect("d")
+            .open(&x1[..n * k], &y1, &mut td)
+            .expect("open");
+        let got = od.finish(
+            &x1[..n * k],
+            &mut y1.clone(),
+            &td,
+            &mut vec![0; too_small],
+            &mut vec![0; n * m],
+        );
+        assert_eq!(got.err(), Some(mpcvit_core::ProtocolError::BadBuffer));
+    }
+}

@@ -115,9 +115,14 @@ pub fn matmuls_msg_len(shapes: &[MatmulShape]) -> usize {
     shapes.iter().map(|s| s.msg_len()).sum()
 }
 
-/// Scratch words [`matmuls`] needs.
+/// Scratch words [`matmuls`] takes at most (the faster product).
 pub fn matmuls_scratch_len(shapes: &[MatmulShape]) -> usize {
     shapes.iter().map(|s| s.scratch_len()).max().unwrap_or(0)
+}
+
+/// Scratch words [`matmuls`] needs at least (a microcontroller's).
+pub fn matmuls_min_scratch_len(shapes: &[MatmulShape]) -> usize {
+    shapes.iter().map(|s| s.min_scratch_len()).max().unwrap_or(0)
 }
 
 fn checked_peer(peer: &[u8], expected: usize) -> Result<&[u8], ProtocolError> {
@@ -141,9 +146,11 @@ fn sub_mut<T>(s: &mut [T], a: usize, len: usize) -> Result<&mut [T], ProtocolErr
 }
 
 /// Shared x shared matrix products in one flight: `x`, `y` and `z` hold the
-/// operands and results one after the other (a [`Right::Keep`] product's
-/// `y` becomes its opened `F`); `tx` at least [`matmuls_msg_len`] bytes,
-/// `scratch` [`matmuls_scratch_len`] words.
+/// operands and results one after the other (each product's `y` becomes
+/// its opened `F`, which a [`Right::Keep`] product keeps for later ones);
+/// `tx` at least [`matmuls_msg_len`] bytes, `scratch` at least
+/// [`matmuls_min_scratch_len`] words ([`matmuls_scratch_len`] for the
+/// faster product).
 ///
 /// [`Right::Keep`]: crate::protocol::matmul::Right::Keep
 pub fn matmuls<'m, 'r, E: From<ProtocolError>>(
@@ -175,7 +182,7 @@ pub fn matmuls<'m, 'r, E: From<ProtocolError>>(
             sub(x, xo, s.n * s.k)?,
             sub_mut(y, yo, s.k * s.m)?,
             sub(peer, po, s.msg_len())?,
-            sub_mut(scratch, 0, s.scratch_len())?,
+            sub_mut(scratch, 0, s.scratch_len().min(scratch.len()))?,
             sub_mut(z, zo, s.n * s.m)?,
         )?;
         xo += s.n * s.k;

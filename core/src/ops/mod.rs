@@ -93,10 +93,11 @@ pub trait Party {
         self.matmuls(&[s], x, y, z)
     }
     /// Several shared x shared matrix products in one flight: `x`, `y` and
-    /// `z` hold the operands and results one after the other. A product
-    /// whose shape says [`Right::Keep`](crate::protocol::matmul::Right::Keep)
-    /// leaves its opened `F = Y - B` in its part of `y`; one that says
-    /// [`Right::Opened`](crate::protocol::matmul::Right::Opened) takes it there.
+    /// `z` hold the operands and results one after the other. Each product
+    /// leaves its opened `F = Y - B` in its part of `y`, which a later one
+    /// that says [`Right::Opened`](crate::protocol::matmul::Right::Opened)
+    /// takes there (after one that says
+    /// [`Right::Keep`](crate::protocol::matmul::Right::Keep)).
     fn matmuls(&mut self, s: &[MatmulShape], x: &[u64], y: &mut [u64], z: &mut [u64]) -> Result<(), Self::Error>;
     /// Linear layer with host weights, `x (n x din) W + bias`, then exact
     /// truncation by `bits`, in one round trip (the device's output share is

@@ -86,9 +86,15 @@ impl MatmulShape {
     pub fn msg_len(self) -> usize {
         wire::words_len(self.n * self.k + self.opened_y())
     }
-    /// Scratch words a party needs to finish (`E` and `F`).
+    /// Scratch words a party's finish takes at most: `E` and all of `B`'s
+    /// rows at once (the faster product).
     pub fn scratch_len(self) -> usize {
         self.n * self.k + self.k * self.m
+    }
+    /// Scratch words a party's finish needs at least: `E` and one row of
+    /// `B` at a time (a microcontroller's).
+    pub fn min_scratch_len(self) -> usize {
+        self.n * self.k + self.m
     }
     /// Scratch words the dealer needs.
     pub fn dealer_scratch_len(self) -> usize {
@@ -182,8 +188,10 @@ impl<'d> Matmul<'d> {
 
 impl MatmulOpened<'_> {
     /// Takes the peer's opening and writes this party's share of `X Y`.
-    /// `scratch` holds `scratch_len()` words. With [`Right::Keep`], `y`
-    /// (this party's share) becomes `F = Y - B`.
+    /// `scratch` holds at least [`MatmulShape::min_scratch_len`] words (at
+    /// [`MatmulShape::scratch_len`] the product takes `B` whole). `y` (this
+    /// party's share) becomes `F = Y - B`, which a [`Right::Keep`] product
+    /// keeps for later [`Right::Opened`] ones.
     pub fn finish(
         mut self,
         x: &[u64],
@@ -197,26 +205,24 @@ impl MatmulOpened<'_> {
         check_len(y, s.k, s.m)?;
         check_len(z, s.n, s.m)?;
         wire::expect_len(peer, s.msg_len())?;
-        let scratch = scratch.get_mut(..s.scratch_len()).ok_or(ProtocolError::BadBuffer)?;
-        let (e, f) = scratch.split_at_mut(s.n * s.k);
+        if scratch.len() < s.min_scratch_len() {
+            return Err(ProtocolError::BadBuffer);
+        }
+        let (e, rest) = scratch.split_at_mut(s.n * s.k);
         let (pe, pf) = peer.split_at(8 * s.n * s.k);
-        // E = X - A (own) + peer's, F likewise.
+        // E = X - A (own) + peer's; F = Y - B likewise, over y (an Opened
+        // product finds it there)
         let mut a = self.corr.random(LANE_A);
         for ((ev, &xv), p) in e.iter_mut().zip(x).zip(wire::words(pe)) {
             *ev = xv.wrapping_sub(a.next_u64()).wrapping_add(p);
         }
-        match s.right {
-            Right::Opened(_) => f.copy_from_slice(y),
-            Right::Share | Right::Keep => {
-                let mut b = self.corr.random(LANE_B);
-                for ((fv, &yv), p) in f.iter_mut().zip(y.iter()).zip(wire::words(pf)) {
-                    *fv = yv.wrapping_sub(b.next_u64()).wrapping_add(p);
-                }
-                if s.right == Right::Keep {
-                    y.copy_from_slice(f);
-                }
+        if !matches!(s.right, Right::Opened(_)) {
+            let mut b = self.corr.random(LANE_B);
+            for (yv, p) in y.iter_mut().zip(wire::words(pf)) {
+                *yv = yv.wrapping_sub(b.next_u64()).wrapping_add(p);
             }
         }
+        let f: &[u64] = y;
         // Z = C_b (+ E F for the host)
         let mut c = self.corr.derived(LANE_C, s.n * s.m)?;
         for zv in z.iter_mut() {
@@ -235,13 +241,27 @@ impl MatmulOpened<'_> {
                 }
             }
         }
-        // F is no longer needed: reuse its space for B_b, then Z += E B_b.
+        // Z += E B_b: all of B_b at once when the scratch holds it, else a
+        // row at a time (row kk of B_b times column kk of E)
         let mut b = match s.right {
             Right::Opened(first) => self.corr.random_of_earlier(first, LANE_B)?,
             Right::Share | Right::Keep => self.corr.random(LANE_B),
         };
-        b.fill(f);
-        crate::ring::matmul_acc(z, e, f, (s.n, s.k, s.m))?;
+        if let Some(bb) = rest.get_mut(..s.k * s.m) {
+            b.fill(bb);
+            crate::ring::matmul_acc(z, e, bb, (s.n, s.k, s.m))?;
+        } else {
+            let row = rest.get_mut(..s.m).ok_or(ProtocolError::BadBuffer)?;
+            for kk in 0..s.k {
+                b.fill(row);
+                for (z_row, e_row) in z.chunks_exact_mut(s.m).zip(e.chunks_exact(s.k)) {
+                    let ev = e_row.get(kk).copied().unwrap_or(0);
+                    for (zv, &bv) in z_row.iter_mut().zip(row.iter()) {
+                        *zv = zv.wrapping_add(ev.wrapping_mul(bv));
+                    }
+                }
+            }
+        }
         Ok(())
     }
 }
