@@ -1,6 +1,7 @@
 //! `mpcvit memory`: the device party's working set for an architecture
 //! under each tile (`vit::Tile`): the forward pass's scratch
-//! (`vit::scratch_len`) plus the message and temporary buffers
+//! (`vit::scratch_parts`: `x` and `qkv` held as bits, the attention output,
+//! the largest stage) plus the message and temporary buffers
 //! (`mpcvit_device::buffers`, the bound a firmware sizes its static buffers
 //! by; a desktop device reports what it used in `--json`'s `working_set`).
 
@@ -19,7 +20,7 @@ pub struct Args {
     #[arg(long, conflicts_with = "arch")]
     pub model: Option<std::path::PathBuf>,
     /// Tiles (`whole` or `ROWS,HEADS,QUERIES`), separated by `;`.
-    #[arg(long, default_value = "whole;10,1,10;2,1,10;1,1,5")]
+    #[arg(long, default_value = "whole;10,1,10;2,1,10;2,1,5;1,1,2")]
     pub tiles: String,
 }
 
@@ -64,14 +65,18 @@ pub fn run(a: &Args) -> Result<(), String> {
             })
             .collect::<Result<_, _>>()?,
     };
-    println!("| model | tile | scratch | tx | rx | tmp | total |");
-    println!("|---|---|---:|---:|---:|---:|---:|");
+    println!("| model | tile | x + qkv (bits) | attention out | stage | scratch | tx | rx | tmp | total |");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     let kib = |b: usize| format!("{:.1} KiB", b as f64 / 1024.0);
     for (name, arch, layout) in &archs {
         for (t, tile) in &tiles {
             let w = working_set(arch, *layout, *tile);
+            let p = vit::scratch_parts(arch, *tile, mpcvit_core::Role::Device, *layout);
             println!(
-                "| {name} | {t} | {} | {} | {} | {} | {} |",
+                "| {name} | {t} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                kib(8 * (p.resid + p.qkv)),
+                kib(8 * p.att),
+                kib(8 * p.stage),
                 kib(w[0]),
                 kib(w[1]),
                 kib(w[2]),

@@ -143,7 +143,7 @@ impl<'s> Qkv<'s> {
 /// Words of the residual stream `x` (`n x d`) of `role`: every word (the
 /// host, the dealer, a device running a model with MPCViT+ linearized
 /// tokens), or the device's two reply bits per element and two terms per
-/// row ([`Resid`]).
+/// row (the `Resid` store below).
 pub fn resid_len(a: &Arch, role: Role, layout: &dyn Layout) -> usize {
     let (n, d) = (a.tokens(), a.dim);
     if holds_resid(a, role, layout) {

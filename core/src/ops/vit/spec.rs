@@ -299,11 +299,34 @@ pub(super) fn attn_buffers(g: usize, q: usize, n: usize, hd: usize) -> AttnBuffe
 }
 
 /// Scratch words [`forward`](super::forward) needs with `tile` at
-/// `role` for a model of `layout`: what lives through a layer (`x`, `qkv`
-/// and the attention output: `5 n d` words at the host and the dealer; at
-/// the device `x` and `qkv` are held as bits, [`resid_len`](super::resid_len),
-/// [`qkv_len`](super::qkv_len)) plus the largest stage's temporaries.
+/// `role` for a model of `layout` ([`scratch_parts`], added up).
 pub fn scratch_len(a: &Arch, tile: Tile, role: crate::corr::Role, layout: &dyn Layout) -> usize {
+    let p = scratch_parts(a, tile, role, layout);
+    p.resid + p.qkv + p.att + p.stage
+}
+
+/// The parts of [`scratch_len`], in words.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ScratchParts {
+    /// The residual stream `x` (`n d` words, or at the device of an
+    /// all-GeLU model `2 n d` bits and two terms per row,
+    /// [`resid_len`](super::resid_len)).
+    pub resid: usize,
+    /// A layer's `qkv` (`3 n d` words, or at the device `3 n d` bits and
+    /// one op per row tile, [`qkv_len`](super::qkv_len)).
+    pub qkv: usize,
+    /// The attention output, the projection's input (`n d` words).
+    pub att: usize,
+    /// The largest stage's temporaries: a few rows (`rows` of the tile) of
+    /// the per-token stages, or attention's operands for `heads x queries`
+    /// of the tile (each head's `K^T` and `V` over all `n` tokens, its
+    /// scores over `queries x n`).
+    pub stage: usize,
+}
+
+/// What [`forward`](super::forward) keeps through a layer and the largest
+/// stage's temporaries, at `role` for a model of `layout` cut by `tile`.
+pub fn scratch_parts(a: &Arch, tile: Tile, role: crate::corr::Role, layout: &dyn Layout) -> ScratchParts {
     let (n, d, m, hd) = (a.tokens(), a.dim, a.mlp, a.head_dim());
     let (r, g, q) = (tile.rows_of(a), tile.heads_of(a), tile.queries_of(a));
     let ln = LnSpec::new(r, d).scratch_len();
@@ -317,8 +340,10 @@ pub fn scratch_len(a: &Arch, tile: Tile, role: crate::corr::Role, layout: &dyn L
     let last = 2 * d + LnSpec::new(1, d).scratch_len() + 2 * a.classes;
     // the embedding's output and input rows
     let embed = r * (d + a.patch_len());
-    n * d
-        + super::held::resid_len(a, role, layout)
-        + super::held::qkv_len(a, tile, role)
-        + stage_a.max(stage_b).max(stage_c).max(last).max(embed)
+    ScratchParts {
+        resid: super::held::resid_len(a, role, layout),
+        qkv: super::held::qkv_len(a, tile, role),
+        att: n * d,
+        stage: stage_a.max(stage_b).max(stage_c).max(last).max(embed),
+    }
 }
