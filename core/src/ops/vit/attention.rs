@@ -1,7 +1,7 @@
 //! Steps 3-5 of a layer: the attention of every head, all heads of a
 //! group in the same protocol steps.
 
-use super::held::Qkv;
+use super::held::Rows;
 use super::spec::{
     Arena, ROW_FRAC, SCORE_RANGE_LOG2, ScoreExp, VitSpec, attn_buffers, norm_scratch_len, row_recip, row_trunc,
     score_exp,
@@ -205,7 +205,7 @@ pub(super) fn attention<P: Party + ?Sized>(
     p: &mut P,
     spec: &VitSpec<'_>,
     l: usize,
-    qkv: &Qkv<'_>,
+    qkv: &Rows<'_>,
     att: &mut [u64],
     stage: &mut [u64],
 ) -> Result<(), P::Error> {

@@ -1,7 +1,7 @@
 //! The whole forward pass, and the device's input encoding.
 
 use super::attention::attention;
-use super::held::{Qkv, Resid, Term, qkv_len, resid_len};
+use super::held::{Rows, Term, qkv_len, resid_len};
 use super::mlp::mlp_rows;
 use super::spec::{Arena, VitSpec, scratch_len};
 use super::weights::{Weights, Wid, check_weights};
@@ -39,9 +39,9 @@ pub fn forward<P: Party + ?Sized, I: Patches + ?Sized>(
     }
     check_weights(&a, w, host)?;
     let (x, rest) = scratch.split_at_mut(resid_len(&a, role, spec.model));
-    let mut x = Resid::new(&a, role, spec.model, x);
-    let (qkv, rest) = rest.split_at_mut(qkv_len(&a, spec.tile, role));
-    let mut qkv = Qkv::new(&a, spec.tile, role, f, qkv);
+    let mut x = Rows::resid(&a, role, spec.model, x);
+    let (qkv, rest) = rest.split_at_mut(qkv_len(&a, role));
+    let mut qkv = Rows::qkv(&a, role, qkv);
     let (att, stage) = rest.split_at_mut(n * d);
     embed(p, spec, w, patches, &mut x, stage)?;
     let r = spec.tile.rows_of(&a);
@@ -56,7 +56,7 @@ pub fn forward<P: Party + ?Sized, I: Patches + ?Sized>(
             let hln = ar.take(rr * d)?;
             let lns = ar.take(ln.scratch_len())?;
             let zt = ar.take(rr * 3 * d)?;
-            x.load(p, r0, xr)?;
+            x.load_rows(p, r0, xr)?;
             layernorm::layernorm(p, &ln, xr, None, &[], hln, lns)?;
             p.linear_trunc(
                 LinearShape {
@@ -70,7 +70,8 @@ pub fn forward<P: Party + ?Sized, I: Patches + ?Sized>(
                 f,
                 zt,
             )?;
-            qkv.keep(p, r0, zt)?;
+            let op = p.next_op_id().wrapping_sub(1);
+            qkv.set(p, r0, &[(Term { op, row: 0, frac: f }, zt)])?;
         }
         // 3-5. attention by head groups and query tiles
         attention(p, spec, l, &qkv, att, stage)?;
@@ -90,7 +91,7 @@ fn embed<P: Party + ?Sized, I: Patches + ?Sized>(
     spec: &VitSpec<'_>,
     w: &dyn Weights,
     patches: &I,
-    x: &mut Resid<'_>,
+    x: &mut Rows<'_>,
     stage: &mut [u64],
 ) -> Result<(), P::Error> {
     let a = spec.arch;
@@ -139,7 +140,7 @@ fn head<P: Party + ?Sized>(
     p: &mut P,
     spec: &VitSpec<'_>,
     w: &dyn Weights,
-    x: &Resid<'_>,
+    x: &Rows<'_>,
     stage: &mut [u64],
     logits: &mut [u64],
 ) -> Result<(), P::Error> {
@@ -151,7 +152,7 @@ fn head<P: Party + ?Sized>(
     let x0 = ar.take(d)?;
     let hln = ar.take(d)?;
     let lns = ar.take(ln1.scratch_len())?;
-    x.load(p, 0, x0)?;
+    x.load_rows(p, 0, x0)?;
     layernorm::layernorm(p, &ln1, x0, None, &[], hln, lns)?;
     let out = ar.take(a.classes)?;
     p.linear_trunc(

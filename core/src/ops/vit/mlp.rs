@@ -1,6 +1,6 @@
 //! Steps 6-8 of a layer: projection, residual, LayerNorm 1 and the MLP.
 
-use super::held::{Resid, Term};
+use super::held::{Rows, Term};
 use super::spec::{Arena, MLP_RANGE_LOG2, VitSpec};
 use super::weights::{Weights, Wid};
 use crate::ops::layernorm::{self, LnSpec};
@@ -20,7 +20,7 @@ pub(super) fn mlp_rows<P: Party + ?Sized>(
     r0: usize,
     r1: usize,
     att: &[u64],
-    resid: &mut Resid<'_>,
+    resid: &mut Rows<'_>,
     stage: &mut [u64],
 ) -> Result<(), P::Error> {
     let a = spec.arch;
@@ -30,7 +30,7 @@ pub(super) fn mlp_rows<P: Party + ?Sized>(
     let mut ar = Arena { rest: stage };
     let ln = LnSpec::new(rr, d);
     let x = ar.take(rr * d)?;
-    resid.load(p, r0, x)?;
+    resid.load_rows(p, r0, x)?;
     let proj = ar.take(rr * d)?;
     let hln = ar.take(rr * d)?;
     let lns = ar.take(ln.scratch_len())?;

@@ -313,7 +313,7 @@ pub struct ScratchParts {
     /// [`resid_len`](super::resid_len)).
     pub resid: usize,
     /// A layer's `qkv` (`3 n d` words, or at the device `3 n d` bits and
-    /// one op per row tile, [`qkv_len`](super::qkv_len)).
+    /// one op per row, [`qkv_len`](super::qkv_len)).
     pub qkv: usize,
     /// The attention output, the projection's input (`n d` words).
     pub att: usize,
@@ -342,7 +342,7 @@ pub fn scratch_parts(a: &Arch, tile: Tile, role: crate::corr::Role, layout: &dyn
     let embed = r * (d + a.patch_len());
     ScratchParts {
         resid: super::held::resid_len(a, role, layout),
-        qkv: super::held::qkv_len(a, tile, role),
+        qkv: super::held::qkv_len(a, role),
         att: n * d,
         stage: stage_a.max(stage_b).max(stage_c).max(last).max(embed),
     }
