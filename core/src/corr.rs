@@ -112,13 +112,18 @@ impl Correlations {
         }
         let op = self.next_op;
         self.next_op = self.next_op.wrapping_add(1);
-        Ok(OpCorr {
+        Ok(self.seeded(op))
+    }
+
+    /// Op `op`'s correlations from this party's seed.
+    fn seeded(&self, op: u64) -> OpCorr<'static> {
+        OpCorr {
             seed: self.seed.clone(),
             op,
             role: self.role,
             corrections: &[],
             taken: 0,
-        })
+        }
     }
 
     /// Host: the next op's correlations, with the dealer's message for it.
@@ -158,13 +163,7 @@ impl Correlations {
         if self.role != Role::Device || op >= self.next_op {
             return Err(ProtocolError::BadParameter);
         }
-        Ok(OpCorr {
-            seed: self.seed.clone(),
-            op,
-            role: self.role,
-            corrections: &[],
-            taken: 0,
-        })
+        Ok(self.seeded(op))
     }
 
     /// Marks the session as failed: every later draw errs.
