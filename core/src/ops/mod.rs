@@ -63,7 +63,7 @@ pub trait Party {
     fn next_op_id(&self) -> u64;
     /// The device's correlations of the earlier op `op`
     /// ([`crate::corr::Correlations::earlier`]), to regenerate a share it
-    /// keeps as bits ([`vit`]'s `qkv`). The host and the dealer keep whole
+    /// keeps as bits ([`vit`]'s `x` and `qkv`). The host and the dealer keep whole
     /// words and refuse (this default).
     fn earlier_op(&self, op: u64) -> Result<crate::corr::OpCorr<'static>, crate::ProtocolError> {
         let _ = op;
