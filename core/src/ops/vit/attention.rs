@@ -68,8 +68,14 @@ pub fn normalize_heads<P: Party + ?Sized>(
     let ns = heads.iter().filter(|k| **k == AttnKind::Softmax).count() * nn;
     let nr = heads.iter().filter(|k| **k == AttnKind::ReluSoftmax).count() * nn;
     let nq = heads.iter().filter(|k| **k == AttnKind::Quad).count() * nn;
-    let ins = ar.take(ns + nr)?;
-    let outs = ar.take(ns + nr)?;
+    // the elementwise step's buffers; the product with the reciprocals
+    // takes the same words afterwards
+    let work = ar.take((2 * (ns + nr) + 3 * nq).max(hcount * nn))?;
+    let (ins, rest) = work.split_at_mut(ns + nr);
+    let (outs, rest) = rest.split_at_mut(ns + nr);
+    let (qin, rest) = rest.split_at_mut(nq);
+    let (qsq, rest) = rest.split_at_mut(nq);
+    let qout = &mut rest[..nq];
     let (mut is, mut ir) = (0, ns);
     for (hi, &k) in heads.iter().enumerate() {
         let blk = &x[hi * nn..(hi + 1) * nn];
@@ -108,9 +114,6 @@ pub fn normalize_heads<P: Party + ?Sized>(
     if let Some((t, tz)) = ktv.take() {
         p.trunc(f, t, tz)?;
     }
-    let qin = ar.take(nq)?;
-    let qsq = ar.take(nq)?;
-    let qout = ar.take(nq)?;
     if nq > 0 {
         let c = fp.encode(crate::ops::softmax::QUAD_C);
         let mut iq = 0;
@@ -184,7 +187,7 @@ pub fn normalize_heads<P: Party + ?Sized>(
             m += per;
         }
     }
-    let prod = ar.take(hcount * nn)?;
+    let prod = &mut work[..hcount * nn];
     p.mul(e, inv, n, prod)?;
     p.trunc(row_trunc(f), prod, out)
 }

@@ -267,11 +267,12 @@ impl<'a> Arena<'a> {
 }
 
 /// Scratch words [`normalize_heads`](super::normalize_heads) needs for `heads` heads of `rows x n`:
-/// the values and their product with the reciprocals (`2 h r n`), the
-/// elementwise step's inputs and outputs (`3 h r n` at most, 2Quad's square
-/// in between), four words per row and the reciprocal's scratch.
+/// the values (`h r n`), the elementwise step's inputs and outputs (`3 h r
+/// n` at most, 2Quad's square in between) whose words the product with the
+/// reciprocals takes afterwards, four words per row and the reciprocal's
+/// scratch.
 pub fn norm_scratch_len(heads: usize, rows: usize, n: usize) -> usize {
-    5 * heads * rows * n + wide::scratch_len(heads * rows) + 4 * heads * rows
+    4 * heads * rows * n + wide::scratch_len(heads * rows) + 4 * heads * rows
 }
 
 /// Words of attention's buffers for a group of `g` heads and `q` query
