@@ -141,8 +141,6 @@ impl<T: Read + Write> HostParty<T> {
         Ok(peer)
     }
 
-    /// The reply of a truncation of `y0` whose device part is `device_part`
-    /// (alone, or riding in the same frame as an earlier op's message).
     /// A row product, its left operand opened by the square op `left` if
     /// any ([`Party::mul_opened`]).
     fn mul_left(&mut self, left: Option<u64>, x: &[u64], y: &[u64], cols: usize, z: &mut [u64]) -> Res<(), T::Error> {
@@ -166,6 +164,8 @@ impl<T: Read + Write> HostParty<T> {
         Ok(())
     }
 
+    /// The reply of a truncation of `y0` whose device part is `device_part`
+    /// (alone, or riding in the same frame as an earlier op's message).
     fn trunc_reply(
         &mut self,
         corr: OpCorr<'_>,

@@ -10,6 +10,8 @@ use crate::ProtocolError;
 use crate::model::AttnKind;
 use crate::ops::Party;
 use crate::ops::wide;
+use crate::protocol::cmp::{CmpOut, CmpShape};
+use crate::protocol::matmul::{MatmulShape, Right};
 
 /// Most heads in a group (a tile's `heads`): one flight's products.
 const MAX_GROUP: usize = if crate::ops::flight::MAX_JOBS < crate::model::MAX_HEADS {
@@ -17,8 +19,6 @@ const MAX_GROUP: usize = if crate::ops::flight::MAX_JOBS < crate::model::MAX_HEA
 } else {
     crate::model::MAX_HEADS
 };
-use crate::protocol::cmp::{CmpOut, CmpShape};
-use crate::protocol::matmul::{MatmulShape, Right};
 
 /// Row normalization of `heads.len()` heads of `rows x n` scores at `f +
 /// pre` bits (none of them ScaleAttn), all in the same rounds; output at
@@ -196,8 +196,8 @@ pub fn normalize_heads<P: Party + ?Sized>(
 /// query tile of `spec.tile`: `qkv` (`n x 3d`, read a row piece at a time)
 /// to `att` (`n x d`). With more than one query tile, each head's right
 /// operands (`K^T` and `V`, ScaleAttn's `K^T V`) are opened in the first
-/// tile only ([`Right::Keep`]): the group keeps their opened values (`2 g
-/// n hd` words, and its `K^T V`), which the later tiles' products take
+/// tile only ([`Right::Keep`]): their opened values stay in the group's
+/// right-operand buffers, where the later tiles' products take them
 /// ([`Right::Opened`]).
 // The head loops index several per-head arrays in step.
 // One function on purpose: steps 3, 4 and 5 fill and read the same
@@ -285,26 +285,13 @@ pub(super) fn attention<P: Party + ?Sized>(
                     if q0 > 0 {
                         continue;
                     }
-                    for t in 0..n {
-                        qkv.load(p, t, col(1, h), row)?;
-                        for (c, &v) in row.iter().enumerate() {
-                            mm_x[xo + c * n + t] = v;
-                        }
-                        qkv.load(p, t, col(2, h), &mut y3[yo + t * hd..yo + (t + 1) * hd])?;
-                    }
+                    qkv.load_block_t(p, n, col(1, h), row, &mut mm_x[xo..xo + hd * n])?;
+                    qkv.load_block(p, 0, col(2, h), hd, &mut y3[yo..yo + n * hd])?;
                     MatmulShape::new(hd, n, hd)
                 } else {
-                    for t in q0..q1 {
-                        let at = xo + (t - q0) * hd;
-                        qkv.load(p, t, col(0, h), &mut mm_x[at..at + hd])?;
-                    }
+                    qkv.load_block(p, q0, col(0, h), hd, &mut mm_x[xo..xo + qr * hd])?;
                     if q0 == 0 {
-                        for t in 0..n {
-                            qkv.load(p, t, col(1, h), row)?;
-                            for (c, &v) in row.iter().enumerate() {
-                                y3[yo + c * n + t] = v;
-                            }
-                        }
+                        qkv.load_block_t(p, n, col(1, h), row, &mut y3[yo..yo + hd * n])?;
                     }
                     MatmulShape::new(qr, hd, n).with_right(right(q0, first3 + (h - g0) as u64))
                 };
@@ -396,10 +383,7 @@ pub(super) fn attention<P: Party + ?Sized>(
             }
             for h in g0..g1 {
                 let s = if scale_head(h) {
-                    for t in q0..q1 {
-                        let at = xo + (t - q0) * hd;
-                        qkv.load(p, t, col(0, h), &mut mm_x[at..at + hd])?;
-                    }
+                    qkv.load_block(p, q0, col(0, h), hd, &mut mm_x[xo..xo + qr * hd])?;
                     if q0 == 0 {
                         let at = rank(h) * hd * hd;
                         y5[yo..yo + hd * hd].copy_from_slice(&ktv[at..at + hd * hd]);
@@ -409,9 +393,7 @@ pub(super) fn attention<P: Party + ?Sized>(
                     mm_x[xo..xo + qr * n].copy_from_slice(&probs[po..po + qr * n]);
                     po += qr * n;
                     if q0 == 0 {
-                        for t in 0..n {
-                            qkv.load(p, t, col(2, h), &mut y5[yo + t * hd..yo + (t + 1) * hd])?;
-                        }
+                        qkv.load_block(p, 0, col(2, h), hd, &mut y5[yo..yo + n * hd])?;
                     }
                     MatmulShape::new(qr, n, hd)
                 }

@@ -29,8 +29,8 @@ pub fn forward<P: Party + ?Sized, I: Patches + ?Sized>(
     let a = spec.arch;
     let (n, d, pl) = (a.tokens(), a.dim, a.patch_len());
     let f = spec.fp.frac_bits();
-    let host = p.role() == crate::Role::Host;
     let role = p.role();
+    let host = role == crate::Role::Host;
     if patches.words() != (n - 1) * pl
         || logits.len() != a.classes
         || scratch.len() < scratch_len(&a, spec.tile, role, spec.model)
@@ -70,8 +70,7 @@ pub fn forward<P: Party + ?Sized, I: Patches + ?Sized>(
                 f,
                 zt,
             )?;
-            let op = p.next_op_id().wrapping_sub(1);
-            qkv.set(p, r0, &[(Term { op, row: 0, frac: f }, zt)])?;
+            qkv.set(p, r0, &[(Term::last(p, f), zt)])?;
         }
         // 3-5. attention by head groups and query tiles
         attention(p, spec, l, &qkv, att, stage)?;
@@ -119,8 +118,7 @@ fn embed<P: Party + ?Sized, I: Patches + ?Sized>(
             f,
             z,
         )?;
-        let op = p.next_op_id().wrapping_sub(1);
-        x.set(p, r0 + 1, &[(Term { op, row: 0, frac: f }, z)])?;
+        x.set(p, r0 + 1, &[(Term::last(p, f), z)])?;
     }
     if let (true, Some(x)) = (host, x.words()) {
         let (cls, pos) = (w.get(Wid::Cls), w.get(Wid::Pos));
@@ -259,20 +257,4 @@ impl Patches for Pixels<'_> {
         }
         Ok(())
     }
-}
-
-/// The patch matrix of [`Pixels`] in memory (`(tokens - 1) x patch_len`).
-pub fn patches_from_pixels(
-    a: &Arch,
-    fp: FixedPoint,
-    pixels: &[u8],
-    mean: &[f32],
-    std: &[f32],
-    out: &mut [u64],
-) -> Result<(), ProtocolError> {
-    let px = Pixels::new(a, fp, pixels, mean, std)?;
-    if out.len() != px.words() {
-        return Err(ProtocolError::BadBuffer);
-    }
-    px.read(0, out)
 }

@@ -64,6 +64,16 @@ pub(super) struct Term {
 }
 
 impl Term {
+    /// The output of the truncation by `frac` that `p` ran last, from its
+    /// first row.
+    pub(super) fn last<P: Party + ?Sized>(p: &P, frac: u32) -> Self {
+        Self {
+            op: p.next_op_id().wrapping_sub(1),
+            row: 0,
+            frac,
+        }
+    }
+
     fn pack(self) -> Result<u64, ProtocolError> {
         if self.op >= 1 << 40 || self.row >= 1 << 16 || !(1..=trunc::MAX_BITS).contains(&self.frac) {
             return Err(ProtocolError::BadParameter);
@@ -244,8 +254,42 @@ impl<'s> Rows<'s> {
         let w = match self {
             Rows::Words { width, .. } | Rows::Held { width, .. } => *width,
         };
-        for (r, row) in out.chunks_mut(w).enumerate() {
-            self.load(p, t0 + r, 0, row)?;
+        self.load_block(p, t0, 0, w, out)
+    }
+
+    /// Columns `col..col + w` of rows `t0..` into `out`, `w` words a row.
+    pub(super) fn load_block<P: Party + ?Sized>(
+        &self,
+        p: &P,
+        t0: usize,
+        col: usize,
+        w: usize,
+        out: &mut [u64],
+    ) -> Result<(), P::Error> {
+        for (r, row) in out.chunks_mut(w.max(1)).enumerate() {
+            self.load(p, t0 + r, col, row)?;
+        }
+        Ok(())
+    }
+
+    /// Columns `col..col + row.len()` of rows `0..n` into `out` transposed
+    /// (`out[c n + t]`), a row at a time through `row`.
+    pub(super) fn load_block_t<P: Party + ?Sized>(
+        &self,
+        p: &P,
+        n: usize,
+        col: usize,
+        row: &mut [u64],
+        out: &mut [u64],
+    ) -> Result<(), P::Error> {
+        if out.len() != n * row.len() {
+            return Err(ProtocolError::BadBuffer.into());
+        }
+        for t in 0..n {
+            self.load(p, t, col, row)?;
+            for (c, &v) in row.iter().enumerate() {
+                out[c * n + t] = v;
+            }
         }
         Ok(())
     }

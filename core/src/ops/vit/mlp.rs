@@ -54,11 +54,7 @@ pub(super) fn mlp_rows<P: Party + ?Sized>(
     }
     // 7. LayerNorm 1 (affine, host-private scale)
     layernorm::layernorm(p, &ln, x, Some(w.get(Wid::Ln1G(l))), w.get(Wid::Ln1B(l)), hln, lns)?;
-    let t_ln = Term {
-        op: p.next_op_id().wrapping_sub(1),
-        row: 0,
-        frac: f + layernorm::R_FRAC,
-    };
+    let t_ln = Term::last(p, f + layernorm::R_FRAC);
     // 8. MLP: GeLU tokens through comparison and tail lookup, linearized
     // tokens not. When every row is a GeLU row, fc1's product goes to
     // GeLU untruncated: its comparison drops the f bits in its opening.
@@ -110,11 +106,7 @@ pub(super) fn mlp_rows<P: Party + ?Sized>(
         f,
         y,
     )?;
-    let t_fc2 = Term {
-        op: p.next_op_id().wrapping_sub(1),
-        row: 0,
-        frac: f,
-    };
+    let t_fc2 = Term::last(p, f);
     if g_rows < rr {
         let mut o = 0;
         for t in (0..rr).filter(|&t| !gelu(t)) {

@@ -49,7 +49,7 @@ mod spec;
 mod weights;
 
 pub use attention::normalize_heads;
-pub use forward::{Patches, Pixels, forward, patches_from_pixels};
+pub use forward::{Patches, Pixels, forward};
 pub use held::{qkv_len, resid_len};
 pub use spec::{
     EXP_CAP, MLP_RANGE_LOG2, ROW_FRAC, SCORE_RANGE_LOG2, ScoreExp, ScratchParts, Tile, VitSpec, check_frac_bits,
