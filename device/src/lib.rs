@@ -27,7 +27,7 @@ use mpcvit_core::ops::vit::Tile;
 use mpcvit_core::ops::{LutJob, Party, flight, wide};
 use mpcvit_core::protocol::cell::CellGrid;
 use mpcvit_core::protocol::cmp::CmpShape;
-use mpcvit_core::protocol::linear::{LinearDevice, LinearShape};
+use mpcvit_core::protocol::linear::{self, LinearDevice, LinearDeviceSent, LinearShape};
 use mpcvit_core::protocol::lut;
 use mpcvit_core::protocol::matmul::MatmulShape;
 use mpcvit_core::protocol::mul::Mul;
@@ -358,6 +358,48 @@ impl<T: Read + Write> Party for DeviceParty<'_, T> {
         let (sent, head) = op.send(x, self.tx)?;
         sent.output(w, take(self.tmp, "tmp", nz)?)?;
         self.trunc_send(head, None, nz, bits, z)
+    }
+
+    fn linear_mask(&mut self) -> Result<u64, Self::Error> {
+        Ok(self.corr.next_op()?.op())
+    }
+
+    fn linear_block(
+        &mut self,
+        mask: u64,
+        din: usize,
+        block: (usize, usize, usize),
+        x: &[u64],
+        _e: &mut [u64],
+    ) -> Result<(), Self::Error> {
+        let m = self.corr.earlier(mask)?;
+        let n = 8 * x.len();
+        self.use_tx(n)?;
+        let tx = take(self.tx, "tx", n)?;
+        linear::mask_block(&m, din, block, x, tx)?;
+        self.link.send(FrameKind::Data, tx)?;
+        Ok(())
+    }
+
+    fn linear_trunc_sent(
+        &mut self,
+        mask: u64,
+        r0: usize,
+        s: LinearShape,
+        _e: &[u64],
+        w: &[u64],
+        _bias: &[u64],
+        bits: u32,
+        z: &mut [u64],
+    ) -> Result<(), Self::Error> {
+        let nz = s.n * s.dout;
+        let sent = LinearDeviceSent::masked(self.corr.next_op()?, s, mask, r0)?;
+        if bits == 0 {
+            return Ok(sent.output(w, z)?);
+        }
+        self.use_tmp(nz)?;
+        sent.output(w, take(self.tmp, "tmp", nz)?)?;
+        self.trunc_send(0, None, nz, bits, z)
     }
 
     fn reveal_to_device(&mut self, x: &[u64], out: &mut [u64]) -> Result<(), Self::Error> {

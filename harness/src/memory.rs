@@ -1,7 +1,8 @@
 //! `mpcvit memory`: the device party's working set for an architecture
 //! under each tile (`vit::Tile`): the forward pass's scratch
-//! (`vit::scratch_parts`: `x` and `qkv` held as bits, the attention output,
-//! the largest stage) plus the message and temporary buffers
+//! (`vit::scratch_parts`: `x` and `qkv` held as bits and the largest
+//! stage; the device keeps no attention output, it sends each tile's rows
+//! as they are made) plus the message and temporary buffers
 //! (`mpcvit_device::buffers`, the bound a firmware sizes its static buffers
 //! by; a desktop device reports what it used in `--json`'s `working_set`).
 
@@ -65,17 +66,16 @@ pub fn run(a: &Args) -> Result<(), String> {
             })
             .collect::<Result<_, _>>()?,
     };
-    println!("| model | tile | x + qkv (bits) | attention out | stage | scratch | tx | rx | tmp | total |");
-    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("| model | tile | x + qkv (bits) | stage | scratch | tx | rx | tmp | total |");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|");
     let kib = |b: usize| format!("{:.1} KiB", b as f64 / 1024.0);
     for (name, arch, layout) in &archs {
         for (t, tile) in &tiles {
             let w = working_set(arch, *layout, *tile);
             let p = vit::scratch_parts(arch, *tile, mpcvit_core::Role::Device, *layout);
             println!(
-                "| {name} | {t} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {name} | {t} | {} | {} | {} | {} | {} | {} | {} |",
                 kib(8 * (p.resid + p.qkv)),
-                kib(8 * p.att),
                 kib(8 * p.stage),
                 kib(w[0]),
                 kib(w[1]),

@@ -127,6 +127,43 @@ impl<T: Read + Write> Party for DealerParty<T> {
         self.deal_trunc(s.n * s.dout, bits)
     }
 
+    fn linear_mask(&mut self) -> Result<u64, Self::Error> {
+        let id = self.session.ops_used();
+        self.deal(0, 0, |op, _, out| op.writer(out, 0)?.finish())?;
+        Ok(id)
+    }
+
+    fn linear_block(
+        &mut self,
+        _mask: u64,
+        _din: usize,
+        _block: (usize, usize, usize),
+        _x: &[u64],
+        _e: &mut [u64],
+    ) -> Res<T::Error> {
+        Ok(())
+    }
+
+    fn linear_trunc_sent(
+        &mut self,
+        mask: u64,
+        r0: usize,
+        s: LinearShape,
+        _e: &[u64],
+        b: &[u64],
+        _bias: &[u64],
+        bits: u32,
+        _z: &mut [u64],
+    ) -> Res<T::Error> {
+        self.deal(s.corrections(), s.dout, |op, acc, out| {
+            linear::deal_masked(op, s, Some((mask, r0)), b, acc, out)
+        })?;
+        if bits == 0 {
+            return Ok(());
+        }
+        self.deal_trunc(s.n * s.dout, bits)
+    }
+
     fn reveal_to_device(&mut self, _x: &[u64], out: &mut [u64]) -> Res<T::Error> {
         out.fill(0);
         Ok(())

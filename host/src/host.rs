@@ -7,7 +7,7 @@ use mpcvit_core::ops::{LutJob, Party, flight};
 use mpcvit_core::protocol::affine;
 use mpcvit_core::protocol::cell::CellGrid;
 use mpcvit_core::protocol::cmp::CmpShape;
-use mpcvit_core::protocol::linear::{LinearHost, LinearShape};
+use mpcvit_core::protocol::linear::{self, LinearHost, LinearShape};
 use mpcvit_core::protocol::lut::Grid;
 use mpcvit_core::protocol::matmul::MatmulShape;
 use mpcvit_core::protocol::mul::Mul;
@@ -271,6 +271,58 @@ impl<T: Read + Write> Party for HostParty<T> {
         }
         let corr = self.corr.next_op_with(&m2)?;
         self.trunc_reply(corr, &y0, head..head + 8 * nz, bits, z)
+    }
+
+    fn linear_mask(&mut self) -> Res<u64, T::Error> {
+        let m = self.recv_dealer()?;
+        let c = self.corr.next_op_with(&m)?;
+        c.expect_corrections(0)?;
+        Ok(c.op())
+    }
+
+    fn linear_block(
+        &mut self,
+        _mask: u64,
+        din: usize,
+        block: (usize, usize, usize),
+        x: &[u64],
+        e: &mut [u64],
+    ) -> Res<(), T::Error> {
+        let peer = self.recv_exact(8 * x.len())?;
+        Ok(linear::unmask_block(din, block, x, peer, e)?)
+    }
+
+    fn linear_trunc_sent(
+        &mut self,
+        _mask: u64,
+        _r0: usize,
+        s: LinearShape,
+        e: &[u64],
+        w: &[u64],
+        bias: &[u64],
+        bits: u32,
+        z: &mut [u64],
+    ) -> Res<(), T::Error> {
+        let nz = s.n * s.dout;
+        let m1 = self.recv_dealer()?;
+        let op = LinearHost::new(self.corr.next_op_with(&m1)?, s)?;
+        if bits == 0 {
+            op.finish_masked(e, w, z)?;
+            if !bias.is_empty() {
+                affine::add_bias(Role::Host, z, bias)?;
+            }
+            return Ok(());
+        }
+        let m2 = self.recv_dealer()?;
+        let mut y0 = vec![0; nz];
+        op.finish_masked(e, w, &mut y0)?;
+        if !bias.is_empty() {
+            affine::add_bias(Role::Host, &mut y0, bias)?;
+        }
+        let part = trunc::device_msg_len(nz);
+        self.recv_exact(part)?;
+        let corr = self.corr.next_op_with(&m2)?;
+        self.trunc_reply(corr, &y0, 0..part, bits, z)
     }
 
     fn reveal_to_device(&mut self, x: &[u64], out: &mut [u64]) -> Res<(), T::Error> {

@@ -261,6 +261,34 @@ where
     ) -> Result<(), Self::Error> {
         Ok(self.book("linear layers", |p| p.linear_trunc(s, x, w, bias, bits, z))?)
     }
+    fn linear_mask(&mut self) -> Result<u64, Self::Error> {
+        Ok(self.book("linear layers", |p| p.linear_mask())?)
+    }
+    fn linear_block(
+        &mut self,
+        mask: u64,
+        din: usize,
+        block: (usize, usize, usize),
+        x: &[u64],
+        e: &mut [u64],
+    ) -> Result<(), Self::Error> {
+        Ok(self.book("linear layers", |p| p.linear_block(mask, din, block, x, e))?)
+    }
+    fn linear_trunc_sent(
+        &mut self,
+        mask: u64,
+        r0: usize,
+        s: LinearShape,
+        e: &[u64],
+        w: &[u64],
+        bias: &[u64],
+        bits: u32,
+        z: &mut [u64],
+    ) -> Result<(), Self::Error> {
+        Ok(self.book("linear layers", |p| {
+            p.linear_trunc_sent(mask, r0, s, e, w, bias, bits, z)
+        })?)
+    }
     fn reveal_to_device(&mut self, x: &[u64], out: &mut [u64]) -> Result<(), Self::Error> {
         Ok(self.book("reveal", |p| p.reveal_to_device(x, out))?)
     }

@@ -139,6 +139,43 @@ impl World {
         })
     }
 
+    /// [`Self::linear_trunc`] with the input sent ahead in blocks of `br x
+    /// bc` (rows x columns, the last ones shorter), last block first
+    /// ([`Party::linear_block`]), then the layer on row tiles of `tile` rows
+    /// ([`Party::linear_trunc_sent`]).
+    pub fn linear_trunc_blocks(
+        &mut self,
+        s: LinearShape,
+        layer: u64,
+        (x, w, bias): (&[u64], &[u64], &[u64]),
+        bits: u32,
+        (br, bc, tile): (usize, usize, usize),
+    ) -> Res<Vec<u64>> {
+        let views = local::weight_views(&self.keys, layer, w);
+        let (n, din, dout) = (s.n, s.din, s.dout);
+        self.run(x, [&views[0], &views[1], &views[2]], |p, v, w| {
+            let mask = p.linear_mask()?;
+            let mut e = vec![0; if p.role() == Role::Host { n * din } else { 0 }];
+            let blocks: Vec<(usize, usize)> = (0..n)
+                .step_by(br)
+                .flat_map(|r0| (0..din).step_by(bc).map(move |c0| (r0, c0)))
+                .collect();
+            for &(r0, c0) in blocks.iter().rev() {
+                let (r1, c1) = ((r0 + br).min(n), (c0 + bc).min(din));
+                let blk: Vec<u64> = (r0..r1).flat_map(|r| v[r * din + c0..r * din + c1].to_vec()).collect();
+                p.linear_block(mask, din, (r0, c0, c1 - c0), &blk, &mut e)?;
+            }
+            let mut z = vec![0; n * dout];
+            for r0 in (0..n).step_by(tile) {
+                let r1 = (r0 + tile).min(n);
+                let rows = e.get(r0 * din..r1 * din).unwrap_or_default();
+                let st = LinearShape { n: r1 - r0, din, dout };
+                p.linear_trunc_sent(mask, r0, st, rows, w, bias, bits, &mut z[r0 * dout..r1 * dout])?;
+            }
+            Ok(z)
+        })
+    }
+
     /// Exact truncation by `fp`'s fractional bits.
     pub fn trunc(&mut self, fp: FixedPoint, z: &[u64]) -> Res<Vec<u64>> {
         self.run(z, [&[], &[], &[]], |p, v, _| {

@@ -133,6 +133,32 @@ conformance_law!(
     bound = 0..=1
 );
 
+// The same layer with its input sent ahead in blocks (as the attention
+// output goes to the projection): any block and row-tile cut, the blocks
+// in reverse order, and truncations by 0..=30 bits.
+conformance_law!(
+    linear_blocks_within_one_ulp_of_ring_product,
+    cases = 48,
+    (
+        shape_and((1usize..9, 1usize..33, 1usize..17), -(1i64 << 26)..(1i64 << 26)).prop_map(|(s, x, w)| (
+            s,
+            x.into_iter().map(|v| v as u64).collect::<Vec<u64>>(),
+            w.into_iter().map(|v| v as u64).collect::<Vec<u64>>()
+        )),
+        (1usize..5, 1usize..12, 1usize..5),
+        0u32..=30
+    ),
+    secure = |w, (((n, din, dout), x, wt), cut, bits)| w
+        .linear_trunc_blocks(LinearShape { n, din, dout }, 5, (&x, &wt, &[]), bits, cut)
+        .expect("secure linear from blocks"),
+    reference = |(((n, din, dout), x, wt), _, bits)| {
+        let mut z = vec![0; n * dout];
+        reference::matmul(&x, &wt, (n, din, dout), &mut z).expect("shape");
+        z.iter().map(|v| reference::trunc(*v, bits)).collect()
+    },
+    bound = 0..=1
+);
+
 // Linear layer in fixed point with bias and truncation, |x| < 2^4, |w| < 2
 // at f = 16: within one ulp of reference::linear.
 conformance_law!(
@@ -226,6 +252,47 @@ fn earlier_op_refusals() {
         Ok(t)
     })
     .expect("run");
+}
+
+/// A block outside the input's columns, a block message of the wrong
+/// length and a mask op that is not earlier than the layer are refused.
+#[test]
+fn linear_block_refusals() {
+    use mpcvit_core::ProtocolError;
+    use mpcvit_core::corr::{Correlations, SessionId};
+    use mpcvit_core::prg::Seed;
+    use mpcvit_core::protocol::linear::{self, LinearDeviceSent};
+    let mut c = Correlations::new(Role::Device, &Seed::from_bytes([7; 32]), SessionId(1));
+    let mask = c.next_op().expect("op");
+    let x = [1u64; 6];
+    let mut out = [0u8; 48];
+    assert_eq!(linear::mask_block(&mask, 4, (0, 0, 3), &x, &mut out), Ok(48));
+    assert_eq!(
+        linear::mask_block(&mask, 4, (0, 2, 3), &x, &mut out),
+        Err(ProtocolError::BadShape),
+        "columns 2..5 of 4"
+    );
+    assert_eq!(
+        linear::mask_block(&mask, 4, (0, 0, 4), &x, &mut out),
+        Err(ProtocolError::BadShape),
+        "6 words are not rows of 4"
+    );
+    let mut e = [0u64; 8];
+    assert!(linear::unmask_block(4, (0, 1, 3), &x, &out, &mut e).is_ok());
+    assert!(
+        linear::unmask_block(4, (0, 1, 3), &x, &out[..40], &mut e).is_err(),
+        "short message"
+    );
+    assert_eq!(
+        linear::unmask_block(4, (1, 1, 3), &x, &out, &mut e),
+        Err(ProtocolError::BadBuffer),
+        "rows 1..3 of 2"
+    );
+    let s = LinearShape { n: 2, din: 4, dout: 3 };
+    let layer = c.next_op().expect("op");
+    assert!(LinearDeviceSent::masked(c.earlier(layer.op()).expect("drawn"), s, layer.op(), 0).is_err());
+    assert!(LinearDeviceSent::masked(c.earlier(mask.op()).expect("drawn"), s, layer.op(), 0).is_err());
+    assert!(LinearDeviceSent::masked(layer, s, mask.op(), 0).is_ok());
 }
 
 // Local truncation for |z| < 2^32: the failure probability is < 2^-32 per

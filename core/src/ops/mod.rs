@@ -114,6 +114,40 @@ pub trait Party {
         bits: u32,
         z: &mut [u64],
     ) -> Result<(), Self::Error>;
+    /// Draws the mask op of a linear layer whose input is sent in blocks as
+    /// they are made ([`Self::linear_block`]) and run later by row tiles
+    /// ([`Self::linear_trunc_sent`]); returns its id. Nothing is sent.
+    fn linear_mask(&mut self) -> Result<u64, Self::Error>;
+    /// Sends one block of the input of the linear layer masked by op `mask`
+    /// (`din` columns): rows `r0..`, columns `c0..c0 + cols`, `x` this
+    /// party's share of it row-major. The device sends `x1 - A1`, one
+    /// flight device -> host with no answer; the host writes `X - A1` into
+    /// `e` (its store of the whole input, `n x din`); the dealer does
+    /// nothing. The blocks of one mask must not overlap.
+    fn linear_block(
+        &mut self,
+        mask: u64,
+        din: usize,
+        block: (usize, usize, usize),
+        x: &[u64],
+        e: &mut [u64],
+    ) -> Result<(), Self::Error>;
+    /// [`Self::linear_trunc`] on the rows `r0..r0 + s.n` of an input whose
+    /// blocks went with [`Self::linear_block`] under `mask`: the host reads
+    /// its rows of `X - A1` in `e`, the device sends only the truncation's
+    /// message (none with `bits = 0`).
+    #[allow(clippy::too_many_arguments)]
+    fn linear_trunc_sent(
+        &mut self,
+        mask: u64,
+        r0: usize,
+        s: crate::protocol::linear::LinearShape,
+        e: &[u64],
+        w: &[u64],
+        bias: &[u64],
+        bits: u32,
+        z: &mut [u64],
+    ) -> Result<(), Self::Error>;
     /// Reveals `x` to the device only: the host sends its share; the device
     /// outputs the value, the host and the dealer get zeros.
     fn reveal_to_device(&mut self, x: &[u64], out: &mut [u64]) -> Result<(), Self::Error>;

@@ -14,6 +14,14 @@
 //!
 //! `Z0 + Z1 = (X - A1) W + A1 B + A1 (W - B) = X W`.
 //!
+//! An input made in blocks (the attention output, a head group and a few
+//! query rows at a time) can be sent as each block is made, so that the
+//! device never holds the whole input: a mask op drawn before the blocks
+//! ([`mask_block`], [`unmask_block`]) gives `A1` (its lane [`LANE_A`],
+//! word `r din + c` for element `(r, c)`), and the layer's ops, one per row
+//! tile, take their rows of it ([`LinearHost::finish_masked`],
+//! [`LinearDeviceSent::masked`], [`deal_masked`]); their lane 0 is unused.
+//!
 //! Security: the host sees `X1 - A1` with `A1` uniform and unknown to it; the
 //! device receives nothing. Cost: one flight device -> host of `8 n din`
 //! bytes, `8 n dout` dealer -> host, no host -> device traffic. The output has
@@ -90,10 +98,24 @@ pub fn deal(
     acc: &mut [u64],
     out: &mut [u8],
 ) -> Result<usize, ProtocolError> {
+    deal_masked(op, shape, None, b, acc, out)
+}
+
+/// Dealer: as [`deal`], for the rows `row0..row0 + shape.n` of an input
+/// whose blocks went masked by lane [`LANE_A`] of the earlier op `mask`
+/// (`Some((mask, row0))`; `None`: this op's own lane 0).
+pub fn deal_masked(
+    op: &DealerOp,
+    shape: LinearShape,
+    mask: Option<(u64, usize)>,
+    b: &[u64],
+    acc: &mut [u64],
+    out: &mut [u8],
+) -> Result<usize, ProtocolError> {
     shape.check()?;
     check_len(b, shape.din, shape.dout)?;
     let acc = acc.get_mut(..shape.dout).ok_or(ProtocolError::BadBuffer)?;
-    let mut a1 = op.device.random(LANE_A);
+    let mut a1 = device_mask(&op.device, shape, mask, 0)?;
     let mut c1 = op.device_derived(LANE_C);
     let mut w = op.writer(out, shape.corrections())?;
     for _ in 0..shape.n {
@@ -109,6 +131,79 @@ pub fn deal(
         }
     }
     w.finish()
+}
+
+/// The device's `A1` of the op `corr` from its row `row`: its own lane 0,
+/// or the rows of the earlier mask op's lane 0 (`mask = Some((op, row0))`).
+fn device_mask(
+    corr: &OpCorr<'_>,
+    shape: LinearShape,
+    mask: Option<(u64, usize)>,
+    row: usize,
+) -> Result<Prg, ProtocolError> {
+    match mask {
+        None => Ok(corr.random_at(LANE_A, (row * shape.din) as u64)),
+        Some((m, row0)) => {
+            let mut a1 = corr.random_of_earlier(m, LANE_A)?;
+            a1.seek(((row0 + row) * shape.din) as u64);
+            Ok(a1)
+        }
+    }
+}
+
+/// Device: writes `x1 - A1` for one block of an input of `din` columns
+/// masked by the op `mask` (its correlations, drawn before the block was
+/// made): rows `r0..`, columns `c0..c0 + cols`, `x1` the block row-major.
+/// Returns the length. Each element's mask word is used once as long as
+/// the blocks of one mask op do not overlap.
+pub fn mask_block(
+    mask: &OpCorr<'_>,
+    din: usize,
+    (r0, c0, cols): (usize, usize, usize),
+    x1: &[u64],
+    out: &mut [u8],
+) -> Result<usize, ProtocolError> {
+    check_block(din, c0, cols, x1.len())?;
+    let out = wire::out_prefix(out, wire::words_len(x1.len()))?;
+    for (i, (row, o)) in x1.chunks_exact(cols).zip(out.chunks_exact_mut(8 * cols)).enumerate() {
+        let mut a1 = mask.random_at(LANE_A, ((r0 + i) * din + c0) as u64);
+        wire::put_words(o, row.iter().map(|&x| x.wrapping_sub(a1.next_u64())));
+    }
+    Ok(wire::words_len(x1.len()))
+}
+
+/// Host: the device's block message `msg` (as [`mask_block`]) added to the
+/// host's share `x0` of the block, written into `e` (the input's `n x din`
+/// masked value `X - A1`) at rows `r0..`, columns `c0..c0 + cols`.
+pub fn unmask_block(
+    din: usize,
+    (r0, c0, cols): (usize, usize, usize),
+    x0: &[u64],
+    msg: &[u8],
+    e: &mut [u64],
+) -> Result<(), ProtocolError> {
+    check_block(din, c0, cols, x0.len())?;
+    wire::expect_len(msg, wire::words_len(x0.len()))?;
+    let rows = x0.len() / cols;
+    let end = (r0 + rows).checked_mul(din).ok_or(ProtocolError::BadBuffer)?;
+    let e = e.get_mut(r0 * din..end).ok_or(ProtocolError::BadBuffer)?;
+    for ((e_row, x_row), m_row) in e
+        .chunks_exact_mut(din)
+        .zip(x0.chunks_exact(cols))
+        .zip(msg.chunks_exact(8 * cols))
+    {
+        for ((o, &x), m) in e_row.iter_mut().skip(c0).zip(x_row).zip(wire::words(m_row)) {
+            *o = x.wrapping_add(m);
+        }
+    }
+    Ok(())
+}
+
+fn check_block(din: usize, c0: usize, cols: usize, len: usize) -> Result<(), ProtocolError> {
+    if cols == 0 || c0.checked_add(cols).is_none_or(|c1| c1 > din) || !len.is_multiple_of(cols) {
+        return Err(ProtocolError::BadShape);
+    }
+    Ok(())
 }
 
 /// Host side of one linear op.
@@ -130,25 +225,43 @@ impl<'d> LinearHost<'d> {
     }
 
     /// Consumes the device's message: `z0 = (x0 + msg) W + C0`.
-    pub fn finish(mut self, x0: &[u64], w: &[u64], device_msg: &[u8], z0: &mut [u64]) -> Result<(), ProtocolError> {
+    pub fn finish(self, x0: &[u64], w: &[u64], device_msg: &[u8], z0: &mut [u64]) -> Result<(), ProtocolError> {
         let s = self.shape;
         check_len(x0, s.n, s.din)?;
-        check_len(w, s.din, s.dout)?;
-        check_len(z0, s.n, s.dout)?;
         wire::expect_len(device_msg, s.msg_len())?;
-        let mut c0 = self.corr.derived(LANE_C, s.corrections())?;
         let rows = x0
             .chunks_exact(s.din)
             .zip(device_msg.chunks_exact(8 * s.din))
-            .zip(z0.chunks_exact_mut(s.dout));
-        for ((x_row, m_row), z_row) in rows {
+            .map(|(x, m)| x.iter().zip(wire::words(m)).map(|(&x, m)| x.wrapping_add(m)));
+        self.finish_with(w, z0, rows)
+    }
+
+    /// `z0 = E W + C0` for an input whose masked value `E = X - A1` the
+    /// host already holds (its blocks came with [`unmask_block`]).
+    pub fn finish_masked(self, e: &[u64], w: &[u64], z0: &mut [u64]) -> Result<(), ProtocolError> {
+        let din = self.shape.din;
+        check_len(e, self.shape.n, din)?;
+        self.finish_with(w, z0, e.chunks_exact(din).map(|r| r.iter().copied()))
+    }
+
+    /// `z0 = E W + C0`, the rows of `E` from `rows`.
+    fn finish_with<R: Iterator<Item = u64>>(
+        mut self,
+        w: &[u64],
+        z0: &mut [u64],
+        rows: impl Iterator<Item = R>,
+    ) -> Result<(), ProtocolError> {
+        let s = self.shape;
+        check_len(w, s.din, s.dout)?;
+        check_len(z0, s.n, s.dout)?;
+        let mut c0 = self.corr.derived(LANE_C, s.corrections())?;
+        for (z_row, e_row) in z0.chunks_exact_mut(s.dout).zip(rows) {
             for z in z_row.iter_mut() {
                 *z = c0.next_u64();
             }
-            for ((&x, m), w_row) in x_row.iter().zip(wire::words(m_row)).zip(w.chunks_exact(s.dout)) {
-                let e = x.wrapping_add(m);
+            for (ev, w_row) in e_row.zip(w.chunks_exact(s.dout)) {
                 for (z, &wv) in z_row.iter_mut().zip(w_row) {
-                    *z = z.wrapping_add(e.wrapping_mul(wv));
+                    *z = z.wrapping_add(ev.wrapping_mul(wv));
                 }
             }
         }
@@ -168,6 +281,8 @@ pub struct LinearDevice {
 pub struct LinearDeviceSent {
     corr: OpCorr<'static>,
     shape: LinearShape,
+    /// The mask op and first row of an input sent in blocks.
+    mask: Option<(u64, usize)>,
 }
 
 impl LinearDevice {
@@ -191,6 +306,7 @@ impl LinearDevice {
             LinearDeviceSent {
                 corr: self.corr,
                 shape: s,
+                mask: None,
             },
             s.msg_len(),
         ))
@@ -198,6 +314,21 @@ impl LinearDevice {
 }
 
 impl LinearDeviceSent {
+    /// The op `corr` on rows `row0..row0 + shape.n` of an input whose
+    /// blocks already went masked by the earlier op `mask` ([`mask_block`]):
+    /// nothing is left to send.
+    pub fn masked(corr: OpCorr<'static>, shape: LinearShape, mask: u64, row0: usize) -> Result<Self, ProtocolError> {
+        shape.check()?;
+        if corr.role() != Role::Device || mask >= corr.op() {
+            return Err(ProtocolError::BadParameter);
+        }
+        Ok(Self {
+            corr,
+            shape,
+            mask: Some((mask, row0)),
+        })
+    }
+
     /// The device's output share `z1 = A1 F + C1`, for the rows
     /// `row0..row0 + z1.len() / dout` (so a caller can produce it in tiles).
     pub fn output_rows(&self, f: &[u64], row0: usize, z1: &mut [u64]) -> Result<(), ProtocolError> {
@@ -206,7 +337,7 @@ impl LinearDeviceSent {
         if !z1.len().is_multiple_of(s.dout) || row0 + z1.len() / s.dout > s.n {
             return Err(ProtocolError::BadBuffer);
         }
-        let mut a1 = self.corr.random_at(LANE_A, (row0 * s.din) as u64);
+        let mut a1 = device_mask(&self.corr, s, self.mask, row0)?;
         // The device's share of a derived lane is its own seeded stream.
         let mut c1 = self.corr.random_at(LANE_C, (row0 * s.dout) as u64);
         for z_row in z1.chunks_exact_mut(s.dout) {

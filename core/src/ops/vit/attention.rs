@@ -194,7 +194,9 @@ pub fn normalize_heads<P: Party + ?Sized>(
 
 /// Steps 3-5 of layer `l` (see the module docs) for every head group and
 /// query tile of `spec.tile`: `qkv` (`n x 3d`, read a row piece at a time)
-/// to `att` (`n x d`). With more than one query tile, each head's right
+/// to the attention output (`n x d`), each tile's rows sent for the
+/// projection as they are made ([`Party::linear_block`] under `mask`; the
+/// host keeps them in `att`, `n x d`, the others' `att` is empty). With more than one query tile, each head's right
 /// operands (`K^T` and `V`, ScaleAttn's `K^T V`) are opened in the first
 /// tile only ([`Right::Keep`]): their opened values stay in the group's
 /// right-operand buffers, where the later tiles' products take them
@@ -209,6 +211,7 @@ pub(super) fn attention<P: Party + ?Sized>(
     spec: &VitSpec<'_>,
     l: usize,
     qkv: &Rows<'_>,
+    mask: u64,
     att: &mut [u64],
     stage: &mut [u64],
 ) -> Result<(), P::Error> {
@@ -404,13 +407,17 @@ pub(super) fn attention<P: Party + ?Sized>(
             }
             let gh = g1 - g0;
             p.matmuls(&shapes2[..gh], &mm_x[..xo], &mut y5[..yo], &mut mm_z[..gh * qr * hd])?;
-            for h in g0..g1 {
-                let o = (h - g0) * qr * hd;
-                for t in q0..q1 {
-                    att[t * d + h * hd..t * d + (h + 1) * hd]
-                        .copy_from_slice(&mm_z[o + (t - q0) * hd..o + (t - q0 + 1) * hd]);
+            // the tile's rows of the group's columns, row-major in mm_x
+            // (free after the products), to the projection
+            let w = gh * hd;
+            let blk = &mut mm_x[..qr * w];
+            for h in 0..gh {
+                let o = h * qr * hd;
+                for t in 0..qr {
+                    blk[t * w + h * hd..t * w + (h + 1) * hd].copy_from_slice(&mm_z[o + t * hd..o + (t + 1) * hd]);
                 }
             }
+            p.linear_block(mask, d, (q0, g0 * hd, w), blk, att)?;
         }
     }
     Ok(())

@@ -3,7 +3,7 @@
 use super::attention::attention;
 use super::held::{Rows, Term, qkv_len, resid_len};
 use super::mlp::mlp_rows;
-use super::spec::{Arena, VitSpec, scratch_len};
+use super::spec::{Arena, VitSpec, att_len, scratch_len};
 use super::weights::{Weights, Wid, check_weights};
 use crate::FixedPoint;
 use crate::ProtocolError;
@@ -42,7 +42,7 @@ pub fn forward<P: Party + ?Sized, I: Patches + ?Sized>(
     let mut x = Rows::resid(&a, role, spec.model, x);
     let (qkv, rest) = rest.split_at_mut(qkv_len(&a, role));
     let mut qkv = Rows::qkv(&a, role, qkv);
-    let (att, stage) = rest.split_at_mut(n * d);
+    let (att, stage) = rest.split_at_mut(att_len(&a, role));
     embed(p, spec, w, patches, &mut x, stage)?;
     let r = spec.tile.rows_of(&a);
     for l in 0..a.layers {
@@ -72,12 +72,16 @@ pub fn forward<P: Party + ?Sized, I: Patches + ?Sized>(
             )?;
             qkv.set(p, r0, &[(Term::last(p, f), zt)])?;
         }
-        // 3-5. attention by head groups and query tiles
-        attention(p, spec, l, &qkv, att, stage)?;
+        // 3-5. attention by head groups and query tiles; its output goes
+        // to the host masked for the projection as each tile is made (the
+        // host keeps it in `att`, the device keeps none of it)
+        let mask = p.linear_mask()?;
+        attention(p, spec, l, &qkv, mask, att, stage)?;
         // 6-8. projection, residual, LayerNorm 1, MLP, residual, by row tiles
         for r0 in (0..n).step_by(r) {
             let r1 = (r0 + r).min(n);
-            mlp_rows(p, spec, w, l, r0, r1, &att[r0 * d..r1 * d], &mut x, stage)?;
+            let e = att.get(r0 * d..r1 * d).unwrap_or_default();
+            mlp_rows(p, spec, w, l, (r0, r1), (mask, e), &mut x, stage)?;
         }
     }
     head(p, spec, w, &x, stage, logits)

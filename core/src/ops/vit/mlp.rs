@@ -8,8 +8,10 @@ use crate::ops::{Party, activation};
 use crate::protocol::cmp::{CmpOut, CmpShape};
 use crate::protocol::linear::LinearShape;
 
-/// Steps 6-8 of layer `l` for token rows `r0..r1`: projection of `att`
-/// (input at 2f), residual into `x`, LayerNorm 1 (host-private scale), the
+/// Steps 6-8 of layer `l` for token rows `r0..r1`: projection of the
+/// attention output (input at 2f) whose blocks went under op `mask` (`e`:
+/// the host's rows of it, masked, [`Party::linear_trunc_sent`]), residual
+/// into `x`, LayerNorm 1 (host-private scale), the
 /// MLP with GeLU or MPCViT+ linearized tokens, residual.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn mlp_rows<P: Party + ?Sized>(
@@ -17,9 +19,8 @@ pub(super) fn mlp_rows<P: Party + ?Sized>(
     spec: &VitSpec<'_>,
     w: &dyn Weights,
     l: usize,
-    r0: usize,
-    r1: usize,
-    att: &[u64],
+    (r0, r1): (usize, usize),
+    (mask, e): (u64, &[u64]),
     resid: &mut Rows<'_>,
     stage: &mut [u64],
 ) -> Result<(), P::Error> {
@@ -41,9 +42,11 @@ pub(super) fn mlp_rows<P: Party + ?Sized>(
     let sel_out = ar.take(rr * mlp.max(d))?;
     let gelu_scratch = ar.take(2 * rr * mlp)?;
     // 6. projection, residual
-    p.linear_trunc(
+    p.linear_trunc_sent(
+        mask,
+        r0,
         LinearShape { n: rr, din: d, dout: d },
-        att,
+        e,
         w.get(Wid::Proj(l)),
         w.get(Wid::ProjB(l)),
         2 * f,

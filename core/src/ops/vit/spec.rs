@@ -306,6 +306,18 @@ pub fn scratch_len(a: &Arch, tile: Tile, role: crate::corr::Role, layout: &dyn L
     p.resid + p.qkv + p.att + p.stage
 }
 
+/// Words of the attention output a party keeps through a layer: the host
+/// `n d` (the projection's masked input, [`Party::linear_block`](crate::ops::Party::linear_block)), the
+/// device and the dealer none (the device sends each tile's rows as they
+/// are made).
+pub fn att_len(a: &Arch, role: crate::corr::Role) -> usize {
+    if role == crate::corr::Role::Host {
+        a.tokens() * a.dim
+    } else {
+        0
+    }
+}
+
 /// The parts of [`scratch_len`], in words.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ScratchParts {
@@ -316,7 +328,8 @@ pub struct ScratchParts {
     /// A layer's `qkv` (`3 n d` words, or at the device `3 n d` bits and
     /// one op per row, [`qkv_len`](super::qkv_len)).
     pub qkv: usize,
-    /// The attention output, the projection's input (`n d` words).
+    /// The attention output, the projection's input (`n d` words at the
+    /// host, none at the device and the dealer, [`att_len`]).
     pub att: usize,
     /// The largest stage's temporaries: a few rows (`rows` of the tile) of
     /// the per-token stages, or attention's operands for `heads x queries`
@@ -344,7 +357,7 @@ pub fn scratch_parts(a: &Arch, tile: Tile, role: crate::corr::Role, layout: &dyn
     ScratchParts {
         resid: super::held::resid_len(a, role, layout),
         qkv: super::held::qkv_len(a, role),
-        att: n * d,
+        att: att_len(a, role),
         stage: stage_a.max(stage_b).max(stage_c).max(last).max(embed),
     }
 }
