@@ -103,15 +103,18 @@ fn lane_at(seed: &Seed, id: u64, lane: u32, word: u64) -> Lane {
 
 /// `u64` words per keystream block.
 const WORDS_PER_BLOCK: u64 = 8;
-/// Blocks [`Prg`] holds.
-const BUF_BLOCKS: usize = 4;
-/// Blocks a sequential refill expands: four where a SIMD backend makes four
-/// at once, one on a microcontroller (whose software backend makes one at a
-/// time, so a larger refill only wastes the blocks a short lane never reads).
+/// Blocks [`Prg`] holds and a sequential refill expands: four where a SIMD
+/// backend makes four at once, one on a microcontroller (whose software
+/// backend makes one at a time, so a larger refill only wastes the blocks a
+/// short lane never reads, and every reader on the stack would carry 192
+/// bytes it does not use).
 #[cfg(not(target_os = "none"))]
-const BURST: usize = BUF_BLOCKS;
+const BUF_BLOCKS: usize = 4;
 #[cfg(target_os = "none")]
-const BURST: usize = 1;
+const BUF_BLOCKS: usize = 1;
+/// Blocks a sequential refill expands (the first refill after
+/// [`Prg::new`] or a seek expands one).
+const BURST: usize = BUF_BLOCKS;
 
 fn block_word(b: &Block, i: usize) -> u64 {
     let mut w = [0u8; 8];

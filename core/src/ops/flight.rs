@@ -161,6 +161,33 @@ pub fn matmuls<'m, 'r, E: From<ProtocolError>>(
     scratch: &mut [u64],
     exchange: impl FnOnce(&[u8]) -> Result<&'r [u8], E>,
 ) -> Result<(), E> {
+    if let [s] = shapes {
+        // one product (a microcontroller's tile of one head): no list of
+        // op states on the stack
+        let (x, y, z) = (
+            sub(x, 0, s.n * s.k)?,
+            sub_mut(y, 0, s.k * s.m)?,
+            sub_mut(z, 0, s.n * s.m)?,
+        );
+        let len = s.msg_len();
+        let (st, _) = Matmul::new(next()?, *s)?.open(x, y, sub_mut(tx, 0, len)?)?;
+        let peer = checked_peer(exchange(sub(tx, 0, len)?)?, len)?;
+        let scratch = sub_mut(scratch, 0, s.scratch_len().min(scratch.len()))?;
+        return Ok(st.finish(x, y, peer, scratch, z)?);
+    }
+    matmuls_many(next, shapes, (x, y, z), tx, scratch, exchange)
+}
+
+/// [`matmuls`] of more than one product.
+#[inline(never)]
+fn matmuls_many<'m, 'r, E: From<ProtocolError>>(
+    next: &mut dyn FnMut() -> Result<OpCorr<'m>, E>,
+    shapes: &[MatmulShape],
+    (x, y, z): (&[u64], &mut [u64], &mut [u64]),
+    tx: &mut [u8],
+    scratch: &mut [u64],
+    exchange: impl FnOnce(&[u8]) -> Result<&'r [u8], E>,
+) -> Result<(), E> {
     let mut opened: heapless::Vec<MatmulOpened<'m>, MAX_JOBS> = heapless::Vec::new();
     let (mut xo, mut yo, mut to) = (0, 0, 0);
     for &s in shapes {
@@ -197,6 +224,28 @@ pub fn matmuls<'m, 'r, E: From<ProtocolError>>(
 /// inputs one after the other, `out` their outputs; `tx` at least
 /// [`luts_msg_len`] bytes.
 pub fn luts<'m, 'r, E: From<ProtocolError>>(
+    next: &mut dyn FnMut() -> Result<OpCorr<'m>, E>,
+    jobs: &[LutJob<'_>],
+    x: &[u64],
+    out: &mut [u64],
+    tx: &mut [u8],
+    exchange: impl FnOnce(&[u8]) -> Result<&'r [u8], E>,
+) -> Result<(), E> {
+    let mut it = lut_chunks(jobs);
+    if let (Some(j), None) = (it.next(), it.next()) {
+        // one op (always on a microcontroller): no list of op states on the
+        // stack
+        let len = j.shape.msg_len();
+        let (st, _) = Lut::new(next()?, j.shape, j.table)?.open(sub(x, 0, j.shape.n)?, sub_mut(tx, 0, len)?)?;
+        let peer = checked_peer(exchange(sub(tx, 0, len)?)?, len)?;
+        return Ok(st.finish(j.shape, j.table, sub(tx, 0, len)?, peer, sub_mut(out, 0, j.out_len())?)?);
+    }
+    luts_chunked(next, jobs, x, out, tx, exchange)
+}
+
+/// [`luts`] of more than one op.
+#[inline(never)]
+fn luts_chunked<'m, 'r, E: From<ProtocolError>>(
     next: &mut dyn FnMut() -> Result<OpCorr<'m>, E>,
     jobs: &[LutJob<'_>],
     x: &[u64],
@@ -311,6 +360,39 @@ pub fn cmps<'m, E: From<ProtocolError>>(
     let len2: usize = cmp_chunks(shape).map(|c| c.bits_len()).sum();
     let (t1, rest) = tx.split_at_mut_checked(len1).ok_or(ProtocolError::BadBuffer)?;
     let t2 = rest.get_mut(..len2).ok_or(ProtocolError::BadBuffer)?;
+    if cmp_chunk(shape) >= shape.n {
+        // one op (always on a microcontroller): no list of op states on the
+        // stack
+        let st = Cmp::new(next()?, shape)?.open(x, t1)?;
+        {
+            let t1: &[u8] = t1;
+            let mut on_open = |peer: &[u8]| -> Result<(), E> { Ok(st.bits(t1, checked_peer(peer, len1)?, out, t2)?) };
+            exchange(t1, &mut on_open)?;
+        }
+        let t2: &[u8] = t2;
+        let mut st = Some(st);
+        let mut on_bits = |peer: &[u8]| -> Result<(), E> {
+            let st = st.take().ok_or(ProtocolError::BadParameter)?;
+            Ok(st.finish(t2, checked_peer(peer, len2)?, out)?)
+        };
+        return exchange(t2, &mut on_bits);
+    }
+    cmps_chunked(next, shape, x, out, (t1, t2), exchange)
+}
+
+/// [`cmps`] of more than one chunk: `t1` and `t2` the two flights' parts
+/// of `tx`.
+#[inline(never)]
+fn cmps_chunked<'m, E: From<ProtocolError>>(
+    next: &mut dyn FnMut() -> Result<OpCorr<'m>, E>,
+    shape: CmpShape,
+    x: &[u64],
+    out: &mut [u64],
+    (t1, t2): (&mut [u8], &mut [u8]),
+    exchange: &mut Exchange<'_, E>,
+) -> Result<(), E> {
+    let k = shape.out.outputs();
+    let (len1, len2) = (t1.len(), t2.len());
     let mut opened: heapless::Vec<CmpOpened<'m>, MAX_JOBS> = heapless::Vec::new();
     let (mut xo, mut to) = (0, 0);
     for c in cmp_chunks(shape) {
@@ -414,6 +496,28 @@ pub fn cells<'m, 'r, E: From<ProtocolError>>(
     if out.len() != n * gc || grids.iter().any(|g| g.shape.n != n) {
         return Err(ProtocolError::BadBuffer.into());
     }
+    if cell_chunk(grids) >= n {
+        // one op (always on a microcontroller): the grids as given, no
+        // chunk copies of them on the stack
+        let st = Cell::with_grids(next()?, grids)?.open(x, sub_mut(tx, 0, w * n)?)?;
+        let peer = checked_peer(exchange(sub(tx, 0, w * n)?)?, w * n)?;
+        return Ok(st.finish_grids(grids, sub(tx, 0, w * n)?, peer, out)?);
+    }
+    cells_chunked(next, grids, x, out, tx, exchange)
+}
+
+/// [`cells`] of more than one chunk.
+#[inline(never)]
+fn cells_chunked<'m, 'r, E: From<ProtocolError>>(
+    next: &mut dyn FnMut() -> Result<OpCorr<'m>, E>,
+    grids: &[CellGrid<'_>],
+    x: &[u64],
+    out: &mut [u64],
+    tx: &mut [u8],
+    exchange: impl FnOnce(&[u8]) -> Result<&'r [u8], E>,
+) -> Result<(), E> {
+    let n = x.len();
+    let (gc, w) = (grids.len(), cell::grids_width(grids));
     let mut opened: heapless::Vec<CellOpened<'m>, MAX_JOBS> = heapless::Vec::new();
     for c in cell_chunks(grids, n) {
         let c = c?;

@@ -180,7 +180,9 @@ impl WideSpec {
         let tops = tops.get(..w).unwrap_or_default();
         let sc = self.scales(tops)?;
         let unit = UnitFn::new(self);
-        for g in self.first_grids(1, tops, &sc, &unit)? {
+        let mut grids = heapless::Vec::new();
+        self.first_grids(1, tops, &sc, &unit, &mut grids)?;
+        for g in &grids {
             g.shape.check()?;
         }
         self.series_shape(1, &sc)?.check()
@@ -259,18 +261,21 @@ impl WideSpec {
         if v.is_finite() { libm::round(v) as i64 as u64 } else { 0 }
     }
 
-    /// The grids read on the input's opening: the unit window's table (at
-    /// the output scale `g_frac` of the op's [`Scales`] `sc`), then the
-    /// flags of the series windows `tops[..w-1]`.
+    /// The grids read on the input's opening, into `grids` (filled in
+    /// place: a returned list would be copied on a microcontroller's
+    /// stack): the unit window's table (at the output scale `g_frac` of the
+    /// op's [`Scales`] `sc`), then the flags of the series windows
+    /// `tops[..w-1]`.
     fn first_grids<'a>(
         &self,
         n: usize,
         tops: &[u32],
         sc: &Scales,
         unit: &'a UnitFn,
-    ) -> Result<heapless::Vec<CellGrid<'a>, MAX_WINDOWS>, ProtocolError> {
+        grids: &mut heapless::Vec<CellGrid<'a>, MAX_WINDOWS>,
+    ) -> Result<(), ProtocolError> {
         let w = tops.len();
-        let mut grids = heapless::Vec::new();
+        grids.clear();
         let t_unit = tops.last().copied().ok_or(ProtocolError::BadParameter)?;
         let shape = CellShape {
             n,
@@ -302,7 +307,7 @@ impl WideSpec {
                 .push(CellGrid { shape, g: &FLAG })
                 .map_err(|_| ProtocolError::BadShape)?;
         }
-        Ok(grids)
+        Ok(())
     }
 
     /// The series on the normalized input (the top window's cells).
@@ -446,7 +451,8 @@ pub fn wide<P: Party + ?Sized>(
     let sc = spec.scales(tops)?;
     let host = p.role().plays_host();
     let unit_fn = UnitFn::new(spec);
-    let grids = spec.first_grids(n, tops, &sc, &unit_fn)?;
+    let mut grids = heapless::Vec::new();
+    spec.first_grids(n, tops, &sc, &unit_fn, &mut grids)?;
     let (xp, rest) = scratch.split_at_mut(n);
     let (outs, rest) = rest.split_at_mut(n * w);
     let (ts, rest) = rest.split_at_mut(n * (w - 1));
