@@ -23,7 +23,7 @@
 use core::fmt;
 use embedded_io::{Read, Write};
 use mpcvit_core::model::Arch;
-use mpcvit_core::ops::vit::Tile;
+use mpcvit_core::ops::vit::{self, Tile};
 use mpcvit_core::ops::{LutJob, Party, flight, wide};
 use mpcvit_core::protocol::cell::CellGrid;
 use mpcvit_core::protocol::cmp::CmpShape;
@@ -123,9 +123,11 @@ pub fn buffers(arch: &Arch, tile: Tile) -> HighWater {
         2 * r * w,
     ];
     // attention on g heads x q query rows: a head's step-3 operands are
-    // ScaleAttn's K^T and V or a normalized head's Q rows and K^T
+    // ScaleAttn's K^T and V of a key chunk or a normalized head's Q rows
+    // and K^T
+    let kc = vit::ktv_chunk(n, q);
     let attn = [
-        g * (2 * hd * n).max(q * hd + hd * n),
+        g * (2 * hd * kc).max(q * hd + hd * n),
         g * (q * n + n * hd),
         g * (q * hd + hd * hd),
         2 * g * q * n + g * q,
@@ -138,7 +140,7 @@ pub fn buffers(arch: &Arch, tile: Tile) -> HighWater {
         r * m,
         r * d,
         // a product's E and one row of B at a time
-        hd * n + hd,
+        hd * kc + hd,
         q * hd + n,
         q * n + hd,
         q * hd + hd,

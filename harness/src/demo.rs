@@ -64,7 +64,7 @@ pub struct Args {
     pub psk: bool,
     /// How the device cuts each layer: `whole` or `ROWS,HEADS,QUERIES`
     /// (`mpcvit device --tile`). Default: whole for a desktop device, the
-    /// firmware's `2,1,10` with `--device qemu`.
+    /// firmware's `2,1,5` with `--device qemu`.
     #[arg(long, value_parser = crate::device::parse_tile)]
     pub tile: Option<mpcvit_core::ops::vit::Tile>,
 }

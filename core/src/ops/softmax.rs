@@ -49,7 +49,7 @@ impl NormSpec {
 
     /// Scratch words [`normalize`] needs.
     pub fn scratch_len(&self) -> usize {
-        super::vit::norm_scratch_len(1, self.rows, self.cols).max(self.rows * self.cols)
+        super::vit::norm_scratch_len(1, self.rows, self.cols, self.kind == AttnKind::Quad).max(self.rows * self.cols)
     }
 }
 

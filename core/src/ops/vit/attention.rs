@@ -3,8 +3,8 @@
 
 use super::held::Rows;
 use super::spec::{
-    Arena, ROW_FRAC, SCORE_RANGE_LOG2, ScoreExp, VitSpec, attn_buffers, norm_scratch_len, row_recip, row_trunc,
-    score_exp,
+    Arena, ROW_FRAC, SCORE_RANGE_LOG2, ScoreExp, VitSpec, attn_buffers, ktv_chunk, norm_scratch_len, row_recip,
+    row_trunc, score_exp,
 };
 use crate::ProtocolError;
 use crate::model::AttnKind;
@@ -56,120 +56,104 @@ pub fn normalize_heads<P: Party + ?Sized>(
     if x.len() != hcount * nn || out.len() != x.len() {
         return Err(ProtocolError::BadBuffer.into());
     }
+    if hcount > MAX_GROUP {
+        return Err(ProtocolError::TooManyOps.into());
+    }
     if pre > 0 && heads.contains(&AttnKind::Quad) {
         return Err(ProtocolError::BadParameter.into());
     }
     let host = p.role().plays_host();
     let mut ar = Arena { rest: scratch };
-    let e = ar.take(hcount * nn)?;
+    // The heads' rows in kind order (Softmax, RSAttn, 2Quad heads, each in
+    // head order) from the elementwise step to the truncation; the
+    // truncated rows go back to head order in `out` at the end.
     // elementwise step, every value brought to ROW_FRAC bits: exp of
     // x - x_row0 (Softmax, a cell lookup), ReLU (RSAttn, the comparison),
     // the square of x + c (2Quad)
     let ns = heads.iter().filter(|k| **k == AttnKind::Softmax).count() * nn;
     let nr = heads.iter().filter(|k| **k == AttnKind::ReluSoftmax).count() * nn;
     let nq = heads.iter().filter(|k| **k == AttnKind::Quad).count() * nn;
-    // the elementwise step's buffers; the product with the reciprocals
-    // takes the same words afterwards
-    let work = ar.take((2 * (ns + nr) + 3 * nq).max(hcount * nn))?;
-    let (ins, rest) = work.split_at_mut(ns + nr);
-    let (outs, rest) = rest.split_at_mut(ns + nr);
-    let (qin, rest) = rest.split_at_mut(nq);
-    let (qsq, rest) = rest.split_at_mut(nq);
-    let qout = &mut rest[..nq];
-    let (mut is, mut ir) = (0, ns);
-    for (hi, &k) in heads.iter().enumerate() {
-        let blk = &x[hi * nn..(hi + 1) * nn];
-        match k {
-            AttnKind::Softmax => {
-                for (row_in, row) in ins[is..is + nn].chunks_exact_mut(n).zip(blk.chunks_exact(n)) {
-                    for (o, &v) in row_in.iter_mut().zip(row) {
-                        *o = v.wrapping_sub(row[0]);
-                    }
-                }
-                is += nn;
-            }
-            AttnKind::ReluSoftmax => {
-                ins[ir..ir + nn].copy_from_slice(blk);
-                ir += nn;
-            }
-            _ => {}
-        }
-    }
-    // Softmax heads: one exp cell lookup; RSAttn heads: the comparison's
-    // ReLU (two rounds, the K^T V truncation in the first), shifted to
-    // ROW_FRAC. A layer mixing both pays the two steps in sequence.
-    if ns > 0 {
-        crate::ops::cell(p, score_exp(ns, f, pre)?, &ScoreExp, &ins[..ns], &mut outs[..ns])?;
-    }
-    if nr > 0 {
-        let rshape = CmpShape::new(nr, f, SCORE_RANGE_LOG2, CmpOut::Relu)?.with_pre(pre)?;
-        match ktv.take() {
-            Some((t, tz)) => p.trunc_cmp(f, t, tz, rshape, &ins[ns..ns + nr], &mut outs[ns..ns + nr])?,
-            None => p.cmp(rshape, &ins[ns..ns + nr], &mut outs[ns..ns + nr])?,
-        }
-        for v in outs[ns..ns + nr].iter_mut() {
-            *v <<= ROW_FRAC - f;
-        }
-    }
-    if let Some((t, tz)) = ktv.take() {
-        p.trunc(f, t, tz)?;
-    }
-    if nq > 0 {
-        let c = fp.encode(crate::ops::softmax::QUAD_C);
-        let mut iq = 0;
+    // [inputs | 2Quad inputs] (the product's output afterwards), [values
+    // e: outputs | 2Quad outputs], 2Quad squares
+    let work = ar.take(2 * (ns + nr) + 3 * nq)?;
+    let (prod, rest) = work.split_at_mut(ns + nr + nq);
+    let (e, qsq) = rest.split_at_mut(ns + nr + nq);
+    {
+        let (ins, qin) = prod.split_at_mut(ns + nr);
+        let (outs, qout) = e.split_at_mut(ns + nr);
+        let (mut is, mut ir) = (0, ns);
         for (hi, &k) in heads.iter().enumerate() {
-            if k == AttnKind::Quad {
-                for (o, &v) in qin[iq..iq + nn].iter_mut().zip(&x[hi * nn..(hi + 1) * nn]) {
-                    *o = if host { v.wrapping_add(c) } else { v };
+            let blk = &x[hi * nn..(hi + 1) * nn];
+            match k {
+                AttnKind::Softmax => {
+                    for (row_in, row) in ins[is..is + nn].chunks_exact_mut(n).zip(blk.chunks_exact(n)) {
+                        for (o, &v) in row_in.iter_mut().zip(row) {
+                            *o = v.wrapping_sub(row[0]);
+                        }
+                    }
+                    is += nn;
                 }
-                iq += nn;
+                AttnKind::ReluSoftmax => {
+                    ins[ir..ir + nn].copy_from_slice(blk);
+                    ir += nn;
+                }
+                _ => {}
             }
         }
-        p.square(qin, qsq)?;
-        if 2 * f > ROW_FRAC {
-            p.trunc(2 * f - ROW_FRAC, qsq, qout)?;
-        } else {
-            for (o, &v) in qout.iter_mut().zip(qsq.iter()) {
-                *o = v << (ROW_FRAC - 2 * f);
+        // Softmax heads: one exp cell lookup; RSAttn heads: the
+        // comparison's ReLU (two rounds, the K^T V truncation in the
+        // first), shifted to ROW_FRAC. A layer mixing both pays the two
+        // steps in sequence.
+        if ns > 0 {
+            crate::ops::cell(p, score_exp(ns, f, pre)?, &ScoreExp, &ins[..ns], &mut outs[..ns])?;
+        }
+        if nr > 0 {
+            let rshape = CmpShape::new(nr, f, SCORE_RANGE_LOG2, CmpOut::Relu)?.with_pre(pre)?;
+            match ktv.take() {
+                Some((t, tz)) => p.trunc_cmp(f, t, tz, rshape, &ins[ns..ns + nr], &mut outs[ns..ns + nr])?,
+                None => p.cmp(rshape, &ins[ns..ns + nr], &mut outs[ns..ns + nr])?,
+            }
+            for v in outs[ns..ns + nr].iter_mut() {
+                *v <<= ROW_FRAC - f;
+            }
+        }
+        if let Some((t, tz)) = ktv.take() {
+            p.trunc(f, t, tz)?;
+        }
+        if nq > 0 {
+            let c = fp.encode(crate::ops::softmax::QUAD_C);
+            let mut iq = 0;
+            for (hi, &k) in heads.iter().enumerate() {
+                if k == AttnKind::Quad {
+                    for (o, &v) in qin[iq..iq + nn].iter_mut().zip(&x[hi * nn..(hi + 1) * nn]) {
+                        *o = if host { v.wrapping_add(c) } else { v };
+                    }
+                    iq += nn;
+                }
+            }
+            p.square(qin, qsq)?;
+            if 2 * f > ROW_FRAC {
+                p.trunc(2 * f - ROW_FRAC, qsq, qout)?;
+            } else {
+                for (o, &v) in qout.iter_mut().zip(qsq.iter()) {
+                    *o = v << (ROW_FRAC - 2 * f);
+                }
             }
         }
     }
-    let (mut is, mut ir, mut iq) = (0, ns, 0);
-    for (hi, &k) in heads.iter().enumerate() {
-        let dst = &mut e[hi * nn..(hi + 1) * nn];
-        match k {
-            AttnKind::Softmax => {
-                dst.copy_from_slice(&outs[is..is + nn]);
-                is += nn;
-            }
-            AttnKind::ReluSoftmax => {
-                dst.copy_from_slice(&outs[ir..ir + nn]);
-                ir += nn;
-            }
-            _ => {
-                dst.copy_from_slice(&qout[iq..iq + nn]);
-                iq += nn;
-            }
-        }
-    }
-    // reciprocal of every row sum
+    // reciprocal of every row sum, one batch per kind present (each on its
+    // own range: fewer windows); its rows are contiguous in kind order
     let rows = hcount * rows;
     let sums = ar.take(rows)?;
     let inv = ar.take(rows)?;
     for (s, row) in sums.iter_mut().zip(e.chunks_exact(n)) {
         *s = row.iter().fold(0u64, |a, &b| a.wrapping_add(b));
     }
-    // one batch per kind present (each on its own range: fewer windows)
     let wscratch = ar.take(wide::scratch_len(rows))?;
-    let ksums = ar.take(rows)?;
-    let kinv = ar.take(rows)?;
     let per = rows / hcount;
+    let mut r0 = 0;
     for kind in [AttnKind::Softmax, AttnKind::ReluSoftmax, AttnKind::Quad] {
-        let mut m = 0;
-        for (hi, _) in heads.iter().enumerate().filter(|(_, k)| **k == kind) {
-            ksums[m..m + per].copy_from_slice(&sums[hi * per..(hi + 1) * per]);
-            m += per;
-        }
+        let m = heads.iter().filter(|k| **k == kind).count() * per;
         if m == 0 {
             continue;
         }
@@ -177,19 +161,33 @@ pub fn normalize_heads<P: Party + ?Sized>(
         wide::wide(
             p,
             &spec,
-            &ksums[..m],
-            &mut kinv[..m],
+            &sums[r0..r0 + m],
+            &mut inv[r0..r0 + m],
             &mut wscratch[..wide::scratch_len(m)],
         )?;
-        let mut m = 0;
-        for (hi, _) in heads.iter().enumerate().filter(|(_, k)| **k == kind) {
-            inv[hi * per..(hi + 1) * per].copy_from_slice(&kinv[m..m + per]);
-            m += per;
+        r0 += m;
+    }
+    p.mul(e, inv, n, prod)?;
+    p.trunc(row_trunc(f), prod, out)?;
+    // kind order to head order, a block swap at a time: at[k] is the head
+    // whose rows are at block k
+    let mut at = [0usize; MAX_GROUP];
+    let mut k = 0;
+    for kind in [AttnKind::Softmax, AttnKind::ReluSoftmax, AttnKind::Quad] {
+        for (hi, _) in heads.iter().enumerate().filter(|(_, h)| **h == kind) {
+            at[k] = hi;
+            k += 1;
         }
     }
-    let prod = &mut work[..hcount * nn];
-    p.mul(e, inv, n, prod)?;
-    p.trunc(row_trunc(f), prod, out)
+    for i in 0..hcount {
+        while at[i] != i {
+            let j = at[i];
+            let (lo, hi) = out.split_at_mut(j.max(i) * nn);
+            lo[j.min(i) * nn..(j.min(i) + 1) * nn].swap_with_slice(&mut hi[..nn]);
+            at.swap(i, j);
+        }
+    }
+    Ok(())
 }
 
 /// Steps 3-5 of layer `l` (see the module docs) for every head group and
@@ -262,13 +260,39 @@ pub(super) fn attention<P: Party + ?Sized>(
         let y5 = ar.take(b.y)?;
         let mm_z = ar.take(b.z)?;
         let probs = ar.take(g * q * n)?;
-        let nscratch = ar.take(norm_scratch_len(g, q, n))?;
+        let quad = (g0..g1).any(|h| spec.model.attn(l, h) == AttnKind::Quad);
+        let nscratch = ar.take(norm_scratch_len(g, q, n, quad))?;
         let row = ar.take(hd)?;
         // rank of a ScaleAttn head among the group's
         let rank = |h: usize| (g0..h).filter(|&k| scale_head(k)).count();
         // the first tile's first op of step 3 (every head's K^T or K^T V
         // product, in head order) and of step 5 (its V or K^T V product)
         let (mut first3, mut first5) = (0, 0);
+        // ScaleAttn's K^T V by key chunks: every chunk but the last in a
+        // flight of its own before the first query flight, its sum kept in
+        // ktv; the last chunk's product in step 3
+        let kc = ktv_chunk(n, q);
+        let last_c = (n - 1) / kc * kc;
+        let scales = (g0..g1).filter(|&h| scale_head(h)).count();
+        if scales > 0 {
+            for c0 in (0..last_c).step_by(kc) {
+                let kr = (c0 + kc).min(n) - c0;
+                let mut shapes = [MatmulShape::new(0, 0, 0); MAX_GROUP];
+                let (mut xo, mut yo) = (0, 0);
+                for (i, h) in (g0..g1).filter(|&h| scale_head(h)).enumerate() {
+                    qkv.load_block_t(p, (c0, kr), col(1, h), row, &mut mm_x[xo..xo + hd * kr])?;
+                    qkv.load_block(p, c0, col(2, h), hd, &mut y3[yo..yo + kr * hd])?;
+                    shapes[i] = MatmulShape::new(hd, kr, hd);
+                    xo += hd * kr;
+                    yo += kr * hd;
+                }
+                let zo = scales * hd * hd;
+                p.matmuls(&shapes[..scales], &mm_x[..xo], &mut y3[..yo], &mut mm_z[..zo])?;
+                for (a, &v) in ktv[..zo].iter_mut().zip(mm_z[..zo].iter()) {
+                    *a = a.wrapping_add(v);
+                }
+            }
+        }
         for q0 in (0..n).step_by(q) {
             let q1 = (q0 + q).min(n);
             let qr = q1 - q0;
@@ -288,13 +312,14 @@ pub(super) fn attention<P: Party + ?Sized>(
                     if q0 > 0 {
                         continue;
                     }
-                    qkv.load_block_t(p, n, col(1, h), row, &mut mm_x[xo..xo + hd * n])?;
-                    qkv.load_block(p, 0, col(2, h), hd, &mut y3[yo..yo + n * hd])?;
-                    MatmulShape::new(hd, n, hd)
+                    let kr = n - last_c;
+                    qkv.load_block_t(p, (last_c, kr), col(1, h), row, &mut mm_x[xo..xo + hd * kr])?;
+                    qkv.load_block(p, last_c, col(2, h), hd, &mut y3[yo..yo + kr * hd])?;
+                    MatmulShape::new(hd, kr, hd)
                 } else {
                     qkv.load_block(p, q0, col(0, h), hd, &mut mm_x[xo..xo + qr * hd])?;
                     if q0 == 0 {
-                        qkv.load_block_t(p, n, col(1, h), row, &mut y3[yo..yo + hd * n])?;
+                        qkv.load_block_t(p, (0, n), col(1, h), row, &mut y3[yo..yo + hd * n])?;
                     }
                     MatmulShape::new(qr, hd, n).with_right(right(q0, first3 + (h - g0) as u64))
                 };
@@ -310,6 +335,22 @@ pub(super) fn attention<P: Party + ?Sized>(
             let mut kt = 0;
             if ns > 0 {
                 p.matmuls(&shapes[..ns], &mm_x[..xo], &mut y3[..yo], &mut mm_z[..zo])?;
+                if last_c > 0 && q0 == 0 {
+                    // the earlier key chunks' sum into each K^T V (ScaleAttn
+                    // heads in the group's order, as in ktv)
+                    let (mut at, mut rk) = (0, 0);
+                    for (s, &ktv_of) in shapes[..ns].iter().zip(&is_ktv) {
+                        let len = s.n * s.m;
+                        if ktv_of {
+                            let part = &ktv[rk * hd * hd..(rk + 1) * hd * hd];
+                            for (z, &v) in mm_z[at..at + len].iter_mut().zip(part) {
+                                *z = z.wrapping_add(v);
+                            }
+                            rk += 1;
+                        }
+                        at += len;
+                    }
+                }
                 if tiles && q0 == 0 {
                     // the normalized heads' opened K^T to the front, in
                     // head order: the later tiles' right operands

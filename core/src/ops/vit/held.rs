@@ -272,12 +272,12 @@ impl<'s> Rows<'s> {
         Ok(())
     }
 
-    /// Columns `col..col + row.len()` of rows `0..n` into `out` transposed
-    /// (`out[c n + t]`), a row at a time through `row`.
+    /// Columns `col..col + row.len()` of rows `t0..t0 + n` into `out`
+    /// transposed (`out[c n + t]`), a row at a time through `row`.
     pub(super) fn load_block_t<P: Party + ?Sized>(
         &self,
         p: &P,
-        n: usize,
+        (t0, n): (usize, usize),
         col: usize,
         row: &mut [u64],
         out: &mut [u64],
@@ -286,7 +286,7 @@ impl<'s> Rows<'s> {
             return Err(ProtocolError::BadBuffer.into());
         }
         for t in 0..n {
-            self.load(p, t, col, row)?;
+            self.load(p, t0 + t, col, row)?;
             for (c, &v) in row.iter().enumerate() {
                 out[c * n + t] = v;
             }

@@ -15,7 +15,9 @@
 //!    the ScaleAttn heads' `K^T V` is truncated in the RSAttn comparison's
 //!    first flight ([`Party::trunc_cmp`](crate::ops::Party::trunc_cmp)): 0
 //!    in a group with an RSAttn head, else 1 (none without ScaleAttn heads).
-//!    A group with a 2Quad head truncates all of them: 1.
+//!    A group with a 2Quad head truncates all of them: 1. With more than
+//!    one query flight, `K^T V` is the sum of two key chunks' products
+//!    ([`ktv_chunk`]), the first in a flight of its own: 1 more.
 //! 4. Row normalization of the non-Scale heads ([`normalize_heads`]): 10 for
 //!    Softmax heads (exp lookup 1, reciprocal 7, product 1, truncation 1),
 //!    11 for RSAttn heads (the comparison takes 2); the reciprocal of every
@@ -53,6 +55,6 @@ pub use forward::{Patches, Pixels, forward};
 pub use held::{qkv_len, resid_len};
 pub use spec::{
     EXP_CAP, MLP_RANGE_LOG2, ROW_FRAC, SCORE_RANGE_LOG2, ScoreExp, ScratchParts, Tile, VitSpec, att_len,
-    check_frac_bits, norm_scratch_len, row_recip, row_trunc, score_exp, scratch_len, scratch_parts,
+    check_frac_bits, ktv_chunk, norm_scratch_len, row_recip, row_trunc, score_exp, scratch_len, scratch_parts,
 };
 pub use weights::{INPUT_RANGE_LOG2, Weights, Wid, check_weight_range, check_weights, encode_weight};

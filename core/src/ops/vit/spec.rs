@@ -266,13 +266,13 @@ impl<'a> Arena<'a> {
     }
 }
 
-/// Scratch words [`normalize_heads`](super::normalize_heads) needs for `heads` heads of `rows x n`:
-/// the values (`h r n`), the elementwise step's inputs and outputs (`3 h r
-/// n` at most, 2Quad's square in between) whose words the product with the
-/// reciprocals takes afterwards, four words per row and the reciprocal's
-/// scratch.
-pub fn norm_scratch_len(heads: usize, rows: usize, n: usize) -> usize {
-    4 * heads * rows * n + wide::scratch_len(heads * rows) + 4 * heads * rows
+/// Scratch words [`normalize_heads`](super::normalize_heads) needs for `heads` heads of `rows x n`
+/// (`quad`: some of them 2Quad): the elementwise step's inputs and outputs
+/// (`2 h r n`, and 2Quad's square in between: `3 h r n`), whose inputs'
+/// words the product with the reciprocals takes afterwards, two words per
+/// row and the reciprocal's scratch.
+pub fn norm_scratch_len(heads: usize, rows: usize, n: usize, quad: bool) -> usize {
+    (2 + quad as usize) * heads * rows * n + wide::scratch_len(heads * rows) + 2 * heads * rows
 }
 
 /// Words of attention's buffers for a group of `g` heads and `q` query
@@ -280,8 +280,9 @@ pub fn norm_scratch_len(heads: usize, rows: usize, n: usize) -> usize {
 pub(super) struct AttnBuffers {
     /// K^T V of the ScaleAttn heads: `g hd^2`.
     pub ktv: usize,
-    /// Left operands: `Q` rows, ScaleAttn's `K^T`, the probabilities, and
-    /// the truncated scores or the gathered `K^T V`.
+    /// Left operands: `Q` rows, a key chunk of ScaleAttn's `K^T`
+    /// ([`ktv_chunk`]), the probabilities, and the truncated scores or the
+    /// gathered `K^T V`.
     pub x: usize,
     /// Right operands of step 3 or of step 5: `K^T` or `V`, or `K^T V`.
     pub y: usize,
@@ -289,11 +290,20 @@ pub(super) struct AttnBuffers {
     pub z: usize,
 }
 
+/// Tokens per key chunk of ScaleAttn's `K^T V` with `q` query rows a
+/// flight of `n` tokens: with more than one query flight `K^T V` is the sum
+/// of two chunks' products, the first in a flight of its own (opening `K^T`
+/// and `V` whole in one flight would be the largest message of the layer),
+/// the second in the first query flight; else one product.
+pub fn ktv_chunk(n: usize, q: usize) -> usize {
+    if q < n { n.div_ceil(2) } else { n }
+}
+
 /// The attention buffers of [`AttnBuffers`].
 pub(super) fn attn_buffers(g: usize, q: usize, n: usize, hd: usize) -> AttnBuffers {
     AttnBuffers {
         ktv: g * hd * hd,
-        x: g * (q * hd).max(hd * n).max(q * n).max(hd * hd),
+        x: g * (q * hd).max(hd * ktv_chunk(n, q)).max(q * n).max(hd * hd),
         y: g * n.max(hd) * hd,
         z: g * (q * n).max(hd * hd).max(q * hd),
     }
@@ -348,7 +358,8 @@ pub fn scratch_parts(a: &Arch, tile: Tile, role: crate::corr::Role, layout: &dyn
     let stage_a = 5 * r * d + ln;
     // K^T V, the products' operands, the probabilities, a row of qkv
     let b = attn_buffers(g, q, n, hd);
-    let stage_b = b.ktv + b.x + 2 * b.y + b.z + g * q * n + norm_scratch_len(g, q, n) + hd;
+    let quad = (0..a.layers).any(|l| (0..a.heads).any(|h| layout.attn(l, h) == crate::model::AttnKind::Quad));
+    let stage_b = b.ktv + b.x + 2 * b.y + b.z + g * q * n + norm_scratch_len(g, q, n, quad) + hd;
     // x's rows, the projection, LayerNorm 1, the MLP
     let stage_c = 4 * r * d + ln + 4 * r * m + 2 * r * m.max(d);
     let last = 2 * d + LnSpec::new(1, d).scratch_len() + 2 * a.classes;
