@@ -257,6 +257,24 @@ impl<'b, T: Read + Write> DeviceParty<'b, T> {
     /// Truncation whose device message rides after `head` bytes already in
     /// `tx`: appends `y1 + r1` for `y1` (`tmp[..n]` when `y1` is `None`),
     /// sends, finishes into `z`.
+    /// A linear op's output share truncated by `bits`; the op's message
+    /// (the first `head` bytes of `tx`, or none) rides with the
+    /// truncation's.
+    fn linear_out(
+        &mut self,
+        sent: LinearDeviceSent,
+        s: LinearShape,
+        w: &[u64],
+        head: usize,
+        bits: u32,
+        z: &mut [u64],
+    ) -> Res<(), T::Error> {
+        let nz = s.n * s.dout;
+        self.use_tmp(nz)?;
+        sent.output(w, take(self.tmp, "tmp", nz)?)?;
+        self.trunc_send(head, None, nz, bits, z)
+    }
+
     fn trunc_send(&mut self, head: usize, y1: Option<&[u64]>, n: usize, bits: u32, z: &mut [u64]) -> Res<(), T::Error> {
         let len = trunc::device_msg_len(n);
         self.use_tx(head + len)?;
@@ -347,19 +365,15 @@ impl<T: Read + Write> Party for DeviceParty<'_, T> {
         bits: u32,
         z: &mut [u64],
     ) -> Result<(), Self::Error> {
-        let nz = s.n * s.dout;
         let op = LinearDevice::new(self.corr.next_op()?, s)?;
         self.use_tx(s.msg_len())?;
+        let (sent, head) = op.send(x, self.tx)?;
         if bits == 0 {
             // no truncation: one flight, the output is the device's share
-            let (sent, head) = op.send(x, self.tx)?;
             self.link.send(FrameKind::Data, take(self.tx, "tx", head)?)?;
             return Ok(sent.output(w, z)?);
         }
-        self.use_tmp(nz)?;
-        let (sent, head) = op.send(x, self.tx)?;
-        sent.output(w, take(self.tmp, "tmp", nz)?)?;
-        self.trunc_send(head, None, nz, bits, z)
+        self.linear_out(sent, s, w, head, bits, z)
     }
 
     fn linear_mask(&mut self) -> Result<u64, Self::Error> {
@@ -394,14 +408,11 @@ impl<T: Read + Write> Party for DeviceParty<'_, T> {
         bits: u32,
         z: &mut [u64],
     ) -> Result<(), Self::Error> {
-        let nz = s.n * s.dout;
         let sent = LinearDeviceSent::masked(self.corr.next_op()?, s, mask, r0)?;
         if bits == 0 {
             return Ok(sent.output(w, z)?);
         }
-        self.use_tmp(nz)?;
-        sent.output(w, take(self.tmp, "tmp", nz)?)?;
-        self.trunc_send(0, None, nz, bits, z)
+        self.linear_out(sent, s, w, 0, bits, z)
     }
 
     fn reveal_to_device(&mut self, x: &[u64], out: &mut [u64]) -> Result<(), Self::Error> {

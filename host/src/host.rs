@@ -164,6 +164,42 @@ impl<T: Read + Write> HostParty<T> {
         Ok(())
     }
 
+    /// A linear op and the truncation of its output by `bits` (none with
+    /// 0): the device's message holds the op's `head` bytes (none: its
+    /// input came ahead, [`Party::linear_block`]) and the truncation's;
+    /// `finish` forms the host's share from the op's bytes.
+    fn linear_host(
+        &mut self,
+        s: LinearShape,
+        head: usize,
+        (bias, bits): (&[u64], u32),
+        z: &mut [u64],
+        finish: impl FnOnce(LinearHost<'_>, &[u8], &mut [u64]) -> Result<(), ProtocolError>,
+    ) -> Res<(), T::Error> {
+        let nz = s.n * s.dout;
+        let m1 = self.recv_dealer()?;
+        let op = LinearHost::new(self.corr.next_op_with(&m1)?, s)?;
+        if bits == 0 {
+            // no truncation: the device's message is the op's alone
+            let peer = if head > 0 { self.recv_exact(head)? } else { &[] };
+            finish(op, peer, z)?;
+            if !bias.is_empty() {
+                affine::add_bias(Role::Host, z, bias)?;
+            }
+            return Ok(());
+        }
+        let m2 = self.recv_dealer()?;
+        let part = trunc::device_msg_len(nz);
+        let peer = self.recv_exact(head + part)?;
+        let mut y0 = vec![0; nz];
+        finish(op, peer.get(..head).ok_or(ProtocolError::BadBuffer)?, &mut y0)?;
+        if !bias.is_empty() {
+            affine::add_bias(Role::Host, &mut y0, bias)?;
+        }
+        let corr = self.corr.next_op_with(&m2)?;
+        self.trunc_reply(corr, &y0, head..head + part, bits, z)
+    }
+
     /// The reply of a truncation of `y0` whose device part is `device_part`
     /// (alone, or riding in the same frame as an earlier op's message).
     fn trunc_reply(
@@ -249,28 +285,7 @@ impl<T: Read + Write> Party for HostParty<T> {
         bits: u32,
         z: &mut [u64],
     ) -> Res<(), T::Error> {
-        let nz = s.n * s.dout;
-        let m1 = self.recv_dealer()?;
-        let op = LinearHost::new(self.corr.next_op_with(&m1)?, s)?;
-        let head = s.msg_len();
-        if bits == 0 {
-            // no truncation: the device's message is its linear part only
-            let peer = self.recv_exact(head)?;
-            op.finish(x, w, peer, z)?;
-            if !bias.is_empty() {
-                affine::add_bias(Role::Host, z, bias)?;
-            }
-            return Ok(());
-        }
-        let m2 = self.recv_dealer()?;
-        let peer = self.recv_exact(head + 8 * nz)?;
-        let mut y0 = vec![0; nz];
-        op.finish(x, w, peer.get(..head).ok_or(ProtocolError::BadBuffer)?, &mut y0)?;
-        if !bias.is_empty() {
-            affine::add_bias(Role::Host, &mut y0, bias)?;
-        }
-        let corr = self.corr.next_op_with(&m2)?;
-        self.trunc_reply(corr, &y0, head..head + 8 * nz, bits, z)
+        self.linear_host(s, s.msg_len(), (bias, bits), z, |op, peer, z| op.finish(x, w, peer, z))
     }
 
     fn linear_mask(&mut self) -> Res<u64, T::Error> {
@@ -303,26 +318,7 @@ impl<T: Read + Write> Party for HostParty<T> {
         bits: u32,
         z: &mut [u64],
     ) -> Res<(), T::Error> {
-        let nz = s.n * s.dout;
-        let m1 = self.recv_dealer()?;
-        let op = LinearHost::new(self.corr.next_op_with(&m1)?, s)?;
-        if bits == 0 {
-            op.finish_masked(e, w, z)?;
-            if !bias.is_empty() {
-                affine::add_bias(Role::Host, z, bias)?;
-            }
-            return Ok(());
-        }
-        let m2 = self.recv_dealer()?;
-        let mut y0 = vec![0; nz];
-        op.finish_masked(e, w, &mut y0)?;
-        if !bias.is_empty() {
-            affine::add_bias(Role::Host, &mut y0, bias)?;
-        }
-        let part = trunc::device_msg_len(nz);
-        self.recv_exact(part)?;
-        let corr = self.corr.next_op_with(&m2)?;
-        self.trunc_reply(corr, &y0, 0..part, bits, z)
+        self.linear_host(s, 0, (bias, bits), z, |op, _, z| op.finish_masked(e, w, z))
     }
 
     fn reveal_to_device(&mut self, x: &[u64], out: &mut [u64]) -> Res<(), T::Error> {

@@ -94,13 +94,30 @@ impl<F: FnMut() -> u32> TryCryptoRng for Trng<F> {}
 /// `PSK` (empty without `MPCVIT_PSK`), `IMAGES` (the 16 bundled
 /// Fashion-MNIST test images, IDX), the constants of `sizes.rs`, and
 /// `take_buffers()`, which hands out the static buffers (call it once).
+/// `deployment!(blob_section = ".name")` puts the blob in that link section
+/// (a board whose memory map places it in external memory-mapped flash);
+/// the firmware must make that memory readable before `run_bundled`.
 #[macro_export]
 macro_rules! deployment {
     () => {
+        /// The provisioning blob (in the firmware's flash).
+        static BLOB_BYTES: Aligned<[u8; BLOB_LEN]> =
+            Aligned(*include_bytes!(concat!(env!("OUT_DIR"), "/device.blob")));
+        $crate::deployment!(@rest);
+    };
+    (blob_section = $section:literal) => {
+        /// The provisioning blob (in the link section the board names).
+        #[unsafe(link_section = $section)]
+        static BLOB_BYTES: Aligned<[u8; BLOB_LEN]> =
+            Aligned(*include_bytes!(concat!(env!("OUT_DIR"), "/device.blob")));
+        $crate::deployment!(@rest);
+    };
+    (@rest) => {
         #[repr(C, align(8))]
         struct Aligned<T: ?Sized>(T);
 
-        static BLOB: &Aligned<[u8]> = &Aligned(*include_bytes!(concat!(env!("OUT_DIR"), "/device.blob")));
+        const BLOB_LEN: usize = include_bytes!(concat!(env!("OUT_DIR"), "/device.blob")).len();
+        static BLOB: &Aligned<[u8]> = &BLOB_BYTES;
         static KEY: [u8; 32] = *include_bytes!(concat!(env!("OUT_DIR"), "/device.key"));
         /// Pre-shared key of a sealed host link (`MPCVIT_PSK`), or empty.
         #[allow(dead_code)]
