@@ -539,3 +539,125 @@ fn cells_chunked<'m, 'r, E: From<ProtocolError>>(
     }
     Ok(())
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+mod tests {
+    //! The many-op paths, which only flights over [`DEALER_CHUNK_BYTES`] of
+    //! dealer words reach, against the one-op paths on a flight of one op:
+    //! the same messages and outputs from the same correlations and peer
+    //! messages (the device's side).
+    use super::*;
+    use crate::corr::{Correlations, Role, SessionId};
+    use crate::prg::Seed;
+    use crate::protocol::cmp::CmpOut;
+    use crate::protocol::pwl::{ReluOut, ReluTable};
+    use std::vec::Vec;
+
+    fn source() -> Correlations {
+        Correlations::new(Role::Device, &Seed::from_bytes([3; 32]), SessionId(9))
+    }
+
+    fn bytes(len: usize, salt: u8) -> Vec<u8> {
+        (0..len)
+            .map(|i| (i as u8).wrapping_mul(31).wrapping_add(salt))
+            .collect()
+    }
+
+    fn inputs(n: usize) -> Vec<u64> {
+        (0..n as u64)
+            .map(|i| (i.wrapping_mul(0x9e37_79b9) << 4).wrapping_sub(1 << 20))
+            .collect()
+    }
+
+    #[test]
+    fn cells_many_op_path_matches_one_op() {
+        let n = 40;
+        let shape = crate::ops::vit::score_exp(n, 16, 0).unwrap();
+        let grids = [CellGrid {
+            shape,
+            g: &crate::ops::vit::ScoreExp,
+        }];
+        let x = inputs(n);
+        let run = |many: bool| {
+            let mut c = source();
+            let mut tx = std::vec![0u8; cell_msg_len(&grids, n)];
+            let peer = bytes(tx.len(), 7);
+            let mut out = std::vec![0u64; n];
+            let mut sent = Vec::new();
+            let ex = |m: &[u8]| -> Result<&[u8], ProtocolError> {
+                sent.extend_from_slice(m);
+                Ok(&peer[..])
+            };
+            let mut next = || c.next_op();
+            if many {
+                cells_chunked(&mut next, &grids, &x, &mut out, &mut tx, ex).unwrap();
+            } else {
+                cells(&mut next, &grids, &x, &mut out, &mut tx, ex).unwrap();
+            }
+            (sent, out)
+        };
+        assert_eq!(run(false), run(true));
+    }
+
+    #[test]
+    fn luts_many_op_path_matches_one_op() {
+        let n = 33;
+        let shape = LutShape { n, s: 10, k: 4, t: 0 };
+        let table = ReluTable {
+            shape,
+            out: ReluOut::Both,
+        };
+        let jobs = [LutJob { shape, table: &table }];
+        let x = inputs(n);
+        let run = |many: bool| {
+            let mut c = source();
+            let mut tx = std::vec![0u8; luts_msg_len(&jobs)];
+            let peer = bytes(tx.len(), 5);
+            let mut out = std::vec![0u64; jobs[0].out_len()];
+            let mut sent = Vec::new();
+            let ex = |m: &[u8]| -> Result<&[u8], ProtocolError> {
+                sent.extend_from_slice(m);
+                Ok(&peer[..])
+            };
+            let mut next = || c.next_op();
+            if many {
+                luts_chunked(&mut next, &jobs, &x, &mut out, &mut tx, ex).unwrap();
+            } else {
+                luts(&mut next, &jobs, &x, &mut out, &mut tx, ex).unwrap();
+            }
+            (sent, out)
+        };
+        assert_eq!(run(false), run(true));
+    }
+
+    #[test]
+    fn cmps_many_op_path_matches_one_op() {
+        let n = 37;
+        let shape = CmpShape::new(n, 16, 5, CmpOut::Relu).unwrap();
+        let x = inputs(n);
+        let run = |many: bool| {
+            let mut c = source();
+            let len1: usize = cmp_chunks(shape).map(|c| c.open_len()).sum();
+            let mut tx = std::vec![0u8; cmp_tx_len(shape)];
+            let peers = [bytes(len1, 1), bytes(tx.len() - len1, 2)];
+            let mut out = std::vec![0u64; n * shape.out.outputs()];
+            let mut sent = Vec::new();
+            let mut calls = 0;
+            let mut ex = |m: &[u8], on_peer: &mut dyn FnMut(&[u8]) -> Result<(), ProtocolError>| {
+                sent.extend_from_slice(m);
+                calls += 1;
+                on_peer(&peers[calls - 1])
+            };
+            let mut next = || c.next_op();
+            if many {
+                let (t1, t2) = tx.split_at_mut(len1);
+                cmps_chunked(&mut next, shape, &x, &mut out, (t1, t2), &mut ex).unwrap();
+            } else {
+                cmps(&mut next, shape, &x, &mut out, &mut tx, &mut ex).unwrap();
+            }
+            (sent, out)
+        };
+        assert_eq!(run(false), run(true));
+    }
+}
