@@ -254,9 +254,6 @@ impl<'b, T: Read + Write> DeviceParty<'b, T> {
         Ok(())
     }
 
-    /// Truncation whose device message rides after `head` bytes already in
-    /// `tx`: appends `y1 + r1` for `y1` (`tmp[..n]` when `y1` is `None`),
-    /// sends, finishes into `z`.
     /// A linear op's output share truncated by `bits`; the op's message
     /// (the first `head` bytes of `tx`, or none) rides with the
     /// truncation's.
@@ -275,6 +272,9 @@ impl<'b, T: Read + Write> DeviceParty<'b, T> {
         self.trunc_send(head, None, nz, bits, z)
     }
 
+    /// Truncation whose device message rides after `head` bytes already in
+    /// `tx`: appends `y1 + r1` for `y1` (`tmp[..n]` when `y1` is `None`),
+    /// sends, finishes into `z`.
     fn trunc_send(&mut self, head: usize, y1: Option<&[u64]>, n: usize, bits: u32, z: &mut [u64]) -> Res<(), T::Error> {
         let len = trunc::device_msg_len(n);
         self.use_tx(head + len)?;

@@ -194,9 +194,10 @@ pub fn normalize_heads<P: Party + ?Sized>(
 /// query tile of `spec.tile`: `qkv` (`n x 3d`, read a row piece at a time)
 /// to the attention output (`n x d`), each tile's rows sent for the
 /// projection as they are made ([`Party::linear_block`] under `mask`; the
-/// host keeps them in `att`, `n x d`, the others' `att` is empty). With more than one query tile, each head's right
-/// operands (`K^T` and `V`, ScaleAttn's `K^T V`) are opened in the first
-/// tile only ([`Right::Keep`]): their opened values stay in the group's
+/// host keeps them in `att`, `n x d`, the others' `att` is empty). With
+/// more than one query tile, each head's right operands (`K^T` and `V`,
+/// ScaleAttn's `K^T V`) are opened in the first tile only
+/// ([`Right::Keep`]): their opened values stay in the group's
 /// right-operand buffers, where the later tiles' products take them
 /// ([`Right::Opened`]).
 // The head loops index several per-head arrays in step.
