@@ -570,6 +570,31 @@ mod tests {
             .collect()
     }
 
+    /// The messages the device sends and its `out_len` outputs in a flight
+    /// of one exchange, `run(next, out, tx, exchange)`, the peer answering
+    /// `peer` (as long as the device's message).
+    fn one_exchange<'p>(
+        peer: &'p [u8],
+        out_len: usize,
+        run: impl FnOnce(
+            &mut dyn FnMut() -> Result<OpCorr<'static>, ProtocolError>,
+            &mut [u64],
+            &mut [u8],
+            &mut dyn FnMut(&[u8]) -> Result<&'p [u8], ProtocolError>,
+        ) -> Result<(), ProtocolError>,
+    ) -> (Vec<u8>, Vec<u64>) {
+        let mut c = source();
+        let mut tx = std::vec![0u8; peer.len()];
+        let mut out = std::vec![0u64; out_len];
+        let mut sent = Vec::new();
+        let mut ex = |m: &[u8]| -> Result<&'p [u8], ProtocolError> {
+            sent.extend_from_slice(m);
+            Ok(peer)
+        };
+        run(&mut || c.next_op(), &mut out, &mut tx, &mut ex).unwrap();
+        (sent, out)
+    }
+
     #[test]
     fn cells_many_op_path_matches_one_op() {
         let n = 40;
@@ -579,23 +604,15 @@ mod tests {
             g: &crate::ops::vit::ScoreExp,
         }];
         let x = inputs(n);
+        let peer = bytes(cell_msg_len(&grids, n), 7);
         let run = |many: bool| {
-            let mut c = source();
-            let mut tx = std::vec![0u8; cell_msg_len(&grids, n)];
-            let peer = bytes(tx.len(), 7);
-            let mut out = std::vec![0u64; n];
-            let mut sent = Vec::new();
-            let ex = |m: &[u8]| -> Result<&[u8], ProtocolError> {
-                sent.extend_from_slice(m);
-                Ok(&peer[..])
-            };
-            let mut next = || c.next_op();
-            if many {
-                cells_chunked(&mut next, &grids, &x, &mut out, &mut tx, ex).unwrap();
-            } else {
-                cells(&mut next, &grids, &x, &mut out, &mut tx, ex).unwrap();
-            }
-            (sent, out)
+            one_exchange(&peer, n, |next, out, tx, ex| {
+                if many {
+                    cells_chunked(next, &grids, &x, out, tx, ex)
+                } else {
+                    cells(next, &grids, &x, out, tx, ex)
+                }
+            })
         };
         assert_eq!(run(false), run(true));
     }
@@ -610,23 +627,15 @@ mod tests {
         };
         let jobs = [LutJob { shape, table: &table }];
         let x = inputs(n);
+        let peer = bytes(luts_msg_len(&jobs), 5);
         let run = |many: bool| {
-            let mut c = source();
-            let mut tx = std::vec![0u8; luts_msg_len(&jobs)];
-            let peer = bytes(tx.len(), 5);
-            let mut out = std::vec![0u64; jobs[0].out_len()];
-            let mut sent = Vec::new();
-            let ex = |m: &[u8]| -> Result<&[u8], ProtocolError> {
-                sent.extend_from_slice(m);
-                Ok(&peer[..])
-            };
-            let mut next = || c.next_op();
-            if many {
-                luts_chunked(&mut next, &jobs, &x, &mut out, &mut tx, ex).unwrap();
-            } else {
-                luts(&mut next, &jobs, &x, &mut out, &mut tx, ex).unwrap();
-            }
-            (sent, out)
+            one_exchange(&peer, jobs[0].out_len(), |next, out, tx, ex| {
+                if many {
+                    luts_chunked(next, &jobs, &x, out, tx, ex)
+                } else {
+                    luts(next, &jobs, &x, out, tx, ex)
+                }
+            })
         };
         assert_eq!(run(false), run(true));
     }

@@ -242,11 +242,8 @@ pub(super) fn attention<P: Party + ?Sized>(
         // the normalized heads' lookup or comparison opens the scores at
         // 2f (dropping f bits in its opening, no truncation op) unless a
         // 2Quad head squares them
-        let pre = if (g0..g1).any(|h| spec.model.attn(l, h) == AttnKind::Quad) {
-            0
-        } else {
-            f
-        };
+        let quad = (g0..g1).any(|h| spec.model.attn(l, h) == AttnKind::Quad);
+        let pre = if quad { 0 } else { f };
         let mut ar = Arena { rest: &mut *stage };
         let b = attn_buffers(g, q, n, hd);
         // K^T V of the group's ScaleAttn heads (in their order), from its
@@ -261,7 +258,6 @@ pub(super) fn attention<P: Party + ?Sized>(
         let y5 = ar.take(b.y)?;
         let mm_z = ar.take(b.z)?;
         let probs = ar.take(g * q * n)?;
-        let quad = (g0..g1).any(|h| spec.model.attn(l, h) == AttnKind::Quad);
         let nscratch = ar.take(norm_scratch_len(g, q, n, quad))?;
         let row = ar.take(hd)?;
         // rank of a ScaleAttn head among the group's

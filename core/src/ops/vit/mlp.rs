@@ -11,8 +11,8 @@ use crate::protocol::linear::LinearShape;
 /// Steps 6-8 of layer `l` for token rows `r0..r1`: projection of the
 /// attention output (input at 2f) whose blocks went under op `mask` (`e`:
 /// the host's rows of it, masked, [`Party::linear_trunc_sent`]), residual
-/// into `x`, LayerNorm 1 (host-private scale), the
-/// MLP with GeLU or MPCViT+ linearized tokens, residual.
+/// into `x`, LayerNorm 1 (host-private scale), the MLP with GeLU or
+/// MPCViT+ linearized tokens, residual.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn mlp_rows<P: Party + ?Sized>(
     p: &mut P,
