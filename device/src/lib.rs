@@ -269,16 +269,23 @@ impl<'b, T: Read + Write> DeviceParty<'b, T> {
         let nz = s.n * s.dout;
         self.use_tmp(nz)?;
         sent.output(w, take(self.tmp, "tmp", nz)?)?;
-        self.trunc_send(head, None, nz, bits, z)
+        self.trunc_send(head, None, (nz, s.width), bits, z)
     }
 
     /// Truncation whose device message rides after `head` bytes already in
-    /// `tx`: appends `y1 + r1` for `y1` (`tmp[..n]` when `y1` is `None`),
-    /// sends, finishes into `z`.
-    fn trunc_send(&mut self, head: usize, y1: Option<&[u64]>, n: usize, bits: u32, z: &mut [u64]) -> Res<(), T::Error> {
-        let len = trunc::device_msg_len(n);
+    /// `tx`: appends `y1 + r1` of `n` elements in `width` bytes each for
+    /// `y1` (`tmp[..n]` when `y1` is `None`), sends, finishes into `z`.
+    fn trunc_send(
+        &mut self,
+        head: usize,
+        y1: Option<&[u64]>,
+        (n, width): (usize, usize),
+        bits: u32,
+        z: &mut [u64],
+    ) -> Res<(), T::Error> {
+        let len = trunc::device_msg_len(n, width);
         self.use_tx(head + len)?;
-        let t = trunc::TruncDevice::new(self.corr.next_op()?, n, bits)?;
+        let t = trunc::TruncDevice::new(self.corr.next_op()?, n, bits, width)?;
         let y = match y1 {
             Some(y) => y,
             None => take(self.tmp, "tmp", n)?,
@@ -475,7 +482,7 @@ impl<T: Read + Write> Party for DeviceParty<'_, T> {
     }
 
     fn trunc(&mut self, bits: u32, x: &[u64], z: &mut [u64]) -> Result<(), Self::Error> {
-        self.trunc_send(0, Some(x), x.len(), bits, z)
+        self.trunc_send(0, Some(x), (x.len(), trunc::FULL), bits, z)
     }
 
     /// The truncation's message goes out first, the comparison's first
@@ -490,9 +497,9 @@ impl<T: Read + Write> Party for DeviceParty<'_, T> {
         x: &[u64],
         out: &mut [u64],
     ) -> Result<(), Self::Error> {
-        let len = trunc::device_msg_len(t.len());
+        let len = trunc::device_msg_len(t.len(), trunc::FULL);
         self.use_tx(len)?;
-        let op = trunc::TruncDevice::new(self.corr.next_op()?, t.len(), bits)?;
+        let op = trunc::TruncDevice::new(self.corr.next_op()?, t.len(), bits, trunc::FULL)?;
         let (sent, _) = op.send(t, take(self.tx, "tx", len)?)?;
         self.link.send(FrameKind::Data, take(self.tx, "tx", len)?)?;
         self.use_tx(flight::cmp_tx_len(shape))?;
@@ -519,7 +526,7 @@ impl<T: Read + Write> Party for DeviceParty<'_, T> {
         self.use_tx(8 * n)?;
         self.use_tmp(n)?;
         scale::device(c1, x, g, take(self.tx, "tx", 8 * n)?, take(self.tmp, "tmp", n)?)?;
-        self.trunc_send(8 * n, None, n, bits, z)
+        self.trunc_send(8 * n, None, (n, trunc::FULL), bits, z)
     }
 }
 

@@ -297,7 +297,7 @@ fn linears(a: &Args, rows: &mut Vec<Row>) -> Result<(), String> {
         let pn = plain_ns(a.reps, n * dout, || {
             black_box(plain_matmul(&xi, &wi, (n, din, dout)));
         });
-        let sh = LinearShape { n, din, dout };
+        let sh = LinearShape::new(n, din, dout);
         let views = local::weight_views(&LocalKeys::fixed(42), 0, &wt);
         let lin = |p: &mut dyn Party<Error = LocalError<std::io::Error>>, v: &[u64], w: &[u64]| -> Res {
             let mut z = vec![0; n * dout];

@@ -63,8 +63,8 @@ impl<T: Read + Write> DealerParty<T> {
         Ok(())
     }
 
-    fn deal_trunc(&mut self, n: usize, bits: u32) -> Res<T::Error> {
-        self.deal(2 * n, 0, |op, _, out| trunc::deal(op, n, bits, out))
+    fn deal_trunc(&mut self, n: usize, bits: u32, width: usize) -> Res<T::Error> {
+        self.deal(2 * n, 0, |op, _, out| trunc::deal(op, n, bits, width, out))
     }
 }
 
@@ -124,7 +124,7 @@ impl<T: Read + Write> Party for DealerParty<T> {
         if bits == 0 {
             return Ok(());
         }
-        self.deal_trunc(s.n * s.dout, bits)
+        self.deal_trunc(s.n * s.dout, bits, s.width)
     }
 
     fn linear_mask(&mut self) -> Result<u64, Self::Error> {
@@ -161,7 +161,7 @@ impl<T: Read + Write> Party for DealerParty<T> {
         if bits == 0 {
             return Ok(());
         }
-        self.deal_trunc(s.n * s.dout, bits)
+        self.deal_trunc(s.n * s.dout, bits, s.width)
     }
 
     fn reveal_to_device(&mut self, _x: &[u64], out: &mut [u64]) -> Res<T::Error> {
@@ -212,13 +212,13 @@ impl<T: Read + Write> Party for DealerParty<T> {
     }
 
     fn trunc(&mut self, bits: u32, x: &[u64], _z: &mut [u64]) -> Res<T::Error> {
-        self.deal_trunc(x.len(), bits)
+        self.deal_trunc(x.len(), bits, trunc::FULL)
     }
 
     fn scale_trunc(&mut self, x: &[u64], b: &[u64], bits: u32, _z: &mut [u64]) -> Res<T::Error> {
         let n = x.len();
         let rows = n / b.len().max(1);
         self.deal(n, 0, |op, _, out| scale::deal(op, rows, b, out))?;
-        self.deal_trunc(n, bits)
+        self.deal_trunc(n, bits, trunc::FULL)
     }
 }

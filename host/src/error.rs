@@ -100,14 +100,20 @@ impl fmt::Display for LoadError {
                 "fixed point with {b} fractional bits does not fit this model's lookups and truncations \
                  (11..=20 fit every model; 16 is the default): export it with other --frac-bits"
             ),
-            Self::Range { id, frac_bits } => write!(
-                f,
-                "the weights of {id:?} are too large for fixed point with {frac_bits} fractional bits: an output \
-                 column's sum of |w| must stay below 2^{} so that the products stay in the 64-bit ring for inputs \
-                 up to 2^{} (fewer --frac-bits leave more room)",
-                62u32.saturating_sub(mpcvit_core::ops::vit::INPUT_RANGE_LOG2 + 2 * frac_bits),
-                mpcvit_core::ops::vit::INPUT_RANGE_LOG2
-            ),
+            Self::Range { id, frac_bits } => {
+                use mpcvit_core::ops::vit::{INPUT_RANGE_LOG2, Wid, linear_width};
+                let ring = match (id, mpcvit_core::ring::FixedPoint::new(*frac_bits)) {
+                    (Wid::Proj(_), _) | (_, Err(_)) => 64,
+                    (_, Ok(fp)) => 8 * linear_width(fp),
+                };
+                write!(
+                    f,
+                    "the weights of {id:?} are too large for fixed point with {frac_bits} fractional bits: for \
+                     inputs up to 2^{INPUT_RANGE_LOG2} (2^{} for fc2), an output column's sum of |w| times the input, \
+                     or a bias, would leave the {ring}-bit ring the layer runs in (fewer --frac-bits leave more room)",
+                    INPUT_RANGE_LOG2 + 1
+                )
+            }
         }
     }
 }

@@ -189,7 +189,7 @@ impl<T: Read + Write> HostParty<T> {
             return Ok(());
         }
         let m2 = self.recv_dealer()?;
-        let part = trunc::device_msg_len(nz);
+        let part = trunc::device_msg_len(nz, s.width);
         let peer = self.recv_exact(head + part)?;
         let mut y0 = vec![0; nz];
         finish(op, peer.get(..head).ok_or(ProtocolError::BadBuffer)?, &mut y0)?;
@@ -197,7 +197,7 @@ impl<T: Read + Write> HostParty<T> {
             affine::add_bias(Role::Host, &mut y0, bias)?;
         }
         let corr = self.corr.next_op_with(&m2)?;
-        self.trunc_reply(corr, &y0, head..head + part, bits, z)
+        self.trunc_reply(corr, &y0, head..head + part, (bits, s.width), z)
     }
 
     /// The reply of a truncation of `y0` whose device part is `device_part`
@@ -207,10 +207,10 @@ impl<T: Read + Write> HostParty<T> {
         corr: OpCorr<'_>,
         y0: &[u64],
         device_part: std::ops::Range<usize>,
-        bits: u32,
+        (bits, width): (u32, usize),
         z: &mut [u64],
     ) -> Res<(), T::Error> {
-        let t = trunc::TruncHost::new(corr, y0.len(), bits)?;
+        let t = trunc::TruncHost::new(corr, y0.len(), bits, width)?;
         self.tx.resize(trunc::host_msg_len(y0.len()), 0);
         let part = self.rx.get(device_part).ok_or(ProtocolError::BadBuffer)?;
         let n = t.respond(y0, part, &mut self.tx, z)?;
@@ -376,7 +376,7 @@ impl<T: Read + Write> Party for HostParty<T> {
         let msg = self.recv_dealer()?;
         let corr = self.corr.next_op_with(&msg)?;
         let n = self.recv()?.len();
-        self.trunc_reply(corr, x, 0..n, bits, z)
+        self.trunc_reply(corr, x, 0..n, (bits, trunc::FULL), z)
     }
 
     fn scale_trunc(&mut self, x: &[u64], g: &[u64], bits: u32, z: &mut [u64]) -> Res<(), T::Error> {
@@ -388,7 +388,7 @@ impl<T: Read + Write> Party for HostParty<T> {
         let mut y0 = vec![0; n];
         scale::host(c1, x, g, peer.get(..8 * n).ok_or(ProtocolError::BadBuffer)?, &mut y0)?;
         let corr = self.corr.next_op_with(&m2)?;
-        self.trunc_reply(corr, &y0, 8 * n..16 * n, bits, z)
+        self.trunc_reply(corr, &y0, 8 * n..16 * n, (bits, trunc::FULL), z)
     }
 }
 

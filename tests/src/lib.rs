@@ -169,7 +169,7 @@ impl World {
             for r0 in (0..n).step_by(tile) {
                 let r1 = (r0 + tile).min(n);
                 let rows = e.get(r0 * din..r1 * din).unwrap_or_default();
-                let st = LinearShape { n: r1 - r0, din, dout };
+                let st = LinearShape { n: r1 - r0, ..s };
                 p.linear_trunc_sent(mask, r0, st, rows, w, bias, bits, &mut z[r0 * dout..r1 * dout])?;
             }
             Ok(z)
@@ -201,11 +201,11 @@ impl World {
             }
             let corr = p.earlier_op(op)?;
             let mut bits = vec![0u64; t.len()];
-            trunc::device_reply_bits(&corr, f, 0, &t, |i, m| bits[i] = m as u64)?;
+            trunc::device_reply_bits(&corr, f, trunc::FULL, 0, &t, |i, m| bits[i] = m as u64)?;
             let mut again = vec![0; t.len()];
             for (k, chunk) in again.chunks_mut(piece.max(1)).enumerate() {
                 let at = k * piece.max(1);
-                trunc::device_shares_at(&corr, f, at as u64, |i| bits[at + i], chunk)?;
+                trunc::device_shares_at(&corr, f, trunc::FULL, at as u64, |i| bits[at + i], chunk)?;
             }
             Ok(again)
         })

@@ -123,7 +123,7 @@ conformance_law!(
         1u32..=30
     ),
     secure = |w, (((n, din, dout), x, wt), layer, bits)| w
-        .linear_trunc(LinearShape { n, din, dout }, layer, (&x, &wt, &[]), bits)
+        .linear_trunc(LinearShape::new(n, din, dout), layer, (&x, &wt, &[]), bits)
         .expect("secure linear"),
     reference = |(((n, din, dout), x, wt), _, bits)| {
         let mut z = vec![0; n * dout];
@@ -132,6 +132,61 @@ conformance_law!(
     },
     bound = 0..=1
 );
+
+// The same layer in a narrower width of `wb` bytes (3..=8): the device's
+// message and the truncation's go in `wb` bytes a word, the product is
+// right modulo `2^(8 wb)` only, and the truncation lifts it to the whole
+// ring: within one ulp of the truncated ring product for outputs inside
+// `[-2^(8 wb - 2), 2^(8 wb - 2))` (inputs and weights below `2^(4 wb -
+// 4)`, at most 32 terms), truncations by 1..=30 bits (at most `8 wb - 2`).
+conformance_law!(
+    linear_trunc_in_a_width_within_one_ulp,
+    cases = 64,
+    (3usize..=8).prop_flat_map(|wb| {
+        let lim = 1i64 << (4 * wb - 4);
+        (
+            Just(wb),
+            shape_and((1usize..9, 1usize..33, 1usize..17), -lim..lim).prop_map(|(s, x, w)| {
+                (
+                    s,
+                    x.into_iter().map(|v| v as u64).collect::<Vec<u64>>(),
+                    w.into_iter().map(|v| v as u64).collect::<Vec<u64>>(),
+                )
+            }),
+            1u32..=(30.min(8 * wb as u32 - 2)),
+        )
+    }),
+    secure = |w, (wb, ((n, din, dout), x, wt), bits)| w
+        .linear_trunc(LinearShape::new(n, din, dout).with_width(wb), 9, (&x, &wt, &[]), bits)
+        .expect("secure linear"),
+    reference = |(_, ((n, din, dout), x, wt), bits)| {
+        let mut z = vec![0; n * dout];
+        reference::matmul(&x, &wt, (n, din, dout), &mut z).expect("shape");
+        z.iter().map(|v| reference::trunc(*v, bits)).collect()
+    },
+    bound = 0..=1
+);
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+    /// A matrix product whose openings go in `wb` bytes a word is the ring
+    /// product modulo `2^(8 wb)`, for any inputs.
+    #[test]
+    fn matmul_in_a_width_is_exact_modulo_its_width(
+        wb in 1usize..=8,
+        ((n, k, m), x, y) in shape_and((1usize..9, 1usize..17, 1usize..9), any::<u64>()),
+        session in any::<u64>(),
+    ) {
+        let mut w = World::new(7, session);
+        let got = w.matmul(MatmulShape::new(n, k, m).with_width(wb), &x, &y).expect("secure matmul");
+        let mut want = vec![0; n * m];
+        reference::matmul(&x, &y, (n, k, m), &mut want).expect("shape");
+        let mask = u64::MAX >> (64 - 8 * wb);
+        for (i, (g, r)) in got.iter().zip(&want).enumerate() {
+            prop_assert_eq!(g & mask, r & mask, "element {}", i);
+        }
+    }
+}
 
 // The same layer with its input sent ahead in blocks (as the attention
 // output goes to the projection): any block and row-tile cut, the blocks
@@ -149,7 +204,7 @@ conformance_law!(
         0u32..=30
     ),
     secure = |w, (((n, din, dout), x, wt), cut, bits)| w
-        .linear_trunc_blocks(LinearShape { n, din, dout }, 5, (&x, &wt, &[]), bits, cut)
+        .linear_trunc_blocks(LinearShape::new(n, din, dout), 5, (&x, &wt, &[]), bits, cut)
         .expect("secure linear from blocks"),
     reference = |(((n, din, dout), x, wt), _, bits)| {
         let mut z = vec![0; n * dout];
@@ -171,7 +226,7 @@ conformance_law!(
         fx(1, dout)
     )),
     secure = |w, ((n, din, dout), x, wt, bias)| {
-        let s = LinearShape { n, din, dout };
+        let s = LinearShape::new(n, din, dout);
         // the host adds the bias at product scale
         let b2: Vec<u64> = bias.iter().map(|b| b.wrapping_shl(16)).collect();
         w.linear_trunc(s, 3, (&x, &wt, &b2), 16).expect("secure linear")
@@ -237,15 +292,15 @@ fn earlier_op_refusals() {
                 assert!(p.earlier_op(op + 2).is_err(), "an op not yet drawn");
                 assert!(p.earlier_op(op + 1).is_ok());
                 let first = p.earlier_op(op)?;
-                let got = trunc::device_reply_bits(&first, 16, 0, &t2, |_, _| {});
+                let got = trunc::device_reply_bits(&first, 16, trunc::FULL, 0, &t2, |_, _| {});
                 assert_eq!(
                     got,
                     Err(mpcvit_core::ProtocolError::OutOfRange),
                     "the second op's words"
                 );
-                let got = trunc::device_reply_bits(&first, 16, 1, &t[..63], |_, _| {});
+                let got = trunc::device_reply_bits(&first, 16, trunc::FULL, 1, &t[..63], |_, _| {});
                 assert_eq!(got, Err(mpcvit_core::ProtocolError::OutOfRange), "off by one element");
-                assert!(trunc::device_reply_bits(&first, 16, 0, &t, |_, _| {}).is_ok());
+                assert!(trunc::device_reply_bits(&first, 16, trunc::FULL, 0, &t, |_, _| {}).is_ok());
             }
             _ => assert!(p.earlier_op(op).is_err(), "the host and the dealer hold no seed lanes"),
         }
@@ -288,7 +343,7 @@ fn linear_block_refusals() {
         Err(ProtocolError::BadBuffer),
         "rows 1..3 of 2"
     );
-    let s = LinearShape { n: 2, din: 4, dout: 3 };
+    let s = LinearShape::new(2, 4, 3);
     let layer = c.next_op().expect("op");
     assert!(LinearDeviceSent::masked(c.earlier(layer.op()).expect("drawn"), s, layer.op(), 0).is_err());
     assert!(LinearDeviceSent::masked(c.earlier(mask.op()).expect("drawn"), s, layer.op(), 0).is_err());

@@ -71,11 +71,7 @@ fn matmul_over_tcp() {
 
 #[test]
 fn linear_over_tcp() {
-    let s = LinearShape {
-        n: 65,
-        din: 64,
-        dout: 48,
-    };
+    let s = LinearShape::new(65, 64, 48);
     // below 2^25, so that the products stay in the exact truncation's range
     let small = |v: Vec<u64>| -> Vec<u64> { v.iter().map(|&u| ((u as i64) >> 39) as u64).collect() };
     let (x, w) = (small(random(s.n * s.din, 9)), small(random(s.din * s.dout, 10)));

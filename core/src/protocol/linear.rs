@@ -23,9 +23,13 @@
 //! [`LinearDeviceSent::masked`], [`deal_masked`]); their lane 0 is unused.
 //!
 //! Security: the host sees `X1 - A1` with `A1` uniform and unknown to it; the
-//! device receives nothing. Cost: one flight device -> host of `8 n din`
-//! bytes, `8 n dout` dealer -> host, no host -> device traffic. The output has
-//! the product scale (2f fractional bits): truncate next.
+//! device receives nothing. Cost: one flight device -> host of `w n din`
+//! bytes (`w` the shape's width, 8 for the whole ring: a layer whose output
+//! fits a narrower ring sends the low `8 w` bits of each masked word, still
+//! uniform, and its output is right modulo `2^(8 w)`, which is all the
+//! exact truncation after it reads), `8 n dout` dealer -> host, no host ->
+//! device traffic. The output has the product scale (2f fractional bits):
+//! truncate next.
 
 use crate::corr::{DealerOp, OpCorr, Role};
 use crate::error::ProtocolError;
@@ -38,7 +42,8 @@ pub const LANE_A: u32 = 0;
 /// Derived lane of `C = A1 B`.
 pub const LANE_C: u32 = 1;
 
-/// Shape of a linear op: `n` rows, `din` inputs, `dout` outputs.
+/// Shape of a linear op: `n` rows, `din` inputs, `dout` outputs, and the
+/// width its device message and the truncation after it go in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LinearShape {
     /// Rows (tokens) of the input.
@@ -47,19 +52,39 @@ pub struct LinearShape {
     pub din: usize,
     /// Output features.
     pub dout: usize,
+    /// Bytes per word of the device's message (2..=8): the op runs modulo
+    /// `2^(8 width)` (its output is right modulo that only), and so does
+    /// the exact truncation that follows it ([`super::trunc`]), which lifts
+    /// the result to the whole ring. 8: the whole ring.
+    pub width: usize,
 }
 
 impl LinearShape {
+    /// `n x din` times `din x dout` in the whole ring.
+    pub const fn new(n: usize, din: usize, dout: usize) -> Self {
+        Self {
+            n,
+            din,
+            dout,
+            width: super::trunc::FULL,
+        }
+    }
+
+    /// The same op in `width` bytes.
+    pub const fn with_width(self, width: usize) -> Self {
+        Self { width, ..self }
+    }
+
     /// Bytes of the device's message.
     pub fn msg_len(self) -> usize {
-        wire::words_len(self.n * self.din)
+        wire::narrow_len(self.n * self.din, self.width)
     }
     /// Correction words the dealer sends the host.
     pub fn corrections(self) -> usize {
         self.n * self.dout
     }
     fn check(self) -> Result<(), ProtocolError> {
-        if self.n == 0 || self.din == 0 || self.dout == 0 {
+        if self.n == 0 || self.din == 0 || self.dout == 0 || !(2..=super::trunc::FULL).contains(&self.width) {
             return Err(ProtocolError::BadShape);
         }
         self.n
@@ -231,8 +256,8 @@ impl<'d> LinearHost<'d> {
         wire::expect_len(device_msg, s.msg_len())?;
         let rows = x0
             .chunks_exact(s.din)
-            .zip(device_msg.chunks_exact(8 * s.din))
-            .map(|(x, m)| x.iter().zip(wire::words(m)).map(|(&x, m)| x.wrapping_add(m)));
+            .zip(device_msg.chunks_exact(s.width * s.din))
+            .map(|(x, m)| x.iter().zip(wire::narrow(m, s.width)).map(|(&x, m)| x.wrapping_add(m)));
         self.finish_with(w, z0, rows)
     }
 
@@ -301,7 +326,7 @@ impl LinearDevice {
         check_len(x1, s.n, s.din)?;
         let out = wire::out_prefix(out, s.msg_len())?;
         let mut a1 = self.corr.random(LANE_A);
-        wire::put_words(out, x1.iter().map(|&x| x.wrapping_sub(a1.next_u64())));
+        wire::put_narrow(out, s.width, x1.iter().map(|&x| x.wrapping_sub(a1.next_u64())));
         Ok((
             LinearDeviceSent {
                 corr: self.corr,

@@ -7,6 +7,9 @@
 //! `Z_b = C_b + E B_b + A_b F (+ E F for the host)`, `Z = X Y` in the ring.
 //!
 //! Cost: one flight, `8 (nk + km)` bytes each way, `8 nm` dealer -> host.
+//! A product whose result is read modulo `2^(8 w)` only (scores that a
+//! lookup or comparison opens before their truncation) sends the low `w`
+//! bytes of each masked word ([`MatmulShape::with_width`]): `w (nk + km)`.
 //!
 //! # One right operand, several products ([`Right`])
 //! Products of several left operands with the same `Y` (an attention head's
@@ -56,6 +59,9 @@ pub struct MatmulShape {
     pub m: usize,
     /// How `Y` is opened.
     pub right: Right,
+    /// Bytes per opened word (1..=8): the product is right modulo
+    /// `2^(8 width)` only, for a result read no higher (8: the whole ring).
+    pub width: usize,
 }
 
 impl MatmulShape {
@@ -66,12 +72,20 @@ impl MatmulShape {
             k,
             m,
             right: Right::Share,
+            width: 8,
         }
     }
 
     /// The same product with `Y` opened as `right` says.
     pub const fn with_right(self, right: Right) -> Self {
         Self { right, ..self }
+    }
+
+    /// The same product with openings of `width` bytes a word: right
+    /// modulo `2^(8 width)`. A [`Right::Opened`] product takes `F` at the
+    /// width of the product that opened it.
+    pub const fn with_width(self, width: usize) -> Self {
+        Self { width, ..self }
     }
 
     /// Words of `Y` this party opens (none when `Y` is already opened).
@@ -84,7 +98,7 @@ impl MatmulShape {
 
     /// Bytes each party sends.
     pub fn msg_len(self) -> usize {
-        wire::words_len(self.n * self.k + self.opened_y())
+        wire::narrow_len(self.n * self.k + self.opened_y(), self.width)
     }
     /// Scratch words a party's finish takes at most: `E` and all of `B`'s
     /// rows at once (the faster product).
@@ -101,7 +115,7 @@ impl MatmulShape {
         self.k * self.m + self.m
     }
     fn check(self) -> Result<(), ProtocolError> {
-        if self.n == 0 || self.k == 0 || self.m == 0 {
+        if self.n == 0 || self.k == 0 || self.m == 0 || !(1..=8).contains(&self.width) {
             return Err(ProtocolError::BadShape);
         }
         let nk = self.n.checked_mul(self.k);
@@ -175,12 +189,12 @@ impl<'d> Matmul<'d> {
         check_len(x, s.n, s.k)?;
         check_len(y, s.k, s.m)?;
         let len = s.msg_len();
-        let (oe, of) = wire::out_prefix(out, len)?.split_at_mut(8 * s.n * s.k);
+        let (oe, of) = wire::out_prefix(out, len)?.split_at_mut(s.width * s.n * s.k);
         let mut a = self.corr.random(LANE_A);
-        wire::put_words(oe, x.iter().map(|&v| v.wrapping_sub(a.next_u64())));
+        wire::put_narrow(oe, s.width, x.iter().map(|&v| v.wrapping_sub(a.next_u64())));
         if s.opened_y() > 0 {
             let mut b = self.corr.random(LANE_B);
-            wire::put_words(of, y.iter().map(|&v| v.wrapping_sub(b.next_u64())));
+            wire::put_narrow(of, s.width, y.iter().map(|&v| v.wrapping_sub(b.next_u64())));
         }
         Ok((MatmulOpened { corr: self.corr, s }, len))
     }
@@ -209,16 +223,16 @@ impl MatmulOpened<'_> {
             return Err(ProtocolError::BadBuffer);
         }
         let (e, rest) = scratch.split_at_mut(s.n * s.k);
-        let (pe, pf) = peer.split_at(8 * s.n * s.k);
+        let (pe, pf) = peer.split_at(s.width * s.n * s.k);
         // E = X - A (own) + peer's; F = Y - B likewise, over y (an Opened
         // product finds it there)
         let mut a = self.corr.random(LANE_A);
-        for ((ev, &xv), p) in e.iter_mut().zip(x).zip(wire::words(pe)) {
+        for ((ev, &xv), p) in e.iter_mut().zip(x).zip(wire::narrow(pe, s.width)) {
             *ev = xv.wrapping_sub(a.next_u64()).wrapping_add(p);
         }
         if !matches!(s.right, Right::Opened(_)) {
             let mut b = self.corr.random(LANE_B);
-            for (yv, p) in y.iter_mut().zip(wire::words(pf)) {
+            for (yv, p) in y.iter_mut().zip(wire::narrow(pf, s.width)) {
                 *yv = yv.wrapping_sub(b.next_u64()).wrapping_add(p);
             }
         }

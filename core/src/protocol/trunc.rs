@@ -1,22 +1,31 @@
 //! Truncation of a shared value by `f` bits (after a fixed-point product).
 //!
 //! # Exact truncation (one round trip, no failure)
-//! For `z` in `[-2^62, 2^62)`. Correlation: random `r` (both shares seeded),
-//! derived `lo = (r mod 2^63) >> f` and `hi = msb(r)` (as ring elements).
-//! 1. The device sends `z1 + r1`. The host adds `z0 + 2^62 + r0`: it now
-//!    knows `c = z' + r` with `z' = z + 2^62` in `[0, 2^63)`; `c` is uniform.
-//! 2. The host replies with the bit `m = msb(c)` (uniform: `r` is).
-//! 3. With `c' = c mod 2^63` and the carry `b = [z' + (r mod 2^63) >= 2^63]
-//!    = m xor hi = m + hi - 2 m hi` (linear in the shares of `hi`, since
-//!    both know `m`): `z' = c' - (r mod 2^63) + 2^63 b`, hence
-//!    `z >> f = (c' >> f) - lo + 2^(63-f) b - 2^(62-f) - borrow`,
-//!    `borrow` in `{0, 1}` (the low bits of `c'` and `r`). Dropping the borrow
-//!    gives a result in `{floor(z/2^f), floor(z/2^f) + 1}`.
+//! In a width of `W = 8 w` bits (`w` in 2..=8 bytes), for `z` in
+//! `[-2^(W-2), 2^(W-2))` of which only `z mod 2^W` is read: the shares may
+//! be wrong above bit `W` (a product whose openings were sent in `w` bytes,
+//! [`super::linear`]). Correlation: random `r` (both shares seeded),
+//! derived `lo = (r mod 2^(W-1)) >> f` and `hi = bit W-1 of r` (as ring
+//! elements).
+//! 1. The device sends `z1 + r1 mod 2^W` (`w` bytes). The host adds
+//!    `z0 + 2^(W-2) + r0`: it now knows `c = z' + r mod 2^W` with
+//!    `z' = z + 2^(W-2)` in `[0, 2^(W-1))`; `c` is uniform.
+//! 2. The host replies with the bit `m = bit W-1 of c` (uniform: `r` is).
+//! 3. With `c' = c mod 2^(W-1)` and the carry `b = [z' + (r mod 2^(W-1))
+//!    >= 2^(W-1)] = m xor hi = m + hi - 2 m hi` (linear in the shares of
+//!    `hi`, since both know `m`): `z' = c' - (r mod 2^(W-1)) + 2^(W-1) b`,
+//!    hence `z >> f = (c' >> f) - lo + 2^(W-1-f) b - 2^(W-2-f) - borrow`,
+//!    `borrow` in `{0, 1}` (the low bits of `c'` and `r`). Dropping the
+//!    borrow gives a result in `{floor(z/2^f), floor(z/2^f) + 1}`, exact in
+//!    the whole ring `Z_2^64` whatever `W`: the truncation lifts a value
+//!    known modulo `2^W` to 64 bits. The low `f` bits of `c` and `r` are
+//!    those of `z + r` and `r` in every width, so the result does not
+//!    depend on `W`.
 //!
-//! Cost per element: 8 bytes device -> host, 1 bit host -> device (2 flights:
-//! one round trip), 16 bytes dealer -> host. The device's message is
-//! `z1 + r1`: when `z1` is input-independent (after [`super::linear`]) it can
-//! be sent together with that op's message.
+//! Cost per element: `w` bytes device -> host, 1 bit host -> device (2
+//! flights: one round trip), 16 bytes dealer -> host. The device's message
+//! is `z1 + r1`: when `z1` is input-independent (after [`super::linear`])
+//! it can be sent together with that op's message.
 //!
 //! # Local truncation (SecureML; no communication)
 //! Each party shifts its share arithmetically. For `|z| < 2^l` the result is
@@ -26,26 +35,37 @@
 
 use crate::corr::{DealerOp, OpCorr, Role};
 use crate::error::ProtocolError;
-use crate::ring::msb;
-
-/// Largest truncation supported (`z` in `[-2^62, 2^62)`).
-pub const MAX_BITS: u32 = 62;
 use crate::wire;
+
+/// Largest truncation supported (`z` in `[-2^62, 2^62)`, the full width).
+pub const MAX_BITS: u32 = 62;
+/// The full width: 8 bytes, the whole ring.
+pub const FULL: usize = 8;
 
 /// Random lane `r`.
 pub const LANE_R: u32 = 0;
-/// Derived lane `(r mod 2^63) >> f`.
+/// Derived lane `(r mod 2^(W-1)) >> f`.
 pub const LANE_LO: u32 = 1;
-/// Derived lane `msb(r)`.
+/// Derived lane `bit W-1 of r`.
 pub const LANE_HI: u32 = 2;
 
-const LOW63: u64 = (1 << 63) - 1;
-/// Offset that makes a value in `[-2^62, 2^62)` non-negative.
-const OFFSET: u64 = 1 << 62;
+/// Whether a truncation by `bits` in `width` bytes is supported: `width`
+/// in 2..=8 and `bits` in `1..=8 width - 2`.
+pub fn supported(bits: u32, width: usize) -> bool {
+    (2..=FULL).contains(&width) && bits >= 1 && bits <= 8 * width as u32 - 2
+}
 
-/// Bytes the device sends for `n` elements.
-pub fn device_msg_len(n: usize) -> usize {
-    wire::words_len(n)
+/// The constants of a width of `width` bytes (checked by [`supported`]):
+/// `(mask 2^W - 1, low W-1 bits, offset 2^(W-2), W)`.
+#[inline]
+fn consts(width: usize) -> (u64, u64, u64, u32) {
+    let w = 8 * width.clamp(2, FULL) as u32;
+    (u64::MAX >> (64 - w), u64::MAX >> (65 - w), 1 << (w - 2), w)
+}
+
+/// Bytes the device sends for `n` elements in `width` bytes each.
+pub fn device_msg_len(n: usize, width: usize) -> usize {
+    wire::narrow_len(n, width)
 }
 
 /// Bytes the host sends back for `n` elements.
@@ -69,12 +89,14 @@ pub fn local(share: u64, bits: u32) -> u64 {
     ((share as i64) >> bits.min(63)) as u64
 }
 
-/// Dealer: the host's message for an exact truncation of `n` elements.
-pub fn deal(op: &DealerOp, n: usize, bits: u32, out: &mut [u8]) -> Result<usize, ProtocolError> {
-    if n == 0 || !(1..=MAX_BITS).contains(&bits) {
+/// Dealer: the host's message for an exact truncation of `n` elements by
+/// `bits` in `width` bytes.
+pub fn deal(op: &DealerOp, n: usize, bits: u32, width: usize, out: &mut [u8]) -> Result<usize, ProtocolError> {
+    if n == 0 || !supported(bits, width) {
         return Err(ProtocolError::BadShape);
     }
     let f = bits;
+    let (_, low, _, w_bits) = consts(width);
     let mut r = op.random(LANE_R);
     let mut lo1 = op.device_derived(LANE_LO);
     let mut hi1 = op.device_derived(LANE_HI);
@@ -82,11 +104,11 @@ pub fn deal(op: &DealerOp, n: usize, bits: u32, out: &mut [u8]) -> Result<usize,
     // Layout: all `lo` words, then all `hi` words (r's lane is read twice
     // rather than buffering n words).
     for _ in 0..n {
-        w.put((r.next_u64() & LOW63) >> f, lo1.next_u64());
+        w.put((r.next_u64() & low) >> f, lo1.next_u64());
     }
     let mut r = op.random(LANE_R);
     for _ in 0..n {
-        w.put(msb(r.next_u64()), hi1.next_u64());
+        w.put((r.next_u64() >> (w_bits - 1)) & 1, hi1.next_u64());
     }
     w.finish()
 }
@@ -97,16 +119,17 @@ pub struct TruncHost<'d> {
     corr: OpCorr<'d>,
     n: usize,
     bits: u32,
+    width: usize,
 }
 
 impl<'d> TruncHost<'d> {
-    /// Truncation of `n` elements.
-    pub fn new(corr: OpCorr<'d>, n: usize, bits: u32) -> Result<Self, ProtocolError> {
-        if n == 0 || n > usize::MAX / 16 || corr.role() != Role::Host || !(1..=MAX_BITS).contains(&bits) {
+    /// Truncation of `n` elements by `bits` in `width` bytes.
+    pub fn new(corr: OpCorr<'d>, n: usize, bits: u32, width: usize) -> Result<Self, ProtocolError> {
+        if n == 0 || n > usize::MAX / 16 || corr.role() != Role::Host || !supported(bits, width) {
             return Err(ProtocolError::BadShape);
         }
         corr.expect_corrections(2 * n)?;
-        Ok(Self { corr, n, bits })
+        Ok(Self { corr, n, bits, width })
     }
 
     /// Takes the device's message, writes the reply bits into `reply` and
@@ -122,26 +145,28 @@ impl<'d> TruncHost<'d> {
         if z0.len() != n || t0.len() != n {
             return Err(ProtocolError::BadBuffer);
         }
-        wire::expect_len(device_msg, device_msg_len(n))?;
+        wire::expect_len(device_msg, device_msg_len(n, self.width))?;
         let reply = wire::out_prefix(reply, host_msg_len(n))?;
         let f = self.bits;
+        let (mask, low, offset, w_bits) = consts(self.width);
         let mut r0 = self.corr.random(LANE_R);
         let mut lo = self.corr.derived(LANE_LO, n)?;
         let mut hi = self.corr.derived(LANE_HI, n)?;
         reply.fill(0);
-        for (i, ((&z, d), t)) in z0.iter().zip(wire::words(device_msg)).zip(t0.iter_mut()).enumerate() {
-            let c = z.wrapping_add(OFFSET).wrapping_add(r0.next_u64()).wrapping_add(d);
-            let m = msb(c);
+        let msg = wire::narrow(device_msg, self.width);
+        for (i, ((&z, d), t)) in z0.iter().zip(msg).zip(t0.iter_mut()).enumerate() {
+            let c = z.wrapping_add(offset).wrapping_add(r0.next_u64()).wrapping_add(d) & mask;
+            let m = c >> (w_bits - 1);
             if let Some(byte) = reply.get_mut(i / 8) {
                 *byte |= (m as u8) << (i % 8);
             }
             // b0 = m + (1 - 2m) hi0
             let h = hi.next_u64();
             let b0 = m.wrapping_add(if m == 1 { h.wrapping_neg() } else { h });
-            *t = ((c & LOW63) >> f)
+            *t = ((c & low) >> f)
                 .wrapping_sub(lo.next_u64())
-                .wrapping_add(b0 << (63 - f))
-                .wrapping_sub(OFFSET >> f);
+                .wrapping_add(b0 << (w_bits - 1 - f))
+                .wrapping_sub(offset >> f);
         }
         Ok(host_msg_len(n))
     }
@@ -153,6 +178,7 @@ pub struct TruncDevice {
     corr: OpCorr<'static>,
     n: usize,
     bits: u32,
+    width: usize,
 }
 
 /// Device side after sending.
@@ -161,31 +187,33 @@ pub struct TruncDeviceSent {
     corr: OpCorr<'static>,
     n: usize,
     bits: u32,
+    width: usize,
 }
 
 impl TruncDevice {
-    /// Truncation of `n` elements.
-    pub fn new(corr: OpCorr<'static>, n: usize, bits: u32) -> Result<Self, ProtocolError> {
-        if n == 0 || n > usize::MAX / 16 || corr.role() != Role::Device || !(1..=MAX_BITS).contains(&bits) {
+    /// Truncation of `n` elements by `bits` in `width` bytes.
+    pub fn new(corr: OpCorr<'static>, n: usize, bits: u32, width: usize) -> Result<Self, ProtocolError> {
+        if n == 0 || n > usize::MAX / 16 || corr.role() != Role::Device || !supported(bits, width) {
             return Err(ProtocolError::BadShape);
         }
-        Ok(Self { corr, n, bits })
+        Ok(Self { corr, n, bits, width })
     }
 
-    /// Writes `z1 + r1` into `out`.
+    /// Writes `z1 + r1 mod 2^W` into `out`.
     pub fn send(self, z1: &[u64], out: &mut [u8]) -> Result<(TruncDeviceSent, usize), ProtocolError> {
         if z1.len() != self.n {
             return Err(ProtocolError::BadBuffer);
         }
-        let len = device_msg_len(self.n);
+        let len = device_msg_len(self.n, self.width);
         let out = wire::out_prefix(out, len)?;
         let mut r1 = self.corr.random(LANE_R);
-        wire::put_words(out, z1.iter().map(|&z| z.wrapping_add(r1.next_u64())));
+        wire::put_narrow(out, self.width, z1.iter().map(|&z| z.wrapping_add(r1.next_u64())));
         Ok((
             TruncDeviceSent {
                 corr: self.corr,
                 n: self.n,
                 bits: self.bits,
+                width: self.width,
             },
             len,
         ))
@@ -208,22 +236,22 @@ impl TruncDeviceSent {
         let mut lo = self.corr.derived(LANE_LO, n)?;
         let mut hi = self.corr.derived(LANE_HI, n)?;
         for (i, t) in t1.iter_mut().enumerate() {
-            *t = device_share(lo.next_u64(), hi.next_u64(), wire::get_bit(reply, i), f);
+            *t = device_share(lo.next_u64(), hi.next_u64(), wire::get_bit(reply, i), f, self.width);
         }
         Ok(())
     }
 }
 
-/// The device's output share of one element: `-lo1 + b1 2^(63-f)` with
+/// The device's output share of one element: `-lo1 + b1 2^(W-1-f)` with
 /// `b1 = (1 - 2m) hi1`.
 #[inline]
-fn device_share(lo1: u64, hi1: u64, m: u64, f: u32) -> u64 {
+fn device_share(lo1: u64, hi1: u64, m: u64, f: u32, width: usize) -> u64 {
     let b1 = if m == 1 { hi1.wrapping_neg() } else { hi1 };
-    lo1.wrapping_neg().wrapping_add(b1 << (63 - f))
+    lo1.wrapping_neg().wrapping_add(b1 << (consts(width).3 - 1 - f))
 }
 
 /// Device: its output shares of elements `index..index + out.len()` of an
-/// earlier exact truncation by `bits` (`corr`, from
+/// earlier exact truncation by `bits` in `width` bytes (`corr`, from
 /// [`crate::corr::Correlations::earlier`]), given the host's reply bit of
 /// each (`m(i)` for element `index + i`): the words
 /// [`TruncDeviceSent::finish`] wrote. The share is its seed's `lo` and `hi`
@@ -232,17 +260,18 @@ fn device_share(lo1: u64, hi1: u64, m: u64, f: u32) -> u64 {
 pub fn device_shares_at(
     corr: &OpCorr<'_>,
     bits: u32,
+    width: usize,
     index: u64,
     mut m: impl FnMut(usize) -> u64,
     out: &mut [u64],
 ) -> Result<(), ProtocolError> {
-    if corr.role() != Role::Device || !(1..=MAX_BITS).contains(&bits) {
+    if corr.role() != Role::Device || !supported(bits, width) {
         return Err(ProtocolError::BadParameter);
     }
     let mut lo = corr.random_at(LANE_LO, index);
     let mut hi = corr.random_at(LANE_HI, index);
     for (i, t) in out.iter_mut().enumerate() {
-        *t = device_share(lo.next_u64(), hi.next_u64(), m(i), bits);
+        *t = device_share(lo.next_u64(), hi.next_u64(), m(i), bits, width);
     }
     Ok(())
 }
@@ -254,20 +283,21 @@ pub fn device_shares_at(
 pub fn device_reply_bits(
     corr: &OpCorr<'_>,
     bits: u32,
+    width: usize,
     index: u64,
     t1: &[u64],
     mut put: impl FnMut(usize, bool),
 ) -> Result<(), ProtocolError> {
-    if corr.role() != Role::Device || !(1..=MAX_BITS).contains(&bits) {
+    if corr.role() != Role::Device || !supported(bits, width) {
         return Err(ProtocolError::BadParameter);
     }
     let mut lo = corr.random_at(LANE_LO, index);
     let mut hi = corr.random_at(LANE_HI, index);
     for (i, &t) in t1.iter().enumerate() {
         let (l, h) = (lo.next_u64(), hi.next_u64());
-        if t == device_share(l, h, 0, bits) {
+        if t == device_share(l, h, 0, bits, width) {
             put(i, false);
-        } else if t == device_share(l, h, 1, bits) {
+        } else if t == device_share(l, h, 1, bits, width) {
             put(i, true);
         } else {
             return Err(ProtocolError::OutOfRange);

@@ -4,7 +4,7 @@
 use super::held::Rows;
 use super::spec::{
     Arena, ROW_FRAC, SCORE_RANGE_LOG2, ScoreExp, VitSpec, attn_buffers, ktv_chunk, norm_scratch_len, row_recip,
-    row_trunc, score_exp,
+    row_trunc, score_exp, score_width,
 };
 use crate::ProtocolError;
 use crate::model::AttnKind;
@@ -244,6 +244,7 @@ pub(super) fn attention<P: Party + ?Sized>(
         // 2Quad head squares them
         let quad = (g0..g1).any(|h| spec.model.attn(l, h) == AttnKind::Quad);
         let pre = if quad { 0 } else { f };
+        let sw = score_width(f, pre)?;
         let mut ar = Arena { rest: &mut *stage };
         let b = attn_buffers(g, q, n, hd);
         // K^T V of the group's ScaleAttn heads (in their order), from its
@@ -318,7 +319,9 @@ pub(super) fn attention<P: Party + ?Sized>(
                     if q0 == 0 {
                         qkv.load_block_t(p, (0, n), col(1, h), row, &mut y3[yo..yo + hd * n])?;
                     }
-                    MatmulShape::new(qr, hd, n).with_right(right(q0, first3 + (h - g0) as u64))
+                    MatmulShape::new(qr, hd, n)
+                        .with_right(right(q0, first3 + (h - g0) as u64))
+                        .with_width(sw)
                 };
                 shapes[ns] = s;
                 is_ktv[ns] = scale_head(h);

@@ -4,7 +4,7 @@ use super::attention::attention;
 use super::held::{Rows, Term, qkv_len, resid_len};
 use super::mlp::mlp_rows;
 use super::spec::{Arena, VitSpec, att_len, scratch_len};
-use super::weights::{Weights, Wid, check_weights};
+use super::weights::{Weights, Wid, check_weights, linear_width};
 use crate::FixedPoint;
 use crate::ProtocolError;
 use crate::model::Arch;
@@ -45,6 +45,7 @@ pub fn forward<P: Party + ?Sized, I: Patches + ?Sized>(
     let (att, stage) = rest.split_at_mut(att_len(&a, role));
     embed(p, spec, w, patches, &mut x, stage)?;
     let r = spec.tile.rows_of(&a);
+    let lw = linear_width(spec.fp);
     for l in 0..a.layers {
         // 1-2. LayerNorm 0 (affine folded) and qkv, by row tiles
         for r0 in (0..n).step_by(r) {
@@ -59,18 +60,14 @@ pub fn forward<P: Party + ?Sized, I: Patches + ?Sized>(
             x.load_rows(p, r0, xr)?;
             layernorm::layernorm(p, &ln, xr, None, &[], hln, lns)?;
             p.linear_trunc(
-                LinearShape {
-                    n: rr,
-                    din: d,
-                    dout: 3 * d,
-                },
+                LinearShape::new(rr, d, 3 * d).with_width(lw),
                 hln,
                 w.get(Wid::Qkv(l)),
                 w.get(Wid::QkvB(l)),
                 f,
                 zt,
             )?;
-            qkv.set(p, r0, &[(Term::last(p, f), zt)])?;
+            qkv.set(p, r0, &[(Term::last(p, f, lw), zt)])?;
         }
         // 3-5. attention by head groups and query tiles; its output goes
         // to the host masked for the projection as each tile is made (the
@@ -102,6 +99,7 @@ fn embed<P: Party + ?Sized, I: Patches + ?Sized>(
     let f = spec.fp.frac_bits();
     let host = p.role() == crate::Role::Host;
     let r = spec.tile.rows_of(&a);
+    let lw = linear_width(spec.fp);
     let mut ar = Arena { rest: stage };
     let z = ar.take(r * d)?;
     let rows = ar.take(r * pl)?;
@@ -111,18 +109,14 @@ fn embed<P: Party + ?Sized, I: Patches + ?Sized>(
         let rows = &mut rows[..(r1 - r0) * pl];
         patches.read(r0 * pl, rows)?;
         p.linear_trunc(
-            LinearShape {
-                n: r1 - r0,
-                din: pl,
-                dout: d,
-            },
+            LinearShape::new(r1 - r0, pl, d).with_width(lw),
             rows,
             w.get(Wid::PatchW),
             w.get(Wid::PatchB),
             f,
             z,
         )?;
-        x.set(p, r0 + 1, &[(Term::last(p, f), z)])?;
+        x.set(p, r0 + 1, &[(Term::last(p, f, lw), z)])?;
     }
     if let (true, Some(x)) = (host, x.words()) {
         let (cls, pos) = (w.get(Wid::Cls), w.get(Wid::Pos));
@@ -158,11 +152,7 @@ fn head<P: Party + ?Sized>(
     layernorm::layernorm(p, &ln1, x0, None, &[], hln, lns)?;
     let out = ar.take(a.classes)?;
     p.linear_trunc(
-        LinearShape {
-            n: 1,
-            din: d,
-            dout: a.classes,
-        },
+        LinearShape::new(1, d, a.classes).with_width(linear_width(spec.fp)),
         hln,
         w.get(Wid::Head),
         w.get(Wid::HeadB),

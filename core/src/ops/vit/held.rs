@@ -52,7 +52,8 @@ fn holds_resid(a: &Arch, role: Role, layout: &dyn Layout) -> bool {
 const NO_TERM: u64 = u64::MAX;
 
 /// One truncation output that makes up rows at the device: the op, the
-/// first row's place among the op's rows, the bits it truncated by.
+/// first row's place among the op's rows, the bits it truncated by and
+/// the width it ran in.
 #[derive(Clone, Copy)]
 pub(super) struct Term {
     /// The truncation op.
@@ -61,29 +62,33 @@ pub(super) struct Term {
     pub row: usize,
     /// Bits the op truncated by.
     pub frac: u32,
+    /// Bytes of its width ([`trunc::supported`]).
+    pub width: usize,
 }
 
 impl Term {
-    /// The output of the truncation by `frac` that `p` ran last, from its
-    /// first row.
-    pub(super) fn last<P: Party + ?Sized>(p: &P, frac: u32) -> Self {
+    /// The output of the truncation by `frac` in `width` bytes that `p`
+    /// ran last, from its first row.
+    pub(super) fn last<P: Party + ?Sized>(p: &P, frac: u32, width: usize) -> Self {
         Self {
             op: p.next_op_id().wrapping_sub(1),
             row: 0,
             frac,
+            width,
         }
     }
 
     fn pack(self) -> Result<u64, ProtocolError> {
-        if self.op >= 1 << 40 || self.row >= 1 << 16 || !(1..=trunc::MAX_BITS).contains(&self.frac) {
+        if self.op >= 1 << 36 || self.row >= 1 << 16 || !trunc::supported(self.frac, self.width) {
             return Err(ProtocolError::BadParameter);
         }
-        Ok(self.op << 24 | (self.row as u64) << 8 | self.frac as u64)
+        Ok(self.op << 28 | (self.width as u64) << 24 | (self.row as u64) << 8 | self.frac as u64)
     }
 
     fn unpack(w: u64) -> Option<Self> {
         (w != NO_TERM).then_some(Self {
-            op: w >> 24,
+            op: w >> 28,
+            width: ((w >> 24) & 0xf) as usize,
             row: ((w >> 8) & 0xffff) as usize,
             frac: (w & 0xff) as u32,
         })
@@ -178,7 +183,7 @@ impl<'s> Rows<'s> {
                 }
                 for (j, (term, z)) in parts.iter().enumerate() {
                     let corr = p.earlier_op(term.op)?;
-                    trunc::device_reply_bits(&corr, term.frac, (term.row * w) as u64, z, |i, m| {
+                    trunc::device_reply_bits(&corr, term.frac, term.width, (term.row * w) as u64, z, |i, m| {
                         let e = k * (t0 * w + i) + j;
                         let (at, b) = (e / 64, e % 64);
                         bits[at] = (bits[at] & !(1 << b)) | ((m as u64) << b);
@@ -232,6 +237,7 @@ impl<'s> Rows<'s> {
                         trunc::device_shares_at(
                             &corr,
                             term.frac,
+                            term.width,
                             (term.row * w + c0) as u64,
                             |i| {
                                 let e = k * (base + i) + j;

@@ -2,7 +2,7 @@
 
 use super::held::{Rows, Term};
 use super::spec::{Arena, MLP_RANGE_LOG2, VitSpec};
-use super::weights::{Weights, Wid};
+use super::weights::{Weights, Wid, linear_width};
 use crate::ops::layernorm::{self, LnSpec};
 use crate::ops::{Party, activation};
 use crate::protocol::cmp::{CmpOut, CmpShape};
@@ -45,7 +45,7 @@ pub(super) fn mlp_rows<P: Party + ?Sized>(
     p.linear_trunc_sent(
         mask,
         r0,
-        LinearShape { n: rr, din: d, dout: d },
+        LinearShape::new(rr, d, d),
         e,
         w.get(Wid::Proj(l)),
         w.get(Wid::ProjB(l)),
@@ -57,19 +57,22 @@ pub(super) fn mlp_rows<P: Party + ?Sized>(
     }
     // 7. LayerNorm 1 (affine, host-private scale)
     layernorm::layernorm(p, &ln, x, Some(w.get(Wid::Ln1G(l))), w.get(Wid::Ln1B(l)), hln, lns)?;
-    let t_ln = Term::last(p, f + layernorm::R_FRAC);
+    let t_ln = Term::last(p, f + layernorm::R_FRAC, crate::protocol::trunc::FULL);
     // 8. MLP: GeLU tokens through comparison and tail lookup, linearized
     // tokens not. When every row is a GeLU row, fc1's product goes to
     // GeLU untruncated: its comparison drops the f bits in its opening.
     let gelu = |t: usize| spec.model.gelu(l, r0 + t);
     let g_rows = (0..rr).filter(|&t| gelu(t)).count();
     let pre = if g_rows == rr { f } else { 0 };
+    // fc1 runs in the layers' width; untruncated, it is read by GeLU's
+    // comparison at bits `pre..pre + 8 w` of each share, inside it
+    let lw = linear_width(spec.fp);
+    let gelu_reads = pre as usize + 8 * activation::gelu_shapes(1, f, MLP_RANGE_LOG2, pre)?.0.width();
+    if gelu_reads > 8 * lw {
+        return Err(crate::ProtocolError::BadParameter.into());
+    }
     p.linear_trunc(
-        LinearShape {
-            n: rr,
-            din: d,
-            dout: mlp,
-        },
+        LinearShape::new(rr, d, mlp).with_width(lw),
         hln,
         w.get(Wid::Fc1(l)),
         w.get(Wid::Fc1B(l)),
@@ -98,18 +101,14 @@ pub(super) fn mlp_rows<P: Party + ?Sized>(
         }
     }
     p.linear_trunc(
-        LinearShape {
-            n: rr,
-            din: mlp,
-            dout: d,
-        },
+        LinearShape::new(rr, mlp, d).with_width(lw),
         hid2,
         w.get(Wid::Fc2(l)),
         w.get(Wid::Fc2B(l)),
         f,
         y,
     )?;
-    let t_fc2 = Term::last(p, f);
+    let t_fc2 = Term::last(p, f, lw);
     if g_rows < rr {
         let mut o = 0;
         for t in (0..rr).filter(|&t| !gelu(t)) {

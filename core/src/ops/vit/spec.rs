@@ -216,6 +216,25 @@ pub fn score_exp(n: usize, f: u32, pre: u32) -> Result<crate::protocol::cell::Ce
     Ok(shape)
 }
 
+/// Bytes a word of the `Q K^T` products' openings: with `pre > 0` the
+/// scores are read only by the exp lookup's and the comparison's openings
+/// ([`score_exp`], RSAttn's `CmpShape`), which take bits `pre..pre + 8 w`
+/// of each share (`w` their opening's bytes), so the product need only be
+/// right modulo `2^(pre + 8 w)`; with `pre = 0` (a 2Quad head squares the
+/// truncated scores) the whole ring.
+pub fn score_width(f: u32, pre: u32) -> Result<usize, ProtocolError> {
+    if pre == 0 {
+        return Ok(crate::protocol::trunc::FULL);
+    }
+    let exp = score_exp(1, f, pre)?.width_bytes();
+    let cmp = crate::protocol::cmp::CmpShape::new(1, f, SCORE_RANGE_LOG2, crate::protocol::cmp::CmpOut::Relu)?
+        .with_pre(pre)?
+        .width();
+    Ok((pre as usize + 8 * exp.max(cmp))
+        .div_ceil(8)
+        .min(crate::protocol::trunc::FULL))
+}
+
 /// The reciprocal of attention row sums (at [`ROW_FRAC`] bits) of heads of
 /// `kind` (ScaleAttn has none), on that kind's range: Softmax sums are at
 /// least 1 (the row's first score has `exp(0)`), RSAttn sums reach down to

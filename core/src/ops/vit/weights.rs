@@ -221,29 +221,85 @@ pub fn encode_weight(m: &ModelView<'_>, fp: FixedPoint, id: Wid, out: &mut [u64]
 /// ([`check_weight_range`]): the range the nonlinear protocols are stated
 /// for (`MLP_RANGE_LOG2`, `[-32, 32)`); LayerNorm's normalised outputs,
 /// which `qkv` and the head read with `gamma` folded in, stay within
-/// `sqrt(dim)`, at most 32 for `dim <= 1024`.
+/// `sqrt(dim)`, at most 32 for `dim <= 1024`. `fc2` reads GeLU's outputs,
+/// below 58.5 ([`crate::ops::activation::gelu`]): one bit more.
 pub const INPUT_RANGE_LOG2: u32 = 5;
 
-/// Checks that matrix weight `id`'s encoding `w` (at `f`) keeps every
-/// output of its linear layer inside exact truncation's stated range
-/// `[-2^62, 2^62)` at `2f` for inputs up to `2^INPUT_RANGE_LOG2` in
-/// magnitude: each output column's `sum |w|` (in words) stays below
-/// `2^(62 - INPUT_RANGE_LOG2 - f)`. Biases, vectors and embeddings pass
-/// (their encoding is range-checked by `FixedPoint::try_encode_at`). A
-/// model that fails would overflow the ring in the products and give
-/// garbage; it is refused when it is loaded.
+/// Bytes of the width the host-weights linear layers run in and their
+/// truncations lift from ([`crate::protocol::linear::LinearShape::width`]):
+/// `2f + 16` bits rounded up to bytes (6 at `f = 16`), so an output at
+/// `2f` may reach `2^13` (real) with a bit to spare for the bias. The
+/// projection reads the attention output at `2f` (its output is at `3f`)
+/// and runs in the whole ring.
+pub fn linear_width(fp: FixedPoint) -> usize {
+    (2 * fp.frac_bits() as usize + 16)
+        .div_ceil(8)
+        .min(crate::protocol::trunc::FULL)
+}
+
+/// The width (bytes) weight `id`'s layer runs in and the log2 of its input
+/// range (at `f`); `None` for vectors. The projection runs in the whole
+/// ring and is checked as before widths (its input counted at `f`, no bias
+/// bound).
+fn layer_range(id: Wid, fp: FixedPoint) -> Option<(usize, u32)> {
+    match id {
+        Wid::PatchW
+        | Wid::PatchB
+        | Wid::Qkv(_)
+        | Wid::QkvB(_)
+        | Wid::Fc1(_)
+        | Wid::Fc1B(_)
+        | Wid::Head
+        | Wid::HeadB => Some((linear_width(fp), INPUT_RANGE_LOG2)),
+        Wid::Fc2(_) | Wid::Fc2B(_) => Some((linear_width(fp), INPUT_RANGE_LOG2 + 1)),
+        Wid::Proj(_) => Some((crate::protocol::trunc::FULL, INPUT_RANGE_LOG2)),
+        _ => None,
+    }
+}
+
+/// Checks that weight `id`'s encoding `w` (at `f`) keeps every output of
+/// its linear layer inside the range the exact truncation after it reads,
+/// `[-2^(W-2), 2^(W-2))` for the layer's width of `W` bits
+/// ([`linear_width`]), for inputs up to `2^INPUT_RANGE_LOG2` in magnitude
+/// (one bit more for `fc2`) at `f`: each output column's `sum |w|` (in
+/// words) times the largest input (in words) stays below `2^(W-3)`, and
+/// each bias word below `2^(W-3)` in magnitude. The projection (whole
+/// ring) keeps the bound `2^62` without a bias bound. Embeddings and
+/// vectors pass (their encoding is range-checked by
+/// `FixedPoint::try_encode_at`).
+/// A model that fails would leave the layer's ring in the products and
+/// give garbage; it is refused when it is loaded.
 pub fn check_weight_range(a: &Arch, fp: FixedPoint, id: Wid, w: &[u64]) -> Result<(), ProtocolError> {
+    let Some((width, in_log2)) = layer_range(id, fp) else {
+        return Ok(());
+    };
+    if w.len() != id.len(a) {
+        return Err(ProtocolError::BadWeights);
+    }
+    // a bit of the range for the bias, except in the whole ring
+    let top = if width == crate::protocol::trunc::FULL {
+        62
+    } else {
+        8 * width as u32 - 3
+    };
+    if id.host_only() {
+        // a bias
+        let limit = 1u64 << top;
+        return match w.iter().any(|&x| (x as i64).unsigned_abs() >= limit) {
+            true => Err(ProtocolError::OutOfRange),
+            false => Ok(()),
+        };
+    }
     let fan_in = match id {
         Wid::PatchW => a.patch_len(),
-        Wid::Qkv(_) | Wid::Proj(_) | Wid::Fc1(_) | Wid::Head => a.dim,
         Wid::Fc2(_) => a.mlp,
-        _ => return Ok(()),
+        _ => a.dim,
     };
-    if fan_in == 0 || w.len() != id.len(a) {
+    if fan_in == 0 {
         return Err(ProtocolError::BadWeights);
     }
     let cols = w.len() / fan_in;
-    let limit = 1u128 << (62 - INPUT_RANGE_LOG2).saturating_sub(fp.frac_bits());
+    let limit = 1u128 << top.saturating_sub(in_log2 + fp.frac_bits());
     let mut sums = [0u128; 64];
     for chunk in (0..cols).step_by(sums.len()) {
         let width = sums.len().min(cols - chunk);
@@ -280,7 +336,9 @@ mod tests {
             classes: 10,
         };
         let fp = FixedPoint::new(16).expect("f");
-        let limit = 1u64 << (62 - INPUT_RANGE_LOG2 - 16);
+        // fc1 runs in 6 bytes at f = 16
+        assert_eq!(linear_width(fp), 6);
+        let limit = 1u64 << (48 - 3 - INPUT_RANGE_LOG2 - 16);
         let (id, cols) = (Wid::Fc1(0), 80);
         for col in [0, 63, 64, 79] {
             let mut w = vec![0u64; id.len(&a)];
@@ -296,11 +354,26 @@ mod tests {
                 "column {col}"
             );
         }
-        // vectors pass whatever their words
+        // the projection runs in the whole ring
+        let proj = 1u64 << (62 - INPUT_RANGE_LOG2 - 16);
+        let mut w = vec![0u64; Wid::Proj(0).len(&a)];
+        w[3] = proj - 1;
+        assert_eq!(check_weight_range(&a, fp, Wid::Proj(0), &w), Ok(()));
+        w[8 + 3] = 1;
         assert_eq!(
-            check_weight_range(&a, fp, Wid::Fc1B(0), &vec![u64::MAX / 2; 80]),
-            Ok(())
+            check_weight_range(&a, fp, Wid::Proj(0), &w),
+            Err(ProtocolError::OutOfRange)
         );
+        // a bias word below 2^(W-3) passes, one at it fails
+        let mut b = vec![(-((1i64 << 45) - 1)) as u64; 80];
+        assert_eq!(check_weight_range(&a, fp, Wid::Fc1B(0), &b), Ok(()));
+        b[79] = 1 << 45;
+        assert_eq!(
+            check_weight_range(&a, fp, Wid::Fc1B(0), &b),
+            Err(ProtocolError::OutOfRange)
+        );
+        // vectors pass whatever their words
+        assert_eq!(check_weight_range(&a, fp, Wid::Ln1B(0), &[u64::MAX / 2; 8]), Ok(()));
     }
 
     /// Every weight has its own mask stream: two tensors sharing one would
