@@ -42,7 +42,7 @@ use serde::{Deserialize, Serialize};
 /// computation, so that parties that would compute or frame differently
 /// refuse each other. It changes whenever [`COMPUTATION`] does, and also
 /// when only the set-up changes.
-pub const VERSION: u8 = 16;
+pub const VERSION: u8 = 17;
 /// Version of the computation (nonlinear protocols, approximations, the
 /// correlation generator): what the secure results depend on. Evaluation
 /// journals, the results table and `bench` record it; a result recorded

@@ -422,6 +422,23 @@ impl<T: Read + Write> Party for DeviceParty<'_, T> {
         self.linear_out(sent, s, w, 0, bits, z)
     }
 
+    fn linear_trunc_held(
+        &mut self,
+        (op, tbits): (u64, u32),
+        s: LinearShape,
+        _x: &[u64],
+        w: &[u64],
+        _bias: &[u64],
+        bits: u32,
+        z: &mut [u64],
+    ) -> Result<(), Self::Error> {
+        let sent = LinearDeviceSent::held(self.corr.next_op()?, s, op, tbits)?;
+        if bits == 0 {
+            return Ok(sent.output(w, z)?);
+        }
+        self.linear_out(sent, s, w, 0, bits, z)
+    }
+
     fn reveal_to_device(&mut self, x: &[u64], out: &mut [u64]) -> Result<(), Self::Error> {
         let peer = self.link.recv_kind(FrameKind::Data, self.rx)?;
         self.hw.rx = self.hw.rx.max(peer.len());

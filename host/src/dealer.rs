@@ -144,6 +144,25 @@ impl<T: Read + Write> Party for DealerParty<T> {
         Ok(())
     }
 
+    fn linear_trunc_held(
+        &mut self,
+        (op, tbits): (u64, u32),
+        s: LinearShape,
+        _x: &[u64],
+        b: &[u64],
+        _bias: &[u64],
+        bits: u32,
+        _z: &mut [u64],
+    ) -> Res<T::Error> {
+        self.deal(s.corrections(), s.dout, |o, acc, out| {
+            linear::deal_masked(o, s, linear::Mask::Held { op, bits: tbits }, b, acc, out)
+        })?;
+        if bits == 0 {
+            return Ok(());
+        }
+        self.deal_trunc(s.n * s.dout, bits, s.width)
+    }
+
     fn linear_trunc_sent(
         &mut self,
         mask: u64,
@@ -156,7 +175,7 @@ impl<T: Read + Write> Party for DealerParty<T> {
         _z: &mut [u64],
     ) -> Res<T::Error> {
         self.deal(s.corrections(), s.dout, |op, acc, out| {
-            linear::deal_masked(op, s, Some((mask, r0)), b, acc, out)
+            linear::deal_masked(op, s, linear::Mask::Blocks { op: mask, row0: r0 }, b, acc, out)
         })?;
         if bits == 0 {
             return Ok(());

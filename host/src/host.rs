@@ -321,6 +321,20 @@ impl<T: Read + Write> Party for HostParty<T> {
         self.linear_host(s, 0, (bias, bits), z, |op, _, z| op.finish_masked(e, w, z))
     }
 
+    fn linear_trunc_held(
+        &mut self,
+        _trunc: (u64, u32),
+        s: LinearShape,
+        x: &[u64],
+        w: &[u64],
+        bias: &[u64],
+        bits: u32,
+        z: &mut [u64],
+    ) -> Res<(), T::Error> {
+        // X - A1 = X0 modulo the layer's width: the host's own share
+        self.linear_host(s, 0, (bias, bits), z, |op, _, z| op.finish_masked(x, w, z))
+    }
+
     fn reveal_to_device(&mut self, x: &[u64], out: &mut [u64]) -> Res<(), T::Error> {
         mpcvit_core::wire::put_words(self.tx(8 * x.len()), x.iter().copied());
         self.send_tx(8 * x.len())?;

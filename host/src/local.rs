@@ -289,6 +289,18 @@ where
             p.linear_trunc_sent(mask, r0, s, e, w, bias, bits, z)
         })?)
     }
+    fn linear_trunc_held(
+        &mut self,
+        trunc: (u64, u32),
+        s: LinearShape,
+        x: &[u64],
+        w: &[u64],
+        bias: &[u64],
+        bits: u32,
+        z: &mut [u64],
+    ) -> Result<(), Self::Error> {
+        Ok(self.book("linear layers", |p| p.linear_trunc_held(trunc, s, x, w, bias, bits, z))?)
+    }
     fn reveal_to_device(&mut self, x: &[u64], out: &mut [u64]) -> Result<(), Self::Error> {
         Ok(self.book("reveal", |p| p.reveal_to_device(x, out))?)
     }

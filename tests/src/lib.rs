@@ -176,6 +176,31 @@ impl World {
         })
     }
 
+    /// An exact truncation of `x` by `tbits` (whole ring), then a linear
+    /// layer on its output whose device share the device takes from its
+    /// seed ([`Party::linear_trunc_held`]), in `s.width` bytes, truncated
+    /// by `bits`: the truncation's output followed by the layer's, both
+    /// reconstructed.
+    pub fn trunc_then_linear_held(
+        &mut self,
+        tbits: u32,
+        s: LinearShape,
+        layer: u64,
+        (x, w): (&[u64], &[u64]),
+        bits: u32,
+    ) -> Res<Vec<u64>> {
+        let views = local::weight_views(&self.keys, layer, w);
+        self.run(x, [&views[0], &views[1], &views[2]], |p, v, w| {
+            let op = p.next_op_id();
+            let mut t = vec![0; v.len()];
+            p.trunc(tbits, v, &mut t)?;
+            let mut z = vec![0; s.n * s.dout];
+            p.linear_trunc_held((op, tbits), s, &t, w, &[], bits, &mut z)?;
+            t.extend_from_slice(&z);
+            Ok(t)
+        })
+    }
+
     /// Exact truncation by `fp`'s fractional bits.
     pub fn trunc(&mut self, fp: FixedPoint, z: &[u64]) -> Res<Vec<u64>> {
         self.run(z, [&[], &[], &[]], |p, v, _| {

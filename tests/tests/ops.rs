@@ -188,6 +188,46 @@ proptest! {
     }
 }
 
+// A layer whose input is an exact truncation's output, the device's share
+// of it taken from its seed (no input message): truncation by `tbits`
+// (1..=30), the layer in `wb` bytes (at most `64 - tbits` bits), inputs up
+// to `2^(4 wb - 4)` after the truncation: within one ulp of the truncated
+// ring product of the truncation's (revealed) output.
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+    #[test]
+    fn linear_on_a_held_truncation_within_one_ulp(
+        (tbits, wb, ((n, din, dout), x, wt), bits) in (1u32..=30).prop_flat_map(|tb| {
+            (Just(tb), 2usize..=((64 - tb as usize) / 8).min(8))
+        }).prop_flat_map(|(tb, wb)| {
+            let lim = 1i64 << (4 * wb - 4);
+            (
+                Just(tb),
+                Just(wb),
+                shape_and((1usize..9, 1usize..33, 1usize..17), -lim..lim).prop_map(move |(s, x, w)| (
+                    s,
+                    // inputs before the truncation: the value times 2^tb plus low bits
+                    x.into_iter().map(|v| ((v << tb) | (v & ((1 << tb) - 1)).abs()) as u64).collect::<Vec<u64>>(),
+                    w.into_iter().map(|v| v as u64).collect::<Vec<u64>>()
+                )),
+                1u32..=(30.min(8 * wb as u32 - 2)),
+            )
+        }),
+        session in any::<u64>(),
+    ) {
+        let mut w = World::new(7, session);
+        let s = LinearShape::new(n, din, dout).with_width(wb);
+        let out = w.trunc_then_linear_held(tbits, s, 11, (&x, &wt), bits).expect("secure");
+        let (t, z) = out.split_at(n * din);
+        let mut want = vec![0; n * dout];
+        reference::matmul(t, &wt, (n, din, dout), &mut want).expect("shape");
+        for (i, (g, r)) in z.iter().zip(&want).enumerate() {
+            let d = g.wrapping_sub(reference::trunc(*r, bits)) as i64;
+            prop_assert!((0..=1).contains(&d), "element {}: diff {}", i, d);
+        }
+    }
+}
+
 // The same layer with its input sent ahead in blocks (as the attention
 // output goes to the projection): any block and row-tile cut, the blocks
 // in reverse order, and truncations by 0..=30 bits.
@@ -348,6 +388,18 @@ fn linear_block_refusals() {
     assert!(LinearDeviceSent::masked(c.earlier(layer.op()).expect("drawn"), s, layer.op(), 0).is_err());
     assert!(LinearDeviceSent::masked(c.earlier(mask.op()).expect("drawn"), s, layer.op(), 0).is_err());
     assert!(LinearDeviceSent::masked(layer, s, mask.op(), 0).is_ok());
+    // an input held from a truncation: the truncation must be earlier, and
+    // the layer's width within the 64 - bits bits the seed gives
+    let t = c.next_op().expect("op").op();
+    let held = c.next_op().expect("op");
+    let h = |sh: LinearShape, op: u64, bits: u32| {
+        LinearDeviceSent::held(c.earlier(held.op()).expect("drawn"), sh, op, bits).is_ok()
+    };
+    assert!(h(s.with_width(5), t, 24));
+    assert!(!h(s.with_width(6), t, 24), "48 bits above 64 - 24");
+    assert!(h(s.with_width(6), t, 16));
+    assert!(!h(s.with_width(5), held.op(), 24), "not earlier");
+    assert!(!h(s.with_width(5), t, 63), "not a truncation's bits");
 }
 
 // Local truncation for |z| < 2^32: the failure probability is < 2^-32 per

@@ -148,6 +148,24 @@ pub trait Party {
         bits: u32,
         z: &mut [u64],
     ) -> Result<(), Self::Error>;
+    /// [`Self::linear_trunc`] on an input that is, element for element in
+    /// order, the output of the earlier exact truncation `trunc = (op,
+    /// bits)` in the whole ring: the device's share of it modulo `2^(64 -
+    /// bits)` comes from its seed, so the device sends nothing for the
+    /// input ([`crate::protocol::linear::Mask::Held`]); the layer runs in
+    /// `s.width` bytes, at most `64 - bits` bits (else refused). `x` is this
+    /// party's share of that output.
+    #[allow(clippy::too_many_arguments)]
+    fn linear_trunc_held(
+        &mut self,
+        trunc: (u64, u32),
+        s: crate::protocol::linear::LinearShape,
+        x: &[u64],
+        w: &[u64],
+        bias: &[u64],
+        bits: u32,
+        z: &mut [u64],
+    ) -> Result<(), Self::Error>;
     /// Reveals `x` to the device only: the host sends its share; the device
     /// outputs the value, the host and the dealer get zeros.
     fn reveal_to_device(&mut self, x: &[u64], out: &mut [u64]) -> Result<(), Self::Error>;

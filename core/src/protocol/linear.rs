@@ -114,6 +114,71 @@ pub fn masked_weights(model_seed: &Seed, layer: u64, w: &[u64], f_out: &mut [u64
     Ok(())
 }
 
+/// Where the device's input mask `A1` of a linear op comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mask {
+    /// The op's own lane [`LANE_A`]: the device sends `X1 - A1`.
+    Own,
+    /// Rows `row0..` of lane [`LANE_A`] of the earlier mask op `op`: the
+    /// input went in blocks ([`mask_block`]).
+    Blocks {
+        /// The mask op.
+        op: u64,
+        /// The op's first row among the input's.
+        row0: usize,
+    },
+    /// The device's share of the input itself: the input is the output of
+    /// the earlier exact truncation `op` by `bits` in the whole ring, whose
+    /// device share is `-lo1 + (1 - 2m) hi1 2^(63 - bits)`, modulo
+    /// `2^(64 - bits)` the seed's `-lo1 + hi1 2^(63 - bits)` whatever the
+    /// reply bit `m` ([`super::trunc`]). An op in at most `64 - bits` bits
+    /// takes `A1 = X1`: nothing is sent, the host's `X - A1` is its own
+    /// share.
+    Held {
+        /// The truncation op.
+        op: u64,
+        /// Bits it truncated by.
+        bits: u32,
+    },
+}
+
+impl Mask {
+    /// Checks this mask for an op `op` of `shape`.
+    fn check(self, op: u64, shape: LinearShape) -> Result<(), ProtocolError> {
+        match self {
+            Mask::Own => Ok(()),
+            Mask::Blocks { op: m, .. } if m < op => Ok(()),
+            Mask::Held { op: t, bits }
+                if t < op
+                    && super::trunc::supported(bits, super::trunc::FULL)
+                    && 8 * shape.width as u32 + bits <= 64 =>
+            {
+                Ok(())
+            }
+            _ => Err(ProtocolError::BadParameter),
+        }
+    }
+}
+
+/// The device's `A1` words of a linear op, a row at a time: a lane's words
+/// `a`, or for [`Mask::Held`] `-lo + hi 2^shift` from the truncation's two
+/// lanes (`a` its `lo`).
+struct MaskWords {
+    a: Prg,
+    hi: Option<(Prg, u32)>,
+}
+
+impl MaskWords {
+    #[inline]
+    fn next_u64(&mut self) -> u64 {
+        let a = self.a.next_u64();
+        match &mut self.hi {
+            None => a,
+            Some((hi, shift)) => a.wrapping_neg().wrapping_add(hi.next_u64() << *shift),
+        }
+    }
+}
+
 /// Dealer: writes the host's message for one linear op. `b` is the layer's
 /// mask (din x dout) and `acc` a scratch row of `dout` words.
 pub fn deal(
@@ -123,21 +188,23 @@ pub fn deal(
     acc: &mut [u64],
     out: &mut [u8],
 ) -> Result<usize, ProtocolError> {
-    deal_masked(op, shape, None, b, acc, out)
+    deal_masked(op, shape, Mask::Own, b, acc, out)
 }
 
-/// Dealer: as [`deal`], for the rows `row0..row0 + shape.n` of an input
-/// whose blocks went masked by lane [`LANE_A`] of the earlier op `mask`
-/// (`Some((mask, row0))`; `None`: this op's own lane 0).
+/// Dealer: as [`deal`], with the device's `A1` from `mask`: rows
+/// `row0..row0 + shape.n` of an input whose blocks went masked by lane
+/// [`LANE_A`] of an earlier op, or the device's share of an earlier
+/// truncation's output ([`Mask`]).
 pub fn deal_masked(
     op: &DealerOp,
     shape: LinearShape,
-    mask: Option<(u64, usize)>,
+    mask: Mask,
     b: &[u64],
     acc: &mut [u64],
     out: &mut [u8],
 ) -> Result<usize, ProtocolError> {
     shape.check()?;
+    mask.check(op.device.op(), shape)?;
     check_len(b, shape.din, shape.dout)?;
     let acc = acc.get_mut(..shape.dout).ok_or(ProtocolError::BadBuffer)?;
     let mut a1 = device_mask(&op.device, shape, mask, 0)?;
@@ -158,20 +225,30 @@ pub fn deal_masked(
     w.finish()
 }
 
-/// The device's `A1` of the op `corr` from its row `row`: its own lane 0,
-/// or the rows of the earlier mask op's lane 0 (`mask = Some((op, row0))`).
-fn device_mask(
-    corr: &OpCorr<'_>,
-    shape: LinearShape,
-    mask: Option<(u64, usize)>,
-    row: usize,
-) -> Result<Prg, ProtocolError> {
+/// The device's `A1` of the op `corr` from its row `row` ([`Mask`]).
+fn device_mask(corr: &OpCorr<'_>, shape: LinearShape, mask: Mask, row: usize) -> Result<MaskWords, ProtocolError> {
     match mask {
-        None => Ok(corr.random_at(LANE_A, (row * shape.din) as u64)),
-        Some((m, row0)) => {
-            let mut a1 = corr.random_of_earlier(m, LANE_A)?;
-            a1.seek(((row0 + row) * shape.din) as u64);
-            Ok(a1)
+        Mask::Own => Ok(MaskWords {
+            a: corr.random_at(LANE_A, (row * shape.din) as u64),
+            hi: None,
+        }),
+        Mask::Blocks { op, row0 } => {
+            let mut a = corr.random_of_earlier(op, LANE_A)?;
+            a.seek(((row0 + row) * shape.din) as u64);
+            Ok(MaskWords { a, hi: None })
+        }
+        Mask::Held { op, bits } => {
+            // the device's share of a derived lane is its seed's lane
+            let (mut lo, mut hi) = (
+                corr.random_of_earlier(op, super::trunc::LANE_LO)?,
+                corr.random_of_earlier(op, super::trunc::LANE_HI)?,
+            );
+            lo.seek((row * shape.din) as u64);
+            hi.seek((row * shape.din) as u64);
+            Ok(MaskWords {
+                a: lo,
+                hi: Some((hi, 63 - bits)),
+            })
         }
     }
 }
@@ -306,8 +383,8 @@ pub struct LinearDevice {
 pub struct LinearDeviceSent {
     corr: OpCorr<'static>,
     shape: LinearShape,
-    /// The mask op and first row of an input sent in blocks.
-    mask: Option<(u64, usize)>,
+    /// Where `A1` comes from.
+    mask: Mask,
 }
 
 impl LinearDevice {
@@ -331,7 +408,7 @@ impl LinearDevice {
             LinearDeviceSent {
                 corr: self.corr,
                 shape: s,
-                mask: None,
+                mask: Mask::Own,
             },
             s.msg_len(),
         ))
@@ -343,15 +420,22 @@ impl LinearDeviceSent {
     /// blocks already went masked by the earlier op `mask` ([`mask_block`]):
     /// nothing is left to send.
     pub fn masked(corr: OpCorr<'static>, shape: LinearShape, mask: u64, row0: usize) -> Result<Self, ProtocolError> {
+        Self::with_mask(corr, shape, Mask::Blocks { op: mask, row0 })
+    }
+
+    /// The op `corr` whose input is the device's share of the earlier
+    /// truncation `op` by `bits` ([`Mask::Held`]): nothing is sent.
+    pub fn held(corr: OpCorr<'static>, shape: LinearShape, op: u64, bits: u32) -> Result<Self, ProtocolError> {
+        Self::with_mask(corr, shape, Mask::Held { op, bits })
+    }
+
+    fn with_mask(corr: OpCorr<'static>, shape: LinearShape, mask: Mask) -> Result<Self, ProtocolError> {
         shape.check()?;
-        if corr.role() != Role::Device || mask >= corr.op() {
+        if corr.role() != Role::Device {
             return Err(ProtocolError::BadParameter);
         }
-        Ok(Self {
-            corr,
-            shape,
-            mask: Some((mask, row0)),
-        })
+        mask.check(corr.op(), shape)?;
+        Ok(Self { corr, shape, mask })
     }
 
     /// The device's output share `z1 = A1 F + C1`, for the rows

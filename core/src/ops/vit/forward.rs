@@ -4,7 +4,7 @@ use super::attention::attention;
 use super::held::{Rows, Term, qkv_len, resid_len};
 use super::mlp::mlp_rows;
 use super::spec::{Arena, VitSpec, att_len, scratch_len};
-use super::weights::{Weights, Wid, check_weights, linear_width};
+use super::weights::{Weights, Wid, check_weights, held_width, linear_width};
 use crate::FixedPoint;
 use crate::ProtocolError;
 use crate::model::Arch;
@@ -45,7 +45,6 @@ pub fn forward<P: Party + ?Sized, I: Patches + ?Sized>(
     let (att, stage) = rest.split_at_mut(att_len(&a, role));
     embed(p, spec, w, patches, &mut x, stage)?;
     let r = spec.tile.rows_of(&a);
-    let lw = linear_width(spec.fp);
     for l in 0..a.layers {
         // 1-2. LayerNorm 0 (affine folded) and qkv, by row tiles
         for r0 in (0..n).step_by(r) {
@@ -59,15 +58,15 @@ pub fn forward<P: Party + ?Sized, I: Patches + ?Sized>(
             let zt = ar.take(rr * 3 * d)?;
             x.load_rows(p, r0, xr)?;
             layernorm::layernorm(p, &ln, xr, None, &[], hln, lns)?;
-            p.linear_trunc(
-                LinearShape::new(rr, d, 3 * d).with_width(lw),
+            let qw = after_layernorm(
+                p,
+                spec,
+                LinearShape::new(rr, d, 3 * d),
                 hln,
-                w.get(Wid::Qkv(l)),
-                w.get(Wid::QkvB(l)),
-                f,
+                (w.get(Wid::Qkv(l)), w.get(Wid::QkvB(l))),
                 zt,
             )?;
-            qkv.set(p, r0, &[(Term::last(p, f, lw), zt)])?;
+            qkv.set(p, r0, &[(Term::last(p, f, qw), zt)])?;
         }
         // 3-5. attention by head groups and query tiles; its output goes
         // to the host masked for the projection as each tile is made (the
@@ -130,6 +129,34 @@ fn embed<P: Party + ?Sized, I: Patches + ?Sized>(
     Ok(())
 }
 
+/// `qkv` or the head on `x`, the output of the LayerNorm that `p` ran
+/// last, truncated by `f`: without an input message in
+/// [`held_width`] (the device's share of `x` is its seed's, from the
+/// LayerNorm's last truncation), else in [`linear_width`] with one.
+/// Returns the width.
+fn after_layernorm<P: Party + ?Sized>(
+    p: &mut P,
+    spec: &VitSpec<'_>,
+    s: LinearShape,
+    x: &[u64],
+    (w, bias): (&[u64], &[u64]),
+    z: &mut [u64],
+) -> Result<usize, P::Error> {
+    let f = spec.fp.frac_bits();
+    match held_width(spec.fp) {
+        Some(hw) => {
+            let ln = (p.next_op_id().wrapping_sub(1), layernorm::R_FRAC);
+            p.linear_trunc_held(ln, s.with_width(hw), x, w, bias, f, z)?;
+            Ok(hw)
+        }
+        None => {
+            let lw = linear_width(spec.fp);
+            p.linear_trunc(s.with_width(lw), x, w, bias, f, z)?;
+            Ok(lw)
+        }
+    }
+}
+
 /// The final LayerNorm on the class token (row 0 of `x`), the head, and
 /// the logits revealed to the device (and to the host if the spec says so).
 fn head<P: Party + ?Sized>(
@@ -141,7 +168,7 @@ fn head<P: Party + ?Sized>(
     logits: &mut [u64],
 ) -> Result<(), P::Error> {
     let a = spec.arch;
-    let (d, f) = (a.dim, spec.fp.frac_bits());
+    let d = a.dim;
     let host = p.role() == crate::Role::Host;
     let mut ar = Arena { rest: stage };
     let ln1 = LnSpec::new(1, d);
@@ -151,12 +178,12 @@ fn head<P: Party + ?Sized>(
     x.load_rows(p, 0, x0)?;
     layernorm::layernorm(p, &ln1, x0, None, &[], hln, lns)?;
     let out = ar.take(a.classes)?;
-    p.linear_trunc(
-        LinearShape::new(1, d, a.classes).with_width(linear_width(spec.fp)),
+    after_layernorm(
+        p,
+        spec,
+        LinearShape::new(1, d, a.classes),
         hln,
-        w.get(Wid::Head),
-        w.get(Wid::HeadB),
-        f,
+        (w.get(Wid::Head), w.get(Wid::HeadB)),
         out,
     )?;
     p.reveal_to_device(out, logits)?;

@@ -57,4 +57,6 @@ pub use spec::{
     EXP_CAP, MLP_RANGE_LOG2, ROW_FRAC, SCORE_RANGE_LOG2, ScoreExp, ScratchParts, Tile, VitSpec, att_len,
     check_frac_bits, ktv_chunk, norm_scratch_len, row_recip, row_trunc, score_exp, scratch_len, scratch_parts,
 };
-pub use weights::{INPUT_RANGE_LOG2, Weights, Wid, check_weight_range, check_weights, encode_weight, linear_width};
+pub use weights::{
+    INPUT_RANGE_LOG2, Weights, Wid, check_weight_range, check_weights, encode_weight, held_width, linear_width,
+};

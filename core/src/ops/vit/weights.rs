@@ -237,6 +237,24 @@ pub fn linear_width(fp: FixedPoint) -> usize {
         .min(crate::protocol::trunc::FULL)
 }
 
+/// Bytes of the width `qkv` and the head run in when their input is the
+/// output of LayerNorm's last truncation (by [`crate::ops::layernorm::R_FRAC`]
+/// bits) as the device holds it ([`crate::protocol::linear::Mask::Held`]):
+/// the `64 - R_FRAC` bits in which the device's share comes from its seed
+/// (5 bytes), when they leave the outputs at `2f` at least `2^5` (real)
+/// below the bias bit (`f <= 16`). `None` above: the layer sends its input
+/// and runs in [`linear_width`].
+pub fn held_width(fp: FixedPoint) -> Option<usize> {
+    let w = (64 - crate::ops::layernorm::R_FRAC as usize) / 8;
+    (8 * w as u32 - 3 >= 2 * fp.frac_bits() + INPUT_RANGE_LOG2).then_some(w)
+}
+
+/// LayerNorm's normalized rows have Euclidean norm `sqrt(d)` (`sum_j
+/// ((x_j - mean) / sqrt(var + eps))^2 = d var / (var + eps) <= d`); the
+/// secure LayerNorm's may exceed it by its inverse square root's error, far
+/// below this factor.
+const LN_NORM_MARGIN: f64 = 1.125;
+
 /// The width (bytes) weight `id`'s layer runs in and the log2 of its input
 /// range (at `f`); `None` for vectors. The projection runs in the whole
 /// ring and is checked as before widths (its input counted at `f`, no bias
@@ -276,6 +294,9 @@ pub fn check_weight_range(a: &Arch, fp: FixedPoint, id: Wid, w: &[u64]) -> Resul
     if w.len() != id.len(a) {
         return Err(ProtocolError::BadWeights);
     }
+    if let (Some(hw), Wid::Qkv(_) | Wid::QkvB(_) | Wid::Head | Wid::HeadB) = (held_width(fp), id) {
+        return check_held_range(a, fp, id, hw, w);
+    }
     // a bit of the range for the bias, except in the whole ring
     let top = if width == crate::protocol::trunc::FULL {
         62
@@ -310,6 +331,40 @@ pub fn check_weight_range(a: &Arch, fp: FixedPoint, id: Wid, w: &[u64]) -> Resul
             }
         }
         if sums.iter().any(|&s| s >= limit) {
+            return Err(ProtocolError::OutOfRange);
+        }
+    }
+    Ok(())
+}
+
+/// [`check_weight_range`] for `qkv` and the head in the held width `hw`
+/// ([`held_width`]): their input is a LayerNorm's normalized row, of
+/// Euclidean norm at most `sqrt(d)` ([`LN_NORM_MARGIN`] over it), so each
+/// output is at most `sqrt(d)` times its column's Euclidean norm
+/// (Cauchy-Schwarz), which must stay below `2^(W-3)` at `2f`, and each
+/// bias word below `2^(W-3)`.
+fn check_held_range(a: &Arch, fp: FixedPoint, id: Wid, hw: usize, w: &[u64]) -> Result<(), ProtocolError> {
+    let top = libm::exp2((8 * hw - 3) as f64);
+    if id.host_only() {
+        return match w.iter().any(|&x| (x as i64).unsigned_abs() as f64 >= top) {
+            true => Err(ProtocolError::OutOfRange),
+            false => Ok(()),
+        };
+    }
+    let d = a.dim;
+    let cols = w.len() / d.max(1);
+    let scale = libm::sqrt(d as f64) * LN_NORM_MARGIN * libm::exp2(fp.frac_bits() as f64);
+    for c in 0..cols {
+        let sq: f64 = w
+            .iter()
+            .skip(c)
+            .step_by(cols.max(1))
+            .map(|&x| {
+                let v = x as i64 as f64;
+                v * v
+            })
+            .sum();
+        if libm::sqrt(sq) * scale >= top {
             return Err(ProtocolError::OutOfRange);
         }
     }
@@ -374,6 +429,48 @@ mod tests {
         );
         // vectors pass whatever their words
         assert_eq!(check_weight_range(&a, fp, Wid::Ln1B(0), &[u64::MAX / 2; 8]), Ok(()));
+    }
+
+    /// `qkv` and the head in the held width are bounded by their columns'
+    /// Euclidean norms times `sqrt(d)`: two entries of 0.7 of the limit
+    /// pass (their absolute sum, 1.4, would not), 0.75 each fails.
+    #[test]
+    fn held_range_bounds_each_column_norm() {
+        let a = Arch {
+            image: 28,
+            channels: 1,
+            patch: 7,
+            dim: 8,
+            layers: 1,
+            heads: 2,
+            mlp: 80,
+            classes: 10,
+        };
+        let fp = FixedPoint::new(16).expect("f");
+        assert_eq!(held_width(fp), Some(5));
+        assert_eq!(held_width(FixedPoint::new(17).expect("f")), None);
+        let lim = libm::exp2(37.0) / (libm::sqrt(8.0) * LN_NORM_MARGIN * libm::exp2(16.0));
+        let cols = 24;
+        for col in [0, 5, 23] {
+            let mut w = vec![0u64; Wid::Qkv(0).len(&a)];
+            w[col] = (0.7 * lim) as i64 as u64;
+            w[3 * cols + col] = (-0.7 * lim) as i64 as u64;
+            assert_eq!(check_weight_range(&a, fp, Wid::Qkv(0), &w), Ok(()), "column {col}");
+            w[col] = (0.75 * lim) as i64 as u64;
+            w[3 * cols + col] = (0.75 * lim) as i64 as u64;
+            assert_eq!(
+                check_weight_range(&a, fp, Wid::Qkv(0), &w),
+                Err(ProtocolError::OutOfRange),
+                "column {col}"
+            );
+        }
+        let mut b = vec![(1u64 << 37) - 1; 10];
+        assert_eq!(check_weight_range(&a, fp, Wid::HeadB, &b), Ok(()));
+        b[9] = 1 << 37;
+        assert_eq!(
+            check_weight_range(&a, fp, Wid::HeadB, &b),
+            Err(ProtocolError::OutOfRange)
+        );
     }
 
     /// Every weight has its own mask stream: two tensors sharing one would
