@@ -254,9 +254,9 @@ impl<'b, T: Read + Write> DeviceParty<'b, T> {
         Ok(())
     }
 
-    /// A linear op's output share truncated by `bits`; the op's message
-    /// (the first `head` bytes of `tx`, or none) rides with the
-    /// truncation's.
+    /// A linear op's output share truncated by `bits` (`bits = 0` with no
+    /// message: the share itself); the op's message (the first `head`
+    /// bytes of `tx`, or none) rides with the truncation's.
     fn linear_out(
         &mut self,
         sent: LinearDeviceSent,
@@ -266,6 +266,10 @@ impl<'b, T: Read + Write> DeviceParty<'b, T> {
         bits: u32,
         z: &mut [u64],
     ) -> Res<(), T::Error> {
+        if bits == 0 && head == 0 {
+            // no truncation and nothing sent: the output is the device's share
+            return Ok(sent.output(w, z)?);
+        }
         let nz = s.n * s.dout;
         self.use_tmp(nz)?;
         sent.output(w, take(self.tmp, "tmp", nz)?)?;
@@ -416,9 +420,6 @@ impl<T: Read + Write> Party for DeviceParty<'_, T> {
         z: &mut [u64],
     ) -> Result<(), Self::Error> {
         let sent = LinearDeviceSent::masked(self.corr.next_op()?, s, mask, r0)?;
-        if bits == 0 {
-            return Ok(sent.output(w, z)?);
-        }
         self.linear_out(sent, s, w, 0, bits, z)
     }
 
@@ -433,9 +434,6 @@ impl<T: Read + Write> Party for DeviceParty<'_, T> {
         z: &mut [u64],
     ) -> Result<(), Self::Error> {
         let sent = LinearDeviceSent::held(self.corr.next_op()?, s, op, tbits)?;
-        if bits == 0 {
-            return Ok(sent.output(w, z)?);
-        }
         self.linear_out(sent, s, w, 0, bits, z)
     }
 

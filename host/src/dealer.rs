@@ -63,6 +63,18 @@ impl<T: Read + Write> DealerParty<T> {
         Ok(())
     }
 
+    /// A linear op with its device mask from `mask`, and the truncation of
+    /// its output by `bits` (none with 0).
+    fn deal_linear(&mut self, s: LinearShape, mask: linear::Mask, b: &[u64], bits: u32) -> Res<T::Error> {
+        self.deal(s.corrections(), s.dout, |op, acc, out| {
+            linear::deal_masked(op, s, mask, b, acc, out)
+        })?;
+        if bits == 0 {
+            return Ok(());
+        }
+        self.deal_trunc(s.n * s.dout, bits, s.width)
+    }
+
     fn deal_trunc(&mut self, n: usize, bits: u32, width: usize) -> Res<T::Error> {
         self.deal(2 * n, 0, |op, _, out| trunc::deal(op, n, bits, width, out))
     }
@@ -120,11 +132,7 @@ impl<T: Read + Write> Party for DealerParty<T> {
         bits: u32,
         _z: &mut [u64],
     ) -> Res<T::Error> {
-        self.deal(s.corrections(), s.dout, |op, acc, out| linear::deal(op, s, b, acc, out))?;
-        if bits == 0 {
-            return Ok(());
-        }
-        self.deal_trunc(s.n * s.dout, bits, s.width)
+        self.deal_linear(s, linear::Mask::Own, b, bits)
     }
 
     fn linear_mask(&mut self) -> Result<u64, Self::Error> {
@@ -154,13 +162,7 @@ impl<T: Read + Write> Party for DealerParty<T> {
         bits: u32,
         _z: &mut [u64],
     ) -> Res<T::Error> {
-        self.deal(s.corrections(), s.dout, |o, acc, out| {
-            linear::deal_masked(o, s, linear::Mask::Held { op, bits: tbits }, b, acc, out)
-        })?;
-        if bits == 0 {
-            return Ok(());
-        }
-        self.deal_trunc(s.n * s.dout, bits, s.width)
+        self.deal_linear(s, linear::Mask::Held { op, bits: tbits }, b, bits)
     }
 
     fn linear_trunc_sent(
@@ -174,13 +176,7 @@ impl<T: Read + Write> Party for DealerParty<T> {
         bits: u32,
         _z: &mut [u64],
     ) -> Res<T::Error> {
-        self.deal(s.corrections(), s.dout, |op, acc, out| {
-            linear::deal_masked(op, s, linear::Mask::Blocks { op: mask, row0: r0 }, b, acc, out)
-        })?;
-        if bits == 0 {
-            return Ok(());
-        }
-        self.deal_trunc(s.n * s.dout, bits, s.width)
+        self.deal_linear(s, linear::Mask::Blocks { op: mask, row0: r0 }, b, bits)
     }
 
     fn reveal_to_device(&mut self, _x: &[u64], out: &mut [u64]) -> Res<T::Error> {

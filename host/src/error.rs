@@ -101,17 +101,28 @@ impl fmt::Display for LoadError {
                  (11..=20 fit every model; 16 is the default): export it with other --frac-bits"
             ),
             Self::Range { id, frac_bits } => {
-                use mpcvit_core::ops::vit::{INPUT_RANGE_LOG2, Wid, linear_width};
-                let ring = match (id, mpcvit_core::ring::FixedPoint::new(*frac_bits)) {
-                    (Wid::Proj(_), _) | (_, Err(_)) => 64,
-                    (_, Ok(fp)) => 8 * linear_width(fp),
+                use mpcvit_core::ops::vit::{INPUT_RANGE_LOG2, Wid, held_width, linear_width};
+                let fp = mpcvit_core::ring::FixedPoint::new(*frac_bits).ok();
+                let held = fp
+                    .and_then(held_width)
+                    .filter(|_| matches!(id, Wid::Qkv(_) | Wid::QkvB(_) | Wid::Head | Wid::HeadB));
+                let ring = match (id, fp) {
+                    (Wid::Proj(_), _) | (_, None) => 64,
+                    (_, Some(fp)) => 8 * held.unwrap_or_else(|| linear_width(fp)),
+                };
+                let what = match held {
+                    Some(_) => {
+                        "an output column's Euclidean norm times sqrt(dim) (LayerNorm's normalized rows)".to_string()
+                    }
+                    None => format!(
+                        "for inputs up to 2^{INPUT_RANGE_LOG2} (2^{} for fc2), an output column's sum of |w| times the input",
+                        INPUT_RANGE_LOG2 + 1
+                    ),
                 };
                 write!(
                     f,
-                    "the weights of {id:?} are too large for fixed point with {frac_bits} fractional bits: for \
-                     inputs up to 2^{INPUT_RANGE_LOG2} (2^{} for fc2), an output column's sum of |w| times the input, \
-                     or a bias, would leave the {ring}-bit ring the layer runs in (fewer --frac-bits leave more room)",
-                    INPUT_RANGE_LOG2 + 1
+                    "the weights of {id:?} are too large for fixed point with {frac_bits} fractional bits: {what}, \
+                     or a bias, would leave the {ring}-bit ring the layer runs in (fewer --frac-bits leave more room)"
                 )
             }
         }

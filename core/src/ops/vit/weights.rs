@@ -376,11 +376,9 @@ fn check_held_range(a: &Arch, fp: FixedPoint, id: Wid, hw: usize, w: &[u64]) -> 
 mod tests {
     use super::*;
 
-    /// The column sums are compared with the limit exactly: one word more
-    /// in any column fails, wherever the column lies.
-    #[test]
-    fn weight_range_bounds_each_output_column() {
-        let a = Arch {
+    /// dim 8, MLP 80, 10 classes.
+    fn small_arch() -> Arch {
+        Arch {
             image: 28,
             channels: 1,
             patch: 7,
@@ -389,7 +387,14 @@ mod tests {
             heads: 2,
             mlp: 80,
             classes: 10,
-        };
+        }
+    }
+
+    /// The column sums are compared with the limit exactly: one word more
+    /// in any column fails, wherever the column lies.
+    #[test]
+    fn weight_range_bounds_each_output_column() {
+        let a = small_arch();
         let fp = FixedPoint::new(16).expect("f");
         // fc1 runs in 6 bytes at f = 16
         assert_eq!(linear_width(fp), 6);
@@ -436,16 +441,7 @@ mod tests {
     /// pass (their absolute sum, 1.4, would not), 0.75 each fails.
     #[test]
     fn held_range_bounds_each_column_norm() {
-        let a = Arch {
-            image: 28,
-            channels: 1,
-            patch: 7,
-            dim: 8,
-            layers: 1,
-            heads: 2,
-            mlp: 80,
-            classes: 10,
-        };
+        let a = small_arch();
         let fp = FixedPoint::new(16).expect("f");
         assert_eq!(held_width(fp), Some(5));
         assert_eq!(held_width(FixedPoint::new(17).expect("f")), None);
