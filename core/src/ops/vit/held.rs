@@ -4,8 +4,9 @@
 //! a layer's `qkv` (`n x 3d`, from its truncation to attention).
 //!
 //! The host and the dealer keep every word. The device keeps bits: its
-//! share of an exact truncation's output is `-lo1 + (1 - 2m) hi1 2^(63-f)`,
-//! two lanes of its seed and the host's reply bit `m`
+//! share of an exact truncation's output is `-lo1 + (1 - 2m) hi1
+//! 2^(W-1-f)` (`W` the truncation's width in bits), two lanes of its seed
+//! and the host's reply bit `m`
 //! ([`crate::protocol::trunc::device_shares_at`]). Each row of `qkv` is one
 //! truncation's output, each row of `x` at most two (LayerNorm 1's and
 //! `fc2`'s, or the embedding's), so the device keeps one bit per element
