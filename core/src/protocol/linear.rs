@@ -161,8 +161,9 @@ impl Mask {
 }
 
 /// The device's `A1` words of a linear op, a row at a time: a lane's words
-/// `a`, or for [`Mask::Held`] `-lo + hi 2^shift` from the truncation's two
-/// lanes (`a` its `lo`).
+/// `a`, or for [`Mask::Held`] the truncation's device share with reply bit
+/// 0 ([`super::trunc::device_share`]) from its `lo` lane `a` and its `hi`
+/// lane, for the bits it truncated by.
 struct MaskWords {
     a: Prg,
     hi: Option<(Prg, u32)>,
@@ -174,7 +175,7 @@ impl MaskWords {
         let a = self.a.next_u64();
         match &mut self.hi {
             None => a,
-            Some((hi, shift)) => a.wrapping_neg().wrapping_add(hi.next_u64() << *shift),
+            Some((hi, bits)) => super::trunc::device_share(a, hi.next_u64(), 0, *bits, super::trunc::FULL),
         }
     }
 }
@@ -247,7 +248,7 @@ fn device_mask(corr: &OpCorr<'_>, shape: LinearShape, mask: Mask, row: usize) ->
             hi.seek((row * shape.din) as u64);
             Ok(MaskWords {
                 a: lo,
-                hi: Some((hi, 63 - bits)),
+                hi: Some((hi, bits)),
             })
         }
     }

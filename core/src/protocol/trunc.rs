@@ -245,7 +245,7 @@ impl TruncDeviceSent {
 /// The device's output share of one element: `-lo1 + b1 2^(W-1-f)` with
 /// `b1 = (1 - 2m) hi1`.
 #[inline]
-fn device_share(lo1: u64, hi1: u64, m: u64, f: u32, width: usize) -> u64 {
+pub(crate) fn device_share(lo1: u64, hi1: u64, m: u64, f: u32, width: usize) -> u64 {
     let b1 = if m == 1 { hi1.wrapping_neg() } else { hi1 };
     lo1.wrapping_neg().wrapping_add(b1 << (consts(width).3 - 1 - f))
 }

@@ -64,13 +64,9 @@ pub(super) fn mlp_rows<P: Party + ?Sized>(
     let gelu = |t: usize| spec.model.gelu(l, r0 + t);
     let g_rows = (0..rr).filter(|&t| gelu(t)).count();
     let pre = if g_rows == rr { f } else { 0 };
-    // fc1 runs in the layers' width; untruncated, it is read by GeLU's
-    // comparison at bits `pre..pre + 8 w` of each share, inside it
+    // fc1 runs in the layers' width; untruncated, GeLU's comparison reads
+    // its bits `pre..pre + 8 w`, inside that width (`check_frac_bits`)
     let lw = linear_width(spec.fp);
-    let gelu_reads = pre as usize + 8 * activation::gelu_shapes(1, f, MLP_RANGE_LOG2, pre)?.0.width();
-    if gelu_reads > 8 * lw {
-        return Err(crate::ProtocolError::BadParameter.into());
-    }
     p.linear_trunc(
         LinearShape::new(rr, d, mlp).with_width(lw),
         hln,

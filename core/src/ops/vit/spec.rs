@@ -144,9 +144,15 @@ pub fn check_frac_bits(a: &Arch, layout: &dyn Layout, f: u32) -> Result<(), Prot
         return Err(ProtocolError::BadParameter);
     }
     use crate::protocol::cmp::{CmpOut, CmpShape};
-    // the score and GeLU grids read their inputs before truncation too
+    // the score and GeLU grids read their inputs before truncation too;
+    // GeLU's comparison reads fc1's product at bits `f..f + 8 w`, which
+    // must lie in the width fc1 runs in
     score_exp(1, f, f)?;
-    activation::gelu_shapes(1, f, MLP_RANGE_LOG2, f)?;
+    let gelu_cmp = activation::gelu_shapes(1, f, MLP_RANGE_LOG2, f)?.0;
+    let fc1_bits = 8 * super::weights::linear_width(crate::FixedPoint::new(f)?);
+    if f as usize + 8 * gelu_cmp.width() > fc1_bits {
+        return Err(ProtocolError::BadParameter);
+    }
     let heads = (0..a.layers).flat_map(|l| (0..a.heads).map(move |h| layout.attn(l, h)));
     if heads.clone().any(|k| k == AttnKind::ReluSoftmax) {
         CmpShape::new(1, f, SCORE_RANGE_LOG2, CmpOut::Relu)?.with_pre(f)?;

@@ -294,14 +294,12 @@ pub fn check_weight_range(a: &Arch, fp: FixedPoint, id: Wid, w: &[u64]) -> Resul
     if w.len() != id.len(a) {
         return Err(ProtocolError::BadWeights);
     }
-    if let (Some(hw), Wid::Qkv(_) | Wid::QkvB(_) | Wid::Head | Wid::HeadB) = (held_width(fp), id) {
-        return check_held_range(a, fp, id, hw, w);
-    }
+    let held = held_width(fp).filter(|_| matches!(id, Wid::Qkv(_) | Wid::QkvB(_) | Wid::Head | Wid::HeadB));
     // a bit of the range for the bias, except in the whole ring
-    let top = if width == crate::protocol::trunc::FULL {
-        62
-    } else {
-        8 * width as u32 - 3
+    let top = match held {
+        Some(hw) => 8 * hw as u32 - 3,
+        None if width == crate::protocol::trunc::FULL => 62,
+        None => 8 * width as u32 - 3,
     };
     if id.host_only() {
         // a bias
@@ -310,6 +308,9 @@ pub fn check_weight_range(a: &Arch, fp: FixedPoint, id: Wid, w: &[u64]) -> Resul
             true => Err(ProtocolError::OutOfRange),
             false => Ok(()),
         };
+    }
+    if held.is_some() {
+        return check_held_norms(a, fp, top, w);
     }
     let fan_in = match id {
         Wid::PatchW => a.patch_len(),
@@ -337,20 +338,13 @@ pub fn check_weight_range(a: &Arch, fp: FixedPoint, id: Wid, w: &[u64]) -> Resul
     Ok(())
 }
 
-/// [`check_weight_range`] for `qkv` and the head in the held width `hw`
-/// ([`held_width`]): their input is a LayerNorm's normalized row, of
-/// Euclidean norm at most `sqrt(d)` ([`LN_NORM_MARGIN`] over it), so each
-/// output is at most `sqrt(d)` times its column's Euclidean norm
-/// (Cauchy-Schwarz), which must stay below `2^(W-3)` at `2f`, and each
-/// bias word below `2^(W-3)`.
-fn check_held_range(a: &Arch, fp: FixedPoint, id: Wid, hw: usize, w: &[u64]) -> Result<(), ProtocolError> {
-    let top = libm::exp2((8 * hw - 3) as f64);
-    if id.host_only() {
-        return match w.iter().any(|&x| (x as i64).unsigned_abs() as f64 >= top) {
-            true => Err(ProtocolError::OutOfRange),
-            false => Ok(()),
-        };
-    }
+/// [`check_weight_range`] for the matrices of `qkv` and the head in the
+/// held width ([`held_width`]): their input is a LayerNorm's normalized
+/// row, of Euclidean norm at most `sqrt(d)` ([`LN_NORM_MARGIN`] over it),
+/// so each output is at most `sqrt(d)` times its column's Euclidean norm
+/// (Cauchy-Schwarz), which must stay below `2^top` at `2f`.
+fn check_held_norms(a: &Arch, fp: FixedPoint, top: u32, w: &[u64]) -> Result<(), ProtocolError> {
+    let top = libm::exp2(top as f64);
     let d = a.dim;
     let cols = w.len() / d.max(1);
     let scale = libm::sqrt(d as f64) * LN_NORM_MARGIN * libm::exp2(fp.frac_bits() as f64);
