@@ -42,12 +42,12 @@ use serde::{Deserialize, Serialize};
 /// computation, so that parties that would compute or frame differently
 /// refuse each other. It changes whenever [`COMPUTATION`] does, and also
 /// when only the set-up changes.
-pub const VERSION: u8 = 17;
+pub const VERSION: u8 = 18;
 /// Version of the computation (nonlinear protocols, approximations, the
 /// correlation generator): what the secure results depend on. Evaluation
 /// journals, the results table and `bench` record it; a result recorded
 /// under the same computation version stays valid across set-up changes.
-pub const COMPUTATION: u8 = 9;
+pub const COMPUTATION: u8 = 10;
 /// Length of a tag.
 pub const TAG_LEN: usize = 16;
 

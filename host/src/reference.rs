@@ -166,6 +166,20 @@ fn head_attention(
     Ok(if kind == AttnKind::Scale {
         let ktv = matmul_t(kt, v, (hd, n, hd), f)?;
         matmul_t(q, &ktv, (n, hd, hd), 0)?
+    } else if kind == AttnKind::ReluSoftmax && vit::rs_after_v(fp) {
+        // (e V) (1 / S): e = ReLU(scores) at f, S at ROW_FRAC
+        let s = matmul_t(q, kt, (n, hd, n), f)?;
+        let e: Vec<u64> = s.iter().map(|&v| activation::relu_reference(v)).collect();
+        let mut out = matmul_t(&e, v, (n, n, hd), 0)?;
+        let spec = vit::rs_recip_after_v(n, f);
+        for (erow, orow) in e.chunks(n).zip(out.chunks_mut(hd)) {
+            let sum = erow.iter().fold(0u64, |a, &b| a.wrapping_add(b)) << (vit::ROW_FRAC - f);
+            let inv = spec.reference(sum);
+            for o in orow {
+                *o = trunc(o.wrapping_mul(inv), vit::RS_INV_FRAC);
+            }
+        }
+        out
     } else {
         let s = matmul_t(q, kt, (n, hd, n), f)?;
         let mut p = vec![0u64; n * n];

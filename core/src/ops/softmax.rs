@@ -16,6 +16,10 @@
 //! | 2Quad | square 1 + truncation 1 + reciprocal 7 + product 1 + truncation 1 = 11 | 8 + 8 + 8 + 8 B |
 //! | ScaleAttn | truncation 1 | 8 B |
 //!
+//! In the model, RSAttn heads at `f <= 16` take their product with `V`
+//! before the reciprocal ([`super::vit::rs_after_v`]); this op, and the
+//! other kinds there, make the probabilities first.
+//!
 //! Every row value is brought to [`super::vit::ROW_FRAC`] bits before the
 //! row sums; the reciprocal ([`super::vit::row_recip`], one range per
 //! kind) has `61 - ROW_FRAC` bits, so that `e / S` is a 61-bit product that
@@ -76,7 +80,7 @@ pub fn normalize<P: Party + ?Sized>(
         }
         return p.trunc(f, prod, out);
     }
-    super::vit::normalize_heads(p, rows, cols, &[spec.kind], 0, None, x, out, scratch)
+    super::vit::normalize_heads(p, rows, cols, &[spec.kind], 0, None, x, (out, None), scratch)
 }
 
 /// Plaintext fixed-point reference of [`normalize`] for one row (`x` and

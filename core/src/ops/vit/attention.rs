@@ -3,8 +3,8 @@
 
 use super::held::Rows;
 use super::spec::{
-    Arena, ROW_FRAC, SCORE_RANGE_LOG2, ScoreExp, VitSpec, attn_buffers, ktv_chunk, norm_scratch_len, row_recip,
-    row_trunc, score_exp, score_width,
+    Arena, ROW_FRAC, RS_INV_FRAC, SCORE_RANGE_LOG2, ScoreExp, VitSpec, attn_buffers, ktv_chunk, norm_scratch_len,
+    row_recip, row_trunc, rs_after_v, rs_recip_after_v, score_exp, score_width,
 };
 use crate::ProtocolError;
 use crate::model::AttnKind;
@@ -27,6 +27,14 @@ const MAX_GROUP: usize = if crate::ops::flight::MAX_JOBS < crate::model::MAX_HEA
 /// ScaleAttn `K^T V` to truncate by `f` (input, output), which rides in
 /// the RSAttn comparison's first flight ([`Party::trunc_cmp`]) and is
 /// truncated on its own without an RSAttn head.
+///
+/// `rs_inv` (`heads.len() x rows` words, head order): the RSAttn heads
+/// stop before their product ([`rs_after_v`](super::spec::rs_after_v)):
+/// their blocks of `out` get `e = ReLU(x)` at `f` bits and their rows of
+/// `rs_inv` the reciprocal of the row sums at
+/// [`RS_INV_FRAC`](super::spec::RS_INV_FRAC) bits
+/// ([`rs_recip_after_v`](super::spec::rs_recip_after_v)); the other heads'
+/// rows of `rs_inv` are left alone.
 // One function on purpose: the kinds' elementwise steps, the row sums, the
 // reciprocal batch and the product share the arena and the per-kind offsets
 // step by step; split, each piece would take most of them as arguments.
@@ -39,7 +47,7 @@ pub fn normalize_heads<P: Party + ?Sized>(
     pre: u32,
     ktv: Option<(&[u64], &mut [u64])>,
     x: &[u64],
-    out: &mut [u64],
+    (out, rs_inv): (&mut [u64], Option<&mut [u64]>),
     scratch: &mut [u64],
 ) -> Result<(), P::Error> {
     let fp = p.fp();
@@ -53,7 +61,7 @@ pub fn normalize_heads<P: Party + ?Sized>(
         }
         return Ok(());
     }
-    if x.len() != hcount * nn || out.len() != x.len() {
+    if x.len() != hcount * nn || out.len() != x.len() || rs_inv.as_ref().is_some_and(|v| v.len() != hcount * rows) {
         return Err(ProtocolError::BadBuffer.into());
     }
     if hcount > MAX_GROUP {
@@ -113,8 +121,10 @@ pub fn normalize_heads<P: Party + ?Sized>(
                 Some((t, tz)) => p.trunc_cmp(f, t, tz, rshape, &ins[ns..ns + nr], &mut outs[ns..ns + nr])?,
                 None => p.cmp(rshape, &ins[ns..ns + nr], &mut outs[ns..ns + nr])?,
             }
-            for v in outs[ns..ns + nr].iter_mut() {
-                *v <<= ROW_FRAC - f;
+            if rs_inv.is_none() {
+                for v in outs[ns..ns + nr].iter_mut() {
+                    *v <<= ROW_FRAC - f;
+                }
             }
         }
         if let Some((t, tz)) = ktv.take() {
@@ -149,6 +159,12 @@ pub fn normalize_heads<P: Party + ?Sized>(
     for (s, row) in sums.iter_mut().zip(e.chunks_exact(n)) {
         *s = row.iter().fold(0u64, |a, &b| a.wrapping_add(b));
     }
+    // deferred RSAttn rows are at f: their sums come to ROW_FRAC
+    if rs_inv.is_some() {
+        for s in sums[ns / n..(ns + nr) / n].iter_mut() {
+            *s <<= ROW_FRAC - f;
+        }
+    }
     let wscratch = ar.take(wide::scratch_len(rows))?;
     let per = rows / hcount;
     let mut r0 = 0;
@@ -157,7 +173,11 @@ pub fn normalize_heads<P: Party + ?Sized>(
         if m == 0 {
             continue;
         }
-        let spec = row_recip(n, f, kind);
+        let spec = if kind == AttnKind::ReluSoftmax && rs_inv.is_some() {
+            rs_recip_after_v(n, f)
+        } else {
+            row_recip(n, f, kind)
+        };
         wide::wide(
             p,
             &spec,
@@ -167,8 +187,32 @@ pub fn normalize_heads<P: Party + ?Sized>(
         )?;
         r0 += m;
     }
-    p.mul(e, inv, n, prod)?;
-    p.trunc(row_trunc(f), prod, out)?;
+    match rs_inv {
+        None => {
+            p.mul(e, inv, n, prod)?;
+            p.trunc(row_trunc(f), prod, out)?;
+        }
+        Some(rs_inv) => {
+            // RSAttn's e and reciprocal rows out as they are (the
+            // reciprocal in head order); the other kinds' rows together
+            // (2Quad's moved down next to Softmax's) through the product
+            out[ns..ns + nr].copy_from_slice(&e[ns..ns + nr]);
+            let mut k = ns / n;
+            for (hi, _) in heads.iter().enumerate().filter(|(_, h)| **h == AttnKind::ReluSoftmax) {
+                rs_inv[hi * per..(hi + 1) * per].copy_from_slice(&inv[k..k + per]);
+                k += per;
+            }
+            let m = ns + nq;
+            if m > 0 {
+                e.copy_within(ns + nr..ns + nr + nq, ns);
+                inv.copy_within((ns + nr) / n..(ns + nr + nq) / n, ns / n);
+                p.mul(&e[..m], &inv[..m / n], n, &mut prod[..m])?;
+                p.trunc(row_trunc(f), &prod[..m], &mut e[..m])?;
+                out[..ns].copy_from_slice(&e[..ns]);
+                out[ns + nr..].copy_from_slice(&e[ns..m]);
+            }
+        }
+    }
     // kind order to head order, a block swap at a time: at[k] is the head
     // whose rows are at block k
     let mut at = [0usize; MAX_GROUP];
@@ -185,6 +229,50 @@ pub fn normalize_heads<P: Party + ?Sized>(
             let (lo, hi) = out.split_at_mut(j.max(i) * nn);
             lo[j.min(i) * nn..(j.min(i) + 1) * nn].swap_with_slice(&mut hi[..nn]);
             at.swap(i, j);
+        }
+    }
+    Ok(())
+}
+
+/// RSAttn's rows weighted after `V` ([`rs_after_v`]): for each RSAttn
+/// head of `kinds` (a group's heads in order), its block of `z` (`qr`
+/// rows of `hd`: `e V` at `2f`) times its rows' reciprocals (`inv`: `qr`
+/// rows for each of the group's non-Scale heads, in order), truncated by
+/// [`RS_INV_FRAC`] (to `2f`), in place. The RSAttn blocks are gathered into
+/// `x` (and their reciprocals to the front of `inv`) for one product
+/// (into `w`) and one truncation.
+fn rs_weight<P: Party + ?Sized>(
+    p: &mut P,
+    kinds: &[AttnKind],
+    (qr, hd): (usize, usize),
+    (inv, w): (&mut [u64], &mut [u64]),
+    x: &mut [u64],
+    z: &mut [u64],
+) -> Result<(), P::Error> {
+    let blk = qr * hd;
+    let (mut k, mut r, mut ni) = (0, 0, 0);
+    for (hi, &kind) in kinds.iter().enumerate() {
+        if kind == AttnKind::Scale {
+            continue;
+        }
+        if kind == AttnKind::ReluSoftmax {
+            x[k..k + blk].copy_from_slice(&z[hi * blk..(hi + 1) * blk]);
+            inv.copy_within(ni * qr..(ni + 1) * qr, r);
+            k += blk;
+            r += qr;
+        }
+        ni += 1;
+    }
+    if k == 0 {
+        return Ok(());
+    }
+    p.mul(&x[..k], &inv[..r], hd, &mut w[..k])?;
+    p.trunc(RS_INV_FRAC, &w[..k], &mut x[..k])?;
+    let mut k = 0;
+    for (hi, &kind) in kinds.iter().enumerate() {
+        if kind == AttnKind::ReluSoftmax {
+            z[hi * blk..(hi + 1) * blk].copy_from_slice(&x[k..k + blk]);
+            k += blk;
         }
     }
     Ok(())
@@ -261,6 +349,12 @@ pub(super) fn attention<P: Party + ?Sized>(
         let probs = ar.take(g * q * n)?;
         let nscratch = ar.take(norm_scratch_len(g, q, n, quad))?;
         let row = ar.take(hd)?;
+        // RSAttn heads that weight `e V` ([`rs_after_v`]): their rows'
+        // reciprocals (the normalized heads' order, then gathered), and
+        // the product of the gathered `e V` rows with them
+        let after_v = rs_after_v(spec.fp) && (g0..g1).any(|h| spec.model.attn(l, h) == AttnKind::ReluSoftmax);
+        let rs_inv = ar.take(if after_v { g * q } else { 0 })?;
+        let rs_w = ar.take(if after_v { g * q * hd } else { 0 })?;
         // rank of a ScaleAttn head among the group's
         let rank = |h: usize| (g0..h).filter(|&k| scale_head(k)).count();
         // the first tile's first op of step 3 (every head's K^T or K^T V
@@ -416,7 +510,10 @@ pub(super) fn attention<P: Party + ?Sized>(
                 pre,
                 pending,
                 &mm_z[..so],
-                &mut probs[..so],
+                (
+                    &mut probs[..so],
+                    if after_v { Some(&mut rs_inv[..nk * qr]) } else { None },
+                ),
                 nscratch,
             )?;
             // 5. P V and Q (K^T V), one flight
@@ -448,6 +545,13 @@ pub(super) fn attention<P: Party + ?Sized>(
             }
             let gh = g1 - g0;
             p.matmuls(&shapes2[..gh], &mm_x[..xo], &mut y5[..yo], &mut mm_z[..gh * qr * hd])?;
+            if after_v {
+                let mut gk = [AttnKind::Scale; MAX_GROUP];
+                for h in g0..g1 {
+                    gk[h - g0] = spec.model.attn(l, h);
+                }
+                rs_weight(p, &gk[..gh], (qr, hd), (&mut *rs_inv, &mut *rs_w), mm_x, mm_z)?;
+            }
             // the tile's rows of the group's columns, row-major in mm_x
             // (free after the products), to the projection
             let w = gh * hd;

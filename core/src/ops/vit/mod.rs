@@ -22,9 +22,15 @@
 //!    Softmax heads (exp lookup 1, reciprocal 7, product 1, truncation 1),
 //!    11 for RSAttn heads (the comparison takes 2); the reciprocal of every
 //!    row of every head is one batch. A layer mixing Softmax and RSAttn pays
-//!    both elementwise steps in sequence (12); 2Quad adds 2.
-//! 5. One flight of products: `P_h V_h`, and `Q_h (K^T V)_h` for ScaleAttn
-//!    heads (their `1/N` is folded into the projection's rows): 1.
+//!    both elementwise steps in sequence (12); 2Quad adds 2. At `f <= 16`
+//!    ([`rs_after_v`]) RSAttn heads stop after the reciprocal: their
+//!    product and truncation come after step 5, on `hd` columns instead
+//!    of `n`.
+//! 5. One flight of products: `P_h V_h` (RSAttn at `f <= 16`: `e_h V_h`
+//!    with `e = ReLU(scores)`, then times the rows' reciprocals (1) and
+//!    truncated (1); 2 more in a group that also has a Softmax or 2Quad
+//!    head), and `Q_h (K^T V)_h` for ScaleAttn heads (their `1/N` is
+//!    folded into the projection's rows): 1.
 //! 6. Projection with truncation by `2f`, residual: 1.
 //! 7. LayerNorm 1 with its learned scale (host-private, [`Party::scale_trunc`](crate::ops::Party::scale_trunc))
 //!    and shift: 10.
@@ -54,8 +60,9 @@ pub use attention::normalize_heads;
 pub use forward::{Patches, Pixels, forward};
 pub use held::{qkv_len, resid_len};
 pub use spec::{
-    EXP_CAP, MLP_RANGE_LOG2, ROW_FRAC, SCORE_RANGE_LOG2, ScoreExp, ScratchParts, Tile, VitSpec, att_len,
-    check_frac_bits, ktv_chunk, norm_scratch_len, row_recip, row_trunc, score_exp, scratch_len, scratch_parts,
+    EXP_CAP, MLP_RANGE_LOG2, ROW_FRAC, RS_INV_FRAC, SCORE_RANGE_LOG2, ScoreExp, ScratchParts, Tile, VitSpec, att_len,
+    check_frac_bits, ktv_chunk, norm_scratch_len, row_recip, row_trunc, rs_after_v, rs_recip_after_v, score_exp,
+    scratch_len, scratch_parts,
 };
 pub use weights::{
     INPUT_RANGE_LOG2, Weights, Wid, check_weight_range, check_weights, encode_weight, held_width, linear_width,

@@ -166,6 +166,9 @@ pub fn check_frac_bits(a: &Arch, layout: &dyn Layout, f: u32) -> Result<(), Prot
             row_recip(a.tokens(), f, kind).check()?;
         }
     }
+    if heads.clone().any(|k| k == AttnKind::ReluSoftmax) && rs_after_v(crate::FixedPoint::new(f)?) {
+        rs_recip_after_v(a.tokens(), f).check()?;
+    }
     crate::ops::layernorm::LnSpec::new(1, a.dim).rsqrt(f).check()?;
     Ok(())
 }
@@ -248,6 +251,33 @@ pub fn score_width(f: u32, pre: u32) -> Result<usize, ProtocolError> {
 /// eps)` finite; the last window has exact cells), 2Quad sums down to
 /// `2^-8`.
 pub fn row_recip(n: usize, f: u32, kind: crate::model::AttnKind) -> WideSpec {
+    row_recip_at(n, f, kind, 61 - ROW_FRAC)
+}
+
+/// Fractional bits of RSAttn's row reciprocal when the rows weight `e V`
+/// ([`rs_after_v`]): `(e V) / S` at `2f + 24` bits stays below `2^61`
+/// (real values below `2^(37 - 2f)`, the held `qkv`'s bound), inside the
+/// exact truncation's range.
+pub const RS_INV_FRAC: u32 = 24;
+
+/// Whether RSAttn heads take the product with `V` before the reciprocal:
+/// `out = (e V) (1 / S)` truncated by [`RS_INV_FRAC`] instead of `P = e (1
+/// / S)` truncated to `f` and then `P V`. `e = ReLU(s)` is at `f` bits and
+/// at most 32, `V` at most `2^(37 - 2f)` (real; `qkv` runs in the held
+/// width, [`held_width`](super::held_width), `f <= 16`), so `e V` needs no
+/// truncation and the rows' `n`-wide product and truncation become `hd`
+/// wide. Above `f = 16` the probabilities are made first.
+pub fn rs_after_v(fp: crate::FixedPoint) -> bool {
+    super::weights::held_width(fp).is_some()
+}
+
+/// The RSAttn heads' row reciprocal when [`rs_after_v`]: [`row_recip`]'s
+/// range at [`RS_INV_FRAC`] bits.
+pub fn rs_recip_after_v(n: usize, f: u32) -> WideSpec {
+    row_recip_at(n, f, crate::model::AttnKind::ReluSoftmax, RS_INV_FRAC)
+}
+
+fn row_recip_at(n: usize, f: u32, kind: crate::model::AttnKind, out: u32) -> WideSpec {
     use crate::model::AttnKind;
     let n = n as f64;
     let (lo, hi, eps) = match kind {
@@ -264,7 +294,7 @@ pub fn row_recip(n: usize, f: u32, kind: crate::model::AttnKind) -> WideSpec {
     };
     WideSpec {
         eps,
-        ..WideSpec::new(Func::Recip, lo, hi, ROW_FRAC, 61 - ROW_FRAC)
+        ..WideSpec::new(Func::Recip, lo, hi, ROW_FRAC, out)
     }
 }
 
@@ -384,7 +414,10 @@ pub fn scratch_parts(a: &Arch, tile: Tile, role: crate::corr::Role, layout: &dyn
     // K^T V, the products' operands, the probabilities, a row of qkv
     let b = attn_buffers(g, q, n, hd);
     let quad = (0..a.layers).any(|l| (0..a.heads).any(|h| layout.attn(l, h) == crate::model::AttnKind::Quad));
-    let stage_b = b.ktv + b.x + 2 * b.y + b.z + g * q * n + norm_scratch_len(g, q, n, quad) + hd;
+    // RSAttn's reciprocal rows and weighted rows ([`rs_after_v`])
+    let rs = (0..a.layers).any(|l| (0..a.heads).any(|h| layout.attn(l, h) == crate::model::AttnKind::ReluSoftmax));
+    let stage_b =
+        b.ktv + b.x + 2 * b.y + b.z + g * q * n + norm_scratch_len(g, q, n, quad) + hd + rs as usize * g * q * (hd + 1);
     // x's rows, the projection, LayerNorm 1, the MLP
     let stage_c = 4 * r * d + ln + 4 * r * m + 2 * r * m.max(d);
     let last = 2 * d + LnSpec::new(1, d).scratch_len() + 2 * a.classes;
