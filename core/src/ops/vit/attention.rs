@@ -280,7 +280,8 @@ fn rs_weight<P: Party + ?Sized>(
 
 /// Steps 3-5 of layer `l` (see the module docs) for every head group and
 /// query tile of `spec.tile`: `qkv` (`n x 3d`, read a row piece at a time)
-/// to the attention output (`n x d`), each tile's rows sent for the
+/// to the attention output of query rows `0..queries` (`n` or, in the
+/// last layer, 1: the class token; every token is a key), each tile's rows sent for the
 /// projection as they are made ([`Party::linear_block`] under `mask`; the
 /// host keeps them in `att`, `n x d`, the others' `att` is empty). With
 /// more than one query tile, each head's right operands (`K^T` and `V`,
@@ -299,11 +300,14 @@ pub(super) fn attention<P: Party + ?Sized>(
     l: usize,
     qkv: &Rows<'_>,
     mask: u64,
-    att: &mut [u64],
+    (queries, att): (usize, &mut [u64]),
     stage: &mut [u64],
 ) -> Result<(), P::Error> {
     let a = spec.arch;
     let (n, d, nh, hd) = (a.tokens(), a.dim, a.heads, a.head_dim());
+    if queries == 0 || queries > n {
+        return Err(ProtocolError::BadParameter.into());
+    }
     let f = spec.fp.frac_bits();
     let (g, q) = (spec.tile.heads_of(&a), spec.tile.queries_of(&a));
     // a group's products are one flight: no more heads than it holds
@@ -385,8 +389,8 @@ pub(super) fn attention<P: Party + ?Sized>(
                 }
             }
         }
-        for q0 in (0..n).step_by(q) {
-            let q1 = (q0 + q).min(n);
+        for q0 in (0..queries).step_by(q) {
+            let q1 = (q0 + q).min(queries);
             let qr = q1 - q0;
             // 3. Q K^T for the normalized heads, K^T V for the ScaleAttn
             //    heads (first tile only), one flight; K^T V is truncated in

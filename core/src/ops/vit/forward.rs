@@ -46,6 +46,10 @@ pub fn forward<P: Party + ?Sized, I: Patches + ?Sized>(
     embed(p, spec, w, patches, &mut x, stage)?;
     let r = spec.tile.rows_of(&a);
     for l in 0..a.layers {
+        // the last layer's attention output and what follows it are read
+        // for the class token only (the head's input): one query row, one
+        // token row from the projection on
+        let rows_out = if l + 1 == a.layers { 1 } else { n };
         // 1-2. LayerNorm 0 (affine folded) and qkv, by row tiles
         for r0 in (0..n).step_by(r) {
             let r1 = (r0 + r).min(n);
@@ -72,10 +76,10 @@ pub fn forward<P: Party + ?Sized, I: Patches + ?Sized>(
         // to the host masked for the projection as each tile is made (the
         // host keeps it in `att`, the device keeps none of it)
         let mask = p.linear_mask()?;
-        attention(p, spec, l, &qkv, mask, att, stage)?;
+        attention(p, spec, l, &qkv, mask, (rows_out, att), stage)?;
         // 6-8. projection, residual, LayerNorm 1, MLP, residual, by row tiles
-        for r0 in (0..n).step_by(r) {
-            let r1 = (r0 + r).min(n);
+        for r0 in (0..rows_out).step_by(r) {
+            let r1 = (r0 + r).min(rows_out);
             let e = att.get(r0 * d..r1 * d).unwrap_or_default();
             mlp_rows(p, spec, w, l, (r0, r1), (mask, e), &mut x, stage)?;
         }
