@@ -82,6 +82,55 @@ proptest! {
         }
     }
 
+    /// A head group of mixed kinds with RSAttn weighted after `V`
+    /// ([`vit::rs_after_v`]): the Softmax and 2Quad heads' probabilities
+    /// as [`attention_normalizations`] bounds them, the RSAttn heads' rows
+    /// as `e = ReLU(x)` (exact outside the comparison's region below 0) and
+    /// their reciprocals at `RS_INV_FRAC` bits within `2^-10` relative.
+    #[test]
+    fn mixed_group_defers_rsattn(kinds in proptest::collection::vec(prop_oneof![Just(AttnKind::Softmax), Just(AttnKind::ReluSoftmax), Just(AttnKind::Quad)], 1..5),
+            (rows, cols) in (1usize..3, 2usize..40),
+            seed in any::<u64>()) {
+        use mpcvit_core::ops::vit;
+        let mut r = mpcvit_core::prg::Prg::new(&mpcvit_core::Seed::from_bytes([7; 32]), seed, 0);
+        let h = kinds.len();
+        let xs: Vec<f64> = (0..h * rows * cols).map(|_| (r.next_u64() % 12000) as f64 / 1000.0 - 6.0).collect();
+        let quad = kinds.contains(&AttnKind::Quad);
+        let (got, _) = run3(2, seed, fp(), &enc(&xs), [&[], &[], &[]], |p, x, _| {
+            let mut out = vec![0; x.len() + h * rows];
+            let (probs, inv) = out.split_at_mut(x.len());
+            let mut scratch = vec![0; vit::norm_scratch_len(h, rows, cols, quad)];
+            vit::normalize_heads(p, rows, cols, &kinds, 0, None, x, (probs, Some(inv)), &mut scratch)?;
+            Ok(out)
+        }).expect("run");
+        let (probs, inv) = got.split_at(xs.len());
+        let nn = rows * cols;
+        for (hi, &kind) in kinds.iter().enumerate() {
+            for t in 0..rows {
+                let row = &xs[hi * nn + t * cols..hi * nn + (t + 1) * cols];
+                let g_row = dec(&probs[hi * nn + t * cols..hi * nn + (t + 1) * cols]);
+                if kind == AttnKind::ReluSoftmax {
+                    for (g, v) in g_row.iter().zip(row) {
+                        prop_assert!((g - v.max(0.0)).abs() <= 2f64.powi(-10), "ReLU({v}) got {g}");
+                    }
+                    let s: f64 = row.iter().map(|v| v.max(0.0)).sum::<f64>() + 1e-5;
+                    let got_inv = inv[hi * rows + t] as f64 / 2f64.powi(vit::RS_INV_FRAC as i32);
+                    prop_assert!((got_inv * s - 1.0).abs() <= 2f64.powi(-10) + 2f64.powi(-(vit::RS_INV_FRAC as i32)) / s.min(1.0) * 4.0,
+                        "1/{s}: got {got_inv}");
+                    continue;
+                }
+                let e: Vec<f64> = match kind {
+                    AttnKind::Softmax => { let m = row.iter().cloned().fold(f64::MIN, f64::max); row.iter().map(|v| (v - m).exp()).collect() }
+                    _ => row.iter().map(|v| (v + 5.0).powi(2)).collect(),
+                };
+                let sum: f64 = e.iter().sum();
+                for (g, w) in g_row.iter().zip(e.iter().map(|v| v / sum)) {
+                    prop_assert!((g - w).abs() <= 2f64.powi(-9), "{kind:?} got {g} want {w}");
+                }
+            }
+        }
+    }
+
     /// LayerNorm with a host-private scale and shift against float:
     /// absolute error <= 2^-7 (inputs in [-8, 8), |gamma| <= 2, |beta| <= 1).
     #[test]
