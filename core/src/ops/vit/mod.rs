@@ -42,6 +42,9 @@
 //!    `fc2` with truncation: 1; precise ReLU on the MPCViT+ linearized
 //!    tokens: 2; residual.
 //!
+//! The last layer computes the class token only from step 3 on (its
+//! queries, then its row), all the head reads; every token is a key.
+//!
 //! Final LayerNorm on the class token (affine folded into the head), head,
 //! and the logits are revealed to the device only.
 //!
