@@ -204,6 +204,44 @@ proptest! {
     }
 }
 
+/// RSAttn heads weight `e V` by their reciprocals at `f <= 16` and make the
+/// probabilities first above (`vit::rs_after_v`): secure equals the
+/// fixed-point reference on both sides of the switch, all heads RSAttn,
+/// whole and tiled (one head, two query rows a flight).
+#[test]
+fn rsattn_matches_fixed_point_at_other_fractional_bits() {
+    for (f, seed) in [(12u32, 3u64), (12, 8), (18, 3), (18, 8)] {
+        let mut fm = random_model(seed);
+        fm.kinds.iter_mut().for_each(|k| *k = AttnKind::ReluSoftmax);
+        fm.frac_bits = f;
+        let bytes = fm.to_bytes().expect("encode");
+        let view = ModelView::parse(&bytes).expect("parse");
+        let fp = FixedPoint::new(f).expect("fp");
+        assert_eq!(mpcvit_core::ops::vit::rs_after_v(fp), f <= 16);
+        let keys = Keys::fixed(6);
+        let maps = weight_maps(&view, fp, &keys.model).expect("weights");
+        let img = image(&fm.arch, seed);
+        let want = reference(&view, fp, &maps[0], &img);
+        for tile in [
+            Tile::WHOLE,
+            Tile {
+                rows: 0,
+                heads: 1,
+                queries: 2,
+            },
+        ] {
+            let got = local::secure(&view, fp, &maps, &keys, seed, &img, (tile, false)).expect("secure inference");
+            for (g, w) in got.logits.iter().zip(&want) {
+                let (g, w) = (fp.decode(*g), fp.decode(*w));
+                assert!(
+                    (g - w).abs() <= 2f64.powi(-7),
+                    "f = {f}, seed {seed}, {tile:?}: secure {g} vs fixed {w}"
+                );
+            }
+        }
+    }
+}
+
 /// A model proptest found: an RSAttn row (layer 1) whose only positive
 /// score is 1.3e-3, so its sum is 85 units at f = 16, where the reciprocal
 /// `1 / (S + 1e-5)` is steep. With the row-sum reciprocal starting at 2^-8
