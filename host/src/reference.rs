@@ -166,9 +166,17 @@ fn head_attention(
     Ok(if kind == AttnKind::Scale {
         let ktv = matmul_t(kt, v, (hd, n, hd), f)?;
         matmul_t(q, &ktv, (n, hd, hd), 0)?
-    } else if kind == AttnKind::ReluSoftmax && vit::rs_after_v(fp) {
-        // (e V) (1 / S): e = ReLU(scores) at f, S at ROW_FRAC
+    } else {
         let s = matmul_t(q, kt, (n, hd, n), f)?;
+        if kind != AttnKind::ReluSoftmax || !vit::rs_after_v(fp) {
+            let mut p = vec![0u64; n * n];
+            let spec = softmax::NormSpec::new(kind, 1, n);
+            for (row, prow) in s.chunks(n).zip(p.chunks_mut(n)) {
+                softmax::reference(&spec, fp, row, prow);
+            }
+            return matmul_t(&p, v, (n, n, hd), 0);
+        }
+        // RSAttn: (e V) (1 / S), e = ReLU(scores) at f, S at ROW_FRAC
         let e: Vec<u64> = s.iter().map(|&v| activation::relu_reference(v)).collect();
         let mut out = matmul_t(&e, v, (n, n, hd), 0)?;
         let spec = vit::rs_recip_after_v(n, f);
@@ -180,13 +188,5 @@ fn head_attention(
             }
         }
         out
-    } else {
-        let s = matmul_t(q, kt, (n, hd, n), f)?;
-        let mut p = vec![0u64; n * n];
-        let spec = softmax::NormSpec::new(kind, 1, n);
-        for (row, prow) in s.chunks(n).zip(p.chunks_mut(n)) {
-            softmax::reference(&spec, fp, row, prow);
-        }
-        matmul_t(&p, v, (n, n, hd), 0)?
     })
 }

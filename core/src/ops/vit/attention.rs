@@ -356,7 +356,11 @@ pub(super) fn attention<P: Party + ?Sized>(
         // RSAttn heads that weight `e V` ([`rs_after_v`]): their rows'
         // reciprocals (the normalized heads' order, then gathered), and
         // the product of the gathered `e V` rows with them
-        let after_v = rs_after_v(spec.fp) && (g0..g1).any(|h| spec.model.attn(l, h) == AttnKind::ReluSoftmax);
+        let mut kinds_g = [AttnKind::Scale; MAX_GROUP];
+        for h in g0..g1 {
+            kinds_g[h - g0] = spec.model.attn(l, h);
+        }
+        let after_v = rs_after_v(spec.fp) && kinds_g[..g1 - g0].contains(&AttnKind::ReluSoftmax);
         let rs_inv = ar.take(if after_v { g * q } else { 0 })?;
         let rs_w = ar.take(if after_v { g * q * hd } else { 0 })?;
         // rank of a ScaleAttn head among the group's
@@ -550,11 +554,7 @@ pub(super) fn attention<P: Party + ?Sized>(
             let gh = g1 - g0;
             p.matmuls(&shapes2[..gh], &mm_x[..xo], &mut y5[..yo], &mut mm_z[..gh * qr * hd])?;
             if after_v {
-                let mut gk = [AttnKind::Scale; MAX_GROUP];
-                for h in g0..g1 {
-                    gk[h - g0] = spec.model.attn(l, h);
-                }
-                rs_weight(p, &gk[..gh], (qr, hd), (&mut *rs_inv, &mut *rs_w), mm_x, mm_z)?;
+                rs_weight(p, &kinds_g[..gh], (qr, hd), (&mut *rs_inv, &mut *rs_w), mm_x, mm_z)?;
             }
             // the tile's rows of the group's columns, row-major in mm_x
             // (free after the products), to the projection

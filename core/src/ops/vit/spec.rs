@@ -148,14 +148,18 @@ pub fn check_frac_bits(a: &Arch, layout: &dyn Layout, f: u32) -> Result<(), Prot
     // GeLU's comparison reads fc1's product at bits `f..f + 8 w`, which
     // must lie in the width fc1 runs in
     score_exp(1, f, f)?;
+    let fp = crate::FixedPoint::new(f)?;
     let gelu_cmp = activation::gelu_shapes(1, f, MLP_RANGE_LOG2, f)?.0;
-    let fc1_bits = 8 * super::weights::linear_width(crate::FixedPoint::new(f)?);
+    let fc1_bits = 8 * super::weights::linear_width(fp);
     if f as usize + 8 * gelu_cmp.width() > fc1_bits {
         return Err(ProtocolError::BadParameter);
     }
     let heads = (0..a.layers).flat_map(|l| (0..a.heads).map(move |h| layout.attn(l, h)));
     if heads.clone().any(|k| k == AttnKind::ReluSoftmax) {
         CmpShape::new(1, f, SCORE_RANGE_LOG2, CmpOut::Relu)?.with_pre(f)?;
+        if rs_after_v(fp) {
+            rs_recip_after_v(a.tokens(), f).check()?;
+        }
     }
     let tokens = (0..a.layers).flat_map(|l| (0..a.tokens()).map(move |t| layout.gelu(l, t)));
     if tokens.clone().any(|g| !g) {
@@ -165,9 +169,6 @@ pub fn check_frac_bits(a: &Arch, layout: &dyn Layout, f: u32) -> Result<(), Prot
         if heads.clone().any(|k| k == kind) {
             row_recip(a.tokens(), f, kind).check()?;
         }
-    }
-    if heads.clone().any(|k| k == AttnKind::ReluSoftmax) && rs_after_v(crate::FixedPoint::new(f)?) {
-        rs_recip_after_v(a.tokens(), f).check()?;
     }
     crate::ops::layernorm::LnSpec::new(1, a.dim).rsqrt(f).check()?;
     Ok(())
@@ -413,9 +414,10 @@ pub fn scratch_parts(a: &Arch, tile: Tile, role: crate::corr::Role, layout: &dyn
     let stage_a = 5 * r * d + ln;
     // K^T V, the products' operands, the probabilities, a row of qkv
     let b = attn_buffers(g, q, n, hd);
-    let quad = (0..a.layers).any(|l| (0..a.heads).any(|h| layout.attn(l, h) == crate::model::AttnKind::Quad));
+    let has = |kind| (0..a.layers).any(|l| (0..a.heads).any(|h| layout.attn(l, h) == kind));
+    let quad = has(crate::model::AttnKind::Quad);
     // RSAttn's reciprocal rows and weighted rows ([`rs_after_v`])
-    let rs = (0..a.layers).any(|l| (0..a.heads).any(|h| layout.attn(l, h) == crate::model::AttnKind::ReluSoftmax));
+    let rs = has(crate::model::AttnKind::ReluSoftmax);
     let stage_b =
         b.ktv + b.x + 2 * b.y + b.z + g * q * n + norm_scratch_len(g, q, n, quad) + hd + rs as usize * g * q * (hd + 1);
     // x's rows, the projection, LayerNorm 1, the MLP
